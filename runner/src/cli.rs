@@ -1,0 +1,240 @@
+//! The command line: `waymark run` and `waymark demo`.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::http::{AllowList, HttpConfig};
+use crate::record::{RunRecord, Status};
+use crate::{RunOptions, Runtime, demo, pretty};
+
+/// Synthetic journeys in a sandbox, timed phase by phase.
+#[derive(Parser, Debug)]
+#[command(name = "waymark", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one journey once and print what it did.
+    Run(RunArgs),
+    /// Start the embedded demo API on loopback and run the example journeys against it.
+    Demo(DemoArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// A waterfall of steps, checks and request phases.
+    Pretty,
+    /// The result record (one JSON object).
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The journey: a Wasm component built for the waymark:journey world.
+    journey: PathBuf,
+    /// A variable for the journey, NAME=VALUE (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// A secret, NAME=VALUE, or NAME alone to read it from the environment
+    /// variable NAME; shown as *** in every output (repeatable).
+    #[arg(long = "secret", value_name = "NAME[=VALUE]")]
+    secrets: Vec<String>,
+    /// A host the journey may reach: host, *.domain, with optional :port (repeatable).
+    /// Nothing else is reachable.
+    #[arg(long = "allow-host", value_name = "PATTERN")]
+    allow_hosts: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for https, beside the webpki roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Wall-clock limit of the run, e.g. 30s, 500ms.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Memory limit of the journey, e.g. 64MiB.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    memory_limit: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "pretty")]
+    format: Format,
+    /// Journey name in the record (default: the file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Location label in the record.
+    #[arg(long, default_value = "local")]
+    location: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "pretty")]
+    format: Format,
+}
+
+/// Parse `30s`, `1m30s`, `250ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 30s or 500ms: {e}"))
+}
+
+/// Parse `64MiB`, `512KiB`, `1GiB`, `1000000` (bytes).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size like 64MiB"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("'{s}': unknown size unit '{other}' (use KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn pairs(items: &[String], what: &str, from_env: bool) -> anyhow::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for item in items {
+        match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None if from_env && !item.is_empty() => {
+                let v = std::env::var(item).with_context(|| {
+                    format!("--{what} {item}: environment variable {item} is not set")
+                })?;
+                out.insert(item.clone(), v);
+            }
+            _ => bail!("--{what} '{item}': expected NAME=VALUE"),
+        }
+    }
+    Ok(out)
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn print_record(rec: &RunRecord, format: Format) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Pretty => {
+            let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            write!(out, "{}", pretty::render(rec, color))?;
+        }
+        Format::Json => writeln!(out, "{}", serde_json::to_string(rec)?)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<Status> {
+    let vars = pairs(&args.vars, "var", false)?;
+    let secrets = pairs(&args.secrets, "secret", true)?;
+    let allow = AllowList::parse(&args.allow_hosts).context("--allow-host")?;
+    let http = HttpConfig::new(allow, args.ca_file.as_deref())?;
+    let runtime = Runtime::new(Runtime::default_cache_dir())?;
+    let mut journey = runtime.load_file(&args.journey)?;
+    if let Some(name) = args.name {
+        journey.name = name;
+    }
+    let mut opts = RunOptions::new(Arc::new(http));
+    opts.vars = vars;
+    opts.secrets = secrets;
+    opts.timeout = args.timeout;
+    opts.memory_limit = args.memory_limit;
+    opts.location = args.location;
+    let rec = tokio_runtime()?.block_on(runtime.run(&journey, &opts));
+    print_record(&rec, args.format)?;
+    Ok(rec.status)
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<Status> {
+    let runtime = Runtime::new(Runtime::default_cache_dir())?;
+    let rt = tokio_runtime()?;
+    rt.block_on(async {
+        let api = demo::DemoApi::start().await.context("cannot start the demo API")?;
+        if args.format == Format::Pretty {
+            println!("demo API listening on {}\n", api.base_url());
+        }
+        let allow = AllowList::parse(&[api.authority()])?;
+        let mut opts = RunOptions::new(Arc::new(HttpConfig::new(allow, None)?));
+        (opts.vars, opts.secrets) = api.vars();
+        opts.timeout = Duration::from_secs(10);
+        let mut worst = Status::Pass;
+        for (name, wasm) in demo::JOURNEYS {
+            let journey = runtime.load(name, wasm)?;
+            let rec = runtime.run(&journey, &opts).await;
+            print_record(&rec, args.format)?;
+            if args.format == Format::Pretty {
+                println!();
+            }
+            if rec.status.exit_code() > worst.exit_code() {
+                worst = rec.status;
+            }
+        }
+        Ok(worst)
+    })
+}
+
+/// Entry point of the binary: exit 0 pass, 1 fail, 2 error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WAYMARK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Demo(args) => demo(args),
+    };
+    match result {
+        Ok(status) => ExitCode::from(status.exit_code() as u8),
+        Err(e) => {
+            eprintln!("waymark: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("64 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn pairs_need_names() {
+        assert!(pairs(&["=x".into()], "var", false).is_err());
+        assert!(pairs(&["novalue".into()], "var", false).is_err());
+        let p = pairs(&["a=b=c".into()], "var", false).expect("valid");
+        assert_eq!(p["a"], "b=c");
+    }
+}

@@ -1,0 +1,575 @@
+//! The phase-timed HTTP client behind the `http` interface.
+//!
+//! reqwest and hyper-util's pooled client hide the moments we need, so this
+//! client drives the steps itself: resolve, TCP connect, TLS handshake, then a
+//! hyper HTTP/1.1 connection over an I/O wrapper that notes when the first
+//! response byte arrives. Phase definitions are DESIGN.md section 3, the same
+//! as blackbox_exporter's and curl's `-w` timers.
+
+pub mod allow;
+mod io;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+pub use allow::{AllowList, HostPattern, PatternError};
+use io::{FirstByteProbe, TimedIo};
+pub use tls::{TlsConfigError, TlsInfo};
+
+/// Default cap on one response body (DESIGN.md section 7).
+pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
+
+/// Settings shared by every run of a process.
+#[derive(Clone)]
+pub struct HttpConfig {
+    /// Hosts the journey may reach.
+    pub allow: AllowList,
+    /// Root certificates and protocol settings for https.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Largest response body read, in bytes.
+    pub max_body: u64,
+    /// Sent as `user-agent` unless the journey sets its own.
+    pub user_agent: String,
+}
+
+impl HttpConfig {
+    /// webpki roots plus the certificates of `ca_file` (PEM), if given.
+    pub fn new(
+        allow: AllowList,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, TlsConfigError> {
+        Ok(HttpConfig {
+            allow,
+            tls: Arc::new(tls::client_config(ca_file)?),
+            max_body: DEFAULT_MAX_BODY,
+            user_agent: format!("waymark/{}", env!("CARGO_PKG_VERSION")),
+        })
+    }
+}
+
+/// A request as the journey asked for it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// HTTP method.
+    pub method: String,
+    /// Absolute URL.
+    pub url: String,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body, if any.
+    pub body: Option<Vec<u8>>,
+    /// Per-request time limit.
+    pub timeout: Option<Duration>,
+}
+
+/// Phase durations of one request (DESIGN.md section 3).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// start → address resolved.
+    pub resolve: Duration,
+    /// resolved → TCP established.
+    pub connect: Duration,
+    /// TCP established → TLS handshake done (zero for http).
+    pub tls: Duration,
+    /// connection ready → first response byte (request write included).
+    pub processing: Duration,
+    /// first response byte → last body byte.
+    pub transfer: Duration,
+    /// start → last body byte.
+    pub total: Duration,
+}
+
+/// A complete response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers in order, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// The whole body.
+    pub body: Bytes,
+    /// Phase durations.
+    pub timings: Timings,
+    /// `HTTP/1.1`, ...
+    pub http_version: &'static str,
+    /// The peer address.
+    pub remote_addr: SocketAddr,
+    /// A kept-alive connection of this run was used.
+    pub reused_connection: bool,
+    /// The TLS session, for https.
+    pub tls: Option<TlsInfo>,
+}
+
+/// Why a request got no response; each maps to the WIT `http-error` case of
+/// the same name.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum HttpError {
+    /// The allow-list refused the host.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// Bad URL, method or header.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Name resolution failed.
+    #[error("resolve failed: {0}")]
+    Resolve(String),
+    /// TCP connect failed.
+    #[error("connect failed: {0}")]
+    Connect(String),
+    /// TLS handshake failed.
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    /// A time limit expired.
+    #[error("timeout: {0}")]
+    Timeout(String),
+    /// The peer broke HTTP or closed early.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The body exceeded the cap.
+    #[error("response body larger than the {0}-byte cap")]
+    TooLarge(u64),
+}
+
+impl HttpError {
+    /// The variant's name, as in the WIT and the result record.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HttpError::Denied(_) => "denied",
+            HttpError::InvalidRequest(_) => "invalid-request",
+            HttpError::Resolve(_) => "resolve",
+            HttpError::Connect(_) => "connect",
+            HttpError::Tls(_) => "tls",
+            HttpError::Timeout(_) => "timeout",
+            HttpError::Protocol(_) => "protocol",
+            HttpError::TooLarge(_) => "too-large",
+        }
+    }
+}
+
+/// What one `send` did, success or not: what the record needs.
+#[derive(Debug)]
+pub struct Exchange {
+    /// When the request started.
+    pub started: Instant,
+    /// The W3C trace id sent in `traceparent`.
+    pub trace_id: String,
+    /// The response, or why there is none.
+    pub result: Result<Response, HttpError>,
+    /// Time from start to the end (success or failure).
+    pub elapsed: Duration,
+}
+
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Phase {
+    Resolve,
+    Connect,
+    Tls,
+    Processing,
+    Transfer,
+}
+
+impl Phase {
+    fn name(v: u8) -> &'static str {
+        ["resolve", "connect", "tls", "processing", "transfer"]
+            .get(usize::from(v))
+            .copied()
+            .unwrap_or("request")
+    }
+}
+
+type PoolKey = (bool, String, u16);
+
+struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    probe: Arc<FirstByteProbe>,
+    remote: SocketAddr,
+    tls: Option<TlsInfo>,
+}
+
+/// A per-run client: keeps connections alive between the run's requests and
+/// closes them all when dropped.
+pub struct Client {
+    config: Arc<HttpConfig>,
+    pool: HashMap<PoolKey, Conn>,
+    trace_id: String,
+}
+
+struct Target {
+    https: bool,
+    host: String,
+    port: u16,
+    authority: String,
+    path: String,
+}
+
+impl Client {
+    /// A client with no open connection, tracing under a fresh trace id.
+    pub fn new(config: Arc<HttpConfig>) -> Self {
+        Client {
+            config,
+            pool: HashMap::new(),
+            trace_id: hex::encode(rand::random::<[u8; 16]>()),
+        }
+    }
+
+    /// The trace id every request of this client carries.
+    pub fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+
+    /// Send `req`, read the whole response, and time every phase.
+    pub async fn send(&mut self, req: &Request) -> Exchange {
+        let started = Instant::now();
+        let phase = AtomicU8::new(Phase::Resolve as u8);
+        let result = match req.timeout {
+            Some(limit) => match tokio::time::timeout(limit, self.send_inner(req, started, &phase))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    let key_phase = Phase::name(phase.load(Ordering::Relaxed));
+                    // A half-used connection cannot carry the next request.
+                    if let Ok(t) = parse_url(&req.url) {
+                        self.pool.remove(&(t.https, t.host, t.port));
+                    }
+                    Err(HttpError::Timeout(format!(
+                        "request timeout of {} ms expired during {key_phase}",
+                        limit.as_millis()
+                    )))
+                }
+            },
+            None => self.send_inner(req, started, &phase).await,
+        };
+        Exchange {
+            started,
+            trace_id: self.trace_id.clone(),
+            result,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    async fn send_inner(
+        &mut self,
+        req: &Request,
+        started: Instant,
+        phase: &AtomicU8,
+    ) -> Result<Response, HttpError> {
+        let target = parse_url(&req.url)?;
+        if !self.config.allow.allows(&target.host, target.port) {
+            return Err(HttpError::Denied(format!(
+                "host '{}' is not in the allow-list (allow it with --allow-host {})",
+                target.authority, target.authority
+            )));
+        }
+        let method = hyper::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| HttpError::InvalidRequest(format!("bad method '{}'", req.method)))?;
+        let key = (target.https, target.host.clone(), target.port);
+
+        // A kept-alive connection may have been closed by the server while
+        // idle; that shows only when we use it, so one fresh retry is safe.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let pooled = self.pool.remove(&key).filter(|c| !c.sender.is_closed());
+            let reused = pooled.is_some();
+            let mut timings = Timings::default();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => self.connect(&target, started, phase, &mut timings).await?,
+            };
+            let ready = Instant::now();
+            phase.store(Phase::Processing as u8, Ordering::Relaxed);
+            let request = self.build_request(req, &method, &target)?;
+            conn.probe.arm();
+            let sent = match conn.sender.ready().await {
+                Ok(()) => conn.sender.send_request(request).await,
+                Err(e) => Err(e),
+            };
+            let resp = match sent {
+                Ok(r) => r,
+                Err(e) if reused && attempt == 1 && (e.is_closed() || e.is_canceled()) => continue,
+                Err(e) if reused && attempt == 1 && e.is_incomplete_message() => continue,
+                Err(e) => return Err(hyper_error(&e)),
+            };
+            let first_byte = conn.probe.first_byte().unwrap_or_else(Instant::now);
+            phase.store(Phase::Transfer as u8, Ordering::Relaxed);
+
+            let status = resp.status().as_u16();
+            let http_version = version_name(resp.version());
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let mut body = resp.into_body();
+            let mut buf = BytesMut::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| hyper_error(&e))?;
+                if let Ok(data) = frame.into_data() {
+                    if (buf.len() + data.len()) as u64 > self.config.max_body {
+                        return Err(HttpError::TooLarge(self.config.max_body));
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+            let done = Instant::now();
+            timings.processing = first_byte.saturating_duration_since(ready);
+            timings.transfer = done.saturating_duration_since(first_byte);
+            timings.total = done.saturating_duration_since(started);
+
+            let response = Response {
+                status,
+                headers,
+                body: buf.freeze(),
+                timings,
+                http_version,
+                remote_addr: conn.remote,
+                reused_connection: reused,
+                tls: conn.tls.clone(),
+            };
+            if !conn.sender.is_closed() {
+                self.pool.insert(key, conn);
+            }
+            return Ok(response);
+        }
+    }
+
+    fn build_request(
+        &self,
+        req: &Request,
+        method: &hyper::Method,
+        target: &Target,
+    ) -> Result<hyper::Request<Full<Bytes>>, HttpError> {
+        let mut builder = hyper::Request::builder()
+            .method(method.clone())
+            .uri(target.path.as_str());
+        let has = |name: &str| req.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        if !has("host") {
+            builder = builder.header(hyper::header::HOST, target.authority.as_str());
+        }
+        if !has("user-agent") {
+            builder = builder.header(hyper::header::USER_AGENT, self.config.user_agent.as_str());
+        }
+        if !has("traceparent") {
+            let span = hex::encode(rand::random::<[u8; 8]>());
+            builder = builder.header("traceparent", format!("00-{}-{span}-01", self.trace_id));
+        }
+        for (k, v) in &req.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let body = Full::new(Bytes::from(req.body.clone().unwrap_or_default()));
+        builder
+            .body(body)
+            .map_err(|e| HttpError::InvalidRequest(format!("bad header: {e}")))
+    }
+
+    async fn connect(
+        &self,
+        target: &Target,
+        started: Instant,
+        phase: &AtomicU8,
+        timings: &mut Timings,
+    ) -> Result<Conn, HttpError> {
+        phase.store(Phase::Resolve as u8, Ordering::Relaxed);
+        let addrs = resolve(&target.host, target.port).await?;
+        let resolved = Instant::now();
+        timings.resolve = resolved.saturating_duration_since(started);
+
+        phase.store(Phase::Connect as u8, Ordering::Relaxed);
+        let mut last_err = None;
+        let mut tcp = None;
+        for addr in &addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    tcp = Some((s, *addr));
+                    break;
+                }
+                Err(e) => last_err = Some((*addr, e)),
+            }
+        }
+        let (tcp, remote) = match (tcp, last_err) {
+            (Some(t), _) => t,
+            (None, Some((addr, e))) => return Err(connect_error(addr, &e)),
+            (None, None) => {
+                return Err(HttpError::Resolve(format!(
+                    "'{}' resolved to no address",
+                    target.host
+                )));
+            }
+        };
+        // Small requests must not wait for Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+        let connected = Instant::now();
+        timings.connect = connected.saturating_duration_since(resolved);
+
+        let probe = Arc::new(FirstByteProbe::default());
+        let (sender, tls_info) = if target.https {
+            phase.store(Phase::Tls as u8, Ordering::Relaxed);
+            let (stream, info) = tls::handshake(&self.config.tls, &target.host, tcp).await?;
+            timings.tls = connected.elapsed();
+            (handshake(TimedIo::new(stream, probe.clone())).await?, Some(info))
+        } else {
+            (handshake(TimedIo::new(tcp, probe.clone())).await?, None)
+        };
+        Ok(Conn {
+            sender,
+            probe,
+            remote,
+            tls: tls_info,
+        })
+    }
+}
+
+async fn handshake<S>(io: TimedIo<S>) -> Result<http1::SendRequest<Full<Bytes>>, HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| hyper_error(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+fn parse_url(url: &str) -> Result<Target, HttpError> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| HttpError::InvalidRequest(format!("bad URL '{url}': {e}")))?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        Some(other) => {
+            return Err(HttpError::InvalidRequest(format!(
+                "unsupported scheme '{other}' in '{url}' (use http or https)"
+            )));
+        }
+        None => {
+            return Err(HttpError::InvalidRequest(format!(
+                "URL '{url}' is not absolute (it needs http:// or https://)"
+            )));
+        }
+    };
+    let raw_host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| HttpError::InvalidRequest(format!("URL '{url}' has no host")))?;
+    let host = raw_host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let authority = match (raw_host.contains(':'), uri.port_u16()) {
+        (_, Some(p)) => format!("{raw_host}:{p}"),
+        (_, None) => raw_host.to_string(),
+    };
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/".to_string());
+    Ok(Target {
+        https,
+        host,
+        port,
+        authority,
+        path,
+    })
+}
+
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, HttpError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| HttpError::Resolve(format!("could not resolve '{host}': {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(HttpError::Resolve(format!("'{host}' has no address")));
+    }
+    Ok(addrs)
+}
+
+fn connect_error(addr: SocketAddr, e: &std::io::Error) -> HttpError {
+    use std::io::ErrorKind;
+    let what = match e.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        ErrorKind::TimedOut => "connection timed out".to_string(),
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => "unreachable".to_string(),
+        _ => e.to_string(),
+    };
+    HttpError::Connect(format!("{addr}: {what}"))
+}
+
+fn hyper_error(e: &hyper::Error) -> HttpError {
+    use std::error::Error as _;
+    let cause = e
+        .source()
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    if e.is_parse() || e.is_parse_status() {
+        HttpError::Protocol(format!("malformed response{cause}"))
+    } else if e.is_incomplete_message() {
+        HttpError::Protocol("the connection closed before the response was complete".into())
+    } else if e.is_timeout() {
+        HttpError::Timeout(format!("the server did not answer in time{cause}"))
+    } else {
+        HttpError::Protocol(format!("{e}{cause}"))
+    }
+}
+
+fn version_name(v: hyper::Version) -> &'static str {
+    match v {
+        hyper::Version::HTTP_09 => "HTTP/0.9",
+        hyper::Version::HTTP_10 => "HTTP/1.0",
+        hyper::Version::HTTP_11 => "HTTP/1.1",
+        hyper::Version::HTTP_2 => "HTTP/2",
+        hyper::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/?",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_targets() {
+        let t = parse_url("https://API.example.com/a?b=1").expect("valid");
+        assert!(t.https);
+        assert_eq!((t.host.as_str(), t.port), ("api.example.com", 443));
+        assert_eq!(t.path, "/a?b=1");
+        let t = parse_url("http://[::1]:8080").expect("valid");
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
+        assert_eq!(t.authority, "[::1]:8080");
+        assert_eq!(t.path, "/");
+    }
+
+    #[test]
+    fn bad_urls_are_invalid_requests() {
+        for bad in ["/relative", "ftp://x/", "not a url", "http://"] {
+            let e = parse_url(bad).err().expect(bad);
+            assert_eq!(e.kind(), "invalid-request", "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Waymark: runs synthetic user journeys, compiled to Wasm components, in a
+//! sandbox with a phase-timed HTTP client, and reports what happened.
+//!
+//! The binary (`main.rs`) is a thin shell over [`cli::main`]; everything is
+//! library code that tests call directly.
+
+pub mod cli;
+pub mod demo;
+pub mod engine;
+mod host;
+pub mod http;
+pub mod pretty;
+pub mod record;
+
+/// Host bindings generated from `wit/` (the one source of truth).
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "journey",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+pub use engine::{LoadError, LoadedJourney, RunOptions, Runtime};
+pub use record::{RunRecord, Status};

@@ -1,0 +1,374 @@
+//! Write Waymark journeys in Rust.
+//!
+//! A journey is a function that walks through a user flow: it makes timed
+//! HTTP requests, groups them into named steps and records checks. Waymark
+//! runs the compiled component in a sandbox and reports every step, check and
+//! request phase (resolve, connect, tls, processing, transfer).
+//!
+//! ```no_run
+//! use waymark_sdk::{check, http, step, vars, Result};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Token { token: String }
+//!
+//! fn run() -> Result<()> {
+//!     let base = vars::require("base_url")?;
+//!     let token = step("log in", || -> Result<String> {
+//!         let resp = http::post(format!("{base}/login"))
+//!             .json(&serde_json::json!({"user": "qa", "password": vars::get("password")}))?
+//!             .send()?;
+//!         check("status is 200", resp.status == 200);
+//!         Ok(resp.json::<Token>()?.token)
+//!     })?;
+//!     step("profile", || -> Result<()> {
+//!         let resp = http::get(format!("{base}/me")).bearer(&token).send()?;
+//!         check("status is 200", resp.status == 200);
+//!         Ok(())
+//!     })
+//! }
+//!
+//! waymark_sdk::journey!(run);
+//! # fn main() {}
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` (crate type
+//! `cdylib`) and run it with `waymark run target/wasm32-wasip2/release/NAME.wasm`.
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::time::Duration;
+
+#[doc(hidden)]
+pub mod __bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "journey",
+        pub_export_macro: true,
+        export_macro_name: "__export_journey",
+        default_bindings_module: "::waymark_sdk::__bindings",
+    });
+}
+
+use __bindings::waymark::journey as wit;
+
+/// Declare the journey's entry point: a `fn() -> waymark_sdk::Result<()>`.
+///
+/// Use it once per journey crate, at the crate root.
+#[macro_export]
+macro_rules! journey {
+    ($run:path) => {
+        #[doc(hidden)]
+        pub struct __WaymarkJourney;
+        impl $crate::__bindings::Guest for __WaymarkJourney {
+            fn run() -> ::core::result::Result<(), ::std::string::String> {
+                $run().map_err(|e| e.to_string())
+            }
+        }
+        $crate::__bindings::__export_journey!(__WaymarkJourney);
+    };
+}
+
+/// The error a journey returns: any error converts into it with `?`.
+///
+/// Its message becomes the run's error message.
+pub struct Error {
+    message: String,
+}
+
+impl Error {
+    /// An error with a plain message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        Error {
+            message: message.to_string(),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for Error {
+    fn from(e: E) -> Self {
+        Error::msg(e)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Return early from a journey with a formatted error message.
+#[macro_export]
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return ::core::result::Result::Err($crate::Error::msg(::std::format!($($arg)*)))
+    };
+}
+
+/// Run `f` as a named step: its requests and checks are grouped under `name`
+/// in the report, with the step's duration.
+///
+/// Steps may nest; the step ends when `f` returns, whatever it returns.
+pub fn step<T>(name: &str, f: impl FnOnce() -> T) -> T {
+    wit::report::step_start(name);
+    let out = f();
+    wit::report::step_end();
+    out
+}
+
+/// Record a check. A failed check makes the run fail but does not stop the
+/// journey. Returns `passed`, so it can guard the next action.
+pub fn check(name: &str, passed: bool) -> bool {
+    wit::report::check(name, passed, None);
+    passed
+}
+
+/// Record a check with a detail line (shown in the report), such as the
+/// value that was seen.
+pub fn check_detail(name: &str, passed: bool, detail: impl fmt::Display) -> bool {
+    wit::report::check(name, passed, Some(&detail.to_string()));
+    passed
+}
+
+/// Check that `actual == expected`; on failure the detail says both values.
+pub fn check_eq<T: PartialEq + fmt::Debug>(name: &str, actual: T, expected: T) -> bool {
+    let passed = actual == expected;
+    let detail = (!passed).then(|| format!("expected {expected:?}, got {actual:?}"));
+    wit::report::check(name, passed, detail.as_deref());
+    passed
+}
+
+/// Pause the journey (think time). The host thread is not held while waiting.
+pub fn sleep(duration: Duration) {
+    let ms = u32::try_from(duration.as_millis()).unwrap_or(u32::MAX);
+    wit::report::sleep(ms);
+}
+
+/// Log lines that become part of the run's record.
+pub mod log {
+    use super::wit::report::{self, Level};
+
+    /// Log at debug level.
+    pub fn debug(message: impl AsRef<str>) {
+        report::log(Level::Debug, message.as_ref());
+    }
+    /// Log at info level.
+    pub fn info(message: impl AsRef<str>) {
+        report::log(Level::Info, message.as_ref());
+    }
+    /// Log at warn level.
+    pub fn warn(message: impl AsRef<str>) {
+        report::log(Level::Warn, message.as_ref());
+    }
+    /// Log at error level.
+    pub fn error(message: impl AsRef<str>) {
+        report::log(Level::Error, message.as_ref());
+    }
+}
+
+/// Variables and secrets the run was started with (`--var`, `--secret`).
+pub mod vars {
+    /// The value of `name`, if it was given.
+    pub fn get(name: &str) -> Option<String> {
+        super::wit::vars::get(name)
+    }
+
+    /// The value of `name`, or an error saying it is missing.
+    pub fn require(name: &str) -> crate::Result<String> {
+        get(name).ok_or_else(|| crate::Error::msg(format!("variable '{name}' is not set")))
+    }
+
+    /// The value of `name`, or `default` when it was not given.
+    pub fn get_or(name: &str, default: &str) -> String {
+        get(name).unwrap_or_else(|| default.to_string())
+    }
+}
+
+/// Timed HTTP requests. Every request is measured phase by phase and appears
+/// in the report under the current step.
+pub mod http {
+    use super::wit::http as w;
+    use std::fmt;
+    use std::time::Duration;
+
+    pub use w::{Timings, TlsInfo};
+
+    /// Start a `GET` request.
+    pub fn get(url: impl Into<String>) -> RequestBuilder {
+        request("GET", url)
+    }
+    /// Start a `POST` request.
+    pub fn post(url: impl Into<String>) -> RequestBuilder {
+        request("POST", url)
+    }
+    /// Start a `PUT` request.
+    pub fn put(url: impl Into<String>) -> RequestBuilder {
+        request("PUT", url)
+    }
+    /// Start a `PATCH` request.
+    pub fn patch(url: impl Into<String>) -> RequestBuilder {
+        request("PATCH", url)
+    }
+    /// Start a `DELETE` request.
+    pub fn delete(url: impl Into<String>) -> RequestBuilder {
+        request("DELETE", url)
+    }
+    /// Start a `HEAD` request.
+    pub fn head(url: impl Into<String>) -> RequestBuilder {
+        request("HEAD", url)
+    }
+
+    /// Start a request with any method.
+    pub fn request(method: &str, url: impl Into<String>) -> RequestBuilder {
+        RequestBuilder {
+            req: w::Request {
+                method: method.to_string(),
+                url: url.into(),
+                headers: Vec::new(),
+                body: None,
+                timeout_ms: None,
+                follow_redirects: None,
+            },
+        }
+    }
+
+    /// A request being built; finish it with [`RequestBuilder::send`].
+    #[must_use = "a request does nothing until it is sent"]
+    pub struct RequestBuilder {
+        req: w::Request,
+    }
+
+    impl RequestBuilder {
+        /// Add a header.
+        pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.req.headers.push((name.into(), value.into()));
+            self
+        }
+
+        /// Add `Authorization: Bearer TOKEN`.
+        pub fn bearer(self, token: &str) -> Self {
+            self.header("authorization", format!("Bearer {token}"))
+        }
+
+        /// Set the body.
+        pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+            self.req.body = Some(body.into());
+            self
+        }
+
+        /// Set a JSON body and `content-type: application/json`.
+        pub fn json<T: serde::Serialize + ?Sized>(self, value: &T) -> crate::Result<Self> {
+            let body = serde_json::to_vec(value)?;
+            Ok(self.header("content-type", "application/json").body(body))
+        }
+
+        /// Fail the request with `timeout` if it takes longer than `limit`.
+        pub fn timeout(mut self, limit: Duration) -> Self {
+            self.req.timeout_ms = Some(u32::try_from(limit.as_millis()).unwrap_or(u32::MAX));
+            self
+        }
+
+        /// Send the request and read the whole response.
+        ///
+        /// A response with any status (404, 500, ...) is `Ok`; `Err` means no
+        /// response was received.
+        pub fn send(self) -> Result<Response, HttpError> {
+            w::send(&self.req)
+                .map(|r| Response {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body,
+                    timings: r.timings,
+                    http_version: r.http_version,
+                    remote_addr: r.remote_addr,
+                    reused_connection: r.reused_connection,
+                    tls: r.tls,
+                })
+                .map_err(HttpError)
+        }
+    }
+
+    /// A complete HTTP response.
+    #[derive(Debug, Clone)]
+    pub struct Response {
+        /// Status code.
+        pub status: u16,
+        /// Response headers, in order (names lower-case).
+        pub headers: Vec<(String, String)>,
+        /// The whole body.
+        pub body: Vec<u8>,
+        /// Phase durations.
+        pub timings: Timings,
+        /// e.g. `HTTP/1.1`.
+        pub http_version: String,
+        /// The peer's `ip:port`.
+        pub remote_addr: Option<String>,
+        /// True when a kept-alive connection was used.
+        pub reused_connection: bool,
+        /// The TLS session, for https.
+        pub tls: Option<TlsInfo>,
+    }
+
+    impl Response {
+        /// Parse the body as JSON.
+        pub fn json<T: serde::de::DeserializeOwned>(&self) -> crate::Result<T> {
+            serde_json::from_slice(&self.body).map_err(|e| {
+                crate::Error::msg(format!("response body is not the expected JSON: {e}"))
+            })
+        }
+
+        /// The body as text (invalid UTF-8 replaced).
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+
+        /// The first value of header `name` (case-insensitive).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        /// True for 2xx statuses.
+        pub fn is_success(&self) -> bool {
+            (200..300).contains(&self.status)
+        }
+    }
+
+    /// Why a request got no response.
+    #[derive(Debug, Clone)]
+    pub struct HttpError(pub w::HttpError);
+
+    impl HttpError {
+        /// True when the sandbox refused the host.
+        pub fn is_denied(&self) -> bool {
+            matches!(self.0, w::HttpError::Denied(_))
+        }
+    }
+
+    impl fmt::Display for HttpError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match &self.0 {
+                w::HttpError::Denied(m) => write!(f, "denied: {m}"),
+                w::HttpError::InvalidRequest(m) => write!(f, "invalid request: {m}"),
+                w::HttpError::Resolve(m) => write!(f, "could not resolve: {m}"),
+                w::HttpError::Connect(m) => write!(f, "could not connect: {m}"),
+                w::HttpError::Tls(m) => write!(f, "TLS failed: {m}"),
+                w::HttpError::Timeout(m) => write!(f, "timed out: {m}"),
+                w::HttpError::Protocol(m) => write!(f, "protocol error: {m}"),
+                w::HttpError::TooLarge(n) => write!(f, "response body larger than {n} bytes"),
+            }
+        }
+    }
+
+    impl std::error::Error for HttpError {}
+}

@@ -1,0 +1,77 @@
+//! A guest for the runner's own tests: its `mode` var picks a behaviour,
+//! most of them hostile, so each sandbox limit is exercised by real guest code.
+use std::hint::black_box;
+use waymark_sdk::{check, http, log, sleep, step, vars, Result};
+
+fn run() -> Result<()> {
+    let mode = vars::require("mode")?;
+    match mode.as_str() {
+        // CPU runaway: never yields, never calls the host.
+        "spin" => {
+            let mut x: u64 = 0;
+            loop {
+                x = black_box(x.wrapping_add(1));
+            }
+        }
+        // Memory bomb: keeps allocating and touching pages.
+        "oom" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                black_box(&hoard);
+            }
+        }
+        "panic" => panic!("the journey gave up: {}", vars::get_or("why", "on purpose")),
+        // Calls whatever `url` says; a denied host comes back as an error.
+        "fetch" => {
+            let url = vars::require("url")?;
+            match http::get(url).send() {
+                Ok(resp) => {
+                    check("status is 2xx", resp.is_success());
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        // Many requests over one connection; `n` of them.
+        "loop" => {
+            let url = vars::require("url")?;
+            let n: u32 = vars::get_or("n", "100").parse()?;
+            for _ in 0..n {
+                http::get(url.as_str()).send()?;
+            }
+            Ok(())
+        }
+        "sleep" => {
+            let ms: u64 = vars::get_or("ms", "100").parse()?;
+            sleep(std::time::Duration::from_millis(ms));
+            Ok(())
+        }
+        "stdio" => {
+            println!("hello from stdout");
+            eprintln!("hello from stderr");
+            log::info("and a log line");
+            Ok(())
+        }
+        "secret" => {
+            let token = vars::require("token")?;
+            log::info(format!("token is {token}"));
+            step(&format!("step {token}"), || {
+                check(&format!("check {token}"), false);
+            });
+            Err(waymark_sdk::Error::msg(format!("failed with {token}")))
+        }
+        "fail" => {
+            step("checks", || {
+                check("this passes", true);
+                check("this fails", false);
+            });
+            Ok(())
+        }
+        // No request at all: the cost of a run itself.
+        "noop" => Ok(()),
+        other => Err(waymark_sdk::Error::msg(format!("unknown mode {other}"))),
+    }
+}
+
+waymark_sdk::journey!(run);
