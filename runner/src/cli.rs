@@ -210,6 +210,15 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(status) => ExitCode::from(status.exit_code() as u8),
+        // `waymark run ... | head` closing the pipe is not an error to report.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("waymark: error: {e:#}");
             ExitCode::from(2)

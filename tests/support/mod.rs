@@ -1,0 +1,251 @@
+//! Shared by the end-to-end tests: the test guest, a runtime, a test CA, and
+//! a scripted loopback HTTP(S) server that injects known delays.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use waymark::http::{AllowList, HttpConfig};
+use waymark::{RunOptions, Runtime};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("runner/ is in the workspace")
+        .to_path_buf()
+}
+
+/// Build the test guest (`tests/guests/hostile`) once per test binary and
+/// return its component file.
+pub fn hostile_wasm() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let target = root().join("target").join("guests");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root())
+            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "guest-hostile"])
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTFLAGS")
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the test guest failed");
+        target.join("wasm32-wasip2/release/guest_hostile.wasm")
+    })
+}
+
+/// One runtime per test binary, with its compile cache in a temp dir.
+pub fn runtime() -> &'static Runtime {
+    static RT: OnceLock<(Runtime, tempfile::TempDir)> = OnceLock::new();
+    let (rt, _) = RT.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        (
+            Runtime::new(Some(dir.path().to_path_buf())).expect("runtime"),
+            dir,
+        )
+    });
+    rt
+}
+
+/// Run options allowing `allow` (and trusting `ca_file`), with `vars`.
+pub fn opts(allow: &[String], ca_file: Option<&Path>, vars: &[(&str, &str)]) -> RunOptions {
+    let allow = AllowList::parse(allow).expect("valid allow-list");
+    let mut o = RunOptions::new(Arc::new(HttpConfig::new(allow, ca_file).expect("tls config")));
+    o.vars = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    o.timeout = Duration::from_secs(10);
+    o
+}
+
+/// A CA made for one test, and a server certificate it signed for
+/// `localhost` and `127.0.0.1`, valid until 2031-01-01.
+pub struct TestCa {
+    /// The CA certificate, PEM, in a file (for `--ca-file`).
+    pub ca_file: PathBuf,
+    /// Server side TLS with the leaf certificate.
+    pub server: Arc<rustls::ServerConfig>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Waymark Test CA");
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+        let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+        let mut leaf_params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params");
+        leaf_params.not_after = rcgen::date_time_ymd(2031, 1, 1);
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf cert");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).expect("write ca");
+
+        let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der())
+            .expect("key der");
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .expect("server config");
+        TestCa {
+            ca_file,
+            server: Arc::new(server),
+            _dir: dir,
+        }
+    }
+}
+
+/// What the scripted server does for every request.
+#[derive(Clone, Default)]
+pub struct Script {
+    /// Wait this long after reading the request before the first byte.
+    pub ttfb: Duration,
+    /// Body chunks, each sent after its delay (the headers go first).
+    pub chunks: Vec<(Duration, Vec<u8>)>,
+    /// Serve TLS with this config.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Wait this long after accepting before answering the TLS ClientHello.
+    pub tls_delay: Duration,
+}
+
+/// A loopback server that answers every request per its [`Script`].
+pub struct ScriptedServer {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    pub requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ScriptedServer {
+    pub async fn start(script: Script) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (connections.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let script = script.clone();
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let _ = tcp.set_nodelay(true);
+                    match script.tls.clone() {
+                        Some(cfg) => {
+                            tokio::time::sleep(script.tls_delay).await;
+                            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                serve(tls, &script, &r).await;
+                            }
+                        }
+                        None => serve(tcp, &script, &r).await,
+                    }
+                });
+            }
+        });
+        ScriptedServer {
+            addr,
+            connections,
+            requests,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` (or https).
+    pub fn url(&self, https: bool) -> String {
+        format!("{}://{}", if https { "https" } else { "http" }, self.addr)
+    }
+
+    pub fn authority(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    script: &Script,
+    requests: &AtomicUsize,
+) {
+    let mut buf = Vec::new();
+    loop {
+        // Read one request head (and its body, if it has a length).
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let body_len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + body_len {
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_end + body_len);
+        requests.fetch_add(1, Ordering::SeqCst);
+
+        tokio::time::sleep(script.ttfb).await;
+        let total: usize = script.chunks.iter().map(|(_, c)| c.len()).sum();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {total}\r\n\r\n"
+        );
+        if s.write_all(head.as_bytes()).await.is_err() || s.flush().await.is_err() {
+            return;
+        }
+        for (delay, chunk) in &script.chunks {
+            tokio::time::sleep(*delay).await;
+            if s.write_all(chunk).await.is_err() || s.flush().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A body of `{"status":"ok"}` sent at once.
+pub fn ok_body() -> Vec<(Duration, Vec<u8>)> {
+    vec![(Duration::ZERO, br#"{"status":"ok"}"#.to_vec())]
+}
