@@ -216,14 +216,17 @@ impl Runtime {
 
     fn compile(&self, name: &str, wasm: &[u8]) -> Result<(Component, bool), LoadError> {
         let path = self.cache_path(wasm);
-        if let Some(path) = path.as_ref().filter(|p| p.exists()) {
-            // SAFETY: the file was written by `Component::serialize` of this
-            // same engine configuration (the key covers it) into our own
-            // cache directory; a file that fails to load is recompiled.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
+        if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
+            // Read, not mapped: a cache file replaced or truncated by another
+            // process must not pull pages out from under a running journey.
+            // SAFETY: the bytes come from `Component::serialize` of this same
+            // engine configuration (the key covers it) in our own cache
+            // directory; wasmtime checks the header and version, and a file
+            // that fails to load is recompiled.
+            match unsafe { Component::deserialize(&self.engine, &bytes) } {
                 Ok(c) => return Ok((c, true)),
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring a bad cache entry");
+                    tracing::warn!(error = %e, "ignoring a bad compile cache entry");
                 }
             }
         }

@@ -1,0 +1,201 @@
+//! Hostile and broken journeys: each is stopped, reported with its kind,
+//! and the same runtime goes on running the next journey.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use support::{Script, ScriptedServer, hostile_wasm, ok_body, opts, runtime};
+use waymark::record::{ErrorKind, Level, RunRecord, Status};
+use waymark::{LoadedJourney, RunOptions};
+
+fn guest() -> LoadedJourney {
+    let wasm = std::fs::read(hostile_wasm()).expect("guest built");
+    runtime().load("hostile", &wasm).expect("guest loads")
+}
+
+async fn run_mode(mode: &str, extra: &[(&str, &str)], tweak: impl FnOnce(&mut RunOptions)) -> RunRecord {
+    let mut vars = vec![("mode", mode)];
+    vars.extend_from_slice(extra);
+    let mut o = opts(&[], None, &vars);
+    tweak(&mut o);
+    runtime().run(&guest(), &o).await
+}
+
+/// After any failure the runtime must still run a healthy journey.
+async fn assert_runtime_still_works() {
+    let rec = run_mode("noop", &[], |_| {}).await;
+    assert_eq!(rec.status, Status::Pass, "{rec:#?}");
+}
+
+fn error_kind(rec: &RunRecord) -> ErrorKind {
+    rec.error.as_ref().expect("an error").kind.clone()
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_by_the_epoch_deadline() {
+    let t = Instant::now();
+    let rec = run_mode("spin", &[], |o| o.timeout = Duration::from_millis(300)).await;
+    let took = t.elapsed();
+    assert_eq!(rec.status, Status::Timeout, "{rec:#?}");
+    assert_eq!(error_kind(&rec), ErrorKind::Timeout);
+    assert!(rec.error.as_ref().is_some_and(|e| e.message.contains("300ms")), "{:?}", rec.error);
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(3), "stopped late: {took:?}");
+    assert_runtime_still_works().await;
+}
+
+#[tokio::test]
+async fn an_endless_loop_does_not_block_other_runs() {
+    // On a single-threaded executor a spinning guest must still yield at
+    // every epoch tick, or the second run would wait for the first to die.
+    let spin = tokio::spawn(run_mode("spin", &[], |o| o.timeout = Duration::from_secs(2)));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = Instant::now();
+    let quick = run_mode("sleep", &[("ms", "20")], |_| {}).await;
+    assert_eq!(quick.status, Status::Pass);
+    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    let spun = spin.await.expect("join");
+    assert_eq!(spun.status, Status::Timeout);
+}
+
+#[tokio::test]
+async fn a_memory_bomb_is_stopped_by_the_memory_cap() {
+    let rec = run_mode("oom", &[], |o| o.memory_limit = 32 << 20).await;
+    assert_eq!(rec.status, Status::Error, "{rec:#?}");
+    assert_eq!(error_kind(&rec), ErrorKind::Memory);
+    let msg = &rec.error.as_ref().expect("error").message;
+    assert!(msg.contains("memory limit of 32.0 MiB"), "{msg}");
+    assert_runtime_still_works().await;
+}
+
+#[tokio::test]
+async fn a_host_outside_the_allow_list_is_denied_without_a_connection() {
+    let server = ScriptedServer::start(Script {
+        chunks: ok_body(),
+        ..Script::default()
+    })
+    .await;
+    let url = format!("{}/secret-admin", server.url(false));
+    // Allowed: a different port of the same address; not this one.
+    let rec = run_mode("fetch", &[("url", &url)], |o| {
+        let allow = waymark::http::AllowList::parse(&["127.0.0.1:1"]).expect("valid");
+        o.http = std::sync::Arc::new(waymark::http::HttpConfig::new(allow, None).expect("tls"));
+    })
+    .await;
+    assert_eq!(rec.status, Status::Error, "{rec:#?}");
+    assert_eq!(error_kind(&rec), ErrorKind::Denied);
+    let req = rec.requests().next().expect("the attempt is recorded");
+    let err = req.error.as_ref().expect("request error");
+    assert_eq!(err.kind, "denied");
+    assert!(err.message.contains(&server.authority()), "{}", err.message);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 0, "no packet may reach it");
+    assert_runtime_still_works().await;
+}
+
+#[tokio::test]
+async fn a_panic_is_reported_with_its_message() {
+    let rec = run_mode("panic", &[("why", "no pairs today")], |_| {}).await;
+    assert_eq!(rec.status, Status::Error, "{rec:#?}");
+    assert_eq!(error_kind(&rec), ErrorKind::Trap);
+    let msg = &rec.error.as_ref().expect("error").message;
+    assert!(
+        msg.contains("the journey panicked: the journey gave up: no pairs today"),
+        "{msg}"
+    );
+    assert!(msg.contains("src/lib.rs"), "the panic location: {msg}");
+    assert_runtime_still_works().await;
+}
+
+#[tokio::test]
+async fn failed_checks_fail_the_run_but_not_the_journey() {
+    let rec = run_mode("fail", &[], |_| {}).await;
+    assert_eq!(rec.status, Status::Fail, "{rec:#?}");
+    assert_eq!(error_kind(&rec), ErrorKind::Check);
+    assert_eq!(rec.error.as_ref().expect("error").message, "1 check failed: this fails");
+    assert_eq!(rec.steps[0].status, Status::Fail);
+}
+
+#[tokio::test]
+async fn a_journey_error_is_a_failure_with_its_message() {
+    let rec = run_mode("no-such-mode", &[], |_| {}).await;
+    assert_eq!(rec.status, Status::Fail);
+    assert_eq!(error_kind(&rec), ErrorKind::Journey);
+    assert_eq!(rec.error.as_ref().expect("error").message, "unknown mode no-such-mode");
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_record() {
+    let rec = run_mode("secret", &[], |o| {
+        o.secrets.insert("token".into(), "hunter2-s3cr3t".into());
+    })
+    .await;
+    let json = serde_json::to_string(&rec).expect("json");
+    assert!(!json.contains("hunter2-s3cr3t"), "{json}");
+    assert!(json.contains("token is ***"), "{json}");
+    assert!(json.contains("step ***"), "{json}");
+    assert!(json.contains("failed with ***"), "{json}");
+    let pretty = waymark::pretty::render(&rec, false);
+    assert!(!pretty.contains("hunter2-s3cr3t"), "{pretty}");
+}
+
+#[tokio::test]
+async fn guest_stdout_and_stderr_become_log_lines() {
+    let rec = run_mode("stdio", &[], |_| {}).await;
+    assert_eq!(rec.status, Status::Pass, "{rec:#?}");
+    let logs: Vec<(Level, &str)> = rec.logs.iter().map(|l| (l.level, l.message.as_str())).collect();
+    assert!(logs.contains(&(Level::Info, "hello from stdout")), "{logs:?}");
+    assert!(logs.contains(&(Level::Warn, "hello from stderr")), "{logs:?}");
+    assert!(logs.contains(&(Level::Info, "and a log line")), "{logs:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sleep_yields_the_host_thread() {
+    // Eight journeys sleeping 200 ms each on one thread: together they take
+    // about 200 ms only if a sleeping guest holds no thread.
+    let t = Instant::now();
+    let runs: Vec<_> = (0..8)
+        .map(|_| run_mode("sleep", &[("ms", "200")], |_| {}))
+        .collect();
+    let mut set = tokio::task::JoinSet::new();
+    for r in runs {
+        set.spawn(r);
+    }
+    while let Some(rec) = set.join_next().await {
+        assert_eq!(rec.expect("join").status, Status::Pass);
+    }
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_millis(800), "sleeps ran one after another: {took:?}");
+}
+
+#[tokio::test]
+async fn the_compile_cache_is_used_on_the_second_load() {
+    let dir = tempfile::tempdir().expect("dir");
+    let wasm = std::fs::read(hostile_wasm()).expect("guest");
+    let first = waymark::Runtime::new(Some(dir.path().into())).expect("runtime");
+    assert!(!first.load("g", &wasm).expect("loads").from_cache);
+    drop(first);
+    let second = waymark::Runtime::new(Some(dir.path().into())).expect("runtime");
+    let j = second.load("g", &wasm).expect("loads");
+    assert!(j.from_cache, "a second process must not recompile");
+    let rec = second.run(&j, &opts(&[], None, &[("mode", "noop")])).await;
+    assert_eq!(rec.status, Status::Pass);
+    // A corrupt cache entry is recompiled, not trusted.
+    for entry in std::fs::read_dir(dir.path()).expect("dir") {
+        std::fs::write(entry.expect("entry").path(), b"garbage").expect("write");
+    }
+    let third = waymark::Runtime::new(Some(dir.path().into())).expect("runtime");
+    assert!(!third.load("g", &wasm).expect("recompiles").from_cache);
+}
+
+#[tokio::test]
+async fn bad_components_are_load_errors_not_panics() {
+    let e = runtime().load("junk", b"not wasm at all").err().expect("error");
+    assert!(e.to_string().contains("is not a valid Wasm component"), "{e}");
+    // A core module (not a component) is refused too.
+    let e = runtime().load("core", b"\0asm\x01\0\0\0").err().expect("error");
+    assert!(e.to_string().contains("journey 'core'"), "{e}");
+}
