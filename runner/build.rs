@@ -12,7 +12,10 @@ const JOURNEYS: [(&str, &str); 3] = [
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest.parent().expect("runner/ sits in the workspace").to_path_buf();
+    let root = manifest
+        .parent()
+        .expect("runner/ sits in the workspace")
+        .to_path_buf();
     for dir in ["journeys", "sdk/src", "sdk/Cargo.toml", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
@@ -35,7 +38,9 @@ fn main() {
     for (package, _) in JOURNEYS {
         cmd.args(["-p", package]);
     }
-    let status = cmd.status().expect("cannot start cargo to build the example journeys");
+    let status = cmd
+        .status()
+        .expect("cannot start cargo to build the example journeys");
     if !status.success() {
         panic!(
             "building the example journeys for wasm32-wasip2 failed; \

@@ -80,7 +80,10 @@ async fn market_journey_lists_pairs_then_prices() {
     );
     let urls: Vec<&str> = rec.requests().map(|r| r.url.as_str()).collect();
     assert!(urls[1].ends_with("/prices/BTC-USD"), "{urls:?}");
-    assert!(urls[3].ends_with("/prices/SOL-USD"), "halted DOGE-USD is skipped: {urls:?}");
+    assert!(
+        urls[3].ends_with("/prices/SOL-USD"),
+        "halted DOGE-USD is skipped: {urls:?}"
+    );
     assert_eq!(rec.logs.len(), 3);
 }
 
@@ -150,7 +153,11 @@ async fn https_keep_alive_skips_the_handshake() {
     let rec = runtime()
         .run(
             &j,
-            &opts(&allow, Some(&ca.ca_file), &[("mode", "loop"), ("url", &url), ("n", "5")]),
+            &opts(
+                &allow,
+                Some(&ca.ca_file),
+                &[("mode", "loop"), ("url", &url), ("n", "5")],
+            ),
         )
         .await;
     assert_eq!(rec.status, Status::Pass, "{rec:#?}");
@@ -160,7 +167,13 @@ async fn https_keep_alive_skips_the_handshake() {
     for r in &reqs[1..] {
         assert!(r.reused_connection);
         assert_eq!(r.timings_ms.tls, 0.0);
-        assert!(r.tls.is_some(), "a reused TLS connection still reports its session");
+        assert!(
+            r.tls.is_some(),
+            "a reused TLS connection still reports its session"
+        );
     }
-    assert_eq!(server.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        server.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
 }

@@ -12,7 +12,11 @@ use waymark::record::{PhaseTimings, Status};
 /// Loopback work and scheduling noise on a loaded 2-core CI machine.
 const SLACK_MS: f64 = 40.0;
 
-async fn timings(server: &ScriptedServer, https: Option<&TestCa>, n: u32) -> Vec<(bool, PhaseTimings)> {
+async fn timings(
+    server: &ScriptedServer,
+    https: Option<&TestCa>,
+    n: u32,
+) -> Vec<(bool, PhaseTimings)> {
     let wasm = std::fs::read(hostile_wasm()).expect("guest");
     let j = runtime().load("phases", &wasm).expect("loads");
     let (url, allow) = match https {
@@ -61,7 +65,10 @@ async fn processing_is_the_time_to_first_byte() {
             assert_eq!((t.resolve, t.connect, t.tls), (0.0, 0.0, 0.0));
         }
         let sum = t.resolve + t.connect + t.tls + t.processing + t.transfer;
-        assert!((t.total - sum).abs() < 1.0, "phases add up to the total: {t:?}");
+        assert!(
+            (t.total - sum).abs() < 1.0,
+            "phases add up to the total: {t:?}"
+        );
     }
 }
 

@@ -16,7 +16,11 @@ fn guest() -> LoadedJourney {
     runtime().load("hostile", &wasm).expect("guest loads")
 }
 
-async fn run_mode(mode: &str, extra: &[(&str, &str)], tweak: impl FnOnce(&mut RunOptions)) -> RunRecord {
+async fn run_mode(
+    mode: &str,
+    extra: &[(&str, &str)],
+    tweak: impl FnOnce(&mut RunOptions),
+) -> RunRecord {
     let mut vars = vec![("mode", mode)];
     vars.extend_from_slice(extra);
     let mut o = opts(&[], None, &vars);
@@ -41,7 +45,13 @@ async fn an_endless_loop_is_stopped_by_the_epoch_deadline() {
     let took = t.elapsed();
     assert_eq!(rec.status, Status::Timeout, "{rec:#?}");
     assert_eq!(error_kind(&rec), ErrorKind::Timeout);
-    assert!(rec.error.as_ref().is_some_and(|e| e.message.contains("300ms")), "{:?}", rec.error);
+    assert!(
+        rec.error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("300ms")),
+        "{:?}",
+        rec.error
+    );
     assert!(took >= Duration::from_millis(300), "{took:?}");
     assert!(took < Duration::from_secs(3), "stopped late: {took:?}");
     assert_runtime_still_works().await;
@@ -51,12 +61,18 @@ async fn an_endless_loop_is_stopped_by_the_epoch_deadline() {
 async fn an_endless_loop_does_not_block_other_runs() {
     // On a single-threaded executor a spinning guest must still yield at
     // every epoch tick, or the second run would wait for the first to die.
-    let spin = tokio::spawn(run_mode("spin", &[], |o| o.timeout = Duration::from_secs(2)));
+    let spin = tokio::spawn(run_mode("spin", &[], |o| {
+        o.timeout = Duration::from_secs(2)
+    }));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let t = Instant::now();
     let quick = run_mode("sleep", &[("ms", "20")], |_| {}).await;
     assert_eq!(quick.status, Status::Pass);
-    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
     let spun = spin.await.expect("join");
     assert_eq!(spun.status, Status::Timeout);
 }
@@ -91,7 +107,11 @@ async fn a_host_outside_the_allow_list_is_denied_without_a_connection() {
     let err = req.error.as_ref().expect("request error");
     assert_eq!(err.kind, "denied");
     assert!(err.message.contains(&server.authority()), "{}", err.message);
-    assert_eq!(server.connections.load(Ordering::SeqCst), 0, "no packet may reach it");
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        0,
+        "no packet may reach it"
+    );
     assert_runtime_still_works().await;
 }
 
@@ -114,7 +134,10 @@ async fn failed_checks_fail_the_run_but_not_the_journey() {
     let rec = run_mode("fail", &[], |_| {}).await;
     assert_eq!(rec.status, Status::Fail, "{rec:#?}");
     assert_eq!(error_kind(&rec), ErrorKind::Check);
-    assert_eq!(rec.error.as_ref().expect("error").message, "1 check failed: this fails");
+    assert_eq!(
+        rec.error.as_ref().expect("error").message,
+        "1 check failed: this fails"
+    );
     assert_eq!(rec.steps[0].status, Status::Fail);
 }
 
@@ -123,7 +146,10 @@ async fn a_journey_error_is_a_failure_with_its_message() {
     let rec = run_mode("no-such-mode", &[], |_| {}).await;
     assert_eq!(rec.status, Status::Fail);
     assert_eq!(error_kind(&rec), ErrorKind::Journey);
-    assert_eq!(rec.error.as_ref().expect("error").message, "unknown mode no-such-mode");
+    assert_eq!(
+        rec.error.as_ref().expect("error").message,
+        "unknown mode no-such-mode"
+    );
 }
 
 #[tokio::test]
@@ -145,9 +171,19 @@ async fn secrets_never_reach_the_record() {
 async fn guest_stdout_and_stderr_become_log_lines() {
     let rec = run_mode("stdio", &[], |_| {}).await;
     assert_eq!(rec.status, Status::Pass, "{rec:#?}");
-    let logs: Vec<(Level, &str)> = rec.logs.iter().map(|l| (l.level, l.message.as_str())).collect();
-    assert!(logs.contains(&(Level::Info, "hello from stdout")), "{logs:?}");
-    assert!(logs.contains(&(Level::Warn, "hello from stderr")), "{logs:?}");
+    let logs: Vec<(Level, &str)> = rec
+        .logs
+        .iter()
+        .map(|l| (l.level, l.message.as_str()))
+        .collect();
+    assert!(
+        logs.contains(&(Level::Info, "hello from stdout")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.contains(&(Level::Warn, "hello from stderr")),
+        "{logs:?}"
+    );
     assert!(logs.contains(&(Level::Info, "and a log line")), "{logs:?}");
 }
 
@@ -168,7 +204,10 @@ async fn sleep_yields_the_host_thread() {
     }
     let took = t.elapsed();
     assert!(took >= Duration::from_millis(200), "{took:?}");
-    assert!(took < Duration::from_millis(800), "sleeps ran one after another: {took:?}");
+    assert!(
+        took < Duration::from_millis(800),
+        "sleeps ran one after another: {took:?}"
+    );
 }
 
 #[tokio::test]
@@ -193,9 +232,41 @@ async fn the_compile_cache_is_used_on_the_second_load() {
 
 #[tokio::test]
 async fn bad_components_are_load_errors_not_panics() {
-    let e = runtime().load("junk", b"not wasm at all").err().expect("error");
-    assert!(e.to_string().contains("is not a valid Wasm component"), "{e}");
+    let e = runtime()
+        .load("junk", b"not wasm at all")
+        .err()
+        .expect("error");
+    assert!(
+        e.to_string().contains("is not a valid Wasm component"),
+        "{e}"
+    );
     // A core module (not a component) is refused too.
-    let e = runtime().load("core", b"\0asm\x01\0\0\0").err().expect("error");
+    let e = runtime()
+        .load("core", b"\0asm\x01\0\0\0")
+        .err()
+        .expect("error");
     assert!(e.to_string().contains("journey 'core'"), "{e}");
+}
+
+#[tokio::test]
+async fn a_run_stopped_while_waiting_shows_the_request_that_hung() {
+    let server = ScriptedServer::start(Script {
+        ttfb: Duration::from_secs(30),
+        chunks: ok_body(),
+        ..Script::default()
+    })
+    .await;
+    let url = format!("{}/slow", server.url(false));
+    let rec = run_mode("fetch", &[("url", &url)], |o| {
+        o.timeout = Duration::from_millis(300);
+        let allow = waymark::http::AllowList::parse(&[server.authority()]).expect("valid");
+        o.http = std::sync::Arc::new(waymark::http::HttpConfig::new(allow, None).expect("tls"));
+    })
+    .await;
+    assert_eq!(rec.status, Status::Timeout, "{rec:#?}");
+    let req = rec.requests().next().expect("the hung request is recorded");
+    assert_eq!(req.url, url);
+    assert_eq!(req.error.as_ref().map(|e| e.kind.as_str()), Some("timeout"));
+    assert!(req.timings_ms.total >= 250.0, "{:?}", req.timings_ms);
+    assert_eq!(rec.steps[0].status, Status::Error, "the step was cut short");
 }

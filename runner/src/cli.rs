@@ -82,7 +82,8 @@ struct DemoArgs {
 
 /// Parse `30s`, `1m30s`, `250ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 30s or 500ms: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration like 30s or 500ms: {e}"))
 }
 
 /// Parse `64MiB`, `512KiB`, `1GiB`, `1000000` (bytes).
@@ -101,9 +102,14 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "kb" => 1000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
-        other => return Err(format!("'{s}': unknown size unit '{other}' (use KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "'{s}': unknown size unit '{other}' (use KiB, MiB, GiB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 fn pairs(items: &[String], what: &str, from_env: bool) -> anyhow::Result<HashMap<String, String>> {
@@ -170,7 +176,9 @@ fn demo(args: DemoArgs) -> anyhow::Result<Status> {
     let runtime = Runtime::new(Runtime::default_cache_dir())?;
     let rt = tokio_runtime()?;
     rt.block_on(async {
-        let api = demo::DemoApi::start().await.context("cannot start the demo API")?;
+        let api = demo::DemoApi::start()
+            .await
+            .context("cannot start the demo API")?;
         if args.format == Format::Pretty {
             println!("demo API listening on {}\n", api.base_url());
         }
@@ -235,7 +243,11 @@ mod tests {
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
         assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
         assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("64 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(
+            parse_size("64 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
         assert!(parse_size("MiB").is_err());
     }
 

@@ -118,7 +118,12 @@ async fn answer(
     max: Duration,
 ) -> Response<Full<Bytes>> {
     let spread = max.saturating_sub(min).as_micros() as u64;
-    let wait = min + Duration::from_micros(if spread > 0 { rand::random::<u64>() % spread } else { 0 });
+    let wait = min
+        + Duration::from_micros(if spread > 0 {
+            rand::random::<u64>() % spread
+        } else {
+            0
+        });
     tokio::time::sleep(wait).await;
 
     let authorized = req
@@ -136,16 +141,25 @@ async fn answer(
                 body.ok().and_then(|b| serde_json::from_slice(&b).ok());
             let ok = creds.is_some_and(|c| c["user"] == USER && c["password"] == PASSWORD);
             if ok {
-                json(StatusCode::OK, serde_json::json!({"token": token, "expires_in": 3600}))
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"token": token, "expires_in": 3600}),
+                )
             } else {
-                json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "bad credentials"}))
+                json(
+                    StatusCode::UNAUTHORIZED,
+                    serde_json::json!({"error": "bad credentials"}),
+                )
             }
         }
         ("GET", "/me") if authorized => json(
             StatusCode::OK,
             serde_json::json!({"user": USER, "plan": "pro", "region": "eu-west"}),
         ),
-        ("GET", "/me") => json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "no valid token"})),
+        ("GET", "/me") => json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": "no valid token"}),
+        ),
         ("GET", "/pairs") => {
             let pairs: Vec<_> = PAIRS
                 .iter()
@@ -167,9 +181,15 @@ async fn answer(
                         serde_json::json!({"symbol": s, "bid": mid * 0.9995, "ask": mid * 1.0005}),
                     )
                 }
-                None => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "unknown pair"})),
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "unknown pair"}),
+                ),
             }
         }
-        _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not found"})),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "not found"}),
+        ),
     }
 }

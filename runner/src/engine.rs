@@ -161,7 +161,11 @@ impl Runtime {
     /// The default cache directory: `$WAYMARK_CACHE_DIR`, else
     /// `$XDG_CACHE_HOME/waymark`, else `~/.cache/waymark`.
     pub fn default_cache_dir() -> Option<PathBuf> {
-        let env = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env = |k| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         env("WAYMARK_CACHE_DIR")
             .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("waymark")))
             .or_else(|| env("HOME").map(|d| d.join(".cache").join("waymark")))
@@ -206,7 +210,9 @@ impl Runtime {
         // The engine's settings and wasmtime's version decide whether
         // compiled code is usable, so they are part of the key.
         let mut settings = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut settings);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut settings);
         let mut h = Sha256::new();
         h.update(wasm);
         h.update(settings.finish().to_le_bytes());
@@ -234,10 +240,10 @@ impl Runtime {
             name: name.to_string(),
             message: format!("{e:#}"),
         })?;
-        if let Some(path) = path {
-            if let Err(e) = write_cache(&component, &path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not write the compile cache");
-            }
+        if let Some(path) = path
+            && let Err(e) = write_cache(&component, &path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the compile cache");
         }
         Ok((component, false))
     }
@@ -288,17 +294,21 @@ impl Runtime {
 
         let (status, error) = match outcome {
             Err(_) => (Status::Timeout, Some(timeout_error(opts.timeout))),
-            Ok(Err(e)) if memory_exceeded.is_some() || e.downcast_ref::<MemoryExceeded>().is_some() => (
-                Status::Error,
-                Some(RunError {
-                    kind: ErrorKind::Memory,
-                    message: format!(
-                        "the journey exceeded its memory limit of {} (it asked for {})",
-                        human_bytes(opts.memory_limit),
-                        human_bytes(memory_exceeded.unwrap_or(opts.memory_limit)),
-                    ),
-                }),
-            ),
+            Ok(Err(e))
+                if memory_exceeded.is_some() || e.downcast_ref::<MemoryExceeded>().is_some() =>
+            {
+                (
+                    Status::Error,
+                    Some(RunError {
+                        kind: ErrorKind::Memory,
+                        message: format!(
+                            "the journey exceeded its memory limit of {} (it asked for {})",
+                            human_bytes(opts.memory_limit),
+                            human_bytes(memory_exceeded.unwrap_or(opts.memory_limit)),
+                        ),
+                    }),
+                )
+            }
             Ok(Err(e)) if e.downcast_ref::<DeadlineReached>().is_some() => {
                 (Status::Timeout, Some(timeout_error(opts.timeout)))
             }

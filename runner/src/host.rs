@@ -254,6 +254,9 @@ pub(crate) struct Recorder {
     open: Vec<usize>,
     pub(crate) requests_denied: usize,
     pub(crate) requests_failed: usize,
+    /// The request in flight, so a run stopped while waiting on it still
+    /// shows which one hung.
+    pending: Option<(String, String, Instant)>,
 }
 
 pub(crate) struct StepState {
@@ -272,6 +275,7 @@ impl Recorder {
             open: Vec::new(),
             requests_denied: 0,
             requests_failed: 0,
+            pending: None,
         }
     }
 
@@ -345,7 +349,12 @@ impl Recorder {
         self.touch(i);
     }
 
+    fn request_started(&mut self, method: &str, url: &str) {
+        self.pending = Some((method.to_string(), url.to_string(), Instant::now()));
+    }
+
     fn request(&mut self, method: &str, url: &str, ex: &Exchange) {
+        self.pending = None;
         let i = self.current();
         let mut rec = RequestRecord {
             method: method.to_ascii_uppercase(),
@@ -361,7 +370,7 @@ impl Recorder {
             },
             bytes_received: 0,
             tls: None,
-            trace_id: Some(ex.trace_id.clone()),
+            trace_id: (!ex.trace_id.is_empty()).then(|| ex.trace_id.clone()),
             error: None,
         };
         match &ex.result {
@@ -415,15 +424,29 @@ impl Recorder {
 
     /// Close the record: durations, and steps left open by a stopped run.
     pub(crate) fn finish(&mut self, stopped: bool) -> Vec<StepRecord> {
+        // Steps cut short: the open ones, and the one whose request hung.
+        let mut cut: Vec<usize> = self.open.clone();
+        if let Some((method, url, started)) = self.pending.take() {
+            let ex = Exchange {
+                started,
+                trace_id: String::new(),
+                result: Err(http::HttpError::Timeout(
+                    "no response yet when the run was stopped".into(),
+                )),
+                elapsed: started.elapsed(),
+            };
+            cut.push(self.current());
+            self.request(&method, &url, &ex);
+        }
+        self.open.clear();
         let now = Instant::now();
-        let open: Vec<usize> = std::mem::take(&mut self.open);
         self.steps
             .drain(..)
             .enumerate()
             .map(|(i, mut s)| {
                 let end = s.end.unwrap_or(now);
                 s.record.duration_ms = ms(end.saturating_duration_since(s.start));
-                if stopped && open.contains(&i) {
+                if stopped && cut.contains(&i) {
                     s.record.status = Status::Error;
                 }
                 s.record
@@ -447,17 +470,17 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl whttp::Host for RunState {
-    async fn send(
-        &mut self,
-        req: whttp::Request,
-    ) -> Result<whttp::Response, whttp::HttpError> {
+    async fn send(&mut self, req: whttp::Request) -> Result<whttp::Response, whttp::HttpError> {
         let request = http::Request {
             method: req.method,
             url: req.url,
             headers: req.headers,
             body: req.body,
-            timeout: req.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+            timeout: req
+                .timeout_ms
+                .map(|ms| Duration::from_millis(u64::from(ms))),
         };
+        self.rec.request_started(&request.method, &request.url);
         let ex = self.client.send(&request).await;
         self.rec.request(&request.method, &request.url, &ex);
         match ex.result {

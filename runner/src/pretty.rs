@@ -108,7 +108,12 @@ pub fn render(rec: &RunRecord, color: bool) -> String {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        let _ = writeln!(out, "  {} {}", p.code("1;31", &format!("{kind}:")), e.message);
+        let _ = writeln!(
+            out,
+            "  {} {}",
+            p.code("1;31", &format!("{kind}:")),
+            e.message
+        );
     }
     let _ = writeln!(
         out,

@@ -30,7 +30,14 @@ pub fn hostile_wasm() -> &'static Path {
         let target = root().join("target").join("guests");
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root())
-            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "guest-hostile"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "guest-hostile",
+            ])
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env_remove("RUSTFLAGS")
@@ -57,7 +64,9 @@ pub fn runtime() -> &'static Runtime {
 /// Run options allowing `allow` (and trusting `ca_file`), with `vars`.
 pub fn opts(allow: &[String], ca_file: Option<&Path>, vars: &[(&str, &str)]) -> RunOptions {
     let allow = AllowList::parse(allow).expect("valid allow-list");
-    let mut o = RunOptions::new(Arc::new(HttpConfig::new(allow, ca_file).expect("tls config")));
+    let mut o = RunOptions::new(Arc::new(
+        HttpConfig::new(allow, ca_file).expect("tls config"),
+    ));
     o.vars = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -104,8 +113,8 @@ impl TestCa {
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca_cert.pem()).expect("write ca");
 
-        let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der())
-            .expect("key der");
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("key der");
         let server = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

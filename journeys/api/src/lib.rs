@@ -3,7 +3,7 @@
 //!
 //! vars: `base_url`, `user`; secrets: `password`.
 use serde::Deserialize;
-use waymark_sdk::{check, check_eq, http, step, vars, Result};
+use waymark_sdk::{Result, check, check_eq, http, step, vars};
 
 #[derive(Deserialize)]
 struct Login {
@@ -41,7 +41,9 @@ fn run() -> Result<()> {
     })?;
 
     step("rejects a bad token", || -> Result<()> {
-        let resp = http::get(format!("{base}/me")).bearer("not-a-token").send()?;
+        let resp = http::get(format!("{base}/me"))
+            .bearer("not-a-token")
+            .send()?;
         check_eq("status is 401", resp.status, 401);
         Ok(())
     })

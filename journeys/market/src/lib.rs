@@ -3,7 +3,7 @@
 //!
 //! vars: `base_url`, optional `pairs` (how many prices to fetch, default 3).
 use serde::Deserialize;
-use waymark_sdk::{check_detail, check_eq, http, log, step, vars, Result};
+use waymark_sdk::{Result, check_detail, check_eq, http, log, step, vars};
 
 #[derive(Deserialize)]
 struct Pairs {
@@ -50,7 +50,11 @@ fn run() -> Result<()> {
             let resp = http::get(format!("{base}/prices/{symbol}")).send()?;
             check_eq(&format!("{symbol} status is 200"), resp.status, 200);
             let price: Price = resp.json()?;
-            check_eq(&format!("{symbol} symbol echoed"), price.symbol.as_str(), symbol.as_str());
+            check_eq(
+                &format!("{symbol} symbol echoed"),
+                price.symbol.as_str(),
+                symbol.as_str(),
+            );
             check_detail(
                 &format!("{symbol} bid <= ask"),
                 price.bid > 0.0 && price.bid <= price.ask,

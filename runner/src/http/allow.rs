@@ -54,7 +54,10 @@ impl HostPattern {
             (p, None)
         };
         let port = port
-            .map(|s| s.parse::<u16>().map_err(|_| err("port is not a number 0-65535")))
+            .map(|s| {
+                s.parse::<u16>()
+                    .map_err(|_| err("port is not a number 0-65535"))
+            })
             .transpose()?;
         let host = host.to_ascii_lowercase();
         let host = if host == "*" {

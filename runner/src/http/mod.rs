@@ -233,22 +233,22 @@ impl Client {
         let started = Instant::now();
         let phase = AtomicU8::new(Phase::Resolve as u8);
         let result = match req.timeout {
-            Some(limit) => match tokio::time::timeout(limit, self.send_inner(req, started, &phase))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => {
-                    let key_phase = Phase::name(phase.load(Ordering::Relaxed));
-                    // A half-used connection cannot carry the next request.
-                    if let Ok(t) = parse_url(&req.url) {
-                        self.pool.remove(&(t.https, t.host, t.port));
+            Some(limit) => {
+                match tokio::time::timeout(limit, self.send_inner(req, started, &phase)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let key_phase = Phase::name(phase.load(Ordering::Relaxed));
+                        // A half-used connection cannot carry the next request.
+                        if let Ok(t) = parse_url(&req.url) {
+                            self.pool.remove(&(t.https, t.host, t.port));
+                        }
+                        Err(HttpError::Timeout(format!(
+                            "request timeout of {} ms expired during {key_phase}",
+                            limit.as_millis()
+                        )))
                     }
-                    Err(HttpError::Timeout(format!(
-                        "request timeout of {} ms expired during {key_phase}",
-                        limit.as_millis()
-                    )))
                 }
-            },
+            }
             None => self.send_inner(req, started, &phase).await,
         };
         Exchange {
@@ -359,7 +359,11 @@ impl Client {
         let mut builder = hyper::Request::builder()
             .method(method.clone())
             .uri(target.path.as_str());
-        let has = |name: &str| req.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        let has = |name: &str| {
+            req.headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(name))
+        };
         if !has("host") {
             builder = builder.header(hyper::header::HOST, target.authority.as_str());
         }
@@ -423,7 +427,10 @@ impl Client {
             phase.store(Phase::Tls as u8, Ordering::Relaxed);
             let (stream, info) = tls::handshake(&self.config.tls, &target.host, tcp).await?;
             timings.tls = connected.elapsed();
-            (handshake(TimedIo::new(stream, probe.clone())).await?, Some(info))
+            (
+                handshake(TimedIo::new(stream, probe.clone())).await?,
+                Some(info),
+            )
         } else {
             (handshake(TimedIo::new(tcp, probe.clone())).await?, None)
         };
@@ -523,10 +530,7 @@ fn connect_error(addr: SocketAddr, e: &std::io::Error) -> HttpError {
 
 fn hyper_error(e: &hyper::Error) -> HttpError {
     use std::error::Error as _;
-    let cause = e
-        .source()
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default();
+    let cause = e.source().map(|s| format!(": {s}")).unwrap_or_default();
     if e.is_parse() || e.is_parse_status() {
         HttpError::Protocol(format!("malformed response{cause}"))
     } else if e.is_incomplete_message() {

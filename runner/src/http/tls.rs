@@ -108,7 +108,9 @@ fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
 
 fn tls_error(host: &str, e: &std::io::Error) -> HttpError {
     use rustls::CertificateError as C;
-    let rustls_err = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let rustls_err = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     let words = match rustls_err {
         Some(rustls::Error::InvalidCertificate(c)) => match c {
             C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".into(),

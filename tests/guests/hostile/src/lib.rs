@@ -1,7 +1,7 @@
 //! A guest for the runner's own tests: its `mode` var picks a behaviour,
 //! most of them hostile, so each sandbox limit is exercised by real guest code.
 use std::hint::black_box;
-use waymark_sdk::{check, http, log, sleep, step, vars, Result};
+use waymark_sdk::{Result, check, http, log, sleep, step, vars};
 
 fn run() -> Result<()> {
     let mode = vars::require("mode")?;

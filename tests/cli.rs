@@ -1,0 +1,232 @@
+//! `waymark run` as a user runs it: the real binary, real files, exit codes.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::{Script, ScriptedServer, hostile_wasm, ok_body};
+use waymark::record::{RunRecord, Status};
+
+fn waymark(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args(args)
+        .env("WAYMARK_CACHE_DIR", cache)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("waymark runs")
+}
+
+fn record(out: &Output) -> RunRecord {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn guest() -> String {
+    hostile_wasm().display().to_string()
+}
+
+// Two workers: the test blocks one waiting for the binary; the server needs the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_prints_the_record_and_exits_by_status() {
+    let cache = tempfile::tempdir().expect("dir");
+    let server = ScriptedServer::start(Script {
+        chunks: ok_body(),
+        ..Script::default()
+    })
+    .await;
+    let url = format!("{}/ok", server.url(false));
+    let g = guest();
+    let ok = waymark(
+        cache.path(),
+        &[
+            "run",
+            &g,
+            "--var",
+            "mode=fetch",
+            "--var",
+            &format!("url={url}"),
+            "--allow-host",
+            &server.authority(),
+            "--format",
+            "json",
+            "--name",
+            "probe",
+        ],
+    );
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let rec = record(&ok);
+    assert_eq!((rec.journey.as_str(), rec.status), ("probe", Status::Pass));
+    assert_eq!(rec.requests().count(), 1);
+    // The record is exactly DESIGN.md's shape: these keys, no others.
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("json");
+    let mut keys: Vec<&str> = v
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "attempt",
+            "duration_ms",
+            "error",
+            "journey",
+            "location",
+            "logs",
+            "run_id",
+            "started_at",
+            "status",
+            "steps"
+        ]
+    );
+    let t = &v["steps"][0]["requests"][0]["timings_ms"];
+    for phase in [
+        "resolve",
+        "connect",
+        "tls",
+        "processing",
+        "transfer",
+        "total",
+    ] {
+        assert!(t[phase].is_number(), "{phase} in {t}");
+    }
+
+    let fail = waymark(
+        cache.path(),
+        &["run", &g, "--var", "mode=fail", "--format", "json"],
+    );
+    assert_eq!(fail.status.code(), Some(1), "{fail:?}");
+    assert_eq!(record(&fail).status, Status::Fail);
+
+    let trap = waymark(
+        cache.path(),
+        &["run", &g, "--var", "mode=panic", "--format", "json"],
+    );
+    assert_eq!(trap.status.code(), Some(2), "{trap:?}");
+    assert_eq!(record(&trap).status, Status::Error);
+
+    let spin = waymark(
+        cache.path(),
+        &["run", &g, "--var", "mode=spin", "--timeout", "200ms"],
+    );
+    assert_eq!(spin.status.code(), Some(2), "{spin:?}");
+    let text = String::from_utf8_lossy(&spin.stdout);
+    assert!(text.contains("TIMEOUT"), "{text}");
+    assert!(text.contains("wall-clock timeout of 200ms"), "{text}");
+}
+
+#[test]
+fn pretty_output_is_a_waterfall() {
+    let cache = tempfile::tempdir().expect("dir");
+    let out = waymark(cache.path(), &["run", &guest(), "--var", "mode=fail"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("✗ FAIL  guest_hostile"), "{text}");
+    assert!(text.contains("▸ checks"), "{text}");
+    assert!(text.contains("✓ this passes"), "{text}");
+    assert!(text.contains("✗ this fails"), "{text}");
+}
+
+#[test]
+fn secrets_come_from_the_command_line_or_the_environment() {
+    let cache = tempfile::tempdir().expect("dir");
+    let g = guest();
+    let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args([
+            "run",
+            &g,
+            "--var",
+            "mode=secret",
+            "--secret",
+            "token",
+            "--format",
+            "json",
+        ])
+        .env("WAYMARK_CACHE_DIR", cache.path())
+        .env("token", "from-env-s3cret")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("from-env-s3cret"), "{stdout}");
+    assert!(stdout.contains("failed with ***"), "{stdout}");
+
+    let missing = waymark(
+        cache.path(),
+        &["run", &g, "--secret", "WAYMARK_TEST_UNSET_VAR"],
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("environment variable WAYMARK_TEST_UNSET_VAR is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_exit_2() {
+    let cache = tempfile::tempdir().expect("dir");
+    let dir = tempfile::tempdir().expect("dir");
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"hello").expect("write");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["run".into(), "/nonexistent/j.wasm".into()],
+            "cannot read journey /nonexistent/j.wasm",
+        ),
+        (
+            vec!["run".into(), junk.display().to_string()],
+            "journey 'junk' is not a valid Wasm component",
+        ),
+        (
+            vec![
+                "run".into(),
+                guest(),
+                "--allow-host".into(),
+                "ex*ample.com".into(),
+            ],
+            "invalid allow-host pattern 'ex*ample.com'",
+        ),
+        (
+            vec!["run".into(), guest(), "--timeout".into(), "soon".into()],
+            "'soon' is not a duration",
+        ),
+        (
+            vec![
+                "run".into(),
+                guest(),
+                "--ca-file".into(),
+                "/nonexistent/ca.pem".into(),
+            ],
+            "CA file /nonexistent/ca.pem",
+        ),
+        (
+            vec!["run".into(), guest(), "--var".into(), "novalue".into()],
+            "--var 'novalue': expected NAME=VALUE",
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = waymark(cache.path(), &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn demo_runs_every_example_journey_and_passes() {
+    let cache = tempfile::tempdir().expect("dir");
+    let out = waymark(cache.path(), &["demo", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines: Vec<RunRecord> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one record per line"))
+        .collect();
+    let names: Vec<&str> = lines.iter().map(|r| r.journey.as_str()).collect();
+    assert_eq!(names, ["health", "api", "market"]);
+    assert!(lines.iter().all(|r| r.status == Status::Pass));
+}
