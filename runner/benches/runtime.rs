@@ -1,0 +1,209 @@
+//! Issue-2 figures, printed: run overhead, whole-process `waymark run`
+//! wall time, and our phases against curl's `-w` timers on the same URL.
+//!
+//! `cargo bench -p waymark --bench runtime` (curl must be installed for the
+//! last part; it is skipped with a note otherwise). Every loop is bounded.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{Script, ScriptedServer, TestCa, hostile_wasm, opts, runtime};
+use waymark::record::Status;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    rt.block_on(async {
+        run_overhead().await;
+        process_wall().await;
+        phases_vs_curl().await;
+    });
+}
+
+/// Instantiate + run + tear down a journey that makes no request.
+async fn run_overhead() {
+    let wasm = std::fs::read(hostile_wasm()).expect("guest");
+    let j = runtime().load("noop", &wasm).expect("loads");
+    let o = opts(&[], None, &[("mode", "noop")]);
+    for _ in 0..200 {
+        runtime().run(&j, &o).await;
+    }
+    let n = 3000;
+    let mut samples = Vec::with_capacity(n);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for _ in 0..n {
+        let t = Instant::now();
+        let rec = runtime().run(&j, &o).await;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(rec.status, Status::Pass);
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    let s = sorted(samples);
+    println!(
+        "run overhead, no-request journey, warm: median {:.1} µs, p90 {:.1} µs, p99 {:.1} µs over {} runs (target: median < 100 µs)",
+        percentile(&s, 0.5),
+        percentile(&s, 0.9),
+        percentile(&s, 0.99),
+        s.len()
+    );
+}
+
+/// The whole `waymark run` process, cache warm, one request to loopback.
+async fn process_wall() {
+    let server = ScriptedServer::start(Script {
+        chunks: support::ok_body(),
+        ..Script::default()
+    })
+    .await;
+    let cache = tempfile::tempdir().expect("dir");
+    let url = format!("url={}/", server.url(false));
+    let guest = hostile_wasm().display().to_string();
+    let args = [
+        "run",
+        &guest,
+        "--var",
+        "mode=fetch",
+        "--var",
+        &url,
+        "--allow-host",
+        &server.authority(),
+        "--format",
+        "json",
+    ];
+    let exe = env!("CARGO_BIN_EXE_waymark");
+    let once = || {
+        let t = Instant::now();
+        let out = Command::new(exe)
+            .args(args)
+            .env("WAYMARK_CACHE_DIR", cache.path())
+            .output()
+            .expect("waymark runs");
+        assert!(out.status.success(), "{out:?}");
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let first = tokio::task::block_in_place(once);
+    let samples: Vec<f64> = (0..20).map(|_| tokio::task::block_in_place(once)).collect();
+    let s = sorted(samples);
+    println!(
+        "waymark run, one loopback request: first (compiling) {first:.1} ms; cached median {:.1} ms, max {:.1} ms over 20 processes (target: < 50 ms)",
+        percentile(&s, 0.5),
+        s[s.len() - 1]
+    );
+}
+
+/// Same URL, 20 fresh connections each: curl's -w timers against ours.
+async fn phases_vs_curl() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        println!("phases vs curl: skipped, curl is not installed");
+        return;
+    }
+    let ca = TestCa::new();
+    let chunk = |ms: u64, s: &str| (Duration::from_millis(ms), s.as_bytes().to_vec());
+    let server = ScriptedServer::start(Script {
+        ttfb: Duration::from_millis(20),
+        chunks: vec![chunk(0, "{\"a\":"), chunk(10, "1,"), chunk(10, "\"b\":2}")],
+        tls: Some(ca.server.clone()),
+        tls_delay: Duration::from_millis(5),
+    })
+    .await;
+    let url = format!("https://localhost:{}/t", server.addr.port());
+    let names = [
+        "resolve",
+        "connect",
+        "tls",
+        "processing",
+        "transfer",
+        "total",
+    ];
+
+    let mut curl: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for _ in 0..20 {
+        let out = tokio::task::block_in_place(|| {
+            Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "--cacert"])
+                .arg(&ca.ca_file)
+                .args([
+                    "-w",
+                    "%{time_namelookup} %{time_connect} %{time_appconnect} %{time_pretransfer} %{time_starttransfer} %{time_total}",
+                    &url,
+                ])
+                .output()
+                .expect("curl runs")
+        });
+        let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|x| x.parse::<f64>().ok())
+            .map(|s| s * 1e3)
+            .collect();
+        assert_eq!(v.len(), 6, "curl -w output: {out:?}");
+        let phases = [
+            v[0],
+            v[1] - v[0],
+            v[2] - v[1],
+            v[4] - v[3],
+            v[5] - v[4],
+            v[5],
+        ];
+        for (i, p) in phases.iter().enumerate() {
+            curl[i].push(*p);
+        }
+    }
+
+    let wasm = std::fs::read(hostile_wasm()).expect("guest");
+    let j = runtime().load("phases", &wasm).expect("loads");
+    let o = opts(
+        &[format!("localhost:{}", server.addr.port())],
+        Some(&ca.ca_file),
+        &[("mode", "fetch"), ("url", &url)],
+    );
+    let mut ours: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for _ in 0..20 {
+        let rec = runtime().run(&j, &o).await;
+        let t = rec.requests().next().expect("one request").timings_ms;
+        for (i, p) in [
+            t.resolve,
+            t.connect,
+            t.tls,
+            t.processing,
+            t.transfer,
+            t.total,
+        ]
+        .iter()
+        .enumerate()
+        {
+            ours[i].push(*p);
+        }
+    }
+    println!("phases vs curl -w, https://localhost, 20 fresh connections each, medians:");
+    println!(
+        "  {:<11} {:>9} {:>9} {:>8}  within 1 ms or 5%",
+        "phase", "curl ms", "ours ms", "diff"
+    );
+    for (i, name) in names.iter().enumerate() {
+        let c = percentile(&sorted(curl[i].clone()), 0.5);
+        let w = percentile(&sorted(ours[i].clone()), 0.5);
+        let diff = w - c;
+        let ok = diff.abs() <= 1.0f64.max(0.05 * c);
+        println!(
+            "  {name:<11} {c:>9.3} {w:>9.3} {diff:>+8.3}  {}",
+            if ok { "yes" } else { "NO" }
+        );
+    }
+}
