@@ -31,7 +31,8 @@ fn main() {
     rt.block_on(async {
         run_overhead().await;
         process_wall().await;
-        phases_vs_curl().await;
+        phases_vs_curl(false).await;
+        phases_vs_curl(true).await;
     });
 }
 
@@ -109,7 +110,7 @@ async fn process_wall() {
 }
 
 /// Same URL, 20 fresh connections each: curl's -w timers against ours.
-async fn phases_vs_curl() {
+async fn phases_vs_curl(https: bool) {
     if Command::new("curl").arg("--version").output().is_err() {
         println!("phases vs curl: skipped, curl is not installed");
         return;
@@ -119,11 +120,13 @@ async fn phases_vs_curl() {
     let server = ScriptedServer::start(Script {
         ttfb: Duration::from_millis(20),
         chunks: vec![chunk(0, "{\"a\":"), chunk(10, "1,"), chunk(10, "\"b\":2}")],
-        tls: Some(ca.server.clone()),
+        tls: https.then(|| ca.server.clone()),
         tls_delay: Duration::from_millis(5),
+        ..Script::default()
     })
     .await;
-    let url = format!("https://localhost:{}/t", server.addr.port());
+    let scheme = if https { "https" } else { "http" };
+    let url = format!("{scheme}://localhost:{}/t", server.addr.port());
     let names = [
         "resolve",
         "connect",
@@ -191,7 +194,7 @@ async fn phases_vs_curl() {
             ours[i].push(*p);
         }
     }
-    println!("phases vs curl -w, https://localhost, 20 fresh connections each, medians:");
+    println!("phases vs curl -w, {scheme}://localhost, 20 fresh connections each, medians:");
     println!(
         "  {:<11} {:>9} {:>9} {:>8}  within 1 ms or 5%",
         "phase", "curl ms", "ours ms", "diff"

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::http::{AllowList, HttpConfig};
+use crate::http::{AllowList, HttpConfig, Overrides};
 use crate::record::{RunRecord, Status};
 use crate::{RunOptions, Runtime, demo, pretty};
 
@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run one journey once and print what it did.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Start the embedded demo API on loopback and run the example journeys against it.
     Demo(DemoArgs),
 }
@@ -53,6 +53,19 @@ struct RunArgs {
     /// Nothing else is reachable.
     #[arg(long = "allow-host", value_name = "PATTERN")]
     allow_hosts: Vec<String>,
+    /// Resolve HOST to these addresses instead of asking DNS, HOST:ADDR[,ADDR] (repeatable).
+    /// The addresses still pass the allow-list's address rules.
+    #[arg(long = "resolve", value_name = "HOST:ADDR")]
+    resolve: Vec<String>,
+    /// Most requests the run may send.
+    #[arg(long, default_value_t = crate::http::DEFAULT_MAX_REQUESTS)]
+    max_requests: u32,
+    /// Largest response body, e.g. 10MiB.
+    #[arg(long, default_value = "10MiB", value_parser = parse_size)]
+    max_body: usize,
+    /// Most body bytes the whole run may receive, e.g. 256MiB.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    max_total_bytes: usize,
     /// Extra CA certificates (PEM) trusted for https, beside the webpki roots.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
@@ -155,7 +168,19 @@ fn run(args: RunArgs) -> anyhow::Result<Status> {
     let vars = pairs(&args.vars, "var", false)?;
     let secrets = pairs(&args.secrets, "secret", true)?;
     let allow = AllowList::parse(&args.allow_hosts).context("--allow-host")?;
-    let http = HttpConfig::new(allow, args.ca_file.as_deref())?;
+    let mut http = HttpConfig::new(allow, args.ca_file.as_deref())?;
+    if !args.resolve.is_empty() {
+        let map = args
+            .resolve
+            .iter()
+            .map(|e| Overrides::parse_entry(e))
+            .collect::<Result<HashMap<_, _>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        http.resolver = Arc::new(Overrides::new(map, http.resolver.clone()));
+    }
+    http.max_requests = args.max_requests;
+    http.max_body = args.max_body as u64;
+    http.max_total_bytes = args.max_total_bytes as u64;
     let runtime = Runtime::new(Runtime::default_cache_dir())?;
     let mut journey = runtime.load_file(&args.journey)?;
     if let Some(name) = args.name {
@@ -213,7 +238,7 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Demo(args) => demo(args),
     };
     match result {

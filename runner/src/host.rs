@@ -31,6 +31,7 @@ pub struct RunState {
     pub(crate) limiter: MemoryLimiter,
     client: Client,
     vars: Arc<HashMap<String, String>>,
+    max_redirects: u32,
     pub(crate) rec: Recorder,
     pub(crate) logs: Arc<Mutex<LogBuffer>>,
 }
@@ -66,6 +67,7 @@ impl RunState {
                 limit: memory_limit,
                 exceeded: None,
             },
+            max_redirects: http.max_redirects,
             client: Client::new(http),
             vars,
             rec: Recorder::new(journey, started),
@@ -471,7 +473,8 @@ fn micros(d: Duration) -> u64 {
 
 impl whttp::Host for RunState {
     async fn send(&mut self, req: whttp::Request) -> Result<whttp::Response, whttp::HttpError> {
-        let request = http::Request {
+        let follow = req.follow_redirects.unwrap_or(true);
+        let mut request = http::Request {
             method: req.method,
             url: req.url,
             headers: req.headers,
@@ -480,10 +483,33 @@ impl whttp::Host for RunState {
                 .timeout_ms
                 .map(|ms| Duration::from_millis(u64::from(ms))),
         };
-        self.rec.request_started(&request.method, &request.url);
-        let ex = self.client.send(&request).await;
-        self.rec.request(&request.method, &request.url, &ex);
-        match ex.result {
+        let mut hops = 0;
+        // Each hop of a redirect chain is a request of its own in the record,
+        // and passes the allow-list on its own.
+        let result = loop {
+            self.rec.request_started(&request.method, &request.url);
+            let ex = self.client.send(&request).await;
+            self.rec.request(&request.method, &request.url, &ex);
+            let next = match &ex.result {
+                Ok(resp) if follow => http::redirect(&request, resp),
+                _ => None,
+            };
+            match next {
+                None => break ex.result,
+                Some(Err(e)) => break Err(e),
+                Some(Ok(_)) if hops >= self.max_redirects => {
+                    break Err(http::HttpError::Limit(format!(
+                        "redirects: more than {} for one request",
+                        self.max_redirects
+                    )));
+                }
+                Some(Ok(next)) => {
+                    hops += 1;
+                    request = next;
+                }
+            }
+        };
+        match result {
             Ok(r) => Ok(whttp::Response {
                 status: r.status,
                 headers: r.headers,
@@ -514,6 +540,7 @@ impl whttp::Host for RunState {
                 http::HttpError::Timeout(m) => whttp::HttpError::Timeout(m),
                 http::HttpError::Protocol(m) => whttp::HttpError::Protocol(m),
                 http::HttpError::TooLarge(n) => whttp::HttpError::TooLarge(n),
+                http::HttpError::Limit(m) => whttp::HttpError::Limit(m),
             }),
         }
     }

@@ -270,6 +270,23 @@ pub mod http {
             Ok(self.header("content-type", "application/json").body(body))
         }
 
+        /// Follow redirects (the default) or return a 3xx as it is.
+        pub fn follow_redirects(mut self, follow: bool) -> Self {
+            self.req.follow_redirects = Some(follow);
+            self
+        }
+
+        /// Set a form body (`application/x-www-form-urlencoded`).
+        pub fn form(self, fields: &[(&str, &str)]) -> Self {
+            let body = fields
+                .iter()
+                .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+                .collect::<Vec<_>>()
+                .join("&");
+            self.header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+        }
+
         /// Fail the request with `timeout` if it takes longer than `limit`.
         pub fn timeout(mut self, limit: Duration) -> Self {
             self.req.timeout_ms = Some(u32::try_from(limit.as_millis()).unwrap_or(u32::MAX));
@@ -294,6 +311,20 @@ pub mod http {
                 })
                 .map_err(HttpError)
         }
+    }
+
+    fn form_encode(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                    out.push(char::from(b))
+                }
+                b' ' => out.push('+'),
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
     }
 
     /// A complete HTTP response.
@@ -366,6 +397,7 @@ pub mod http {
                 w::HttpError::Timeout(m) => write!(f, "timed out: {m}"),
                 w::HttpError::Protocol(m) => write!(f, "protocol error: {m}"),
                 w::HttpError::TooLarge(n) => write!(f, "response body larger than {n} bytes"),
+                w::HttpError::Limit(m) => write!(f, "limit reached: {m}"),
             }
         }
     }

@@ -142,6 +142,8 @@ pub struct Script {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Wait this long after accepting before answering the TLS ClientHello.
     pub tls_delay: Duration,
+    /// Status and extra headers by request path (default: 200, none).
+    pub respond: Option<fn(&str) -> (u16, Vec<(String, String)>)>,
 }
 
 /// A loopback server that answers every request per its [`Script`].
@@ -221,7 +223,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let raw_head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let path = raw_head
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
+        let head = raw_head.to_ascii_lowercase();
         let body_len: usize = head
             .lines()
             .find_map(|l| l.strip_prefix("content-length:"))
@@ -239,8 +247,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 
         tokio::time::sleep(script.ttfb).await;
         let total: usize = script.chunks.iter().map(|(_, c)| c.len()).sum();
+        let (status, extra) = script
+            .respond
+            .map(|f| f(&path))
+            .unwrap_or((200, Vec::new()));
+        let extra: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
         let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {total}\r\n\r\n"
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}content-length: {total}\r\n\r\n"
         );
         if s.write_all(head.as_bytes()).await.is_err() || s.flush().await.is_err() {
             return;

@@ -1,8 +1,17 @@
-//! The host allow-list: which `host[:port]` a journey may reach.
+//! The host allow-list: which `host[:port]` a journey may reach, checked on
+//! the name before resolving and on every resolved address after.
+//!
+//! Loopback, private, link-local (the cloud metadata address 169.254.169.254
+//! among them), multicast and unspecified addresses are refused unless a
+//! pattern names them: an IP literal, a CIDR range, or `localhost` for
+//! loopback. A name matched by `api.example.com` or `*.example.com` that
+//! resolves to such an address (DNS rebinding) is refused.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 
-/// One allow-list entry: `host`, `*.domain`, each with an optional `:port`.
+/// One allow-list entry: `host`, `*.domain`, `*`, an IP, or a CIDR range,
+/// each with an optional `:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
     host: HostMatch,
@@ -13,6 +22,8 @@ pub struct HostPattern {
 enum HostMatch {
     /// Exactly this name or IP literal (lower-case, IPv6 without brackets).
     Exact(String),
+    /// Addresses in this range (`10.0.0.0/8`, `fd00::/8`); matches IP literals.
+    Cidr(ipnet::IpNet),
     /// Any subdomain of this suffix (`*.example.com` matches `a.example.com`,
     /// not `example.com` itself, as with TLS wildcards).
     Suffix(String),
@@ -39,7 +50,19 @@ impl HostPattern {
         if p.is_empty() {
             return Err(err("empty"));
         }
-        let (host, port) = if let Some(rest) = p.strip_prefix('[') {
+        let (host, port) = if let Some((net, port)) = split_cidr(p) {
+            let net: ipnet::IpNet = net.parse().map_err(|_| err("not a CIDR range"))?;
+            let port = port
+                .map(|s| {
+                    s.parse::<u16>()
+                        .map_err(|_| err("port is not a number 0-65535"))
+                })
+                .transpose()?;
+            return Ok(HostPattern {
+                host: HostMatch::Cidr(net.trunc()),
+                port,
+            });
+        } else if let Some(rest) = p.strip_prefix('[') {
             let (h, after) = rest.split_once(']').ok_or_else(|| err("missing ']'"))?;
             let port = match after.strip_prefix(':') {
                 Some(port) => Some(port),
@@ -84,6 +107,7 @@ impl HostPattern {
         match &self.host {
             HostMatch::Any => true,
             HostMatch::Exact(h) => h == host,
+            HostMatch::Cidr(net) => host.parse::<IpAddr>().is_ok_and(|ip| net.contains(&ip)),
             HostMatch::Suffix(s) => host
                 .strip_suffix(s.as_str())
                 .is_some_and(|head| head.ends_with('.') && head.len() > 1),
@@ -98,6 +122,10 @@ impl fmt::Display for HostPattern {
             HostMatch::Exact(h) if h.contains(':') => format!("[{h}]"),
             HostMatch::Exact(h) => h.clone(),
             HostMatch::Suffix(s) => format!("*.{s}"),
+            HostMatch::Cidr(net) if self.port.is_some() && net.addr().is_ipv6() => {
+                format!("[{net}]")
+            }
+            HostMatch::Cidr(net) => net.to_string(),
         };
         match self.port {
             Some(p) => write!(f, "{host}:{p}"),
@@ -128,9 +156,118 @@ impl AllowList {
         self.patterns.iter().any(|p| p.matches(&host, port))
     }
 
+    /// May `host` be reached at `addr`, which it resolved to? `Err` says why
+    /// not. Public addresses of an allowed host pass; special ones (loopback,
+    /// private, ...) only when a pattern names the address itself.
+    pub fn check_addr(&self, host: &str, addr: SocketAddr) -> Result<(), String> {
+        let ip = canonical(addr.ip());
+        let Some(range) = special_range(ip) else {
+            return Ok(());
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let named = self.patterns.iter().any(|p| {
+            if p.port.is_some_and(|port| port != addr.port()) {
+                return false;
+            }
+            match &p.host {
+                HostMatch::Exact(h) => {
+                    h.parse::<IpAddr>().is_ok_and(|lit| canonical(lit) == ip)
+                        || (h == "localhost" && host == "localhost" && ip.is_loopback())
+                }
+                HostMatch::Cidr(net) => net.contains(&ip),
+                HostMatch::Any | HostMatch::Suffix(_) => false,
+            }
+        });
+        if named {
+            return Ok(());
+        }
+        let shown = match ip {
+            IpAddr::V6(_) => format!("[{ip}]:{}", addr.port()),
+            IpAddr::V4(_) => format!("{ip}:{}", addr.port()),
+        };
+        if host.parse::<IpAddr>().is_ok() {
+            Err(format!(
+                "{shown} is a {range} address; only a pattern naming it allows it (--allow-host {shown})"
+            ))
+        } else {
+            Err(format!(
+                "'{host}' resolved to {ip}, a {range} address; only a pattern naming that \
+                 address allows it (--allow-host {shown})"
+            ))
+        }
+    }
+
     /// The patterns, for messages.
     pub fn patterns(&self) -> &[HostPattern] {
         &self.patterns
+    }
+}
+
+/// `10.0.0.0/8` or `10.0.0.0/8:443` or `[fd00::/8]:443` or `fd00::/8`.
+fn split_cidr(p: &str) -> Option<(&str, Option<&str>)> {
+    if !p.contains('/') {
+        return None;
+    }
+    if let Some(rest) = p.strip_prefix('[') {
+        let (net, after) = rest.split_once(']')?;
+        return Some((net, after.strip_prefix(':')));
+    }
+    let (addr, tail) = p.split_once('/')?;
+    match tail.split_once(':') {
+        Some((bits, port)) if !addr.contains(':') => {
+            Some((&p[..addr.len() + 1 + bits.len()], Some(port)))
+        }
+        _ => Some((p, None)),
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The kind of a non-public address, or `None` for a public one.
+pub fn special_range(ip: IpAddr) -> Option<&'static str> {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.is_unspecified() || o[0] == 0 {
+                Some("unspecified")
+            } else if v4.is_private() {
+                Some("private")
+            } else if v4.is_link_local() {
+                Some("link-local")
+            } else if v4.is_multicast() {
+                Some("multicast")
+            } else if v4.is_broadcast() {
+                Some("broadcast")
+            } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
+                Some("shared (carrier-grade NAT)")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if (seg[0] & 0xfe00) == 0xfc00 {
+                Some("private (unique local)")
+            } else if (seg[0] & 0xffc0) == 0xfe80 {
+                Some("link-local")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else {
+                None
+            }
+        }
     }
 }
 
@@ -169,6 +306,79 @@ mod tests {
         assert!(!a.allows("127.0.0.1", 8081));
         assert!(a.allows("::1", 9000));
         assert!(!a.allows("::1", 9001));
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("socket address")
+    }
+
+    #[test]
+    fn public_addresses_of_allowed_hosts_pass() {
+        let a = list(&["api.example.com", "*.example.com"]);
+        assert!(
+            a.check_addr("api.example.com", addr("93.184.215.14:443"))
+                .is_ok()
+        );
+        assert!(
+            a.check_addr("x.example.com", addr("[2606:2800::1]:443"))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn special_addresses_need_a_pattern_naming_them() {
+        // A name that resolves to a special address is refused (rebinding),
+        // even when the name itself is allowed.
+        let a = list(&["api.example.com", "*.example.com", "*"]);
+        for (ip, range) in [
+            ("127.0.0.1:80", "loopback"),
+            ("10.1.2.3:80", "private"),
+            ("172.16.0.1:80", "private"),
+            ("192.168.1.1:80", "private"),
+            ("169.254.169.254:80", "link-local"),
+            ("224.0.0.1:80", "multicast"),
+            ("0.0.0.0:80", "unspecified"),
+            ("100.64.0.1:80", "carrier-grade NAT"),
+            ("[::1]:80", "loopback"),
+            ("[fd00::1]:80", "unique local"),
+            ("[fe80::1]:80", "link-local"),
+            ("[::ffff:127.0.0.1]:80", "loopback"),
+            ("[::]:80", "unspecified"),
+        ] {
+            let e = a.check_addr("api.example.com", addr(ip)).expect_err(ip);
+            assert!(e.contains(range), "{ip}: {e}");
+            assert!(e.contains("'api.example.com' resolved to"), "{ip}: {e}");
+        }
+        // Named by an IP literal, a CIDR range, or localhost for loopback.
+        let a = list(&["127.0.0.1:8080", "10.0.0.0/8", "localhost", "[::1]:9000"]);
+        assert!(a.check_addr("127.0.0.1", addr("127.0.0.1:8080")).is_ok());
+        assert!(a.check_addr("127.0.0.1", addr("127.0.0.1:8081")).is_err());
+        assert!(a.check_addr("svc.internal", addr("10.9.8.7:443")).is_ok());
+        assert!(a.check_addr("localhost", addr("127.0.0.1:1234")).is_ok());
+        assert!(a.check_addr("localhost", addr("[::1]:1234")).is_ok());
+        assert!(
+            a.check_addr("localhost", addr("169.254.169.254:80"))
+                .is_err()
+        );
+        assert!(a.check_addr("::1", addr("[::1]:9000")).is_ok());
+    }
+
+    #[test]
+    fn cidr_patterns_match_ip_literals() {
+        let a = list(&["10.0.0.0/8", "192.168.0.0/16:8443", "[fd00::/8]:443"]);
+        assert!(a.allows("10.1.2.3", 80));
+        assert!(!a.allows("11.1.2.3", 80));
+        assert!(a.allows("192.168.3.4", 8443));
+        assert!(!a.allows("192.168.3.4", 443));
+        assert!(a.allows("fd00::5", 443));
+        assert!(
+            !a.allows("svc.internal", 80),
+            "a range never matches a name"
+        );
+        for p in ["10.0.0.0/8", "192.168.0.0/16:8443", "[fd00::/8]:443"] {
+            assert_eq!(HostPattern::parse(p).expect(p).to_string(), p);
+        }
+        assert!(HostPattern::parse("10.0.0.0/33").is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod allow;
 mod io;
+pub mod resolve;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -24,10 +25,19 @@ use tokio::net::TcpStream;
 
 pub use allow::{AllowList, HostPattern, PatternError};
 use io::{FirstByteProbe, TimedIo};
+pub use resolve::{Overrides, Resolve, SystemResolver};
 pub use tls::{TlsConfigError, TlsInfo};
 
 /// Default cap on one response body (DESIGN.md section 7).
 pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
+/// Default cap on requests per run (DESIGN.md section 7).
+pub const DEFAULT_MAX_REQUESTS: u32 = 1000;
+/// Default cap on body bytes received per run.
+pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
+/// Default cap on a response's status line and headers.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default cap on redirects followed by one request.
+pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 
 /// Settings shared by every run of a process.
 #[derive(Clone)]
@@ -38,8 +48,18 @@ pub struct HttpConfig {
     pub tls: Arc<rustls::ClientConfig>,
     /// Largest response body read, in bytes.
     pub max_body: u64,
+    /// Most requests one run may send.
+    pub max_requests: u32,
+    /// Most body bytes one run may receive.
+    pub max_total_bytes: u64,
+    /// Largest response head (status line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Most redirects followed for one request.
+    pub max_redirects: u32,
     /// Sent as `user-agent` unless the journey sets its own.
     pub user_agent: String,
+    /// Turns names into addresses.
+    pub resolver: Arc<dyn Resolve>,
 }
 
 impl HttpConfig {
@@ -52,7 +72,12 @@ impl HttpConfig {
             allow,
             tls: Arc::new(tls::client_config(ca_file)?),
             max_body: DEFAULT_MAX_BODY,
+            max_requests: DEFAULT_MAX_REQUESTS,
+            max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_redirects: DEFAULT_MAX_REDIRECTS,
             user_agent: format!("waymark/{}", env!("CARGO_PKG_VERSION")),
+            resolver: Arc::new(SystemResolver),
         })
     }
 }
@@ -138,6 +163,9 @@ pub enum HttpError {
     /// The body exceeded the cap.
     #[error("response body larger than the {0}-byte cap")]
     TooLarge(u64),
+    /// A per-run limit was hit.
+    #[error("limit reached: {0}")]
+    Limit(String),
 }
 
 impl HttpError {
@@ -152,6 +180,7 @@ impl HttpError {
             HttpError::Timeout(_) => "timeout",
             HttpError::Protocol(_) => "protocol",
             HttpError::TooLarge(_) => "too-large",
+            HttpError::Limit(_) => "limit",
         }
     }
 }
@@ -203,6 +232,8 @@ pub struct Client {
     config: Arc<HttpConfig>,
     pool: HashMap<PoolKey, Conn>,
     trace_id: String,
+    requests: u32,
+    bytes: u64,
 }
 
 struct Target {
@@ -220,6 +251,8 @@ impl Client {
             config,
             pool: HashMap::new(),
             trace_id: hex::encode(rand::random::<[u8; 16]>()),
+            requests: 0,
+            bytes: 0,
         }
     }
 
@@ -274,6 +307,13 @@ impl Client {
         }
         let method = hyper::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| HttpError::InvalidRequest(format!("bad method '{}'", req.method)))?;
+        if self.requests >= self.config.max_requests {
+            return Err(HttpError::Limit(format!(
+                "request count: at most {} requests per run",
+                self.config.max_requests
+            )));
+        }
+        self.requests += 1;
         let key = (target.https, target.host.clone(), target.port);
 
         // A kept-alive connection may have been closed by the server while
@@ -324,6 +364,13 @@ impl Client {
                 if let Ok(data) = frame.into_data() {
                     if (buf.len() + data.len()) as u64 > self.config.max_body {
                         return Err(HttpError::TooLarge(self.config.max_body));
+                    }
+                    self.bytes += data.len() as u64;
+                    if self.bytes > self.config.max_total_bytes {
+                        return Err(HttpError::Limit(format!(
+                            "total bytes: at most {} body bytes per run",
+                            self.config.max_total_bytes
+                        )));
                     }
                     buf.extend_from_slice(&data);
                 }
@@ -383,6 +430,45 @@ impl Client {
             .map_err(|e| HttpError::InvalidRequest(format!("bad header: {e}")))
     }
 
+    async fn handshake<S>(
+        &self,
+        io: TimedIo<S>,
+    ) -> Result<http1::SendRequest<Full<Bytes>>, HttpError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = http1::Builder::new()
+            .max_header_size(self.config.max_header_bytes)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| hyper_error(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, HttpError> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let ips = self
+            .config
+            .resolver
+            .resolve(host)
+            .await
+            .map_err(|e| HttpError::Resolve(format!("could not resolve '{host}': {e}")))?;
+        if ips.is_empty() {
+            return Err(HttpError::Resolve(format!("'{host}' has no address")));
+        }
+        Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
+    }
+
     async fn connect(
         &self,
         target: &Target,
@@ -391,8 +477,24 @@ impl Client {
         timings: &mut Timings,
     ) -> Result<Conn, HttpError> {
         phase.store(Phase::Resolve as u8, Ordering::Relaxed);
-        let addrs = resolve(&target.host, target.port).await?;
+        let resolved_addrs = self.resolve(&target.host, target.port).await?;
         let resolved = Instant::now();
+        // The policy is checked on the addresses we will connect to, so a
+        // name cannot be rebound to a forbidden address after the check.
+        let mut refusal = None;
+        let addrs: Vec<SocketAddr> = resolved_addrs
+            .into_iter()
+            .filter(|a| match self.config.allow.check_addr(&target.host, *a) {
+                Ok(()) => true,
+                Err(why) => {
+                    refusal.get_or_insert(why);
+                    false
+                }
+            })
+            .collect();
+        if let (true, Some(why)) = (addrs.is_empty(), refusal) {
+            return Err(HttpError::Denied(why));
+        }
         timings.resolve = resolved.saturating_duration_since(started);
 
         phase.store(Phase::Connect as u8, Ordering::Relaxed);
@@ -428,11 +530,14 @@ impl Client {
             let (stream, info) = tls::handshake(&self.config.tls, &target.host, tcp).await?;
             timings.tls = connected.elapsed();
             (
-                handshake(TimedIo::new(stream, probe.clone())).await?,
+                self.handshake(TimedIo::new(stream, probe.clone())).await?,
                 Some(info),
             )
         } else {
-            (handshake(TimedIo::new(tcp, probe.clone())).await?, None)
+            (
+                self.handshake(TimedIo::new(tcp, probe.clone())).await?,
+                None,
+            )
         };
         Ok(Conn {
             sender,
@@ -443,19 +548,66 @@ impl Client {
     }
 }
 
-async fn handshake<S>(io: TimedIo<S>) -> Result<http1::SendRequest<Full<Bytes>>, HttpError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| hyper_error(&e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "connection ended with an error");
+/// The request a redirect response asks for, if it is one; `None` when
+/// `resp` is not a redirect with a usable `Location`.
+pub fn redirect(req: &Request, resp: &Response) -> Option<Result<Request, HttpError>> {
+    if !matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = resp
+        .headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.as_str())?;
+    let base = match url::Url::parse(&req.url) {
+        Ok(u) => u,
+        Err(e) => {
+            return Some(Err(HttpError::InvalidRequest(format!(
+                "bad URL '{}': {e}",
+                req.url
+            ))));
         }
-    });
-    Ok(sender)
+    };
+    let next = match base.join(location) {
+        Ok(u) => u,
+        Err(e) => {
+            return Some(Err(HttpError::Protocol(format!(
+                "redirect to an invalid Location '{location}': {e}"
+            ))));
+        }
+    };
+    // As browsers and curl do: 303 becomes GET, and so does a POST that
+    // meets 301/302; 307/308 repeat the request as it was.
+    let method = req.method.to_ascii_uppercase();
+    let to_get = (resp.status == 303 && method != "HEAD")
+        || (matches!(resp.status, 301 | 302) && method == "POST");
+    let same_origin = next.origin() == base.origin();
+    let headers = req
+        .headers
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.to_ascii_lowercase();
+            // Credentials are not carried to another origin.
+            let credential = matches!(
+                k.as_str(),
+                "authorization" | "cookie" | "proxy-authorization"
+            );
+            let body_header = to_get && matches!(k.as_str(), "content-type" | "content-length");
+            !(body_header || (credential && !same_origin))
+        })
+        .cloned()
+        .collect();
+    Some(Ok(Request {
+        method: if to_get {
+            "GET".into()
+        } else {
+            req.method.clone()
+        },
+        url: next.to_string(),
+        headers,
+        body: if to_get { None } else { req.body.clone() },
+        timeout: req.timeout,
+    }))
 }
 
 fn parse_url(url: &str) -> Result<Target, HttpError> {
@@ -503,20 +655,6 @@ fn parse_url(url: &str) -> Result<Target, HttpError> {
     })
 }
 
-async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, HttpError> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| HttpError::Resolve(format!("could not resolve '{host}': {e}")))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(HttpError::Resolve(format!("'{host}' has no address")));
-    }
-    Ok(addrs)
-}
-
 fn connect_error(addr: SocketAddr, e: &std::io::Error) -> HttpError {
     use std::io::ErrorKind;
     let what = match e.kind() {
@@ -531,7 +669,9 @@ fn connect_error(addr: SocketAddr, e: &std::io::Error) -> HttpError {
 fn hyper_error(e: &hyper::Error) -> HttpError {
     use std::error::Error as _;
     let cause = e.source().map(|s| format!(": {s}")).unwrap_or_default();
-    if e.is_parse() || e.is_parse_status() {
+    if e.is_parse_too_large() {
+        HttpError::Limit("header size: the response head is larger than the limit".into())
+    } else if e.is_parse() || e.is_parse_status() {
         HttpError::Protocol(format!("malformed response{cause}"))
     } else if e.is_incomplete_message() {
         HttpError::Protocol("the connection closed before the response was complete".into())

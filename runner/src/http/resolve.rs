@@ -1,0 +1,98 @@
+//! Name resolution behind one trait, so the system resolver can be
+//! overridden per name (`--resolve`, and tests that control DNS).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What a lookup returns.
+pub type ResolveFuture<'a> =
+    Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send + 'a>>;
+
+/// Turns a host name into addresses.
+pub trait Resolve: Send + Sync {
+    /// The addresses of `host`, in the order to try them.
+    fn resolve<'a>(&'a self, host: &'a str) -> ResolveFuture<'a>;
+}
+
+/// The operating system's resolver (`getaddrinfo`: /etc/hosts, DNS, ...).
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve<'a>(&'a self, host: &'a str) -> ResolveFuture<'a> {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host, 0))
+                .await?
+                .map(|a| a.ip())
+                .collect())
+        })
+    }
+}
+
+/// Fixed answers for some names, the fallback resolver for the rest.
+pub struct Overrides {
+    map: HashMap<String, Vec<IpAddr>>,
+    fallback: Arc<dyn Resolve>,
+}
+
+impl Overrides {
+    /// Answer `map`'s names from it (names lower-case).
+    pub fn new(map: HashMap<String, Vec<IpAddr>>, fallback: Arc<dyn Resolve>) -> Self {
+        let map = map
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        Overrides { map, fallback }
+    }
+
+    /// Parse `HOST:ADDR[,ADDR...]` (as curl's `--resolve`, without a port).
+    pub fn parse_entry(entry: &str) -> Result<(String, Vec<IpAddr>), String> {
+        let (host, addrs) = entry
+            .split_once(':')
+            .filter(|(h, a)| !h.is_empty() && !a.is_empty())
+            .ok_or_else(|| format!("--resolve '{entry}': expected HOST:ADDR[,ADDR...]"))?;
+        let addrs = addrs
+            .split(',')
+            .map(|a| {
+                a.trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("--resolve '{entry}': '{a}' is not an IP address"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((host.to_ascii_lowercase(), addrs))
+    }
+}
+
+impl Resolve for Overrides {
+    fn resolve<'a>(&'a self, host: &'a str) -> ResolveFuture<'a> {
+        match self.map.get(&host.to_ascii_lowercase()) {
+            Some(addrs) => {
+                let addrs = addrs.clone();
+                Box::pin(async move { Ok(addrs) })
+            }
+            None => self.fallback.resolve(host),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_parse() {
+        let (h, a) = Overrides::parse_entry("API.example.com:127.0.0.1,::1").expect("valid");
+        assert_eq!(h, "api.example.com");
+        assert_eq!(a.len(), 2);
+        assert!(Overrides::parse_entry("nohost").is_err());
+        assert!(
+            Overrides::parse_entry("h:not-an-ip")
+                .unwrap_err()
+                .contains("not an IP")
+        );
+    }
+}
