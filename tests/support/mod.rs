@@ -131,6 +131,9 @@ impl TestCa {
     }
 }
 
+/// Picks a status and extra headers from the request path.
+pub type Responder = fn(&str) -> (u16, Vec<(String, String)>);
+
 /// What the scripted server does for every request.
 #[derive(Clone, Default)]
 pub struct Script {
@@ -143,7 +146,7 @@ pub struct Script {
     /// Wait this long after accepting before answering the TLS ClientHello.
     pub tls_delay: Duration,
     /// Status and extra headers by request path (default: 200, none).
-    pub respond: Option<fn(&str) -> (u16, Vec<(String, String)>)>,
+    pub respond: Option<Responder>,
 }
 
 /// A loopback server that answers every request per its [`Script`].
