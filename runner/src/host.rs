@@ -539,6 +539,8 @@ impl whttp::Host for RunState {
                 http::HttpError::Tls(m) => whttp::HttpError::Tls(m),
                 http::HttpError::Timeout(m) => whttp::HttpError::Timeout(m),
                 http::HttpError::Protocol(m) => whttp::HttpError::Protocol(m),
+                http::HttpError::Malformed(m) => whttp::HttpError::Malformed(m),
+                http::HttpError::Reset(m) => whttp::HttpError::Reset(m),
                 http::HttpError::TooLarge(n) => whttp::HttpError::TooLarge(n),
                 http::HttpError::Limit(m) => whttp::HttpError::Limit(m),
             }),

@@ -384,6 +384,25 @@ pub mod http {
         pub fn is_denied(&self) -> bool {
             matches!(self.0, w::HttpError::Denied(_))
         }
+
+        /// The case's name: `denied`, `invalid-request`, `resolve`,
+        /// `connect`, `tls`, `timeout`, `protocol`, `malformed`, `reset`,
+        /// `too-large` or `limit`.
+        pub fn kind(&self) -> &'static str {
+            match self.0 {
+                w::HttpError::Denied(_) => "denied",
+                w::HttpError::InvalidRequest(_) => "invalid-request",
+                w::HttpError::Resolve(_) => "resolve",
+                w::HttpError::Connect(_) => "connect",
+                w::HttpError::Tls(_) => "tls",
+                w::HttpError::Timeout(_) => "timeout",
+                w::HttpError::Protocol(_) => "protocol",
+                w::HttpError::Malformed(_) => "malformed",
+                w::HttpError::Reset(_) => "reset",
+                w::HttpError::TooLarge(_) => "too-large",
+                w::HttpError::Limit(_) => "limit",
+            }
+        }
     }
 
     impl fmt::Display for HttpError {
@@ -396,6 +415,8 @@ pub mod http {
                 w::HttpError::Tls(m) => write!(f, "TLS failed: {m}"),
                 w::HttpError::Timeout(m) => write!(f, "timed out: {m}"),
                 w::HttpError::Protocol(m) => write!(f, "protocol error: {m}"),
+                w::HttpError::Malformed(m) => write!(f, "malformed response: {m}"),
+                w::HttpError::Reset(m) => write!(f, "connection reset: {m}"),
                 w::HttpError::TooLarge(n) => write!(f, "response body larger than {n} bytes"),
                 w::HttpError::Limit(m) => write!(f, "limit reached: {m}"),
             }

@@ -87,6 +87,16 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new() -> Self {
+        Self::with_leaf_validity(None)
+    }
+
+    /// A leaf that expired on 2021-01-01.
+    pub fn expired() -> Self {
+        Self::with_leaf_validity(Some((2020, 2021)))
+    }
+
+    /// The leaf is valid from January 1st of one year to that of another.
+    fn with_leaf_validity(validity: Option<(i32, i32)>) -> Self {
         let ca_key = rcgen::KeyPair::generate().expect("ca key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -105,6 +115,10 @@ impl TestCa {
             rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
                 .expect("params");
         leaf_params.not_after = rcgen::date_time_ymd(2031, 1, 1);
+        if let Some((from, to)) = validity {
+            leaf_params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            leaf_params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        }
         let leaf = leaf_params
             .signed_by(&leaf_key, &issuer)
             .expect("leaf cert");
@@ -147,6 +161,23 @@ pub struct Script {
     pub tls_delay: Duration,
     /// Status and extra headers by request path (default: 200, none).
     pub respond: Option<Responder>,
+    /// Misbehave instead of answering (plain TCP only).
+    pub fault: Fault,
+}
+
+/// Ways a server breaks a response.
+#[derive(Clone, Copy, Default, PartialEq, Debug)]
+pub enum Fault {
+    #[default]
+    None,
+    /// Announce 1000 more body bytes than it sends, then reset the connection.
+    ResetMidBody,
+    /// Read the request and never answer.
+    NeverAnswer,
+    /// Send more body bytes than its Content-Length.
+    ExtraBody,
+    /// Answer with a status line that is not HTTP.
+    MalformedStatus,
 }
 
 /// A loopback server that answers every request per its [`Script`].
@@ -177,6 +208,10 @@ impl ScriptedServer {
                 let r = r.clone();
                 tokio::spawn(async move {
                     let _ = tcp.set_nodelay(true);
+                    if script.fault != Fault::None {
+                        misbehave(tcp, &script).await;
+                        return;
+                    }
                     match script.tls.clone() {
                         Some(cfg) => {
                             tokio::time::sleep(script.tls_delay).await;
@@ -266,6 +301,51 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             if s.write_all(chunk).await.is_err() || s.flush().await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+async fn misbehave(mut s: tokio::net::TcpStream, script: &Script) {
+    let mut buf = Vec::new();
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body = br#"{"status":"ok"}"#;
+    match script.fault {
+        Fault::None => {}
+        Fault::ResetMidBody => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                body.len() + 1000
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(body).await;
+            let _ = s.flush().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Linger zero: closing sends RST, not FIN.
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            drop(s);
+        }
+        Fault::NeverAnswer => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        Fault::ExtraBody => {
+            let mut out =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+            out.extend_from_slice(body);
+            out.extend_from_slice(b"SURPRISE-EXTRA-BYTES");
+            let _ = s.write_all(&out).await;
+            let _ = s.flush().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Fault::MalformedStatus => {
+            let _ = s.write_all(b"HTTP/1.1 two-hundred OK\r\n\r\n").await;
+            let _ = s.flush().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }

@@ -123,6 +123,8 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     /// The whole body.
     pub body: Bytes,
+    /// Body bytes on the wire (before decoding; with chunk framing).
+    pub wire_bytes: u64,
     /// Phase durations.
     pub timings: Timings,
     /// `HTTP/1.1`, ...
@@ -157,9 +159,15 @@ pub enum HttpError {
     /// A time limit expired.
     #[error("timeout: {0}")]
     Timeout(String),
-    /// The peer broke HTTP or closed early.
+    /// The peer broke HTTP.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The response could not be parsed.
+    #[error("malformed response: {0}")]
+    Malformed(String),
+    /// The connection was reset or closed before the response was complete.
+    #[error("connection reset: {0}")]
+    Reset(String),
     /// The body exceeded the cap.
     #[error("response body larger than the {0}-byte cap")]
     TooLarge(u64),
@@ -179,6 +187,8 @@ impl HttpError {
             HttpError::Tls(_) => "tls",
             HttpError::Timeout(_) => "timeout",
             HttpError::Protocol(_) => "protocol",
+            HttpError::Malformed(_) => "malformed",
+            HttpError::Reset(_) => "reset",
             HttpError::TooLarge(_) => "too-large",
             HttpError::Limit(_) => "limit",
         }
@@ -347,7 +357,7 @@ impl Client {
 
             let status = resp.status().as_u16();
             let http_version = version_name(resp.version());
-            let headers = resp
+            let headers: Vec<(String, String)> = resp
                 .headers()
                 .iter()
                 .map(|(k, v)| {
@@ -359,8 +369,20 @@ impl Client {
                 .collect();
             let mut body = resp.into_body();
             let mut buf = BytesMut::new();
+            let content_length = (!headers_have(&headers, "transfer-encoding"))
+                .then(|| header_value(&headers, "content-length"))
+                .flatten()
+                .and_then(|v| v.trim().parse::<u64>().ok());
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| hyper_error(&e))?;
+                let frame = frame.map_err(|e| {
+                    let expected = content_length
+                        .map(|n| format!(" of {n}"))
+                        .unwrap_or_default();
+                    HttpError::Reset(format!(
+                        "the connection ended after {}{expected} body bytes ({e})",
+                        buf.len()
+                    ))
+                })?;
                 if let Ok(data) = frame.into_data() {
                     if (buf.len() + data.len()) as u64 > self.config.max_body {
                         return Err(HttpError::TooLarge(self.config.max_body));
@@ -376,6 +398,17 @@ impl Client {
                 }
             }
             let done = Instant::now();
+            let wire_bytes = conn.probe.wire_body_bytes().unwrap_or(buf.len() as u64);
+            if let Some(n) = content_length
+                && wire_bytes > n
+            {
+                // hyper stops at Content-Length and would trip over the rest
+                // on the next request; the connection is not kept.
+                return Err(HttpError::Protocol(format!(
+                    "the server sent {} bytes more than its Content-Length of {n}",
+                    wire_bytes - n
+                )));
+            }
             timings.processing = first_byte.saturating_duration_since(ready);
             timings.transfer = done.saturating_duration_since(first_byte);
             timings.total = done.saturating_duration_since(started);
@@ -384,6 +417,7 @@ impl Client {
                 status,
                 headers,
                 body: buf.freeze(),
+                wire_bytes,
                 timings,
                 http_version,
                 remote_addr: conn.remote,
@@ -672,14 +706,25 @@ fn hyper_error(e: &hyper::Error) -> HttpError {
     if e.is_parse_too_large() {
         HttpError::Limit("header size: the response head is larger than the limit".into())
     } else if e.is_parse() || e.is_parse_status() {
-        HttpError::Protocol(format!("malformed response{cause}"))
+        HttpError::Malformed(format!("the response head could not be parsed{cause}"))
     } else if e.is_incomplete_message() {
-        HttpError::Protocol("the connection closed before the response was complete".into())
+        HttpError::Reset("the connection closed before the response head was complete".into())
     } else if e.is_timeout() {
         HttpError::Timeout(format!("the server did not answer in time{cause}"))
     } else {
         HttpError::Protocol(format!("{e}{cause}"))
     }
+}
+
+fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn headers_have(headers: &[(String, String)], name: &str) -> bool {
+    header_value(headers, name).is_some()
 }
 
 fn version_name(v: hyper::Version) -> &'static str {

@@ -33,6 +33,20 @@ fn run() -> Result<()> {
                 Err(e) => Err(e.into()),
             }
         }
+        // Tells what went wrong as the journey sees it: a check named after
+        // the error case, so a journey can decide on the kind of failure.
+        "classify" => {
+            let url = vars::require("url")?;
+            let mut req = http::get(url);
+            if let Some(ms) = vars::get("timeout_ms") {
+                req = req.timeout(std::time::Duration::from_millis(ms.parse()?));
+            }
+            match req.send() {
+                Ok(resp) => check(&format!("status {}", resp.status), true),
+                Err(e) => check(&format!("error {}", e.kind()), true),
+            };
+            Ok(())
+        }
         // Many requests over one connection; `n` of them.
         "loop" => {
             let url = vars::require("url")?;
