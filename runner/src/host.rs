@@ -371,6 +371,7 @@ impl Recorder {
                 ..PhaseTimings::default()
             },
             bytes_received: 0,
+            bytes_decoded: 0,
             tls: None,
             trace_id: (!ex.trace_id.is_empty()).then(|| ex.trace_id.clone()),
             error: None,
@@ -390,7 +391,8 @@ impl Recorder {
                     transfer: ms(t.transfer),
                     total: ms(t.total),
                 };
-                rec.bytes_received = resp.body.len() as u64;
+                rec.bytes_received = resp.wire_bytes;
+                rec.bytes_decoded = resp.body.len() as u64;
                 rec.tls = resp.tls.as_ref().map(|t| TlsRecord {
                     version: t.version.clone(),
                     cipher: t.cipher.clone(),
@@ -482,6 +484,7 @@ impl whttp::Host for RunState {
             timeout: req
                 .timeout_ms
                 .map(|ms| Duration::from_millis(u64::from(ms))),
+            trace: req.trace.unwrap_or(true),
         };
         let mut hops = 0;
         // Each hop of a redirect chain is a request of its own in the record,
@@ -514,6 +517,7 @@ impl whttp::Host for RunState {
                 status: r.status,
                 headers: r.headers,
                 body: r.body.to_vec(),
+                wire_bytes: r.wire_bytes,
                 timings: whttp::Timings {
                     resolve_us: micros(r.timings.resolve),
                     connect_us: micros(r.timings.connect),
@@ -545,6 +549,14 @@ impl whttp::Host for RunState {
                 http::HttpError::Limit(m) => whttp::HttpError::Limit(m),
             }),
         }
+    }
+
+    async fn cookies(&mut self, url: String) -> Vec<(String, String)> {
+        self.client.cookies(&url)
+    }
+
+    async fn clear_cookies(&mut self) {
+        self.client.clear_cookies();
     }
 }
 

@@ -245,6 +245,7 @@ mod tests {
                 total,
             },
             bytes_received: 10,
+            bytes_decoded: 10,
             tls: None,
             trace_id: None,
             error: None,

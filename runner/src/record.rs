@@ -175,8 +175,10 @@ pub struct RequestRecord {
     pub start_ms: f64,
     /// Phase durations; on error only `total` is set.
     pub timings_ms: PhaseTimings,
-    /// Body bytes received.
+    /// Body bytes received on the wire (compressed, if it was).
     pub bytes_received: u64,
+    /// Body bytes after decoding (equal to `bytes_received` when not compressed).
+    pub bytes_decoded: u64,
     /// TLS facts, for https.
     pub tls: Option<TlsRecord>,
     /// W3C trace id sent in `traceparent`.
@@ -302,6 +304,7 @@ mod tests {
                     start_ms: 0.0,
                     timings_ms: PhaseTimings::default(),
                     bytes_received: 0,
+                    bytes_decoded: 0,
                     tls: None,
                     trace_id: None,
                     error: Some(RequestError {

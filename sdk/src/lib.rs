@@ -226,6 +226,17 @@ pub mod http {
         request("HEAD", url)
     }
 
+    /// The cookies of the run's jar (set by earlier responses) that a
+    /// request to `url` would carry.
+    pub fn cookies(url: &str) -> Vec<(String, String)> {
+        w::cookies(url)
+    }
+
+    /// Empty the run's cookie jar.
+    pub fn clear_cookies() {
+        w::clear_cookies();
+    }
+
     /// Start a request with any method.
     pub fn request(method: &str, url: impl Into<String>) -> RequestBuilder {
         RequestBuilder {
@@ -236,6 +247,7 @@ pub mod http {
                 body: None,
                 timeout_ms: None,
                 follow_redirects: None,
+                trace: None,
             },
         }
     }
@@ -268,6 +280,12 @@ pub mod http {
         pub fn json<T: serde::Serialize + ?Sized>(self, value: &T) -> crate::Result<Self> {
             let body = serde_json::to_vec(value)?;
             Ok(self.header("content-type", "application/json").body(body))
+        }
+
+        /// Send a W3C `traceparent` header (the default) or not.
+        pub fn trace(mut self, on: bool) -> Self {
+            self.req.trace = Some(on);
+            self
         }
 
         /// Follow redirects (the default) or return a 3xx as it is.
@@ -303,6 +321,7 @@ pub mod http {
                     status: r.status,
                     headers: r.headers,
                     body: r.body,
+                    wire_bytes: r.wire_bytes,
                     timings: r.timings,
                     http_version: r.http_version,
                     remote_addr: r.remote_addr,
@@ -334,8 +353,10 @@ pub mod http {
         pub status: u16,
         /// Response headers, in order (names lower-case).
         pub headers: Vec<(String, String)>,
-        /// The whole body.
+        /// The whole body (decoded, when the server compressed it).
         pub body: Vec<u8>,
+        /// Body bytes as they came over the wire (before decoding).
+        pub wire_bytes: u64,
         /// Phase durations.
         pub timings: Timings,
         /// e.g. `HTTP/1.1`.

@@ -354,3 +354,162 @@ async fn misbehave(mut s: tokio::net::TcpStream, script: &Script) {
 pub fn ok_body() -> Vec<(Duration, Vec<u8>)> {
     vec![(Duration::ZERO, br#"{"status":"ok"}"#.to_vec())]
 }
+
+/// A hyper server for protocol features: compression, cookies, echo.
+///
+/// - `/gzip`, `/deflate`, `/br`: a 20 KB JSON body in that encoding
+///   (`{"ok":true,"pad":"aaaa…"}`), when the request accepts it;
+/// - `/set-cookie`: sets `session=abc` (path /), `secure_one=x; Secure` and
+///   `gone=y; Max-Age=0`;
+/// - `/echo`: answers the request's headers and body as JSON;
+/// - `/version`: the HTTP version of the request.
+pub struct FeatureServer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FeatureServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FeatureServer {
+    /// Plain HTTP/1.1, or TLS with ALPN `alpn` (HTTP/2 when `h2` is offered
+    /// and chosen).
+    pub async fn start(tls: Option<(Arc<rustls::ServerConfig>, Vec<Vec<u8>>)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let acceptor = tls.map(|(cfg, alpn)| {
+            let mut cfg = (*cfg).clone();
+            cfg.alpn_protocols = alpn;
+            tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+        });
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(feature_answer);
+                    match acceptor {
+                        None => {
+                            let io = hyper_util::rt::TokioIo::new(tcp);
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(io, service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(tls) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let io = hyper_util::rt::TokioIo::new(tls);
+                            if h2 {
+                                let _ = hyper::server::conn::http2::Builder::new(
+                                    hyper_util::rt::TokioExecutor::new(),
+                                )
+                                .serve_connection(io, service)
+                                .await;
+                            } else {
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(io, service)
+                                    .await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        FeatureServer { addr, task }
+    }
+
+    pub fn url(&self, https: bool) -> String {
+        format!("{}://{}", if https { "https" } else { "http" }, self.addr)
+    }
+}
+
+async fn feature_answer(
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    use std::io::Write;
+    let path = req.uri().path().to_string();
+    let accepts = req
+        .headers()
+        .get("accept-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut builder = hyper::Response::builder().status(200);
+    let body: Vec<u8> = match path.as_str() {
+        "/gzip" | "/deflate" | "/br" => {
+            let plain = format!("{{\"ok\":true,\"pad\":\"{}\"}}", "a".repeat(20_000));
+            let enc = &path[1..];
+            if !accepts.contains(enc) {
+                plain.into_bytes()
+            } else {
+                builder = builder.header("content-encoding", enc);
+                match enc {
+                    "gzip" => {
+                        let mut e = flate2::write::GzEncoder::new(
+                            Vec::new(),
+                            flate2::Compression::default(),
+                        );
+                        let _ = e.write_all(plain.as_bytes());
+                        e.finish().unwrap_or_default()
+                    }
+                    "deflate" => {
+                        let mut e = flate2::write::ZlibEncoder::new(
+                            Vec::new(),
+                            flate2::Compression::default(),
+                        );
+                        let _ = e.write_all(plain.as_bytes());
+                        e.finish().unwrap_or_default()
+                    }
+                    _ => {
+                        let mut out = Vec::new();
+                        {
+                            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                            let _ = w.write_all(plain.as_bytes());
+                        }
+                        out
+                    }
+                }
+            }
+        }
+        "/set-cookie" => {
+            builder = builder
+                .header("set-cookie", "session=abc; Path=/; HttpOnly")
+                .header("set-cookie", "secure_one=x; Path=/; Secure")
+                .header("set-cookie", "gone=y; Path=/; Max-Age=0");
+            b"{}".to_vec()
+        }
+        "/version" => format!("{{\"version\":\"{:?}\"}}", req.version()).into_bytes(),
+        _ => {
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        serde_json::Value::String(v.to_str().unwrap_or("").to_string()),
+                    )
+                })
+                .collect();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            serde_json::json!({
+                "headers": headers,
+                "body": String::from_utf8_lossy(&body),
+            })
+            .to_string()
+            .into_bytes()
+        }
+    };
+    Ok(builder
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap_or_default())
+}

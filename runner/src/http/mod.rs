@@ -95,6 +95,8 @@ pub struct Request {
     pub body: Option<Vec<u8>>,
     /// Per-request time limit.
     pub timeout: Option<Duration>,
+    /// Send a `traceparent` header.
+    pub trace: bool,
 }
 
 /// Phase durations of one request (DESIGN.md section 3).
@@ -121,10 +123,12 @@ pub struct Response {
     pub status: u16,
     /// Headers in order, names lower-case.
     pub headers: Vec<(String, String)>,
-    /// The whole body.
+    /// The whole body, decoded if the client asked for compression.
     pub body: Bytes,
-    /// Body bytes on the wire (before decoding; with chunk framing).
+    /// Body bytes as received (before decoding).
     pub wire_bytes: u64,
+    /// The request headers as sent, ours included.
+    pub request_headers: Vec<(String, String)>,
     /// Phase durations.
     pub timings: Timings,
     /// `HTTP/1.1`, ...
@@ -200,7 +204,7 @@ impl HttpError {
 pub struct Exchange {
     /// When the request started.
     pub started: Instant,
-    /// The W3C trace id sent in `traceparent`.
+    /// The W3C trace id sent in `traceparent` (empty when none was sent).
     pub trace_id: String,
     /// The response, or why there is none.
     pub result: Result<Response, HttpError>,
@@ -229,6 +233,14 @@ impl Phase {
 
 type PoolKey = (bool, String, u16);
 
+/// A request ready for hyper, the headers it carries, and whether we asked
+/// for compression (and so decode the body).
+struct Built {
+    request: hyper::Request<Full<Bytes>>,
+    headers: Vec<(String, String)>,
+    decode: bool,
+}
+
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
     probe: Arc<FirstByteProbe>,
@@ -244,6 +256,7 @@ pub struct Client {
     trace_id: String,
     requests: u32,
     bytes: u64,
+    jar: cookie_store::CookieStore,
 }
 
 struct Target {
@@ -263,12 +276,30 @@ impl Client {
             trace_id: hex::encode(rand::random::<[u8; 16]>()),
             requests: 0,
             bytes: 0,
+            jar: cookie_store::CookieStore::default(),
         }
     }
 
     /// The trace id every request of this client carries.
     pub fn trace_id(&self) -> &str {
         &self.trace_id
+    }
+
+    /// Cookies of the jar a request to `url` would carry.
+    pub fn cookies(&self, url: &str) -> Vec<(String, String)> {
+        url::Url::parse(url)
+            .map(|u| {
+                self.jar
+                    .get_request_values(&u)
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Empty the cookie jar.
+    pub fn clear_cookies(&mut self) {
+        self.jar.clear();
     }
 
     /// Send `req`, read the whole response, and time every phase.
@@ -296,7 +327,11 @@ impl Client {
         };
         Exchange {
             started,
-            trace_id: self.trace_id.clone(),
+            trace_id: if req.trace {
+                self.trace_id.clone()
+            } else {
+                String::new()
+            },
             result,
             elapsed: started.elapsed(),
         }
@@ -340,7 +375,11 @@ impl Client {
             };
             let ready = Instant::now();
             phase.store(Phase::Processing as u8, Ordering::Relaxed);
-            let request = self.build_request(req, &method, &target)?;
+            let Built {
+                request,
+                headers: sent_headers,
+                decode,
+            } = self.build_request(req, &method, &target)?;
             conn.probe.arm();
             let sent = match conn.sender.ready().await {
                 Ok(()) => conn.sender.send_request(request).await,
@@ -367,6 +406,12 @@ impl Client {
                     )
                 })
                 .collect();
+            if let Ok(url) = url::Url::parse(&req.url) {
+                for (_, v) in headers.iter().filter(|(k, _)| k == "set-cookie") {
+                    // A cookie the jar refuses (bad domain, ...) is simply not kept.
+                    let _ = self.jar.parse(v, &url);
+                }
+            }
             let mut body = resp.into_body();
             let mut buf = BytesMut::new();
             let content_length = (!headers_have(&headers, "transfer-encoding"))
@@ -409,6 +454,12 @@ impl Client {
                     wire_bytes - n
                 )));
             }
+            let raw = buf.freeze();
+            let wire = raw.len() as u64;
+            let body = match header_value(&headers, "content-encoding").filter(|_| decode) {
+                Some(encoding) => decode_body(encoding, raw, self.config.max_body)?,
+                None => raw,
+            };
             timings.processing = first_byte.saturating_duration_since(ready);
             timings.transfer = done.saturating_duration_since(first_byte);
             timings.total = done.saturating_duration_since(started);
@@ -416,8 +467,9 @@ impl Client {
             let response = Response {
                 status,
                 headers,
-                body: buf.freeze(),
-                wire_bytes,
+                body,
+                wire_bytes: wire,
+                request_headers: sent_headers,
                 timings,
                 http_version,
                 remote_addr: conn.remote,
@@ -436,32 +488,57 @@ impl Client {
         req: &Request,
         method: &hyper::Method,
         target: &Target,
-    ) -> Result<hyper::Request<Full<Bytes>>, HttpError> {
-        let mut builder = hyper::Request::builder()
-            .method(method.clone())
-            .uri(target.path.as_str());
+    ) -> Result<Built, HttpError> {
         let has = |name: &str| {
             req.headers
                 .iter()
                 .any(|(k, _)| k.eq_ignore_ascii_case(name))
         };
+        let mut headers: Vec<(String, String)> = Vec::new();
         if !has("host") {
-            builder = builder.header(hyper::header::HOST, target.authority.as_str());
+            headers.push(("host".into(), target.authority.clone()));
         }
         if !has("user-agent") {
-            builder = builder.header(hyper::header::USER_AGENT, self.config.user_agent.as_str());
+            headers.push(("user-agent".into(), self.config.user_agent.clone()));
         }
-        if !has("traceparent") {
+        // Decoding is ours only when the journey left the encoding to us.
+        let decode = !has("accept-encoding");
+        if decode {
+            headers.push(("accept-encoding".into(), "gzip, deflate, br".into()));
+        }
+        if req.trace && !has("traceparent") {
             let span = hex::encode(rand::random::<[u8; 8]>());
-            builder = builder.header("traceparent", format!("00-{}-{span}-01", self.trace_id));
+            headers.push((
+                "traceparent".into(),
+                format!("00-{}-{span}-01", self.trace_id),
+            ));
         }
-        for (k, v) in &req.headers {
+        if !has("cookie") {
+            let cookies: Vec<String> = self
+                .cookies(&req.url)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            if !cookies.is_empty() {
+                headers.push(("cookie".into(), cookies.join("; ")));
+            }
+        }
+        headers.extend(req.headers.iter().cloned());
+        let mut builder = hyper::Request::builder()
+            .method(method.clone())
+            .uri(target.path.as_str());
+        for (k, v) in &headers {
             builder = builder.header(k.as_str(), v.as_str());
         }
         let body = Full::new(Bytes::from(req.body.clone().unwrap_or_default()));
-        builder
+        let request = builder
             .body(body)
-            .map_err(|e| HttpError::InvalidRequest(format!("bad header: {e}")))
+            .map_err(|e| HttpError::InvalidRequest(format!("bad header: {e}")))?;
+        Ok(Built {
+            request,
+            headers,
+            decode,
+        })
     }
 
     async fn handshake<S>(
@@ -641,6 +718,7 @@ pub fn redirect(req: &Request, resp: &Response) -> Option<Result<Request, HttpEr
         headers,
         body: if to_get { None } else { req.body.clone() },
         timeout: req.timeout,
+        trace: req.trace,
     }))
 }
 
@@ -714,6 +792,36 @@ fn hyper_error(e: &hyper::Error) -> HttpError {
     } else {
         HttpError::Protocol(format!("{e}{cause}"))
     }
+}
+
+/// Decode a compressed body, never past `max` bytes (a small gzip can
+/// expand to gigabytes).
+fn decode_body(encoding: &str, raw: Bytes, max: u64) -> Result<Bytes, HttpError> {
+    use std::io::Read;
+    let encoding = encoding.trim().to_ascii_lowercase();
+    let reader: Box<dyn Read> = match encoding.as_str() {
+        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(std::io::Cursor::new(raw))),
+        // "deflate" is zlib-wrapped by the standard; some servers send it raw.
+        "deflate" if raw.first().is_some_and(|b| b & 0x0f == 8) => {
+            Box::new(flate2::read::ZlibDecoder::new(std::io::Cursor::new(raw)))
+        }
+        "deflate" => Box::new(flate2::read::DeflateDecoder::new(std::io::Cursor::new(raw))),
+        "br" => Box::new(brotli::Decompressor::new(std::io::Cursor::new(raw), 8192)),
+        "identity" | "" => return Ok(raw),
+        other => {
+            return Err(HttpError::Protocol(format!(
+                "the server used content-encoding '{other}', which was not asked for"
+            )));
+        }
+    };
+    let mut out = Vec::new();
+    reader.take(max + 1).read_to_end(&mut out).map_err(|e| {
+        HttpError::Protocol(format!("the {encoding} body could not be decoded: {e}"))
+    })?;
+    if out.len() as u64 > max {
+        return Err(HttpError::TooLarge(max));
+    }
+    Ok(Bytes::from(out))
 }
 
 fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

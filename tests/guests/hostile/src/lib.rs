@@ -1,7 +1,7 @@
 //! A guest for the runner's own tests: its `mode` var picks a behaviour,
 //! most of them hostile, so each sandbox limit is exercised by real guest code.
 use std::hint::black_box;
-use waymark_sdk::{Result, check, http, log, sleep, step, vars};
+use waymark_sdk::{Result, check, check_detail, http, log, sleep, step, vars};
 
 fn run() -> Result<()> {
     let mode = vars::require("mode")?;
@@ -46,6 +46,88 @@ fn run() -> Result<()> {
                 Err(e) => check(&format!("error {}", e.kind()), true),
             };
             Ok(())
+        }
+        // Protocol features against the tests' FeatureServer at `url`.
+        "fidelity" => {
+            let base = vars::require("url")?;
+            step("compression", || -> Result<()> {
+                for enc in ["gzip", "deflate", "br"] {
+                    let resp = http::get(format!("{base}/{enc}")).send()?;
+                    let v: serde_json::Value = resp.json()?;
+                    check(&format!("{enc} decoded"), v["ok"] == true);
+                    check_detail(
+                        &format!("{enc} smaller on the wire"),
+                        resp.wire_bytes < resp.body.len() as u64,
+                        format!("{} wire, {} decoded", resp.wire_bytes, resp.body.len()),
+                    );
+                }
+                Ok(())
+            })?;
+            step("cookies", || -> Result<()> {
+                http::get(format!("{base}/set-cookie")).send()?;
+                let jar = http::cookies(&format!("{base}/"));
+                let names: Vec<&str> = jar.iter().map(|(k, _)| k.as_str()).collect();
+                check_detail(
+                    "session kept",
+                    names.contains(&"session"),
+                    format!("{names:?}"),
+                );
+                check_detail(
+                    "expired cookie dropped",
+                    !names.contains(&"gone"),
+                    format!("{names:?}"),
+                );
+                // Loopback counts as a secure context, as in browsers.
+                let secure_expected = vars::get("secure_context").as_deref() == Some("yes");
+                check_detail(
+                    "Secure cookie only in a secure context",
+                    names.contains(&"secure_one") == secure_expected,
+                    format!("{names:?}"),
+                );
+                let echo: serde_json::Value = http::get(format!("{base}/echo")).send()?.json()?;
+                let sent = echo["headers"]["cookie"].as_str().unwrap_or("").to_string();
+                check_detail(
+                    "cookie sent back",
+                    sent.split("; ").any(|c| c == "session=abc"),
+                    &sent,
+                );
+                http::clear_cookies();
+                let echo: serde_json::Value = http::get(format!("{base}/echo")).send()?.json()?;
+                check(
+                    "no cookie after clearing",
+                    echo["headers"].get("cookie").is_none(),
+                );
+                Ok(())
+            })?;
+            step("bodies and tracing", || -> Result<()> {
+                let echo: serde_json::Value = http::post(format!("{base}/echo"))
+                    .form(&[("a", "1"), ("b", "two words&more")])
+                    .send()?
+                    .json()?;
+                check_detail(
+                    "form body",
+                    echo["body"] == "a=1&b=two+words%26more",
+                    echo["body"].to_string(),
+                );
+                check(
+                    "form content type",
+                    echo["headers"]["content-type"] == "application/x-www-form-urlencoded",
+                );
+                let traced: serde_json::Value = http::get(format!("{base}/echo")).send()?.json()?;
+                check(
+                    "traceparent by default",
+                    traced["headers"]["traceparent"].is_string(),
+                );
+                let quiet: serde_json::Value = http::get(format!("{base}/echo"))
+                    .trace(false)
+                    .send()?
+                    .json()?;
+                check(
+                    "no traceparent when off",
+                    quiet["headers"].get("traceparent").is_none(),
+                );
+                Ok(())
+            })
         }
         // Many requests over one connection; `n` of them.
         "loop" => {

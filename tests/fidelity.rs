@@ -1,0 +1,84 @@
+//! What real journeys against real services need: compression, cookies,
+//! form bodies, tracing switches, and HTTP/2 by ALPN with HTTP/1.1 fallback.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{FeatureServer, TestCa, hostile_wasm, opts, runtime};
+use waymark::record::{RunRecord, Status};
+
+async fn run(url: &str, allow: &str, ca: Option<&TestCa>, mode: &str) -> RunRecord {
+    let wasm = std::fs::read(hostile_wasm()).expect("guest");
+    let j = runtime().load("fidelity", &wasm).expect("loads");
+    let o = opts(
+        &[allow.to_string()],
+        ca.map(|c| c.ca_file.as_path()),
+        &[("mode", mode), ("url", url), ("secure_context", "yes")],
+    );
+    runtime().run(&j, &o).await
+}
+
+fn failed(rec: &RunRecord) -> Vec<String> {
+    rec.failed_checks()
+        .map(|c| format!("{}: {:?}", c.name, c.detail))
+        .collect()
+}
+
+#[tokio::test]
+async fn compression_cookies_forms_and_tracing() {
+    let server = FeatureServer::start(None).await;
+    let rec = run(
+        &server.url(false),
+        &server.addr.to_string(),
+        None,
+        "fidelity",
+    )
+    .await;
+    assert_eq!(rec.status, Status::Pass, "{:?} {rec:#?}", failed(&rec));
+    // The record keeps both sizes of a compressed body.
+    for r in rec.steps[0].requests.iter() {
+        assert!(r.bytes_received < r.bytes_decoded, "{r:?}");
+        assert!(r.bytes_decoded > 20_000, "{r:?}");
+    }
+    // Tracing: requests that sent traceparent carry the run's trace id; the
+    // one that turned it off carries none.
+    let ids: Vec<Option<&str>> = rec.steps[2]
+        .requests
+        .iter()
+        .map(|r| r.trace_id.as_deref())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids[0].is_some() && ids[0] == ids[1], "{ids:?}");
+    assert_eq!(ids[2], None);
+}
+
+#[tokio::test]
+async fn secure_cookies_stay_off_plain_http_to_a_named_host() {
+    use std::sync::Arc;
+    use waymark::http::{AllowList, HttpConfig, Overrides, SystemResolver};
+    let server = FeatureServer::start(None).await;
+    let port = server.addr.port();
+    let allow = AllowList::parse(&["shop.example.test".to_string(), format!("127.0.0.1:{port}")])
+        .expect("valid");
+    let mut http = HttpConfig::new(allow, None).expect("tls");
+    let map = [(
+        "shop.example.test".to_string(),
+        vec!["127.0.0.1".parse().expect("ip")],
+    )];
+    http.resolver = Arc::new(Overrides::new(
+        map.into_iter().collect(),
+        Arc::new(SystemResolver),
+    ));
+    let mut o = waymark::RunOptions::new(Arc::new(http));
+    for (k, v) in [
+        ("mode", "fidelity".to_string()),
+        ("url", format!("http://shop.example.test:{port}")),
+        ("secure_context", "no".to_string()),
+    ] {
+        o.vars.insert(k.into(), v);
+    }
+    let wasm = std::fs::read(hostile_wasm()).expect("guest");
+    let j = runtime().load("fidelity", &wasm).expect("loads");
+    let rec = runtime().run(&j, &o).await;
+    assert_eq!(rec.status, Status::Pass, "{:?}", failed(&rec));
+}
