@@ -82,3 +82,48 @@ async fn secure_cookies_stay_off_plain_http_to_a_named_host() {
     let rec = runtime().run(&j, &o).await;
     assert_eq!(rec.status, Status::Pass, "{:?}", failed(&rec));
 }
+
+#[tokio::test]
+async fn http2_by_alpn_and_http1_fallback() {
+    let ca = TestCa::new();
+    for (alpn, want) in [
+        (vec![b"h2".to_vec(), b"http/1.1".to_vec()], "HTTP/2"),
+        (vec![b"http/1.1".to_vec()], "HTTP/1.1"),
+        (vec![], "HTTP/1.1"),
+    ] {
+        let server = FeatureServer::start(Some((ca.server.clone(), alpn))).await;
+        let port = server.addr.port();
+        let url = format!("https://localhost:{port}/version");
+        let wasm = std::fs::read(hostile_wasm()).expect("guest");
+        let j = runtime().load("h2", &wasm).expect("loads");
+        let o = opts(
+            &[format!("localhost:{port}")],
+            Some(&ca.ca_file),
+            &[("mode", "loop"), ("url", &url), ("n", "3")],
+        );
+        let rec = runtime().run(&j, &o).await;
+        assert_eq!(rec.status, Status::Pass, "{rec:#?}");
+        let reqs: Vec<_> = rec.requests().collect();
+        assert_eq!(reqs.len(), 3);
+        for (i, r) in reqs.iter().enumerate() {
+            assert_eq!(r.http_version.as_deref(), Some(want), "{r:?}");
+            assert_eq!(r.reused_connection, i > 0, "one connection: {r:?}");
+            assert!(r.timings_ms.processing > 0.0);
+        }
+        // The whole fidelity journey works over HTTP/2 as well.
+        if want == "HTTP/2" {
+            let rec = run(
+                &format!("https://localhost:{port}"),
+                &format!("localhost:{port}"),
+                Some(&ca),
+                "fidelity",
+            )
+            .await;
+            assert_eq!(rec.status, Status::Pass, "{:?}", failed(&rec));
+            assert!(
+                rec.requests()
+                    .all(|r| r.http_version.as_deref() == Some("HTTP/2"))
+            );
+        }
+    }
+}

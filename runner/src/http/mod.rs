@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 pub use allow::{AllowList, HostPattern, PatternError};
@@ -241,8 +241,39 @@ struct Built {
     decode: bool,
 }
 
+/// One connection's request side, HTTP/1.1 or HTTP/2 as ALPN chose.
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
+        match self {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+        }
+    }
+}
+
 struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
+    sender: Sender,
     probe: Arc<FirstByteProbe>,
     remote: SocketAddr,
     tls: Option<TlsInfo>,
@@ -379,19 +410,24 @@ impl Client {
                 request,
                 headers: sent_headers,
                 decode,
-            } = self.build_request(req, &method, &target)?;
+            } = self.build_request(req, &method, &target, matches!(conn.sender, Sender::H2(_)))?;
             conn.probe.arm();
-            let sent = match conn.sender.ready().await {
-                Ok(()) => conn.sender.send_request(request).await,
-                Err(e) => Err(e),
-            };
+            let h2 = matches!(conn.sender, Sender::H2(_));
+            let sent = conn.sender.send(request).await;
             let resp = match sent {
                 Ok(r) => r,
                 Err(e) if reused && attempt == 1 && (e.is_closed() || e.is_canceled()) => continue,
                 Err(e) if reused && attempt == 1 && e.is_incomplete_message() => continue,
                 Err(e) => return Err(hyper_error(&e)),
             };
-            let first_byte = conn.probe.first_byte().unwrap_or_else(Instant::now);
+            // HTTP/2 control frames (SETTINGS, WINDOW_UPDATE, PING) also
+            // arrive on the socket, so there the first byte of *this* response
+            // is its HEADERS frame: when hyper hands us the response.
+            let first_byte = if h2 {
+                Instant::now()
+            } else {
+                conn.probe.first_byte().unwrap_or_else(Instant::now)
+            };
             phase.store(Phase::Transfer as u8, Ordering::Relaxed);
 
             let status = resp.status().as_u16();
@@ -445,6 +481,7 @@ impl Client {
             let done = Instant::now();
             let wire_bytes = conn.probe.wire_body_bytes().unwrap_or(buf.len() as u64);
             if let Some(n) = content_length
+                && !h2
                 && wire_bytes > n
             {
                 // hyper stops at Content-Length and would trip over the rest
@@ -488,6 +525,7 @@ impl Client {
         req: &Request,
         method: &hyper::Method,
         target: &Target,
+        h2: bool,
     ) -> Result<Built, HttpError> {
         let has = |name: &str| {
             req.headers
@@ -495,7 +533,8 @@ impl Client {
                 .any(|(k, _)| k.eq_ignore_ascii_case(name))
         };
         let mut headers: Vec<(String, String)> = Vec::new();
-        if !has("host") {
+        // HTTP/2 names the host in its :authority pseudo-header.
+        if !has("host") && !h2 {
             headers.push(("host".into(), target.authority.clone()));
         }
         if !has("user-agent") {
@@ -524,9 +563,15 @@ impl Client {
             }
         }
         headers.extend(req.headers.iter().cloned());
+        let uri = if h2 {
+            let scheme = if target.https { "https" } else { "http" };
+            format!("{scheme}://{}{}", target.authority, target.path)
+        } else {
+            target.path.clone()
+        };
         let mut builder = hyper::Request::builder()
             .method(method.clone())
-            .uri(target.path.as_str());
+            .uri(uri.as_str());
         for (k, v) in &headers {
             builder = builder.header(k.as_str(), v.as_str());
         }
@@ -541,16 +586,29 @@ impl Client {
         })
     }
 
-    async fn handshake<S>(
-        &self,
-        io: TimedIo<S>,
-    ) -> Result<http1::SendRequest<Full<Bytes>>, HttpError>
+    async fn handshake<S>(&self, io: TimedIo<S>, h2: bool) -> Result<Sender, HttpError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let io = TokioIo::new(io);
+        if h2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .max_header_list_size(
+                    u32::try_from(self.config.max_header_bytes).unwrap_or(u32::MAX),
+                )
+                .handshake(io)
+                .await
+                .map_err(|e| hyper_error(&e))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+                }
+            });
+            return Ok(Sender::H2(sender));
+        }
         let (sender, conn) = http1::Builder::new()
             .max_header_size(self.config.max_header_bytes)
-            .handshake(TokioIo::new(io))
+            .handshake(io)
             .await
             .map_err(|e| hyper_error(&e))?;
         tokio::spawn(async move {
@@ -558,7 +616,7 @@ impl Client {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Sender::H1(sender))
     }
 
     async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, HttpError> {
@@ -640,13 +698,16 @@ impl Client {
             phase.store(Phase::Tls as u8, Ordering::Relaxed);
             let (stream, info) = tls::handshake(&self.config.tls, &target.host, tcp).await?;
             timings.tls = connected.elapsed();
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             (
-                self.handshake(TimedIo::new(stream, probe.clone())).await?,
+                self.handshake(TimedIo::new(stream, probe.clone()), h2)
+                    .await?,
                 Some(info),
             )
         } else {
             (
-                self.handshake(TimedIo::new(tcp, probe.clone())).await?,
+                self.handshake(TimedIo::new(tcp, probe.clone()), false)
+                    .await?,
                 None,
             )
         };

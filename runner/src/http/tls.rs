@@ -38,7 +38,7 @@ pub enum TlsConfigError {
     Rustls(#[from] rustls::Error),
 }
 
-/// webpki roots, plus every certificate in `ca_file`; HTTP/1.1 by ALPN.
+/// webpki roots, plus every certificate in `ca_file`; h2 or HTTP/1.1 by ALPN.
 pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsConfigError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -65,7 +65,8 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Tls
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 when the server offers it, HTTP/1.1 otherwise.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
