@@ -127,3 +127,84 @@ async fn http2_by_alpn_and_http1_fallback() {
         }
     }
 }
+
+async fn tls_run(server: &FeatureServer, tls: waymark::http::TlsOptions) -> RunRecord {
+    use std::sync::Arc;
+    let port = server.addr.port();
+    let allow = waymark::http::AllowList::parse(&[format!("localhost:{port}")]).expect("valid");
+    let http = waymark::http::HttpConfig::with_tls(allow, &tls).expect("tls config");
+    let mut o = waymark::RunOptions::new(Arc::new(http));
+    o.vars.insert("mode".into(), "fetch".into());
+    o.vars
+        .insert("url".into(), format!("https://localhost:{port}/version"));
+    let wasm = std::fs::read(hostile_wasm()).expect("guest");
+    let j = runtime().load("tls", &wasm).expect("loads");
+    runtime().run(&j, &o).await
+}
+
+#[tokio::test]
+async fn client_certificates_for_mtls() {
+    let ca = TestCa::new();
+    let server = FeatureServer::start(Some((ca.server_mtls.clone(), vec![]))).await;
+    let with_ca = waymark::http::TlsOptions {
+        ca_file: Some(ca.ca_file.clone()),
+        ..Default::default()
+    };
+    let rec = tls_run(&server, with_ca.clone()).await;
+    assert_ne!(rec.status, Status::Pass, "no client certificate: refused");
+    let err = rec
+        .requests()
+        .next()
+        .and_then(|r| r.error.clone())
+        .expect("error");
+    assert_eq!(err.kind, "tls", "{err:?}");
+    assert!(
+        err.message.contains("requires a client certificate"),
+        "{err:?}"
+    );
+
+    let rec = tls_run(
+        &server,
+        waymark::http::TlsOptions {
+            client_cert: Some((ca.client_cert.clone(), ca.client_key.clone())),
+            ..with_ca
+        },
+    )
+    .await;
+    assert_eq!(rec.status, Status::Pass, "{rec:#?}");
+}
+
+#[tokio::test]
+async fn insecure_accepts_an_unknown_issuer_and_says_so_loudly() {
+    let ca = TestCa::new();
+    let server = FeatureServer::start(Some((ca.server.clone(), vec![]))).await;
+    let rec = tls_run(&server, waymark::http::TlsOptions::default()).await;
+    assert_ne!(
+        rec.status,
+        Status::Pass,
+        "unknown issuer without --insecure"
+    );
+
+    let rec = tls_run(
+        &server,
+        waymark::http::TlsOptions {
+            insecure: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(rec.status, Status::Pass, "{rec:#?}");
+    let tls = rec
+        .requests()
+        .next()
+        .and_then(|r| r.tls.clone())
+        .expect("tls facts");
+    assert!(!tls.verified);
+    assert!(
+        rec.logs.iter().any(|l| l.message.starts_with("INSECURE")),
+        "{:?}",
+        rec.logs
+    );
+    let text = waymark::pretty::render(&rec, false);
+    assert!(text.contains("⚠ INSECURE"), "{text}");
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::http::{AllowList, HttpConfig, Overrides};
+use crate::http::{AllowList, HttpConfig, Overrides, TlsOptions};
 use crate::record::{RunRecord, Status};
 use crate::{RunOptions, Runtime, demo, pretty};
 
@@ -69,6 +69,15 @@ struct RunArgs {
     /// Extra CA certificates (PEM) trusted for https, beside the webpki roots.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented for mTLS; needs --client-key.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Accept any server certificate. Every record and waterfall says so.
+    #[arg(long)]
+    insecure: bool,
     /// Wall-clock limit of the run, e.g. 30s, 500ms.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     timeout: Duration,
@@ -168,7 +177,12 @@ fn run(args: RunArgs) -> anyhow::Result<Status> {
     let vars = pairs(&args.vars, "var", false)?;
     let secrets = pairs(&args.secrets, "secret", true)?;
     let allow = AllowList::parse(&args.allow_hosts).context("--allow-host")?;
-    let mut http = HttpConfig::new(allow, args.ca_file.as_deref())?;
+    let tls = TlsOptions {
+        ca_file: args.ca_file.clone(),
+        client_cert: args.client_cert.clone().zip(args.client_key.clone()),
+        insecure: args.insecure,
+    };
+    let mut http = HttpConfig::with_tls(allow, &tls)?;
     if !args.resolve.is_empty() {
         let map = args
             .resolve

@@ -45,6 +45,18 @@ impl RunState {
         started: Instant,
     ) -> Self {
         let logs = Arc::new(Mutex::new(LogBuffer::default()));
+        if http.insecure
+            && let Ok(mut l) = logs.lock()
+        {
+            l.push(
+                Level::Warn,
+                "INSECURE: TLS certificate verification is off for this run (--insecure); \
+                 any server certificate is accepted"
+                    .into(),
+            );
+        }
+        let mut rec = Recorder::new(journey, started);
+        rec.insecure = http.insecure;
         // WASI with nothing behind it: no preopened directories, no env, no
         // args, no sockets; stdout/stderr become log lines of the run.
         let wasi = WasiCtx::builder()
@@ -70,7 +82,7 @@ impl RunState {
             max_redirects: http.max_redirects,
             client: Client::new(http),
             vars,
-            rec: Recorder::new(journey, started),
+            rec,
             logs,
         }
     }
@@ -259,6 +271,7 @@ pub(crate) struct Recorder {
     /// The request in flight, so a run stopped while waiting on it still
     /// shows which one hung.
     pending: Option<(String, String, Instant)>,
+    insecure: bool,
 }
 
 pub(crate) struct StepState {
@@ -278,6 +291,7 @@ impl Recorder {
             requests_denied: 0,
             requests_failed: 0,
             pending: None,
+            insecure: false,
         }
     }
 
@@ -397,6 +411,7 @@ impl Recorder {
                     version: t.version.clone(),
                     cipher: t.cipher.clone(),
                     cert_not_after: t.not_after.and_then(rfc3339_from_unix),
+                    verified: !self.insecure,
                 });
             }
             Err(e) => {

@@ -66,6 +66,19 @@ pub fn render(rec: &RunRecord, color: bool) -> String {
             rec.run_id, rec.location, rec.attempt
         )),
     );
+    if rec
+        .requests()
+        .any(|r| r.tls.as_ref().is_some_and(|t| !t.verified))
+    {
+        let _ = writeln!(
+            out,
+            "  {}",
+            p.code(
+                "1;33",
+                "⚠ INSECURE: server certificates were not verified (--insecure)"
+            )
+        );
+    }
     let axis = rec.duration_ms.max(0.001);
     for step in &rec.steps {
         let _ = writeln!(

@@ -145,6 +145,8 @@ pub struct TlsRecord {
     pub cipher: String,
     /// Leaf certificate's notAfter, RFC 3339.
     pub cert_not_after: Option<String>,
+    /// False when the run was told not to verify certificates (`--insecure`).
+    pub verified: bool,
 }
 
 /// A request's error.

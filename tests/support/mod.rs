@@ -82,6 +82,11 @@ pub struct TestCa {
     pub ca_file: PathBuf,
     /// Server side TLS with the leaf certificate.
     pub server: Arc<rustls::ServerConfig>,
+    /// The same server, requiring a client certificate this CA signed.
+    pub server_mtls: Arc<rustls::ServerConfig>,
+    /// A client certificate and key (PEM files) this CA signed, for mTLS.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -127,19 +132,48 @@ impl TestCa {
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca_cert.pem()).expect("write ca");
 
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("key der");
-        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
-        .expect("server config");
+        let client_key_pair = rcgen::KeyPair::generate().expect("client key");
+        let mut client_params =
+            rcgen::CertificateParams::new(vec!["waymark-probe".to_string()]).expect("params");
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client_params
+            .signed_by(&client_key_pair, &issuer)
+            .expect("client cert");
+        let client_cert = dir.path().join("client.pem");
+        let client_key = dir.path().join("client.key");
+        std::fs::write(&client_cert, client.pem()).expect("write");
+        std::fs::write(&client_key, client_key_pair.serialize_pem()).expect("write");
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = || {
+            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("key der")
+        };
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key())
+            .expect("server config");
+        let mut client_roots = rustls::RootCertStore::empty();
+        client_roots.add(ca_cert.der().clone()).expect("ca root");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(client_roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("client verifier");
+        let server_mtls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![leaf.der().clone()], key())
+            .expect("server config");
         TestCa {
             ca_file,
             server: Arc::new(server),
+            server_mtls: Arc::new(server_mtls),
+            client_cert,
+            client_key,
             _dir: dir,
         }
     }

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 pub use allow::{AllowList, HostPattern, PatternError};
 use io::{FirstByteProbe, TimedIo};
 pub use resolve::{Overrides, Resolve, SystemResolver};
-pub use tls::{TlsConfigError, TlsInfo};
+pub use tls::{TlsConfigError, TlsInfo, TlsOptions};
 
 /// Default cap on one response body (DESIGN.md section 7).
 pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
@@ -46,6 +46,8 @@ pub struct HttpConfig {
     pub allow: AllowList,
     /// Root certificates and protocol settings for https.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Server certificates are not verified (`--insecure`).
+    pub insecure: bool,
     /// Largest response body read, in bytes.
     pub max_body: u64,
     /// Most requests one run may send.
@@ -68,9 +70,21 @@ impl HttpConfig {
         allow: AllowList,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Self, TlsConfigError> {
+        Self::with_tls(
+            allow,
+            &TlsOptions {
+                ca_file: ca_file.map(std::path::Path::to_path_buf),
+                ..TlsOptions::default()
+            },
+        )
+    }
+
+    /// With a client certificate (mTLS) and the insecure switch.
+    pub fn with_tls(allow: AllowList, tls_opts: &TlsOptions) -> Result<Self, TlsConfigError> {
         Ok(HttpConfig {
             allow,
-            tls: Arc::new(tls::client_config(ca_file)?),
+            tls: Arc::new(tls::client_config_with(tls_opts)?),
+            insecure: tls_opts.insecure,
             max_body: DEFAULT_MAX_BODY,
             max_requests: DEFAULT_MAX_REQUESTS,
             max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
@@ -841,6 +855,22 @@ fn connect_error(addr: SocketAddr, e: &std::io::Error) -> HttpError {
 
 fn hyper_error(e: &hyper::Error) -> HttpError {
     use std::error::Error as _;
+    // With TLS 1.3 the server judges our client certificate after the
+    // handshake, so its refusal arrives on the first read.
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<rustls::Error>() {
+            return HttpError::Tls(tls::rustls_words("", r));
+        }
+        if let Some(r) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return HttpError::Tls(tls::rustls_words("", r));
+        }
+        source = s.source();
+    }
     let cause = e.source().map(|s| format!(": {s}")).unwrap_or_default();
     if e.is_parse_too_large() {
         HttpError::Limit("header size: the response head is larger than the limit".into())

@@ -33,38 +33,154 @@ pub enum TlsConfigError {
         /// What was wrong.
         reason: String,
     },
+    /// The client key could not be read.
+    #[error("client key {path}: {reason}")]
+    ClientKey {
+        /// The file given with `--client-key`.
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
 }
 
-/// webpki roots, plus every certificate in `ca_file`; h2 or HTTP/1.1 by ALPN.
+/// `--insecure`: any certificate is accepted, but the handshake's signatures
+/// are still checked, so the session is at least with the holder of the key
+/// the server presented.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// What a run trusts and presents over TLS.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Extra roots (PEM), beside webpki's and the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate chain and its key (PEM), for mTLS.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Accept any server certificate. Loud: every record says so.
+    pub insecure: bool,
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let err = |reason: String| TlsConfigError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
+/// The system's trust store (e.g. /etc/ssl/certs), where there is one. A
+/// corporate CA installed on the host is trusted as curl would trust it.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::debug!(error = %e, "skipping part of the system trust store");
+        }
+        found.certs
+    })
+}
+
+/// webpki roots, the system's roots and every certificate in `ca_file`; h2
+/// or HTTP/1.1 by ALPN.
 pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsConfigError> {
+    client_config_with(&TlsOptions {
+        ca_file: ca_file.map(Path::to_path_buf),
+        ..TlsOptions::default()
+    })
+}
+
+/// As [`client_config`], with a client certificate and the insecure switch.
+pub fn client_config_with(opts: &TlsOptions) -> Result<rustls::ClientConfig, TlsConfigError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let err = |reason: String| TlsConfigError::CaFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| err(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| err(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(err("no PEM certificate in it".into()));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| err(format!("certificate rejected: {e}")))?;
+    // A bad certificate in the system store is skipped, not fatal.
+    let _ = roots.add_parsable_certificates(system_roots().iter().cloned());
+    if let Some(path) = &opts.ca_file {
+        for cert in read_certs(path)? {
+            roots.add(cert).map_err(|e| TlsConfigError::CaFile {
+                path: path.display().to_string(),
+                reason: format!("certificate rejected: {e}"),
+            })?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match &opts.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = read_certs(cert)?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                TlsConfigError::ClientKey {
+                    path: key.display().to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+    };
+    if opts.insecure {
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
+    }
     // HTTP/2 when the server offers it, HTTP/1.1 otherwise.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
@@ -108,12 +224,22 @@ fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
 }
 
 fn tls_error(host: &str, e: &std::io::Error) -> HttpError {
-    use rustls::CertificateError as C;
-    let rustls_err = e
+    let words = match e
         .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    let words = match rustls_err {
-        Some(rustls::Error::InvalidCertificate(c)) => match c {
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(r) => rustls_words(host, r),
+        None => format!("handshake failed: {e}"),
+    };
+    HttpError::Tls(words)
+}
+
+/// A TLS failure in plain words.
+pub(super) fn rustls_words(host: &str, e: &rustls::Error) -> String {
+    use rustls::AlertDescription as A;
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
             C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".into(),
             C::NotValidYet | C::NotValidYetContext { .. } => {
                 "the server's certificate is not valid yet".into()
@@ -127,8 +253,12 @@ fn tls_error(host: &str, e: &std::io::Error) -> HttpError {
             C::Revoked => "the server's certificate has been revoked".into(),
             other => format!("the server's certificate was rejected: {other:?}"),
         },
-        Some(other) => format!("handshake failed: {other}"),
-        None => format!("handshake failed: {e}"),
-    };
-    HttpError::Tls(words)
+        rustls::Error::AlertReceived(A::CertificateRequired) => {
+            "the server requires a client certificate (pass --client-cert and --client-key)".into()
+        }
+        rustls::Error::AlertReceived(A::BadCertificate | A::UnknownCA | A::CertificateUnknown) => {
+            "the server refused our client certificate".into()
+        }
+        other => format!("handshake failed: {other}"),
+    }
 }
