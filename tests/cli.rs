@@ -230,3 +230,117 @@ fn demo_runs_every_example_journey_and_passes() {
     assert_eq!(names, ["health", "api", "market"]);
     assert!(lines.iter().all(|r| r.status == Status::Pass));
 }
+
+/// Check one value against the HAR 1.2 structure (required fields and types).
+fn check_har(har: &serde_json::Value) {
+    let log = &har["log"];
+    assert_eq!(log["version"], "1.2");
+    assert!(log["creator"]["name"].is_string() && log["creator"]["version"].is_string());
+    let entries = log["entries"].as_array().expect("entries");
+    for e in entries {
+        let started = e["startedDateTime"].as_str().expect("startedDateTime");
+        assert!(
+            humantime::parse_rfc3339(started).is_ok(),
+            "ISO 8601: {started}"
+        );
+        assert!(e["time"].as_f64().expect("time") >= 0.0);
+        let req = &e["request"];
+        for k in ["method", "url", "httpVersion"] {
+            assert!(req[k].is_string(), "request.{k} in {e}");
+        }
+        for k in ["cookies", "headers", "queryString"] {
+            assert!(req[k].is_array(), "request.{k}");
+        }
+        for k in ["headersSize", "bodySize"] {
+            assert!(req[k].is_i64(), "request.{k}");
+        }
+        for h in req["headers"].as_array().expect("headers") {
+            assert!(h["name"].is_string() && h["value"].is_string(), "{h}");
+        }
+        let resp = &e["response"];
+        assert!(resp["status"].is_u64());
+        for k in ["statusText", "httpVersion", "redirectURL"] {
+            assert!(resp[k].is_string(), "response.{k}");
+        }
+        for k in ["cookies", "headers"] {
+            assert!(resp[k].is_array(), "response.{k}");
+        }
+        assert!(resp["content"]["size"].is_i64() || resp["content"]["size"].is_u64());
+        assert!(resp["content"]["mimeType"].is_string());
+        assert!(e["cache"].is_object());
+        let t = &e["timings"];
+        for k in ["send", "wait", "receive"] {
+            assert!(t[k].as_f64().expect(k) >= 0.0, "timings.{k}");
+        }
+        for k in ["blocked", "dns", "connect", "ssl"] {
+            assert!(t[k].as_f64().expect(k) >= -1.0, "timings.{k}");
+        }
+        let sum: f64 = ["blocked", "dns", "connect", "send", "wait", "receive"]
+            .iter()
+            .map(|k| t[k].as_f64().unwrap_or(0.0).max(0.0))
+            .sum();
+        let time = e["time"].as_f64().unwrap_or(0.0);
+        assert!(
+            (sum - time).abs() < 0.01,
+            "time is the sum of the phases: {sum} vs {time}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn har_export_opens_as_har_1_2_with_secrets_redacted() {
+    let api = waymark::demo::DemoApi::start().await.expect("demo api");
+    let cache = tempfile::tempdir().expect("dir");
+    let dir = tempfile::tempdir().expect("dir");
+    let wasm = dir.path().join("api.wasm");
+    let bytes = waymark::demo::JOURNEYS
+        .iter()
+        .find(|(n, _)| *n == "api")
+        .map(|(_, b)| *b)
+        .expect("api journey");
+    std::fs::write(&wasm, bytes).expect("write");
+    let har_path = dir.path().join("run.har");
+    let out = waymark(
+        cache.path(),
+        &[
+            "run",
+            &wasm.display().to_string(),
+            "--var",
+            &format!("base_url={}", api.base_url()),
+            "--secret",
+            &format!("password={}", waymark::demo::PASSWORD),
+            "--allow-host",
+            &api.authority(),
+            "--har",
+            &har_path.display().to_string(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = std::fs::read_to_string(&har_path).expect("HAR written");
+    assert!(
+        !text.contains(waymark::demo::PASSWORD),
+        "the secret is redacted"
+    );
+    let har: serde_json::Value = serde_json::from_str(&text).expect("HAR is JSON");
+    check_har(&har);
+    let entries = har["log"]["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 3);
+    let login = &entries[0];
+    assert_eq!(login["request"]["method"], "POST");
+    let posted = login["request"]["postData"]["text"]
+        .as_str()
+        .expect("post body");
+    assert!(posted.contains(r#""password":"***""#), "{posted}");
+    assert!(
+        login["response"]["content"]["text"]
+            .as_str()
+            .expect("body")
+            .contains("token")
+    );
+    assert!(login["timings"]["connect"].as_f64().expect("connect") > 0.0);
+    assert_eq!(
+        entries[1]["timings"]["connect"], -1.0,
+        "a reused connection has no connect"
+    );
+    assert_eq!(entries[2]["response"]["status"], 401);
+}

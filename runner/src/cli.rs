@@ -87,6 +87,12 @@ struct RunArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "pretty")]
     format: Format,
+    /// Also write the run as an HTTP Archive (HAR 1.2) to FILE, for a browser's developer tools.
+    #[arg(long, value_name = "FILE")]
+    har: Option<PathBuf>,
+    /// Largest body kept per request in the HAR file.
+    #[arg(long, default_value = "64KiB", value_parser = parse_size)]
+    har_body_cap: usize,
     /// Journey name in the record (default: the file name).
     #[arg(long)]
     name: Option<String>,
@@ -206,8 +212,20 @@ fn run(args: RunArgs) -> anyhow::Result<Status> {
     opts.timeout = args.timeout;
     opts.memory_limit = args.memory_limit;
     opts.location = args.location;
-    let rec = tokio_runtime()?.block_on(runtime.run(&journey, &opts));
+    if args.har.is_some() {
+        opts.capture_bodies = Some(args.har_body_cap);
+    }
+    let (rec, captured) = tokio_runtime()?.block_on(runtime.run_captured(&journey, &opts));
+    // The record is printed even if the HAR cannot be written: nothing
+    // already measured is lost.
     print_record(&rec, args.format)?;
+    if let Some(path) = &args.har {
+        let secrets: Vec<String> = opts.secrets.values().cloned().collect();
+        let har = crate::har::to_har(&rec, &captured, &secrets);
+        let text = serde_json::to_string_pretty(&har)?;
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write the HAR file {}", path.display()))?;
+    }
     Ok(rec.status)
 }
 

@@ -96,6 +96,8 @@ pub struct RunOptions {
     pub location: String,
     /// Attempt number (1 = first try).
     pub attempt: u32,
+    /// Keep every exchange, bodies cut at this many bytes, for a HAR file.
+    pub capture_bodies: Option<usize>,
 }
 
 impl RunOptions {
@@ -109,6 +111,7 @@ impl RunOptions {
             memory_limit: 64 * 1024 * 1024,
             location: "local".into(),
             attempt: 1,
+            capture_bodies: None,
         }
     }
 }
@@ -251,6 +254,16 @@ impl Runtime {
     /// Run `journey` once under `opts`' limits; the record says how it went.
     /// Never fails: every failure is in the record.
     pub async fn run(&self, journey: &LoadedJourney, opts: &RunOptions) -> RunRecord {
+        self.run_captured(journey, opts).await.0
+    }
+
+    /// As [`Runtime::run`], also returning every exchange when
+    /// `opts.capture_bodies` is set (for [`crate::har`]).
+    pub async fn run_captured(
+        &self,
+        journey: &LoadedJourney,
+        opts: &RunOptions,
+    ) -> (RunRecord, Vec<crate::har::Captured>) {
         let started_at = SystemTime::now();
         let t0 = Instant::now();
         let mut all_vars = opts.vars.clone();
@@ -261,6 +274,7 @@ impl Runtime {
             opts.http.clone(),
             opts.memory_limit,
             t0,
+            opts.capture_bodies.map(|cap| (cap, started_at)),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -283,7 +297,8 @@ impl Runtime {
         .await;
 
         let duration = t0.elapsed();
-        let state = store.into_data();
+        let mut state = store.into_data();
+        let captured = std::mem::take(&mut state.captured);
         let mut rec_state = state.rec;
         let logs = state
             .logs
@@ -367,7 +382,7 @@ impl Runtime {
         }
         let secrets: Vec<String> = opts.secrets.values().cloned().collect();
         record.redact(&secrets);
-        record
+        (record, captured)
     }
 }
 

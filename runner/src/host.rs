@@ -32,6 +32,9 @@ pub struct RunState {
     client: Client,
     vars: Arc<HashMap<String, String>>,
     max_redirects: u32,
+    /// For `--har`: body cap, and the run's start on both clocks.
+    capture: Option<(usize, std::time::SystemTime, Instant)>,
+    pub(crate) captured: Vec<crate::har::Captured>,
     pub(crate) rec: Recorder,
     pub(crate) logs: Arc<Mutex<LogBuffer>>,
 }
@@ -43,6 +46,7 @@ impl RunState {
         http: Arc<HttpConfig>,
         memory_limit: usize,
         started: Instant,
+        capture: Option<(usize, std::time::SystemTime)>,
     ) -> Self {
         let logs = Arc::new(Mutex::new(LogBuffer::default()));
         if http.insecure
@@ -80,6 +84,8 @@ impl RunState {
                 exceeded: None,
             },
             max_redirects: http.max_redirects,
+            capture: capture.map(|(cap, wall)| (cap, wall, started)),
+            captured: Vec::new(),
             client: Client::new(http),
             vars,
             rec,
@@ -508,6 +514,10 @@ impl whttp::Host for RunState {
             self.rec.request_started(&request.method, &request.url);
             let ex = self.client.send(&request).await;
             self.rec.request(&request.method, &request.url, &ex);
+            if let Some((cap, wall, t0)) = self.capture {
+                self.captured
+                    .push(crate::har::Captured::new(wall, t0, &request, &ex, cap));
+            }
             let next = match &ex.result {
                 Ok(resp) if follow => http::redirect(&request, resp),
                 _ => None,

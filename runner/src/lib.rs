@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod demo;
 pub mod engine;
+pub mod har;
 mod host;
 pub mod http;
 pub mod pretty;
