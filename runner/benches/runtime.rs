@@ -24,16 +24,27 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 }
 
 fn main() {
+    // WAYMARK_BENCH=keepalive runs only the last part (for profiling).
+    let only_keepalive = std::env::var("WAYMARK_BENCH").as_deref() == Ok("keepalive");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio");
     rt.block_on(async {
+        if only_keepalive {
+            return;
+        }
         run_overhead().await;
         process_wall().await;
         phases_vs_curl(false).await;
         phases_vs_curl(true).await;
     });
+    // As `waymark run` does: one thread drives the journey and its connection.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    rt.block_on(keepalive_vs_oha());
 }
 
 /// Instantiate + run + tear down a journey that makes no request.
@@ -156,14 +167,9 @@ async fn phases_vs_curl(https: bool) {
             .map(|s| s * 1e3)
             .collect();
         assert_eq!(v.len(), 6, "curl -w output: {out:?}");
-        let phases = [
-            v[0],
-            v[1] - v[0],
-            v[2] - v[1],
-            v[4] - v[3],
-            v[5] - v[4],
-            v[5],
-        ];
+        // Plain http: curl's time_appconnect is not a TLS time.
+        let tls = if https { v[2] - v[1] } else { 0.0 };
+        let phases = [v[0], v[1] - v[0], tls, v[4] - v[3], v[5] - v[4], v[5]];
         for (i, p) in phases.iter().enumerate() {
             curl[i].push(*p);
         }
@@ -208,5 +214,88 @@ async fn phases_vs_curl(https: bool) {
             "  {name:<11} {c:>9.3} {w:>9.3} {diff:>+8.3}  {}",
             if ok { "yes" } else { "NO" }
         );
+    }
+}
+
+/// 10,000 GETs over one keep-alive connection from a journey, against
+/// `oha -n 10000 -c 1` on the same loopback server.
+async fn keepalive_vs_oha() {
+    const N: u32 = 10_000;
+    // The server gets a thread and runtime of its own, so both clients reach
+    // it the same way: over loopback, from another thread.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio");
+        rt.block_on(async move {
+            let server = support::FeatureServer::start(None).await;
+            let _ = tx.send(server.addr);
+            // Bounded: the benchmark is over long before this.
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            drop(server);
+        });
+    });
+    let addr = rx.recv().expect("server address");
+    let server_url = format!("http://{addr}");
+    let url = format!("{server_url}/version");
+    let oha = || {
+        let oha_url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new("oha")
+                .args([
+                    "-n",
+                    &N.to_string(),
+                    "-c",
+                    "1",
+                    "--no-tui",
+                    "--output-format",
+                    "json",
+                    &oha_url,
+                ])
+                .output()
+                .ok()?;
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .ok()?["summary"]["requestsPerSec"]
+                .as_f64()
+        })
+    };
+    // oha before and after ours, so drift on a shared machine shows.
+    let oha_before = oha().await.expect("join");
+    let wasm = std::fs::read(hostile_wasm()).expect("guest");
+    let j = runtime().load("keepalive", &wasm).expect("loads");
+    let mut o = opts(
+        &[addr.to_string()],
+        None,
+        &[("mode", "loop"), ("url", &url), ("n", &N.to_string())],
+    );
+    o.timeout = Duration::from_secs(120);
+    let mut http = (*o.http).clone();
+    http.max_requests = N;
+    o.http = std::sync::Arc::new(http);
+    let rec = runtime().run(&j, &o).await;
+    assert_eq!(rec.status, Status::Pass, "{:?}", rec.error);
+    let reqs: Vec<_> = rec.requests().collect();
+    assert_eq!(reqs.len(), N as usize);
+    assert!(reqs[1..].iter().all(|r| r.reused_connection));
+    let first = reqs[0].start_ms;
+    let last = reqs[reqs.len() - 1].start_ms + reqs[reqs.len() - 1].timings_ms.total;
+    let ours = f64::from(N) / ((last - first) / 1000.0);
+    let in_flight: f64 = reqs.iter().map(|r| r.timings_ms.total).sum::<f64>() / f64::from(N);
+    println!(
+        "  per request: {:.1} µs in flight (start to last byte), {:.1} µs between requests",
+        in_flight * 1000.0,
+        (last - first) / f64::from(N) * 1000.0 - in_flight * 1000.0
+    );
+    let oha_after = oha().await.expect("join");
+    match oha_before.zip(oha_after) {
+        Some((before, after)) => println!(
+            "keep-alive loop, {N} GETs on one connection: journey {ours:.0} req/s, oha -c 1 {before:.0} (before) / {after:.0} (after) req/s, ratio {:.2} to their mean (target >= 0.8)",
+            ours / ((before + after) / 2.0)
+        ),
+        None => println!(
+            "keep-alive loop, {N} GETs on one connection: journey {ours:.0} req/s (oha not installed: cargo install oha)"
+        ),
     }
 }

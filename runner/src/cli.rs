@@ -159,8 +159,10 @@ fn pairs(items: &[String], what: &str, from_env: bool) -> anyhow::Result<HashMap
     Ok(out)
 }
 
+/// One thread: the journey, its connections and their timers share it, so
+/// no measurement includes a hop between threads.
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
