@@ -50,6 +50,16 @@ async fn compression_cookies_forms_and_tracing() {
     assert_eq!(ids.len(), 3);
     assert!(ids[0].is_some() && ids[0] == ids[1], "{ids:?}");
     assert_eq!(ids[2], None);
+    let spans: Vec<Option<&str>> = rec.steps[2]
+        .requests
+        .iter()
+        .map(|r| r.span_id.as_deref())
+        .collect();
+    assert!(
+        spans[0].is_some() && spans[1].is_some() && spans[0] != spans[1],
+        "{spans:?}"
+    );
+    assert_eq!(spans[2], None);
 }
 
 #[tokio::test]

@@ -394,6 +394,7 @@ impl Recorder {
             bytes_decoded: 0,
             tls: None,
             trace_id: (!ex.trace_id.is_empty()).then(|| ex.trace_id.clone()),
+            span_id: ex.span_id.clone(),
             error: None,
         };
         match &ex.result {
@@ -455,6 +456,7 @@ impl Recorder {
             let ex = Exchange {
                 started,
                 trace_id: String::new(),
+                span_id: None,
                 result: Err(http::HttpError::Timeout(
                     "no response yet when the run was stopped".into(),
                 )),

@@ -261,6 +261,7 @@ mod tests {
             bytes_decoded: 10,
             tls: None,
             trace_id: None,
+            span_id: None,
             error: None,
         }
     }

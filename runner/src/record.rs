@@ -183,8 +183,10 @@ pub struct RequestRecord {
     pub bytes_decoded: u64,
     /// TLS facts, for https.
     pub tls: Option<TlsRecord>,
-    /// W3C trace id sent in `traceparent`.
+    /// W3C trace id sent in `traceparent` (one per run).
     pub trace_id: Option<String>,
+    /// This request's span id in `traceparent`.
+    pub span_id: Option<String>,
     /// Why there is no response.
     pub error: Option<RequestError>,
 }
@@ -309,6 +311,7 @@ mod tests {
                     bytes_decoded: 0,
                     tls: None,
                     trace_id: None,
+                    span_id: None,
                     error: Some(RequestError {
                         kind: "connect".into(),
                         message: "s3cret".into(),

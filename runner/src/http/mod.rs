@@ -220,6 +220,8 @@ pub struct Exchange {
     pub started: Instant,
     /// The W3C trace id sent in `traceparent` (empty when none was sent).
     pub trace_id: String,
+    /// This request's span id in `traceparent`.
+    pub span_id: Option<String>,
     /// The response, or why there is none.
     pub result: Result<Response, HttpError>,
     /// Time from start to the end (success or failure).
@@ -351,9 +353,12 @@ impl Client {
     pub async fn send(&mut self, req: &Request) -> Exchange {
         let started = Instant::now();
         let phase = AtomicU8::new(Phase::Resolve as u8);
+        // One span per request, in the run's one trace.
+        let span = req.trace.then(|| hex::encode(rand::random::<[u8; 8]>()));
+        let sp = span.as_deref();
         let result = match req.timeout {
             Some(limit) => {
-                match tokio::time::timeout(limit, self.send_inner(req, started, &phase)).await {
+                match tokio::time::timeout(limit, self.send_inner(req, sp, started, &phase)).await {
                     Ok(r) => r,
                     Err(_) => {
                         let key_phase = Phase::name(phase.load(Ordering::Relaxed));
@@ -368,7 +373,7 @@ impl Client {
                     }
                 }
             }
-            None => self.send_inner(req, started, &phase).await,
+            None => self.send_inner(req, sp, started, &phase).await,
         };
         Exchange {
             started,
@@ -377,6 +382,7 @@ impl Client {
             } else {
                 String::new()
             },
+            span_id: span,
             result,
             elapsed: started.elapsed(),
         }
@@ -385,6 +391,7 @@ impl Client {
     async fn send_inner(
         &mut self,
         req: &Request,
+        span: Option<&str>,
         started: Instant,
         phase: &AtomicU8,
     ) -> Result<Response, HttpError> {
@@ -424,7 +431,13 @@ impl Client {
                 request,
                 headers: sent_headers,
                 decode,
-            } = self.build_request(req, &method, &target, matches!(conn.sender, Sender::H2(_)))?;
+            } = self.build_request(
+                req,
+                span,
+                &method,
+                &target,
+                matches!(conn.sender, Sender::H2(_)),
+            )?;
             conn.probe.arm();
             let h2 = matches!(conn.sender, Sender::H2(_));
             let sent = conn.sender.send(request).await;
@@ -537,6 +550,7 @@ impl Client {
     fn build_request(
         &self,
         req: &Request,
+        span: Option<&str>,
         method: &hyper::Method,
         target: &Target,
         h2: bool,
@@ -559,8 +573,9 @@ impl Client {
         if decode {
             headers.push(("accept-encoding".into(), "gzip, deflate, br".into()));
         }
-        if req.trace && !has("traceparent") {
-            let span = hex::encode(rand::random::<[u8; 8]>());
+        if let Some(span) = span
+            && !has("traceparent")
+        {
             headers.push((
                 "traceparent".into(),
                 format!("00-{}-{span}-01", self.trace_id),
