@@ -344,3 +344,46 @@ async fn har_export_opens_as_har_1_2_with_secrets_redacted() {
     );
     assert_eq!(entries[2]["response"]["status"], 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_trust_store_is_trusted() {
+    // rustls-native-certs reads SSL_CERT_FILE as the system store, as
+    // OpenSSL does: a CA installed there is trusted without --ca-file.
+    let ca = support::TestCa::new();
+    let server = ScriptedServer::start(Script {
+        chunks: ok_body(),
+        tls: Some(ca.server.clone()),
+        ..Script::default()
+    })
+    .await;
+    let cache = tempfile::tempdir().expect("dir");
+    let port = server.addr.port();
+    let url = format!("url=https://localhost:{port}/");
+    let g = guest();
+    let args = [
+        "run",
+        &g,
+        "--var",
+        "mode=fetch",
+        "--var",
+        &url,
+        "--allow-host",
+        &format!("localhost:{port}"),
+        "--format",
+        "json",
+    ];
+    let run = |with_store: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_waymark"));
+        cmd.args(args).env("WAYMARK_CACHE_DIR", cache.path());
+        if with_store {
+            cmd.env("SSL_CERT_FILE", &ca.ca_file);
+        } else {
+            cmd.env("SSL_CERT_FILE", "/nonexistent/ca.pem");
+        }
+        cmd.output().expect("runs")
+    };
+    let trusted = tokio::task::block_in_place(|| run(true));
+    assert_eq!(trusted.status.code(), Some(0), "{trusted:?}");
+    let untrusted = tokio::task::block_in_place(|| run(false));
+    assert_ne!(untrusted.status.code(), Some(0), "{untrusted:?}");
+}
