@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::{Script, ScriptedServer, hostile_wasm, ok_body};
+use support::{ScriptedServer, hostile_wasm};
 use waymark::record::{RunRecord, Status};
 
 fn waymark(cache: &Path, args: &[&str]) -> Output {
@@ -31,11 +31,7 @@ fn guest() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_prints_the_record_and_exits_by_status() {
     let cache = tempfile::tempdir().expect("dir");
-    let server = ScriptedServer::start(Script {
-        chunks: ok_body(),
-        ..Script::default()
-    })
-    .await;
+    let server = ScriptedServer::ok(None).await;
     let url = format!("{}/ok", server.url(false));
     let g = guest();
     let ok = waymark(
@@ -350,12 +346,7 @@ async fn the_system_trust_store_is_trusted() {
     // rustls-native-certs reads SSL_CERT_FILE as the system store, as
     // OpenSSL does: a CA installed there is trusted without --ca-file.
     let ca = support::TestCa::new();
-    let server = ScriptedServer::start(Script {
-        chunks: ok_body(),
-        tls: Some(ca.server.clone()),
-        ..Script::default()
-    })
-    .await;
+    let server = ScriptedServer::ok(Some(ca.server.clone())).await;
     let cache = tempfile::tempdir().expect("dir");
     let port = server.addr.port();
     let url = format!("url=https://localhost:{port}/");

@@ -109,12 +109,7 @@ async fn every_failure_has_its_own_case_and_words() {
 
     // TLS failure: a certificate for another name.
     let ca = TestCa::new();
-    let tls = ScriptedServer::start(Script {
-        chunks: ok_body(),
-        tls: Some(ca.server.clone()),
-        ..Script::default()
-    })
-    .await;
+    let tls = ScriptedServer::ok(Some(ca.server.clone())).await;
     let p = tls.addr.port();
     check(
         classify(
@@ -194,12 +189,7 @@ async fn every_failure_has_its_own_case_and_words() {
 #[tokio::test]
 async fn certificate_errors_are_in_plain_words() {
     let expired = TestCa::expired();
-    let server = ScriptedServer::start(Script {
-        chunks: ok_body(),
-        tls: Some(expired.server.clone()),
-        ..Script::default()
-    })
-    .await;
+    let server = ScriptedServer::ok(Some(expired.server.clone())).await;
     let p = server.addr.port();
     let (kind, msg) = classify(
         &format!("https://localhost:{p}/"),
@@ -217,12 +207,7 @@ async fn certificate_errors_are_in_plain_words() {
 
     // A valid certificate from a CA the run was not told about.
     let ca = TestCa::new();
-    let server = ScriptedServer::start(Script {
-        chunks: ok_body(),
-        tls: Some(ca.server.clone()),
-        ..Script::default()
-    })
-    .await;
+    let server = ScriptedServer::ok(Some(ca.server.clone())).await;
     let p = server.addr.port();
     let (kind, msg) = classify(
         &format!("https://localhost:{p}/"),

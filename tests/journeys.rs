@@ -105,12 +105,7 @@ async fn market_journey_fails_when_too_few_pairs_are_active() {
 #[tokio::test]
 async fn health_journey_over_https_with_a_test_ca() {
     let ca = TestCa::new();
-    let server = ScriptedServer::start(Script {
-        chunks: ok_body(),
-        tls: Some(ca.server.clone()),
-        ..Script::default()
-    })
-    .await;
+    let server = ScriptedServer::ok(Some(ca.server.clone())).await;
     let base = format!("https://localhost:{}", server.addr.port());
     let allow = [format!("localhost:{}", server.addr.port())];
     let j = runtime().load("health", journey("health")).expect("loads");

@@ -47,11 +47,7 @@ fn request_errors(rec: &RunRecord) -> Vec<(String, String)> {
 }
 
 async fn ok_server() -> ScriptedServer {
-    ScriptedServer::start(Script {
-        chunks: ok_body(),
-        ..Script::default()
-    })
-    .await
+    ScriptedServer::ok(None).await
 }
 
 #[tokio::test]

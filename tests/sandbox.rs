@@ -89,11 +89,7 @@ async fn a_memory_bomb_is_stopped_by_the_memory_cap() {
 
 #[tokio::test]
 async fn a_host_outside_the_allow_list_is_denied_without_a_connection() {
-    let server = ScriptedServer::start(Script {
-        chunks: ok_body(),
-        ..Script::default()
-    })
-    .await;
+    let server = ScriptedServer::ok(None).await;
     let url = format!("{}/secret-admin", server.url(false));
     // Allowed: a different port of the same address; not this one.
     let rec = run_mode("fetch", &[("url", &url)], |o| {

@@ -267,6 +267,16 @@ impl ScriptedServer {
         }
     }
 
+    /// Answers `{"status":"ok"}` at once, over TLS with `tls` if given.
+    pub async fn ok(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        Self::start(Script {
+            chunks: ok_body(),
+            tls,
+            ..Script::default()
+        })
+        .await
+    }
+
     /// `http://127.0.0.1:PORT` (or https).
     pub fn url(&self, https: bool) -> String {
         format!("{}://{}", if https { "https" } else { "http" }, self.addr)

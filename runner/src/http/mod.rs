@@ -628,11 +628,7 @@ impl Client {
                 .handshake(io)
                 .await
                 .map_err(|e| hyper_error(&e))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
-                }
-            });
+            drive(conn);
             return Ok(Sender::H2(sender));
         }
         let (sender, conn) = http1::Builder::new()
@@ -640,11 +636,7 @@ impl Client {
             .handshake(io)
             .await
             .map_err(|e| hyper_error(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        drive(conn);
         Ok(Sender::H1(sender))
     }
 
@@ -747,6 +739,18 @@ impl Client {
             tls: tls_info,
         })
     }
+}
+
+/// Run a connection's I/O in its own task until the connection ends.
+fn drive<F>(conn: F)
+where
+    F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
 }
 
 /// The request a redirect response asks for, if it is one; `None` when
