@@ -31,7 +31,6 @@ pub struct RunState {
     pub(crate) limiter: MemoryLimiter,
     client: Client,
     vars: Arc<HashMap<String, String>>,
-    max_redirects: u32,
     /// For `--har`: body cap, and the run's start on both clocks.
     capture: Option<(usize, std::time::SystemTime, Instant)>,
     pub(crate) captured: Vec<crate::har::Captured>,
@@ -83,7 +82,6 @@ impl RunState {
                 limit: memory_limit,
                 exceeded: None,
             },
-            max_redirects: http.max_redirects,
             capture: capture.map(|(cap, wall)| (cap, wall, started)),
             captured: Vec::new(),
             client: Client::new(http),
@@ -527,10 +525,10 @@ impl whttp::Host for RunState {
             match next {
                 None => break ex.result,
                 Some(Err(e)) => break Err(e),
-                Some(Ok(_)) if hops >= self.max_redirects => {
+                Some(Ok(_)) if hops >= self.client.config().max_redirects => {
                     break Err(http::HttpError::Limit(format!(
                         "redirects: more than {} for one request",
-                        self.max_redirects
+                        self.client.config().max_redirects
                     )));
                 }
                 Some(Ok(next)) => {

@@ -307,6 +307,8 @@ pub struct Client {
 }
 
 struct Target {
+    /// The URL as the cookie jar needs it.
+    cookie_url: Option<url::Url>,
     https: bool,
     host: String,
     port: u16,
@@ -327,6 +329,11 @@ impl Client {
         }
     }
 
+    /// The settings this client was made with.
+    pub fn config(&self) -> &HttpConfig {
+        &self.config
+    }
+
     /// The trace id every request of this client carries.
     pub fn trace_id(&self) -> &str {
         &self.trace_id
@@ -335,13 +342,15 @@ impl Client {
     /// Cookies of the jar a request to `url` would carry.
     pub fn cookies(&self, url: &str) -> Vec<(String, String)> {
         url::Url::parse(url)
-            .map(|u| {
-                self.jar
-                    .get_request_values(&u)
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
+            .map(|u| self.cookies_for(&u))
             .unwrap_or_default()
+    }
+
+    fn cookies_for(&self, url: &url::Url) -> Vec<(String, String)> {
+        self.jar
+            .get_request_values(url)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// Empty the cookie jar.
@@ -469,10 +478,10 @@ impl Client {
                     )
                 })
                 .collect();
-            if let Ok(url) = url::Url::parse(&req.url) {
+            if let Some(url) = &target.cookie_url {
                 for (_, v) in headers.iter().filter(|(k, _)| k == "set-cookie") {
                     // A cookie the jar refuses (bad domain, ...) is simply not kept.
-                    let _ = self.jar.parse(v, &url);
+                    let _ = self.jar.parse(v, url);
                 }
             }
             let mut body = resp.into_body();
@@ -582,8 +591,11 @@ impl Client {
             ));
         }
         if !has("cookie") {
-            let cookies: Vec<String> = self
-                .cookies(&req.url)
+            let cookies: Vec<String> = target
+                .cookie_url
+                .as_ref()
+                .map(|u| self.cookies_for(u))
+                .unwrap_or_default()
                 .into_iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
@@ -853,6 +865,7 @@ fn parse_url(url: &str) -> Result<Target, HttpError> {
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "/".to_string());
     Ok(Target {
+        cookie_url: url::Url::parse(url).ok(),
         https,
         host,
         port,
