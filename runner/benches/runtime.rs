@@ -291,6 +291,24 @@ async fn keepalive_vs_oha() {
         in_flight * 1000.0,
         (last - first) / f64::from(N) * 1000.0 - in_flight * 1000.0
     );
+    // The same loop on the host client alone, without the guest: how much
+    // of the gap is the client and how much the Wasm boundary.
+    let mut client = waymark::http::Client::new(o.http.clone());
+    let request = waymark::http::Request {
+        method: "GET".into(),
+        url: url.clone(),
+        headers: Vec::new(),
+        body: None,
+        timeout: None,
+        trace: true,
+    };
+    let t = Instant::now();
+    for _ in 0..N {
+        let ex = client.send(&request).await;
+        assert!(ex.result.is_ok(), "{:?}", ex.result);
+    }
+    let host_only = f64::from(N) / t.elapsed().as_secs_f64();
+    println!("  the host client alone: {host_only:.0} req/s");
     let oha_after = oha().await.expect("join");
     match oha_before.zip(oha_after) {
         Some((before, after)) => println!(
