@@ -80,14 +80,7 @@ async fn run_prints_the_record_and_exits_by_status() {
         ]
     );
     let t = &v["steps"][0]["requests"][0]["timings_ms"];
-    for phase in [
-        "resolve",
-        "connect",
-        "tls",
-        "processing",
-        "transfer",
-        "total",
-    ] {
+    for phase in waymark::record::PHASE_NAMES {
         assert!(t[phase].is_number(), "{phase} in {t}");
     }
 

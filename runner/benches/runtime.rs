@@ -141,14 +141,7 @@ async fn phases_vs_curl(https: bool) {
     .await;
     let scheme = if https { "https" } else { "http" };
     let url = format!("{scheme}://localhost:{}/t", server.addr.port());
-    let names = [
-        "resolve",
-        "connect",
-        "tls",
-        "processing",
-        "transfer",
-        "total",
-    ];
+    let names = waymark::record::PHASE_NAMES;
 
     let mut curl: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for _ in 0..20 {

@@ -10,7 +10,8 @@ const BAR_WIDTH: usize = 40;
 
 /// Phase glyphs, in phase order: resolve, connect, tls, processing, transfer.
 const GLYPHS: [char; 5] = ['░', '▒', '▓', '█', '▄'];
-const PHASES: [&str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
+/// The phases a bar is made of (all but `total`).
+const PHASES: &[&str] = crate::record::PHASE_NAMES.split_at(5).0;
 /// ANSI colours of the phases (terminal only).
 const COLOURS: [&str; 5] = ["36", "33", "35", "32", "34"];
 

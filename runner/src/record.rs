@@ -119,6 +119,17 @@ pub struct CheckRecord {
     pub detail: Option<String>,
 }
 
+/// The phase names of DESIGN.md section 3, in order, as in `timings_ms`
+/// (blackbox_exporter's names); `total` spans them all.
+pub const PHASE_NAMES: [&str; 6] = [
+    "resolve",
+    "connect",
+    "tls",
+    "processing",
+    "transfer",
+    "total",
+];
+
 /// Phase durations in milliseconds (DESIGN.md section 3).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseTimings {
