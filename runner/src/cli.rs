@@ -28,6 +28,72 @@ enum Command {
     Run(Box<RunArgs>),
     /// Start the embedded demo API on loopback and run the example journeys against it.
     Demo(DemoArgs),
+    /// Run the journeys of a config on their schedules until SIGTERM.
+    Serve(ServeArgs),
+    /// Validate a config and instantiate every journey, without running any.
+    Check(CheckArgs),
+    /// Past runs from the history store.
+    History(HistoryArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// The config file.
+    #[arg(short = 'c', long, default_value = "waymark.toml")]
+    config: PathBuf,
+    /// Log format on standard error.
+    #[arg(long, value_enum, default_value = "human")]
+    log_format: LogFormat,
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    /// The config file.
+    #[arg(short = 'c', long, default_value = "waymark.toml")]
+    config: PathBuf,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum HistoryFormat {
+    /// A table.
+    Table,
+    /// The stored records, one JSON object per line (with --stats: one JSON document).
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct HistoryArgs {
+    /// Only this journey.
+    journey: Option<String>,
+    /// The config file naming the store ([store] path).
+    #[arg(short = 'c', long, default_value = "waymark.toml")]
+    config: PathBuf,
+    /// The SQLite history file itself (instead of reading the config).
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// Runs since this long ago (e.g. 1h, 7d) or since an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only runs with this status: pass, fail, error, timeout.
+    #[arg(long)]
+    status: Option<String>,
+    /// Per journey: runs, availability, p50/p95 duration, incidents and time to recovery.
+    #[arg(long)]
+    stats: bool,
+    /// Most runs listed (newest first).
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: HistoryFormat,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,37 +174,7 @@ struct DemoArgs {
     format: Format,
 }
 
-/// Parse `30s`, `1m30s`, `250ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration like 30s or 500ms: {e}"))
-}
-
-/// Parse `64MiB`, `512KiB`, `1GiB`, `1000000` (bytes).
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size like 64MiB"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kib" | "k" => 1 << 10,
-        "mib" | "m" => 1 << 20,
-        "gib" | "g" => 1 << 30,
-        "kb" => 1000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "'{s}': unknown size unit '{other}' (use KiB, MiB, GiB)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
+pub use crate::units::{parse_duration, parse_size};
 
 fn pairs(items: &[String], what: &str, from_env: bool) -> anyhow::Result<HashMap<String, String>> {
     let mut out = HashMap::new();
@@ -261,19 +297,42 @@ fn demo(args: DemoArgs) -> anyhow::Result<Status> {
     })
 }
 
+fn init_logs(default: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WAYMARK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+    match format {
+        LogFormat::Human => b.init(),
+        LogFormat::Json => b.json().flatten_event(true).init(),
+    }
+}
+
 /// Entry point of the binary: exit 0 pass, 1 fail, 2 error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WAYMARK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    match &cli.command {
+        Command::Serve(a) => init_logs("info", a.log_format),
+        _ => init_logs("warn", LogFormat::Human),
+    }
     let result = match cli.command {
         Command::Run(args) => run(*args),
         Command::Demo(args) => demo(args),
+        Command::Serve(args) => crate::cli_serve::serve(&args.config).map(|()| Status::Pass),
+        Command::Check(args) => crate::cli_serve::check(&args.config),
+        Command::History(args) => crate::cli_serve::history(crate::cli_serve::HistoryQuery {
+            journey: args.journey,
+            config: args.config,
+            db: args.db,
+            since: args.since,
+            status: args.status,
+            stats: args.stats,
+            limit: args.limit,
+            json: args.format == HistoryFormat::Json,
+        })
+        .map(|()| Status::Pass),
     };
     match result {
         Ok(status) => ExitCode::from(status.exit_code() as u8),
@@ -296,19 +355,6 @@ pub fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(
-            parse_size("64 parsecs")
-                .unwrap_err()
-                .contains("unknown size unit")
-        );
-        assert!(parse_size("MiB").is_err());
-    }
 
     #[test]
     fn pairs_need_names() {

@@ -98,6 +98,9 @@ pub struct RunOptions {
     pub attempt: u32,
     /// Keep every exchange, bodies cut at this many bytes, for a HAR file.
     pub capture_bodies: Option<usize>,
+    /// Run id for the record; the retries of one scheduled run share it.
+    /// None: a fresh ULID.
+    pub run_id: Option<String>,
 }
 
 impl RunOptions {
@@ -112,6 +115,7 @@ impl RunOptions {
             location: "local".into(),
             attempt: 1,
             capture_bodies: None,
+            run_id: None,
         }
     }
 }
@@ -251,21 +255,14 @@ impl Runtime {
         Ok((component, false))
     }
 
-    /// Run `journey` once under `opts`' limits; the record says how it went.
-    /// Never fails: every failure is in the record.
-    pub async fn run(&self, journey: &LoadedJourney, opts: &RunOptions) -> RunRecord {
-        self.run_captured(journey, opts).await.0
-    }
-
-    /// As [`Runtime::run`], also returning every exchange when
-    /// `opts.capture_bodies` is set (for [`crate::har`]).
-    pub async fn run_captured(
+    /// A Store for one run of `journey`, with its limits armed.
+    fn new_store(
         &self,
         journey: &LoadedJourney,
         opts: &RunOptions,
-    ) -> (RunRecord, Vec<crate::har::Captured>) {
-        let started_at = SystemTime::now();
-        let t0 = Instant::now();
+        started_at: SystemTime,
+        t0: Instant,
+    ) -> Store<RunState> {
         let mut all_vars = opts.vars.clone();
         all_vars.extend(opts.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
         let state = RunState::new(
@@ -289,7 +286,51 @@ impl Runtime {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
+        store
+    }
 
+    /// Instantiates `journey` under `opts`' limits without calling `run`:
+    /// proves it links against the world and starts within its memory limit.
+    pub async fn instantiate(
+        &self,
+        journey: &LoadedJourney,
+        opts: &RunOptions,
+    ) -> Result<(), String> {
+        let mut store = self.new_store(journey, opts, SystemTime::now(), Instant::now());
+        match tokio::time::timeout(opts.timeout, journey.pre.instantiate_async(&mut store)).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                if let Some(asked) = store.data().limiter.exceeded {
+                    Err(format!(
+                        "it needs {} of memory at start, above its memory_limit of {}",
+                        human_bytes(asked),
+                        human_bytes(opts.memory_limit)
+                    ))
+                } else {
+                    Err(format!("it cannot be instantiated: {e:#}"))
+                }
+            }
+            Err(_) => Err("instantiating it took longer than its timeout".into()),
+        }
+    }
+
+    /// Run `journey` once under `opts`' limits; the record says how it went.
+    /// Never fails: every failure is in the record.
+    pub async fn run(&self, journey: &LoadedJourney, opts: &RunOptions) -> RunRecord {
+        self.run_captured(journey, opts).await.0
+    }
+
+    /// As [`Runtime::run`], also returning every exchange when
+    /// `opts.capture_bodies` is set (for [`crate::har`]).
+    pub async fn run_captured(
+        &self,
+        journey: &LoadedJourney,
+        opts: &RunOptions,
+    ) -> (RunRecord, Vec<crate::har::Captured>) {
+        let started_at = SystemTime::now();
+        let t0 = Instant::now();
+        let mut store = self.new_store(journey, opts, started_at, t0);
         let outcome = tokio::time::timeout(opts.timeout, async {
             let instance = journey.pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store).await
@@ -355,7 +396,10 @@ impl Runtime {
         let steps = rec_state.finish(stopped);
         let mut record = RunRecord {
             journey: journey.name.clone(),
-            run_id: ulid::Ulid::new().to_string(),
+            run_id: opts
+                .run_id
+                .clone()
+                .unwrap_or_else(|| ulid::Ulid::new().to_string()),
             location: opts.location.clone(),
             attempt: opts.attempt,
             started_at: humantime::format_rfc3339_millis(started_at).to_string(),

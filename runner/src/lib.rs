@@ -5,6 +5,8 @@
 //! library code that tests call directly.
 
 pub mod cli;
+mod cli_serve;
+pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod har;
@@ -12,6 +14,11 @@ mod host;
 pub mod http;
 pub mod pretty;
 pub mod record;
+pub mod schedule;
+pub mod serve;
+pub mod sinks;
+pub mod store;
+pub mod units;
 
 /// Host bindings generated from `wit/` (the one source of truth).
 pub mod bindings {

@@ -57,6 +57,21 @@ pub enum ErrorKind {
     Http,
 }
 
+impl ErrorKind {
+    /// As written in the record.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorKind::Check => "check",
+            ErrorKind::Journey => "journey",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Memory => "memory",
+            ErrorKind::Denied => "denied",
+            ErrorKind::Http => "http",
+        }
+    }
+}
+
 /// The run's error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunError {

@@ -1,0 +1,996 @@
+//! `waymark.toml`: what `waymark serve` runs, and where every mistake in it is.
+//!
+//! The file is parsed once into a spanned tree, then each section is read on
+//! its own, so one bad `[[journey]]` does not hide the problems of the next:
+//! every error is collected and each names file, line, column and key, with
+//! the line quoted.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use crate::schedule::Schedule;
+use crate::units::{parse_duration, parse_size};
+
+/// The whole file, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// `[runner]`.
+    pub runner: RunnerConfig,
+    /// Every `[[journey]]`, defaults applied.
+    pub journeys: Vec<JourneyConfig>,
+    /// Every `[[sink]]`.
+    pub sinks: Vec<SinkConfig>,
+    /// `[store]`.
+    pub store: StoreConfig,
+}
+
+/// `[runner]`: this process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerConfig {
+    /// Label on every result.
+    pub location: String,
+    /// Most journeys running at once.
+    pub max_concurrent_runs: usize,
+    /// Address of `/healthz` and `/status`; none turns the listener off.
+    pub listen: Option<SocketAddr>,
+    /// How long SIGTERM waits for in-flight runs.
+    pub shutdown_grace: Duration,
+    /// Reload when the config or a journey's wasm file changes on disk.
+    pub watch: bool,
+}
+
+/// One `[[journey]]` with `[defaults]` applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JourneyConfig {
+    /// Unique name: the `journey` label of every result.
+    pub name: String,
+    /// The component, resolved against the config file's directory.
+    pub wasm: PathBuf,
+    /// When it runs.
+    pub schedule: Schedule,
+    /// Each run starts up to this much after its due time (random).
+    pub jitter: Duration,
+    /// Wall-clock limit of one attempt.
+    pub timeout: Duration,
+    /// Attempts after a failed one before the run counts as failed.
+    pub retries: u32,
+    /// Pause between attempts.
+    pub retry_delay: Duration,
+    /// Linear memory cap, bytes.
+    pub memory_limit: usize,
+    /// Plain variables.
+    pub vars: BTreeMap<String, String>,
+    /// Secrets: `***` in every output.
+    pub secrets: BTreeMap<String, String>,
+    /// What the journey may reach and how.
+    pub http: HttpSettings,
+    /// Where `wasm` is written in the file, for errors found later
+    /// (a file that does not load).
+    pub wasm_at: Place,
+}
+
+/// The HTTP side of a journey; journeys with equal settings share one client config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpSettings {
+    /// Allow-list patterns.
+    pub allow_hosts: Vec<String>,
+    /// `HOST:ADDR` overrides of DNS.
+    pub resolve: Vec<String>,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mTLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Accept any server certificate.
+    pub insecure: bool,
+    /// Most requests per run.
+    pub max_requests: u32,
+    /// Largest response body.
+    pub max_body: u64,
+    /// Most body bytes per run.
+    pub max_total_bytes: u64,
+}
+
+/// One `[[sink]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkConfig {
+    /// The waterfall of each run, on standard output.
+    Pretty,
+    /// The record, one JSON line per run, appended to `path` (`-`: stdout).
+    Jsonl {
+        /// File, or `-` for standard output.
+        path: PathBuf,
+    },
+}
+
+/// `[store]`: the run history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// SQLite file; none keeps no history.
+    pub path: Option<PathBuf>,
+    /// Runs older than this are deleted.
+    pub retention: Duration,
+}
+
+/// A place in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (characters).
+    pub column: usize,
+    /// The line itself.
+    pub text: String,
+    /// Width of the marked part, characters.
+    pub width: usize,
+}
+
+impl Place {
+    fn at(file: &Path, src: &str, span: Range<usize>) -> Place {
+        let start = span.start.min(src.len());
+        let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = src[start..].find('\n').map_or(src.len(), |i| start + i);
+        let text = src[line_start..line_end].trim_end_matches('\r').to_string();
+        let column = src[line_start..start].chars().count() + 1;
+        let end = span.end.clamp(start, line_end);
+        Place {
+            file: file.to_path_buf(),
+            line: src[..start].matches('\n').count() + 1,
+            column,
+            width: src[start..end].chars().count().max(1),
+            text,
+        }
+    }
+}
+
+/// One problem in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where.
+    pub place: Place,
+    /// Which key, e.g. `journey "login" (#2) → timeout`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.place;
+        let n = p.line.to_string();
+        let pad = " ".repeat(n.len());
+        writeln!(
+            f,
+            "{}:{}:{}: {}: {}",
+            p.file.display(),
+            p.line,
+            p.column,
+            self.key,
+            self.message
+        )?;
+        writeln!(f, "{pad} |")?;
+        writeln!(f, "{n} | {}", p.text)?;
+        write!(
+            f,
+            "{pad} | {}{}",
+            " ".repeat(p.column - 1),
+            "^".repeat(p.width)
+        )
+    }
+}
+
+/// Everything wrong with a config file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            writeln!(f, "{e}")?;
+        }
+        write!(
+            f,
+            "{} problem{} in {}",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" },
+            self.0
+                .first()
+                .map(|e| e.place.file.display().to_string())
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// The file could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadConfigError {
+    /// Reading failed.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Read, but wrong.
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+}
+
+/// Defaults of DESIGN.md sections 5 and 7.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default memory cap of a journey.
+pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
+/// Default history retention.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Shortest `every`: below this a journey would be a load test.
+pub const MIN_EVERY: Duration = Duration::from_millis(100);
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRunner {
+    location: Option<Spanned<String>>,
+    max_concurrent_runs: Option<Spanned<i64>>,
+    listen: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
+    watch: Option<bool>,
+}
+
+/// Both `[defaults]` and `[[journey]]`: `name` and `wasm` are refused in
+/// `[defaults]` after reading.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawJourney {
+    name: Option<Spanned<String>>,
+    wasm: Option<Spanned<String>>,
+    schedule: Option<Spanned<String>>,
+    every: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    retries: Option<Spanned<i64>>,
+    retry_delay: Option<Spanned<String>>,
+    memory_limit: Option<Spanned<Size>>,
+    allow_hosts: Option<Vec<Spanned<String>>>,
+    resolve: Option<Vec<Spanned<String>>>,
+    ca_file: Option<Spanned<String>>,
+    client_cert: Option<Spanned<String>>,
+    client_key: Option<Spanned<String>>,
+    insecure: Option<bool>,
+    max_requests: Option<Spanned<i64>>,
+    max_body: Option<Spanned<Size>>,
+    max_total_bytes: Option<Spanned<Size>>,
+    vars: Option<BTreeMap<String, Spanned<String>>>,
+    secrets: Option<BTreeMap<String, Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSink {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    path: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<Spanned<String>>,
+    retention: Option<Spanned<String>>,
+}
+
+/// A size as `"64MiB"` or a plain integer of bytes.
+#[derive(Clone, Debug)]
+enum Size {
+    Text(String),
+    Bytes(i64),
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size like \"64MiB\" or a number of bytes")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                Ok(Size::Text(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                Ok(Size::Bytes(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Collects errors while reading one file.
+struct Reader<'a> {
+    file: &'a Path,
+    src: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Reader<'_> {
+    fn error(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            place: Place::at(self.file, self.src, span),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Reads one section with serde; on error, names the key whose key or
+    /// value holds the error's position.
+    fn section<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        what: &str,
+    ) -> Option<T> {
+        match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let span = e.span().unwrap_or_else(|| value.span());
+                let key = key_at(value, span.start)
+                    .map(|k| format!("{what} → {k}"))
+                    .unwrap_or_else(|| what.to_string());
+                self.error(span, key, e.message().to_string());
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, v: &Spanned<String>, key: &str) -> Option<Duration> {
+        match parse_duration(v.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(v.span(), key, e);
+                None
+            }
+        }
+    }
+
+    fn size(&mut self, v: &Spanned<Size>, key: &str) -> Option<u64> {
+        match v.get_ref() {
+            Size::Text(t) => match parse_size(t) {
+                Ok(n) => Some(n as u64),
+                Err(e) => {
+                    self.error(v.span(), key, e);
+                    None
+                }
+            },
+            Size::Bytes(n) if *n > 0 => Some(*n as u64),
+            Size::Bytes(n) => {
+                self.error(v.span(), key, format!("{n} is not a size; it must be above 0"));
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, v: &Spanned<i64>, key: &str, min: i64, max: i64) -> Option<i64> {
+        let n = *v.get_ref();
+        if (min..=max).contains(&n) {
+            Some(n)
+        } else {
+            self.error(
+                v.span(),
+                key,
+                format!("{n} is out of range: it must be from {min} to {max}"),
+            );
+            None
+        }
+    }
+}
+
+/// The key of `table` at byte `pos` (its key or its value), if any.
+fn key_at(table: &Spanned<DeValue<'_>>, pos: usize) -> Option<String> {
+    let DeValue::Table(t) = table.get_ref() else {
+        return None;
+    };
+    t.iter()
+        .find(|(k, v)| k.span().contains(&pos) || v.span().contains(&pos))
+        .map(|(k, _)| k.get_ref().to_string())
+}
+
+/// Replaces `${env:NAME}` in every string of the tree; `$${` stays a literal `${`.
+fn substitute_env(
+    value: &mut Spanned<DeValue<'_>>,
+    env: &dyn Fn(&str) -> Option<String>,
+    missing: &mut Vec<(Range<usize>, String)>,
+) {
+    let span = value.span();
+    match value.get_mut() {
+        DeValue::String(s) if s.contains("${") => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest: &str = s;
+            while let Some(i) = rest.find("${") {
+                if rest[..i].ends_with('$') {
+                    out.push_str(&rest[..i - 1]);
+                    out.push_str("${");
+                    rest = &rest[i + 2..];
+                    continue;
+                }
+                out.push_str(&rest[..i]);
+                let after = &rest[i + 2..];
+                let Some(end) = after.find('}') else {
+                    out.push_str(&rest[i..]);
+                    rest = "";
+                    break;
+                };
+                let inner = &after[..end];
+                match inner.strip_prefix("env:") {
+                    Some(name) => match env(name) {
+                        Some(v) => out.push_str(&v),
+                        None => missing.push((span.clone(), name.to_string())),
+                    },
+                    None => out.push_str(&rest[i..i + 3 + end]),
+                }
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out.into();
+        }
+        DeValue::Array(a) => {
+            for v in a.iter_mut() {
+                substitute_env(v, env, missing);
+            }
+        }
+        DeValue::Table(t) => {
+            for (_, v) in t.iter_mut() {
+                substitute_env(v, env, missing);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`; environment variables from the process.
+    pub fn load(path: &Path) -> Result<Config, LoadConfigError> {
+        let src = read(path)?;
+        Ok(Config::parse(path, &src, &|n| std::env::var(n).ok())?)
+    }
+
+    /// As [`Config::load`], keeping what was valid (see [`Config::parse_partial`]).
+    pub fn load_partial(
+        path: &Path,
+    ) -> Result<(Option<Config>, Vec<ConfigError>), LoadConfigError> {
+        let src = read(path)?;
+        Ok(Config::parse_partial(path, &src, &|n| {
+            std::env::var(n).ok()
+        }))
+    }
+
+    /// Validates `src` as if read from `path` (relative paths in it are
+    /// resolved against `path`'s directory).
+    pub fn parse(
+        path: &Path,
+        src: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let (config, errors) = Config::parse_partial(path, src, env);
+        match config {
+            Some(c) if errors.is_empty() => Ok(c),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+
+    /// As [`Config::parse`], but also returns what was valid beside the
+    /// errors, so `waymark check` can go on to load the good journeys.
+    /// None when the file is not TOML at all.
+    pub fn parse_partial(
+        path: &Path,
+        src: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (Option<Config>, Vec<ConfigError>) {
+        let mut r = Reader {
+            file: path,
+            src,
+            errors: Vec::new(),
+        };
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut doc = match DeTable::parse(src) {
+            Ok(d) => d,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let first = e.message().lines().next().unwrap_or("invalid TOML");
+                r.error(span, "syntax", first.to_string());
+                return (None, r.errors);
+            }
+        };
+        let mut missing = Vec::new();
+        let doc_span = doc.span();
+        for (_, v) in doc.get_mut().iter_mut() {
+            substitute_env(v, env, &mut missing);
+        }
+        for (span, name) in missing {
+            r.error(
+                span,
+                "${env:…}",
+                format!("environment variable {name} is not set"),
+            );
+        }
+
+        let mut runner_raw = RawRunner::default();
+        let mut defaults = RawJourney::default();
+        let mut journeys_raw: Vec<(Spanned<DeValue>, RawJourney)> = Vec::new();
+        let mut sinks_raw: Vec<(Range<usize>, RawSink)> = Vec::new();
+        let mut store_raw = RawStore::default();
+        let mut defaults_value = None;
+        for (key, value) in doc.get_ref().iter() {
+            match key.get_ref().as_ref() {
+                "runner" => {
+                    if let Some(v) = r.section(value, "[runner]") {
+                        runner_raw = v;
+                    }
+                }
+                "defaults" => {
+                    if let Some(v) = r.section::<RawJourney>(value, "[defaults]") {
+                        defaults = v;
+                        defaults_value = Some(value.clone());
+                    }
+                }
+                "journey" => match value.get_ref() {
+                    DeValue::Array(items) => {
+                        for (i, item) in items.iter().enumerate() {
+                            if let Some(j) = r.section(item, &format!("journey #{}", i + 1)) {
+                                journeys_raw.push((item.clone(), j));
+                            }
+                        }
+                    }
+                    _ => r.error(
+                        key.span(),
+                        "journey",
+                        "journeys are written as [[journey]] tables",
+                    ),
+                },
+                "sink" => match value.get_ref() {
+                    DeValue::Array(items) => {
+                        for (i, item) in items.iter().enumerate() {
+                            if let Some(s) = r.section(item, &format!("sink #{}", i + 1)) {
+                                sinks_raw.push((item.span(), s));
+                            }
+                        }
+                    }
+                    _ => r.error(key.span(), "sink", "sinks are written as [[sink]] tables"),
+                },
+                "store" => {
+                    if let Some(v) = r.section(value, "[store]") {
+                        store_raw = v;
+                    }
+                }
+                other => r.error(
+                    key.span(),
+                    other.to_string(),
+                    format!(
+                        "unknown key '{other}' (the file holds [runner], [defaults], [[journey]], [[sink]] and [store])"
+                    ),
+                ),
+            }
+        }
+
+        if defaults_value.is_some() {
+            for (field, what) in [(&defaults.name, "name"), (&defaults.wasm, "wasm")] {
+                if let Some(v) = field {
+                    r.error(
+                        v.span(),
+                        format!("[defaults] → {what}"),
+                        format!("'{what}' belongs to each [[journey]], not to [defaults]"),
+                    );
+                }
+            }
+        }
+
+        let runner = read_runner(&mut r, runner_raw);
+        let mut journeys = Vec::new();
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, (item, raw)) in journeys_raw.iter().enumerate() {
+            let label = match &raw.name {
+                Some(n) => format!("journey \"{}\" (#{})", n.get_ref(), i + 1),
+                None => format!("journey #{}", i + 1),
+            };
+            if let Some(name) = &raw.name
+                && let Some(first) = seen.insert(name.get_ref().clone(), i + 1)
+            {
+                {
+                    r.error(
+                        name.span(),
+                        format!("{label} → name"),
+                        format!(
+                            "the name '{}' is already used by journey #{first}; names must be unique",
+                            name.get_ref()
+                        ),
+                    );
+                }
+            }
+            if let Some(j) = read_journey(&mut r, &base, item.span(), &label, raw, &defaults) {
+                journeys.push(j);
+            }
+        }
+        if journeys_raw.is_empty() && r.errors.is_empty() {
+            r.error(
+                doc_span.start..doc_span.start,
+                "journey",
+                "no [[journey]] in the file: there is nothing to run",
+            );
+        }
+        let sinks = sinks_raw
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (span, s))| read_sink(&mut r, &base, span, i, s))
+            .collect();
+        let store = read_store(&mut r, &base, store_raw);
+        r.errors.sort_by_key(|e| (e.place.line, e.place.column));
+        // A bad value in [defaults] shows once, not once per journey.
+        r.errors.dedup();
+        let config = Config {
+            path: path.to_path_buf(),
+            runner,
+            journeys,
+            sinks,
+            store,
+        };
+        (Some(config), r.errors)
+    }
+
+    /// The files whose change triggers a reload: this config and every wasm.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.path.clone()];
+        for j in &self.journeys {
+            if !files.contains(&j.wasm) {
+                files.push(j.wasm.clone());
+            }
+        }
+        files
+    }
+}
+
+fn read(path: &Path) -> Result<String, LoadConfigError> {
+    std::fs::read_to_string(path).map_err(|source| LoadConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_runner(r: &mut Reader, raw: RawRunner) -> RunnerConfig {
+    let mut out = RunnerConfig {
+        location: "local".into(),
+        max_concurrent_runs: 64,
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        shutdown_grace: Duration::from_secs(30),
+        watch: raw.watch.unwrap_or(true),
+    };
+    if let Some(l) = raw.location {
+        if l.get_ref().trim().is_empty() {
+            r.error(l.span(), "[runner] → location", "the location cannot be empty");
+        } else {
+            out.location = l.into_inner();
+        }
+    }
+    if let Some(n) = &raw.max_concurrent_runs
+        && let Some(n) = r.count(n, "[runner] → max_concurrent_runs", 1, 100_000)
+    {
+        out.max_concurrent_runs = n as usize;
+    }
+    if let Some(l) = &raw.listen {
+        let text = l.get_ref().trim();
+        if text.is_empty() || text == "off" {
+            out.listen = None;
+        } else {
+            match text.parse::<SocketAddr>() {
+                Ok(a) => out.listen = Some(a),
+                Err(_) => r.error(
+                    l.span(),
+                    "[runner] → listen",
+                    format!("'{text}' is not an address like 127.0.0.1:9464 (or \"off\")"),
+                ),
+            }
+        }
+    }
+    if let Some(g) = &raw.shutdown_grace
+        && let Some(d) = r.duration(g, "[runner] → shutdown_grace")
+    {
+        out.shutdown_grace = d;
+    }
+    out
+}
+
+/// `journey.x` if set, else `defaults.x`.
+fn pick<'a, T>(j: &'a Option<T>, d: &'a Option<T>) -> Option<&'a T> {
+    j.as_ref().or(d.as_ref())
+}
+
+fn read_journey(
+    r: &mut Reader,
+    base: &Path,
+    span: Range<usize>,
+    label: &str,
+    j: &RawJourney,
+    d: &RawJourney,
+) -> Option<JourneyConfig> {
+    let before = r.errors.len();
+    let key = |k: &str| format!("{label} → {k}");
+    // A value taken from [defaults] is reported once, under [defaults].
+    let src_key = |own: bool, k: &str| {
+        if own {
+            format!("{label} → {k}")
+        } else {
+            format!("[defaults] → {k}")
+        }
+    };
+    // A missing key is reported at the table's first line: the `[[journey]]`
+    // header is just before it.
+    let header = span.start..span.start;
+    let name = match &j.name {
+        Some(n) if !n.get_ref().trim().is_empty() => n.get_ref().clone(),
+        Some(n) => {
+            r.error(n.span(), key("name"), "the name cannot be empty");
+            String::new()
+        }
+        None => {
+            r.error(header.clone(), label, "missing key 'name'");
+            String::new()
+        }
+    };
+    let (wasm, wasm_at) = match &j.wasm {
+        Some(w) => (base.join(w.get_ref()), Place::at(r.file, r.src, w.span())),
+        None => {
+            r.error(header.clone(), label, "missing key 'wasm' (the journey's .wasm component)");
+            (PathBuf::new(), Place::at(r.file, r.src, header.clone()))
+        }
+    };
+    let schedule = match (&j.schedule, &j.every) {
+        (Some(_), Some(e)) => {
+            r.error(e.span(), key("every"), "give 'schedule' or 'every', not both");
+            None
+        }
+        (Some(c), None) => cron(r, c, &key("schedule")),
+        (None, Some(e)) => every(r, e, &key("every")),
+        // Only when the journey names neither does [defaults] decide.
+        (None, None) => match (&d.schedule, &d.every) {
+            (Some(_), Some(e)) => {
+                r.error(e.span(), "[defaults] → every", "give 'schedule' or 'every', not both");
+                None
+            }
+            (Some(c), None) => cron(r, c, "[defaults] → schedule"),
+            (None, Some(e)) => every(r, e, "[defaults] → every"),
+            (None, None) => {
+                r.error(
+                    header.clone(),
+                    label,
+                    "missing key 'schedule' (cron with seconds, e.g. \"0 */5 * * * *\") or 'every' (e.g. \"30s\")",
+                );
+                None
+            }
+        },
+    };
+    // Each value with the key to blame: the journey's own, or [defaults].
+    macro_rules! field {
+        ($f:ident) => {
+            (
+                pick(&j.$f, &d.$f),
+                src_key(j.$f.is_some(), stringify!($f)),
+            )
+        };
+    }
+    let mut dur = |(v, k): (Option<&Spanned<String>>, String), default: Duration| {
+        v.and_then(|v| r.duration(v, &k)).unwrap_or(default)
+    };
+    let jitter = dur(field!(jitter), Duration::ZERO);
+    let timeout = dur(field!(timeout), DEFAULT_TIMEOUT);
+    let retry_delay = dur(field!(retry_delay), Duration::from_secs(1));
+    if timeout.is_zero()
+        && let (Some(t), k) = field!(timeout)
+    {
+        r.error(t.span(), k, "the timeout must be above 0");
+    }
+    let mut count = |(v, k): (Option<&Spanned<i64>>, String), min: i64, max: i64| {
+        v.and_then(|n| r.count(n, &k, min, max))
+    };
+    let retries = count(field!(retries), 0, 10).unwrap_or(0) as u32;
+    let max_requests =
+        count(field!(max_requests), 1, 1_000_000).map_or(crate::http::DEFAULT_MAX_REQUESTS, |n| n as u32);
+    let mut size = |(v, k): (Option<&Spanned<Size>>, String), default: u64| {
+        v.and_then(|v| r.size(v, &k)).unwrap_or(default)
+    };
+    let memory_limit = size(field!(memory_limit), DEFAULT_MEMORY_LIMIT as u64) as usize;
+    let max_body = size(field!(max_body), crate::http::DEFAULT_MAX_BODY);
+    let max_total_bytes = size(field!(max_total_bytes), crate::http::DEFAULT_MAX_TOTAL_BYTES);
+
+    let (allow, allow_key) = field!(allow_hosts);
+    let allow: Vec<Spanned<String>> = allow.cloned().unwrap_or_default();
+    for p in &allow {
+        if let Err(e) = crate::http::allow::HostPattern::parse(p.get_ref()) {
+            r.error(p.span(), allow_key.clone(), e.to_string());
+        }
+    }
+    let (resolve, resolve_key) = field!(resolve);
+    let resolve: Vec<Spanned<String>> = resolve.cloned().unwrap_or_default();
+    for e in &resolve {
+        if let Err(msg) = crate::http::Overrides::parse_entry(e.get_ref()) {
+            r.error(e.span(), resolve_key.clone(), msg);
+        }
+    }
+    let file = |v: Option<&Spanned<String>>| v.map(|v| base.join(v.get_ref()));
+    let ca_file = file(pick(&j.ca_file, &d.ca_file));
+    let cert = pick(&j.client_cert, &d.client_cert);
+    let cert_key = pick(&j.client_key, &d.client_key);
+    let client_cert = match (cert, cert_key) {
+        (Some(c), Some(k)) => Some((base.join(c.get_ref()), base.join(k.get_ref()))),
+        (Some(c), None) => {
+            r.error(c.span(), field!(client_cert).1, "client_cert needs client_key too");
+            None
+        }
+        (None, Some(k)) => {
+            r.error(k.span(), field!(client_key).1, "client_key needs client_cert too");
+            None
+        }
+        (None, None) => None,
+    };
+    let merge = |a: &Option<BTreeMap<String, Spanned<String>>>,
+                 b: &Option<BTreeMap<String, Spanned<String>>>| {
+        let mut out: BTreeMap<String, String> = BTreeMap::new();
+        for m in [b, a].into_iter().flatten() {
+            out.extend(m.iter().map(|(k, v)| (k.clone(), v.get_ref().clone())));
+        }
+        out
+    };
+    let vars = merge(&j.vars, &d.vars);
+    let secrets = merge(&j.secrets, &d.secrets);
+    if r.errors.len() > before {
+        return None;
+    }
+    Some(JourneyConfig {
+        name,
+        wasm,
+        schedule: schedule?,
+        jitter,
+        timeout,
+        retries,
+        retry_delay,
+        memory_limit,
+        vars,
+        secrets,
+        http: HttpSettings {
+            allow_hosts: allow.into_iter().map(Spanned::into_inner).collect(),
+            resolve: resolve.into_iter().map(Spanned::into_inner).collect(),
+            ca_file,
+            client_cert,
+            insecure: pick(&j.insecure, &d.insecure).copied().unwrap_or(false),
+            max_requests,
+            max_body,
+            max_total_bytes,
+        },
+        wasm_at,
+    })
+}
+
+fn cron(r: &mut Reader, v: &Spanned<String>, key: &str) -> Option<Schedule> {
+    match Schedule::cron(v.get_ref()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            r.error(v.span(), key, e);
+            None
+        }
+    }
+}
+
+fn every(r: &mut Reader, v: &Spanned<String>, key: &str) -> Option<Schedule> {
+    let d = r.duration(v, key)?;
+    if d < MIN_EVERY {
+        r.error(
+            v.span(),
+            key,
+            format!(
+                "every {} is too often; the shortest interval is {}",
+                humantime::format_duration(d),
+                humantime::format_duration(MIN_EVERY)
+            ),
+        );
+        return None;
+    }
+    Some(Schedule::Every(d))
+}
+
+const SINK_TYPES: &str = "pretty, jsonl";
+
+fn read_sink(
+    r: &mut Reader,
+    base: &Path,
+    span: Range<usize>,
+    i: usize,
+    s: RawSink,
+) -> Option<SinkConfig> {
+    let label = format!("sink #{} ({})", i + 1, s.kind.get_ref());
+    match s.kind.get_ref().as_str() {
+        "pretty" => {
+            if let Some(p) = &s.path {
+                r.error(p.span(), format!("{label} → path"), "the pretty sink writes to standard output and takes no path");
+                return None;
+            }
+            Some(SinkConfig::Pretty)
+        }
+        "jsonl" => {
+            let Some(p) = s.path else {
+                r.error(span.start..span.start, label, "missing key 'path' (a file, or \"-\" for standard output)");
+                return None;
+            };
+            let path = if p.get_ref() == "-" {
+                PathBuf::from("-")
+            } else {
+                base.join(p.get_ref())
+            };
+            Some(SinkConfig::Jsonl { path })
+        }
+        other => {
+            r.error(
+                s.kind.span(),
+                format!("sink #{} → type", i + 1),
+                format!("unknown sink type '{other}' (this version has: {SINK_TYPES})"),
+            );
+            None
+        }
+    }
+}
+
+fn read_store(r: &mut Reader, base: &Path, raw: RawStore) -> StoreConfig {
+    let mut out = StoreConfig {
+        path: Some(base.join("waymark.db")),
+        retention: DEFAULT_RETENTION,
+    };
+    if let Some(p) = &raw.path {
+        let t = p.get_ref().trim();
+        out.path = if t.is_empty() || t == "off" {
+            None
+        } else {
+            Some(base.join(t))
+        };
+    }
+    if let Some(v) = &raw.retention
+        && let Some(d) = r.duration(v, "[store] → retention")
+    {
+        if d.is_zero() {
+            r.error(v.span(), "[store] → retention", "the retention must be above 0");
+        } else {
+            out.retention = d;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_substitution_and_escape() {
+        let src = "[[journey]]\nname = \"a\"\nwasm = \"a.wasm\"\nevery = \"1m\"\nsecrets = { t = \"Bearer ${env:TOK}\", lit = \"$${env:TOK}\" }\n";
+        let c = Config::parse(Path::new("w.toml"), src, &|n| {
+            (n == "TOK").then(|| "s3cret".to_string())
+        })
+        .expect("valid");
+        assert_eq!(c.journeys[0].secrets["t"], "Bearer s3cret");
+        assert_eq!(c.journeys[0].secrets["lit"], "${env:TOK}");
+    }
+
+    #[test]
+    fn place_counts_characters() {
+        let p = Place::at(Path::new("f"), "a = 1\nbé = \"x\"\n", 10..13);
+        assert_eq!((p.line, p.column, p.width), (2, 6, 3));
+        assert_eq!(p.text, "bé = \"x\"");
+    }
+}

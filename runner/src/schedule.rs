@@ -1,0 +1,156 @@
+//! When a journey is due: cron with seconds, or a fixed interval.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+
+/// A journey's schedule.
+#[derive(Clone)]
+pub enum Schedule {
+    /// A cron expression with seconds (6 or 7 fields), in UTC.
+    Cron {
+        /// As written.
+        expr: String,
+        /// Parsed.
+        parsed: Box<cron::Schedule>,
+    },
+    /// Every this long. Journeys on the same interval are spread over it
+    /// by a stable hash of their name, so a thousand `every = "1m"`
+    /// journeys do not all start in the same second (as Prometheus spreads
+    /// its scrapes).
+    Every(Duration),
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Cron { expr, .. } => write!(f, "cron \"{expr}\""),
+            Schedule::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Schedule::Cron { expr: a, .. }, Schedule::Cron { expr: b, .. }) => a == b,
+            (Schedule::Every(a), Schedule::Every(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Schedule {
+    /// Parses a cron expression with seconds; a 5-field one gets a hint.
+    pub fn cron(expr: &str) -> Result<Schedule, String> {
+        let fields = expr.split_whitespace().count();
+        if fields == 5 {
+            return Err(format!(
+                "'{expr}' has 5 fields; waymark's cron has seconds first (6 fields), e.g. \"0 {expr}\""
+            ));
+        }
+        let parsed = cron::Schedule::from_str(expr)
+            .map_err(|e| format!("'{expr}' is not a cron expression with seconds: {e}"))?;
+        // An expression that can never fire (e.g. 30 February) would leave the
+        // journey silent forever.
+        if parsed.upcoming(Utc).next().is_none() {
+            return Err(format!("'{expr}' never fires"));
+        }
+        Ok(Schedule::Cron {
+            expr: expr.to_string(),
+            parsed: Box::new(parsed),
+        })
+    }
+
+    /// The first tick strictly after `after`. `name` places an `every`
+    /// journey within its interval.
+    pub fn next_after(&self, after: SystemTime, name: &str) -> Option<SystemTime> {
+        match self {
+            Schedule::Cron { parsed, .. } => {
+                let dt: DateTime<Utc> = after.into();
+                parsed.after(&dt).next().map(SystemTime::from)
+            }
+            Schedule::Every(every) => {
+                let period = every.as_nanos().max(1);
+                let offset = phase(name) % period;
+                let now = after.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+                // The next t > now with t ≡ offset (mod period).
+                let k = (now.saturating_sub(offset)) / period + 1;
+                let t = k * period + offset;
+                let t = if t > now + period { t - period } else { t };
+                let secs = (t / 1_000_000_000) as u64;
+                let nanos = (t % 1_000_000_000) as u32;
+                Some(UNIX_EPOCH + Duration::new(secs, nanos))
+            }
+        }
+    }
+}
+
+/// A stable hash of the name (FNV-1a; the same across processes and
+/// versions, unlike `DefaultHasher`'s promise).
+fn phase(name: &str) -> u128 {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    name.hash(&mut h);
+    h.0 as u128
+}
+
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn cron_with_seconds() {
+        let s = Schedule::cron("*/15 * * * * *").expect("valid");
+        assert_eq!(s.next_after(at(1_000_000_000), "x"), Some(at(1_000_000_005)));
+        assert_eq!(s.next_after(at(1_000_000_005), "x"), Some(at(1_000_000_020)));
+    }
+
+    #[test]
+    fn five_fields_get_a_hint() {
+        let e = Schedule::cron("*/5 * * * *").unwrap_err();
+        assert!(e.contains("\"0 */5 * * * *\""), "{e}");
+        assert!(Schedule::cron("0 0 0 30 2 *").unwrap_err().contains("never fires"));
+        assert!(Schedule::cron("every minute").is_err());
+    }
+
+    #[test]
+    fn every_is_periodic_with_a_stable_phase() {
+        let s = Schedule::Every(Duration::from_secs(60));
+        let a = s.next_after(at(1_000_000_000), "login").expect("tick");
+        assert!(a > at(1_000_000_000) && a <= at(1_000_000_060));
+        let b = s.next_after(a, "login").expect("tick");
+        assert_eq!(b.duration_since(a).ok(), Some(Duration::from_secs(60)));
+        // Exactly on a tick: the next one, not the same.
+        assert_eq!(s.next_after(a, "login"), Some(b));
+        // Other names land elsewhere in the minute.
+        let phases: std::collections::BTreeSet<u64> = (0..100)
+            .map(|i| {
+                s.next_after(at(1_000_000_000), &format!("j{i}"))
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs() % 60)
+            })
+            .collect();
+        assert!(phases.len() > 40, "{} distinct seconds", phases.len());
+    }
+}
