@@ -72,8 +72,8 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
             config = %path.display(),
             journeys,
             location,
-            listen = ?service.listen_addr(),
-            store = ?store,
+            listen = %service.listen_addr().map_or("off".to_string(), |a| a.to_string()),
+            store = %store.as_ref().map_or("off".to_string(), |p| p.display().to_string()),
             "waymark serve started"
         );
         use tokio::signal::unix::{SignalKind, signal};

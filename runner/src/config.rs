@@ -348,7 +348,12 @@ impl Reader<'_> {
                 let key = key_at(value, span.start)
                     .map(|k| format!("{what} → {k}"))
                     .unwrap_or_else(|| what.to_string());
-                self.error(span, key, e.message().to_string());
+                // serde speaks Rust types; the reader wrote TOML.
+                let message = e
+                    .message()
+                    .replace("expected i64", "expected an integer")
+                    .replace("expected a boolean", "expected true or false");
+                self.error(span, key, message);
                 None
             }
         }
@@ -547,7 +552,12 @@ impl Config {
                 "journey" => match value.get_ref() {
                     DeValue::Array(items) => {
                         for (i, item) in items.iter().enumerate() {
-                            if let Some(j) = r.section(item, &format!("journey #{}", i + 1)) {
+                            // Named in errors even when the table does not read.
+                            let label = match item.get_ref().get("name").map(|n| n.get_ref()) {
+                                Some(DeValue::String(n)) => format!("journey \"{n}\" (#{})", i + 1),
+                                _ => format!("journey #{}", i + 1),
+                            };
+                            if let Some(j) = r.section(item, &label) {
                                 journeys_raw.push((item.clone(), j));
                             }
                         }
