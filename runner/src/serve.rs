@@ -338,7 +338,10 @@ impl Service {
         };
         let config_path = cfg.path.clone();
         let (control, rx) = mpsc::channel(4);
-        let scheduler = tokio::spawn(schedule_loop(shared.clone(), plan, rx));
+        // Arranged here, not in the task, so `status()` answers from the start.
+        let (slots, heap) = arrange(&plan, &[], &HashMap::new());
+        publish(&shared, &slots);
+        let scheduler = tokio::spawn(schedule_loop(shared.clone(), plan, slots, heap, rx));
         Ok(Service {
             shared,
             control,
@@ -510,10 +513,13 @@ fn publish(shared: &Shared, slots: &[Slot]) {
 
 /// The scheduler: one task, a heap of due times. It wakes at least every
 /// second so `/healthz` can tell it is alive.
-async fn schedule_loop(shared: Arc<Shared>, plan: Plan, mut control: mpsc::Receiver<Control>) {
-    let (mut slots, mut heap) = arrange(&plan, &[], &HashMap::new());
-    publish(&shared, &slots);
-    let mut plan = plan;
+async fn schedule_loop(
+    shared: Arc<Shared>,
+    mut plan: Plan,
+    mut slots: Vec<Slot>,
+    mut heap: BinaryHeap<Due>,
+    mut control: mpsc::Receiver<Control>,
+) {
     loop {
         let now = SystemTime::now();
         shared.heartbeat_ms.store(now_ms(), Ordering::Relaxed);

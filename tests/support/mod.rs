@@ -557,3 +557,107 @@ async fn feature_answer(
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .unwrap_or_default())
 }
+
+/// A loopback HTTP/1.1 server on its own thread that counts what it gets:
+/// requests, and the most handled at once. The first `fail_first` requests
+/// get a 500, the rest a 200. Each answer waits `delay`.
+pub struct CountingServer {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicUsize>,
+    pub max_concurrent: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for CountingServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl CountingServer {
+    pub fn start(fail_first: usize, delay: Duration) -> Self {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let max_concurrent = Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (req, maxc) = (requests.clone(), max_concurrent.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).expect("listener");
+                let current = Arc::new(AtomicUsize::new(0));
+                let serve = async {
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        let (req, maxc, current) = (req.clone(), maxc.clone(), current.clone());
+                        tokio::spawn(async move {
+                            let svc = hyper::service::service_fn(move |_r| {
+                                let (req, maxc, current) =
+                                    (req.clone(), maxc.clone(), current.clone());
+                                async move {
+                                    let n = req.fetch_add(1, Ordering::SeqCst);
+                                    let now = current.fetch_add(1, Ordering::SeqCst) + 1;
+                                    maxc.fetch_max(now, Ordering::SeqCst);
+                                    tokio::time::sleep(delay).await;
+                                    current.fetch_sub(1, Ordering::SeqCst);
+                                    let code = if n < fail_first { 500 } else { 200 };
+                                    hyper::Response::builder()
+                                        .status(code)
+                                        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                                            b"{\"ok\":true}",
+                                        )))
+                                }
+                            });
+                            let io = hyper_util::rt::TokioIo::new(tcp);
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(io, svc)
+                                .await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        CountingServer {
+            addr,
+            requests,
+            max_concurrent,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/ok", self.addr)
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// One runtime per test binary, shareable with a `waymark serve` Service.
+pub fn shared_runtime() -> Arc<Runtime> {
+    static RT: OnceLock<(Arc<Runtime>, tempfile::TempDir)> = OnceLock::new();
+    let (rt, _) = RT.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        (
+            Arc::new(Runtime::new(Some(dir.path().to_path_buf())).expect("runtime")),
+            dir,
+        )
+    });
+    rt.clone()
+}

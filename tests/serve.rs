@@ -1,0 +1,247 @@
+//! The scheduler, in process: journeys on short intervals against a loopback
+//! server, checked by what the server saw, the service's counters and the
+//! history store.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use support::CountingServer;
+use waymark::Status;
+use waymark::config::Config;
+use waymark::serve::{JourneyStatus, Plan, Service, prepare};
+use waymark::store::{Entry, Filter, Store};
+
+fn plan(dir: &Path, body: &str) -> Plan {
+    let wasm = support::hostile_wasm().display().to_string();
+    let src = format!(
+        "[runner]\nlisten = \"off\"\nwatch = false\n\n[store]\npath = \"{}\"\n\n{}",
+        dir.join("history.db").display(),
+        body.replace("HOSTILE", &wasm)
+    );
+    let path = dir.join("waymark.toml");
+    std::fs::write(&path, &src).expect("write config");
+    let c = Config::parse(&path, &src, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    prepare(&support::shared_runtime(), c, None)
+        .unwrap_or_else(|e| panic!("{}", waymark::config::ConfigErrors(e)))
+}
+
+fn history(dir: &Path) -> Vec<Entry> {
+    let store = Store::open(&dir.join("history.db")).expect("open store");
+    assert!(store.integrity_ok().expect("integrity check"));
+    let mut v = store.list(&Filter::default()).expect("list");
+    v.reverse();
+    v
+}
+
+fn status_of(service: &Service, name: &str) -> JourneyStatus {
+    service
+        .status()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no journey {name}"))
+}
+
+fn started(e: &Entry) -> SystemTime {
+    humantime::parse_rfc3339(&e.record.started_at).expect("rfc3339")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_on_schedule_and_every_run_is_stored() {
+    let server = CountingServer::start(0, Duration::ZERO);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = plan(
+        dir.path(),
+        &format!(
+            "[[journey]]\nname = \"ping\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\n\
+             allow_hosts = [\"127.0.0.1\"]\nvars = {{ mode = \"fetch\", url = \"{}\" }}\n",
+            server.url()
+        ),
+    );
+    let service = Service::start(support::shared_runtime(), p)
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let s = status_of(&service, "ping");
+    let drained = service.shutdown(Duration::from_secs(5)).await;
+    assert!(drained.abandoned.is_empty());
+    // 1.3 s of a 200 ms interval is 6 or 7 ticks.
+    assert!((5..=7).contains(&s.runs), "{s:?}");
+    assert_eq!(s.runs, s.due, "{s:?}");
+    assert_eq!(s.failures, 0, "{s:?}");
+    assert_eq!(s.skipped_overlap, 0);
+    let h = history(dir.path());
+    assert_eq!(h.len() as u64, s.runs, "every run is in the history");
+    assert_eq!(server.count() as u64, s.runs, "one request per run");
+    for e in &h {
+        assert_eq!(e.record.status, Status::Pass);
+        assert!(e.final_attempt);
+        let due = e.scheduled_at.expect("scheduled_at");
+        let lag = started(e).duration_since(due).unwrap_or_default();
+        assert!(lag < Duration::from_millis(150), "lag {lag:?}");
+    }
+    // The ticks are 200 ms apart.
+    for w in h.windows(2) {
+        let gap = w[1].scheduled_at.expect("due").duration_since(w[0].scheduled_at.expect("due"));
+        assert_eq!(gap.ok(), Some(Duration::from_millis(200)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_still_going_is_not_doubled() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = plan(
+        dir.path(),
+        "[[journey]]\nname = \"slow\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\n\
+         vars = { mode = \"sleep\", ms = \"650\" }\n",
+    );
+    let service = Service::start(support::shared_runtime(), p)
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(1900)).await;
+    let s = status_of(&service, "slow");
+    service.shutdown(Duration::from_secs(5)).await;
+    assert!(s.skipped_overlap >= 4, "{s:?}");
+    assert_eq!(s.due, s.skipped_overlap + s.runs + u64::from(s.running), "{s:?}");
+    let h = history(dir.path());
+    assert!((2..=4).contains(&h.len()), "{} runs", h.len());
+    // Never two at once: each run ended before the next began.
+    for w in h.windows(2) {
+        let end = started(&w[0]) + Duration::from_secs_f64(w[0].record.duration_ms / 1000.0);
+        assert!(end <= started(&w[1]), "runs overlap: {:?}", h.iter().map(|e| &e.record.started_at).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_record_every_attempt() {
+    // A flaky service: the first request fails, the retry passes.
+    let server = CountingServer::start(1, Duration::ZERO);
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = plan(
+        dir.path(),
+        &format!(
+            "[defaults]\nretry_delay = \"50ms\"\nevery = \"1s\"\n\n\
+             [[journey]]\nname = \"broken\"\nwasm = \"HOSTILE\"\nretries = 2\nvars = {{ mode = \"fail\" }}\n\n\
+             [[journey]]\nname = \"flaky\"\nwasm = \"HOSTILE\"\nretries = 1\n\
+             allow_hosts = [\"127.0.0.1\"]\nvars = {{ mode = \"fetch\", url = \"{}\" }}\n",
+            server.url()
+        ),
+    );
+    let service = Service::start(support::shared_runtime(), p)
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    let broken = status_of(&service, "broken");
+    let flaky = status_of(&service, "flaky");
+    service.shutdown(Duration::from_secs(5)).await;
+    assert!(broken.runs >= 1 && broken.attempts == 3 * broken.runs, "{broken:?}");
+    assert_eq!(broken.failures, broken.runs);
+    assert!(flaky.runs >= 1, "{flaky:?}");
+    assert_eq!(flaky.failures, 0, "the retry passed: {flaky:?}");
+    assert_eq!(flaky.attempts, flaky.runs + 1, "one retry in all: {flaky:?}");
+
+    let mut runs: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+    for e in history(dir.path()) {
+        runs.entry(e.record.run_id.clone()).or_default().push(e);
+    }
+    for attempts in runs.values() {
+        let journey = &attempts[0].record.journey;
+        let tries: Vec<u32> = attempts.iter().map(|e| e.record.attempt).collect();
+        let finals: Vec<bool> = attempts.iter().map(|e| e.final_attempt).collect();
+        if journey == "broken" {
+            assert_eq!(tries, vec![1, 2, 3]);
+            assert_eq!(finals, vec![false, false, true]);
+            assert!(attempts.iter().all(|e| e.record.status == Status::Fail));
+        }
+    }
+    let flaky_runs: Vec<&Vec<Entry>> = runs
+        .values()
+        .filter(|a| a[0].record.journey == "flaky")
+        .collect();
+    let first = flaky_runs[0];
+    assert_eq!(first.len(), 2, "the first flaky run took two attempts");
+    assert_eq!(first[0].record.status, Status::Fail);
+    assert_eq!(first[1].record.status, Status::Pass);
+    assert!(first[1].final_attempt && !first[0].final_attempt);
+
+    let store = Store::open(&dir.path().join("history.db")).expect("open");
+    let stats = store.stats(&Filter::default()).expect("stats");
+    let flaky_stats = stats.iter().find(|s| s.journey == "flaky").expect("flaky stats");
+    assert_eq!(flaky_stats.availability, 1.0, "a pass on retry is a pass");
+    let broken_stats = stats.iter().find(|s| s.journey == "broken").expect("broken stats");
+    assert_eq!(broken_stats.availability, 0.0);
+    assert_eq!(broken_stats.incidents.len(), 1);
+    assert!(broken_stats.incidents[0].recovered_at.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_journeys_and_lets_runs_in_flight_finish() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let old = plan(
+        dir.path(),
+        "[[journey]]\nname = \"long\"\nwasm = \"HOSTILE\"\nevery = \"300ms\"\n\
+         vars = { mode = \"sleep\", ms = \"900\" }\n\n\
+         [[journey]]\nname = \"kept\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\nvars = { mode = \"noop\" }\n",
+    );
+    let service = Service::start(support::shared_runtime(), old)
+        .await
+        .expect("start");
+    // Wait until `long` is mid-run.
+    let t0 = std::time::Instant::now();
+    while !status_of(&service, "long").running {
+        assert!(t0.elapsed() < Duration::from_secs(3), "long never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let kept_before = status_of(&service, "kept").runs;
+    let new = plan(
+        dir.path(),
+        "[[journey]]\nname = \"kept\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\nvars = { mode = \"noop\" }\n\n\
+         [[journey]]\nname = \"added\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\nvars = { mode = \"noop\" }\n",
+    );
+    let reloaded_at = SystemTime::now();
+    service.reload(new).await;
+    let names: Vec<String> = service.status().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, vec!["kept", "added"]);
+    assert!(status_of(&service, "kept").runs >= kept_before, "counters survive a reload");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let drained = service.shutdown(Duration::from_secs(5)).await;
+    assert!(drained.abandoned.is_empty());
+    let h = history(dir.path());
+    let long: Vec<&Entry> = h.iter().filter(|e| e.record.journey == "long").collect();
+    assert!(!long.is_empty());
+    let last_long = long.last().expect("a long run");
+    let ended = started(last_long) + Duration::from_secs_f64(last_long.record.duration_ms / 1000.0);
+    assert!(ended > reloaded_at, "the run in flight at the reload finished after it");
+    assert_eq!(last_long.record.status, Status::Pass, "and was not cut short");
+    assert!(long.iter().all(|e| started(e) < reloaded_at), "no new long run after the reload");
+    let added = h.iter().filter(|e| e.record.journey == "added").count();
+    assert!(added >= 4, "the added journey runs ({added})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_runs_in_flight_up_to_the_grace() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = plan(
+        dir.path(),
+        "[[journey]]\nname = \"s\"\nwasm = \"HOSTILE\"\nevery = \"100ms\"\n\
+         vars = { mode = \"sleep\", ms = \"600\" }\n\n\
+         [[journey]]\nname = \"endless\"\nwasm = \"HOSTILE\"\nevery = \"100ms\"\ntimeout = \"60s\"\n\
+         vars = { mode = \"sleep\", ms = \"60000\" }\n",
+    );
+    let service = Service::start(support::shared_runtime(), p)
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(status_of(&service, "s").running);
+    let t = std::time::Instant::now();
+    let drained = service.shutdown(Duration::from_millis(1500)).await;
+    let waited = t.elapsed();
+    assert_eq!(drained.abandoned, vec!["endless".to_string()]);
+    assert!(waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4), "{waited:?}");
+    let h = history(dir.path());
+    assert!(h.iter().any(|e| e.record.journey == "s" && e.record.status == Status::Pass));
+    assert!(h.iter().all(|e| e.record.journey != "endless"));
+}
