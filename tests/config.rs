@@ -107,7 +107,10 @@ fn defaults_when_unsaid() {
     let path = dir("good").join("defaults_schedule.toml");
     let src = std::fs::read_to_string(&path).expect("read");
     let c = Config::parse(&path, &src, &env).expect("valid");
-    assert_eq!(c.journeys[0].schedule, Schedule::Every(Duration::from_secs(300)));
+    assert_eq!(
+        c.journeys[0].schedule,
+        Schedule::Every(Duration::from_secs(300))
+    );
     assert!(matches!(&c.journeys[1].schedule, Schedule::Cron { .. }));
     assert_eq!(c.store.path, None);
     assert_eq!(c.runner.listen, None);

@@ -213,13 +213,19 @@ pub fn history(q: HistoryQuery) -> anyhow::Result<()> {
             let config = Config::load(&q.config)
                 .with_context(|| "finding the history store (or give --db FILE)".to_string())?;
             config.store.path.ok_or_else(|| {
-                anyhow!("{}: [store] path is off, so no history is kept", q.config.display())
+                anyhow!(
+                    "{}: [store] path is off, so no history is kept",
+                    q.config.display()
+                )
             })?
         }
     };
     // Reading must not create an empty store where the user mistyped a path.
     if !path.exists() {
-        bail!("no history at {}: waymark serve has not written one there", path.display());
+        bail!(
+            "no history at {}: waymark serve has not written one there",
+            path.display()
+        );
     }
     let store = Store::open(&path)?;
     let filter = Filter {

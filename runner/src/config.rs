@@ -380,7 +380,11 @@ impl Reader<'_> {
             },
             Size::Bytes(n) if *n > 0 => Some(*n as u64),
             Size::Bytes(n) => {
-                self.error(v.span(), key, format!("{n} is not a size; it must be above 0"));
+                self.error(
+                    v.span(),
+                    key,
+                    format!("{n} is not a size; it must be above 0"),
+                );
                 None
             }
         }
@@ -686,7 +690,11 @@ fn read_runner(r: &mut Reader, raw: RawRunner) -> RunnerConfig {
     };
     if let Some(l) = raw.location {
         if l.get_ref().trim().is_empty() {
-            r.error(l.span(), "[runner] → location", "the location cannot be empty");
+            r.error(
+                l.span(),
+                "[runner] → location",
+                "the location cannot be empty",
+            );
         } else {
             out.location = l.into_inner();
         }
@@ -759,13 +767,21 @@ fn read_journey(
     let (wasm, wasm_at) = match &j.wasm {
         Some(w) => (base.join(w.get_ref()), Place::at(r.file, r.src, w.span())),
         None => {
-            r.error(header.clone(), label, "missing key 'wasm' (the journey's .wasm component)");
+            r.error(
+                header.clone(),
+                label,
+                "missing key 'wasm' (the journey's .wasm component)",
+            );
             (PathBuf::new(), Place::at(r.file, r.src, header.clone()))
         }
     };
     let schedule = match (&j.schedule, &j.every) {
         (Some(_), Some(e)) => {
-            r.error(e.span(), key("every"), "give 'schedule' or 'every', not both");
+            r.error(
+                e.span(),
+                key("every"),
+                "give 'schedule' or 'every', not both",
+            );
             None
         }
         (Some(c), None) => cron(r, c, &key("schedule")),
@@ -773,7 +789,11 @@ fn read_journey(
         // Only when the journey names neither does [defaults] decide.
         (None, None) => match (&d.schedule, &d.every) {
             (Some(_), Some(e)) => {
-                r.error(e.span(), "[defaults] → every", "give 'schedule' or 'every', not both");
+                r.error(
+                    e.span(),
+                    "[defaults] → every",
+                    "give 'schedule' or 'every', not both",
+                );
                 None
             }
             (Some(c), None) => cron(r, c, "[defaults] → schedule"),
@@ -791,10 +811,7 @@ fn read_journey(
     // Each value with the key to blame: the journey's own, or [defaults].
     macro_rules! field {
         ($f:ident) => {
-            (
-                pick(&j.$f, &d.$f),
-                src_key(j.$f.is_some(), stringify!($f)),
-            )
+            (pick(&j.$f, &d.$f), src_key(j.$f.is_some(), stringify!($f)))
         };
     }
     let mut dur = |(v, k): (Option<&Spanned<String>>, String), default: Duration| {
@@ -812,14 +829,17 @@ fn read_journey(
         v.and_then(|n| r.count(n, &k, min, max))
     };
     let retries = count(field!(retries), 0, 10).unwrap_or(0) as u32;
-    let max_requests =
-        count(field!(max_requests), 1, 1_000_000).map_or(crate::http::DEFAULT_MAX_REQUESTS, |n| n as u32);
+    let max_requests = count(field!(max_requests), 1, 1_000_000)
+        .map_or(crate::http::DEFAULT_MAX_REQUESTS, |n| n as u32);
     let mut size = |(v, k): (Option<&Spanned<Size>>, String), default: u64| {
         v.and_then(|v| r.size(v, &k)).unwrap_or(default)
     };
     let memory_limit = size(field!(memory_limit), DEFAULT_MEMORY_LIMIT as u64) as usize;
     let max_body = size(field!(max_body), crate::http::DEFAULT_MAX_BODY);
-    let max_total_bytes = size(field!(max_total_bytes), crate::http::DEFAULT_MAX_TOTAL_BYTES);
+    let max_total_bytes = size(
+        field!(max_total_bytes),
+        crate::http::DEFAULT_MAX_TOTAL_BYTES,
+    );
 
     let (allow, allow_key) = field!(allow_hosts);
     let allow: Vec<Spanned<String>> = allow.cloned().unwrap_or_default();
@@ -842,11 +862,19 @@ fn read_journey(
     let client_cert = match (cert, cert_key) {
         (Some(c), Some(k)) => Some((base.join(c.get_ref()), base.join(k.get_ref()))),
         (Some(c), None) => {
-            r.error(c.span(), field!(client_cert).1, "client_cert needs client_key too");
+            r.error(
+                c.span(),
+                field!(client_cert).1,
+                "client_cert needs client_key too",
+            );
             None
         }
         (None, Some(k)) => {
-            r.error(k.span(), field!(client_key).1, "client_key needs client_cert too");
+            r.error(
+                k.span(),
+                field!(client_key).1,
+                "client_key needs client_cert too",
+            );
             None
         }
         (None, None) => None,
@@ -929,14 +957,22 @@ fn read_sink(
     match s.kind.get_ref().as_str() {
         "pretty" => {
             if let Some(p) = &s.path {
-                r.error(p.span(), format!("{label} → path"), "the pretty sink writes to standard output and takes no path");
+                r.error(
+                    p.span(),
+                    format!("{label} → path"),
+                    "the pretty sink writes to standard output and takes no path",
+                );
                 return None;
             }
             Some(SinkConfig::Pretty)
         }
         "jsonl" => {
             let Some(p) = s.path else {
-                r.error(span.start..span.start, label, "missing key 'path' (a file, or \"-\" for standard output)");
+                r.error(
+                    span.start..span.start,
+                    label,
+                    "missing key 'path' (a file, or \"-\" for standard output)",
+                );
                 return None;
             };
             let path = if p.get_ref() == "-" {
@@ -974,7 +1010,11 @@ fn read_store(r: &mut Reader, base: &Path, raw: RawStore) -> StoreConfig {
         && let Some(d) = r.duration(v, "[store] → retention")
     {
         if d.is_zero() {
-            r.error(v.span(), "[store] → retention", "the retention must be above 0");
+            r.error(
+                v.span(),
+                "[store] → retention",
+                "the retention must be above 0",
+            );
         } else {
             out.retention = d;
         }

@@ -297,8 +297,7 @@ impl Runtime {
         opts: &RunOptions,
     ) -> Result<(), String> {
         let mut store = self.new_store(journey, opts, SystemTime::now(), Instant::now());
-        match tokio::time::timeout(opts.timeout, journey.pre.instantiate_async(&mut store)).await
-        {
+        match tokio::time::timeout(opts.timeout, journey.pre.instantiate_async(&mut store)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
                 if let Some(asked) = store.data().limiter.exceeded {

@@ -122,15 +122,25 @@ mod tests {
     #[test]
     fn cron_with_seconds() {
         let s = Schedule::cron("*/15 * * * * *").expect("valid");
-        assert_eq!(s.next_after(at(1_000_000_000), "x"), Some(at(1_000_000_005)));
-        assert_eq!(s.next_after(at(1_000_000_005), "x"), Some(at(1_000_000_020)));
+        assert_eq!(
+            s.next_after(at(1_000_000_000), "x"),
+            Some(at(1_000_000_005))
+        );
+        assert_eq!(
+            s.next_after(at(1_000_000_005), "x"),
+            Some(at(1_000_000_020))
+        );
     }
 
     #[test]
     fn five_fields_get_a_hint() {
         let e = Schedule::cron("*/5 * * * *").unwrap_err();
         assert!(e.contains("\"0 */5 * * * *\""), "{e}");
-        assert!(Schedule::cron("0 0 0 30 2 *").unwrap_err().contains("never fires"));
+        assert!(
+            Schedule::cron("0 0 0 30 2 *")
+                .unwrap_err()
+                .contains("never fires")
+        );
         assert!(Schedule::cron("every minute").is_err());
     }
 

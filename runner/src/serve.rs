@@ -1,8 +1,8 @@
 //! `waymark serve`: journeys on their schedules, results to the history and
 //! the sinks, `/healthz` and `/status`, reload without dropping runs.
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -77,6 +77,20 @@ pub fn prepare(
     config: Config,
     old: Option<&Plan>,
 ) -> Result<Plan, Vec<ConfigError>> {
+    let (plan, errors) = prepare_partial(runtime, config, old);
+    if errors.is_empty() {
+        Ok(plan)
+    } else {
+        Err(errors)
+    }
+}
+
+/// As [`prepare`], keeping the journeys that did load beside the errors.
+pub fn prepare_partial(
+    runtime: &Runtime,
+    config: Config,
+    old: Option<&Plan>,
+) -> (Plan, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let mut by_path: HashMap<PathBuf, Result<([u8; 32], LoadedJourney), String>> = HashMap::new();
     let mut by_hash: HashMap<[u8; 32], LoadedJourney> = HashMap::new();
@@ -94,6 +108,12 @@ pub fn prepare(
             .or_insert_with(|| {
                 let bytes = std::fs::read(&j.wasm)
                     .map_err(|e| format!("cannot read {}: {e}", j.wasm.display()))?;
+                if !bytes.starts_with(b"\0asm") {
+                    return Err(format!(
+                        "{} is not a Wasm component (it lacks the \\0asm header)",
+                        j.wasm.display()
+                    ));
+                }
                 let hash: [u8; 32] = Sha256::digest(&bytes).into();
                 if let Some(l) = by_hash.get(&hash) {
                     return Ok((hash, l.clone()));
@@ -138,11 +158,7 @@ pub fn prepare(
             wasm_hash: hash,
         }));
     }
-    if errors.is_empty() {
-        Ok(Plan { config, journeys })
-    } else {
-        Err(errors)
-    }
+    (Plan { config, journeys }, errors)
 }
 
 /// `waymark check`: every problem of the file, then every journey loaded
@@ -156,19 +172,16 @@ pub async fn check(
     let mut out: Vec<String> = Vec::new();
     let count = config.as_ref().map_or(0, |c| c.journeys.len());
     if let Some(config) = config {
-        match prepare(runtime, config, None) {
-            Ok(plan) => {
-                for p in &plan.journeys {
-                    if let Err(e) = runtime.instantiate(&p.loaded, &p.opts).await {
-                        errors.push(error_at(
-                            &p.config.wasm_at,
-                            format!("journey \"{}\" → wasm", p.config.name),
-                            e,
-                        ));
-                    }
-                }
+        let (plan, load_errors) = prepare_partial(runtime, config, None);
+        errors.extend(load_errors);
+        for p in &plan.journeys {
+            if let Err(e) = runtime.instantiate(&p.loaded, &p.opts).await {
+                errors.push(error_at(
+                    &p.config.wasm_at,
+                    format!("journey \"{}\" → wasm", p.config.name),
+                    e,
+                ));
             }
-            Err(e) => errors.extend(e),
         }
     }
     errors.sort_by_key(|e| (e.place.line, e.place.column));
@@ -266,6 +279,8 @@ pub struct Service {
 pub struct Drained {
     /// Runs still going when the grace period ended (their records are lost).
     pub abandoned: Vec<String>,
+    /// Every journey's counters once the runs in flight were done.
+    pub status: Vec<JourneyStatus>,
 }
 
 fn now_ms() -> u64 {
@@ -330,7 +345,9 @@ impl Service {
                 let l = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|source| StartError::Listen { addr, source })?;
-                let bound = l.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|source| StartError::Listen { addr, source })?;
                 let task = tokio::spawn(listen(l, shared.clone()));
                 Some((bound, task))
             }
@@ -366,7 +383,12 @@ impl Service {
     /// journeys that keep their schedule keep their next due time.
     pub async fn reload(&self, plan: Plan) {
         let (tx, rx) = oneshot::channel();
-        if self.control.send(Control::Reload(Box::new(plan), tx)).await.is_ok() {
+        if self
+            .control
+            .send(Control::Reload(Box::new(plan), tx))
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
     }
@@ -403,6 +425,7 @@ impl Service {
                     .collect()
             })
             .unwrap_or_default();
+        let final_status = status(&self.shared);
         if let Some((_, task)) = self.listener.take() {
             task.abort();
         }
@@ -418,7 +441,10 @@ impl Service {
             // Abandoned runs still hold the sinks; their threads end with the process.
             tracing::debug!("sinks still referenced by abandoned runs");
         }
-        Drained { abandoned }
+        Drained {
+            abandoned,
+            status: final_status,
+        }
     }
 }
 
@@ -489,10 +515,15 @@ fn arrange(
         let tick = kept.or_else(|| p.config.schedule.next_after(now, name));
         if let Some(tick) = tick {
             state.next_due_ms.store(
-                tick.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                tick.duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
                 Ordering::Relaxed,
             );
-            heap.push(Reverse((jittered(tick, p.config.jitter), slots.len(), tick)));
+            heap.push(Reverse((
+                jittered(tick, p.config.jitter),
+                slots.len(),
+                tick,
+            )));
         }
         slots.push(Slot {
             prepared: p.clone(),
@@ -548,11 +579,16 @@ async fn schedule_loop(
             }
             if missed > 0 {
                 slot.state.missed_ticks.fetch_add(missed, Ordering::Relaxed);
-                tracing::warn!(journey = name, missed, "ticks passed without a run (the process was paused or overloaded); not replayed");
+                tracing::warn!(
+                    journey = name,
+                    missed,
+                    "ticks passed without a run (the process was paused or overloaded); not replayed"
+                );
             }
             if let Some(n) = next {
                 slot.state.next_due_ms.store(
-                    n.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                    n.duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
                     Ordering::Relaxed,
                 );
                 heap.push(Reverse((jittered(n, slot.prepared.config.jitter), idx, n)));
@@ -578,7 +614,7 @@ async fn schedule_loop(
                     heap = h;
                     publish(&shared, &slots);
                     plan = new_plan;
-                    tracing::info!(journeys = slots.len(), "config reloaded");
+                    tracing::debug!(journeys = slots.len(), "scheduler swapped in the new config");
                     let _ = done.send(());
                 }
                 Some(Control::Stop) | None => break,
@@ -607,7 +643,9 @@ fn apply_runner(shared: &Shared, old: &Plan, new: &Plan) {
         l.clone_from(&n.runner.location);
     }
     if o.runner.listen != n.runner.listen || o.sinks != n.sinks || o.store != n.store {
-        tracing::warn!("changes to [runner] listen, [[sink]] and [store] take effect at the next restart");
+        tracing::warn!(
+            "changes to [runner] listen, [[sink]] and [store] take effect at the next restart"
+        );
     }
 }
 
@@ -742,17 +780,26 @@ async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 async move {
                     let (code, ctype, body) = match req.uri().path() {
                         "/healthz" => {
-                            let age = now_ms().saturating_sub(shared.heartbeat_ms.load(Ordering::Relaxed));
+                            let age = now_ms()
+                                .saturating_sub(shared.heartbeat_ms.load(Ordering::Relaxed));
                             if shared.stopping.load(Ordering::SeqCst) {
                                 (503, "text/plain", "shutting down\n".to_string())
                             } else if age > 5_000 {
-                                (503, "text/plain", format!("scheduler stalled for {age} ms\n"))
+                                (
+                                    503,
+                                    "text/plain",
+                                    format!("scheduler stalled for {age} ms\n"),
+                                )
                             } else {
                                 (200, "text/plain", "ok\n".to_string())
                             }
                         }
                         "/status" => {
-                            let location = shared.location.lock().map(|l| l.clone()).unwrap_or_default();
+                            let location = shared
+                                .location
+                                .lock()
+                                .map(|l| l.clone())
+                                .unwrap_or_default();
                             let body = serde_json::json!({
                                 "location": location,
                                 "in_flight": shared.in_flight.load(Ordering::Relaxed),
@@ -760,7 +807,11 @@ async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                             });
                             (200, "application/json", body.to_string())
                         }
-                        _ => (404, "text/plain", "not found: try /healthz or /status\n".to_string()),
+                        _ => (
+                            404,
+                            "text/plain",
+                            "not found: try /healthz or /status\n".to_string(),
+                        ),
                     };
                     hyper::Response::builder()
                         .status(code)

@@ -611,11 +611,11 @@ impl CountingServer {
                                     tokio::time::sleep(delay).await;
                                     current.fetch_sub(1, Ordering::SeqCst);
                                     let code = if n < fail_first { 500 } else { 200 };
-                                    hyper::Response::builder()
-                                        .status(code)
-                                        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                                    hyper::Response::builder().status(code).body(
+                                        http_body_util::Full::new(bytes::Bytes::from_static(
                                             b"{\"ok\":true}",
-                                        )))
+                                        )),
+                                    )
                                 }
                             });
                             let io = hyper_util::rt::TokioIo::new(tcp);

@@ -1,0 +1,565 @@
+//! `waymark serve`, `check` and `history` as an SRE uses them: a process,
+//! signals, `/healthz`, a history file that outlives a SIGKILL.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use waymark::Status;
+use waymark::store::{Filter, Store};
+
+struct Serve {
+    child: Child,
+    lines: Arc<Mutex<Vec<serde_json::Value>>>,
+    addr: Option<SocketAddr>,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cache_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("tmp")).path()
+}
+
+impl Serve {
+    fn start(config: &Path) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_waymark"))
+            .args(["serve", "--log-format", "json", "-c"])
+            .arg(config)
+            .env("WAYMARK_CACHE_DIR", cache_dir())
+            .env_remove("WAYMARK_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn waymark serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let v = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::json!({ "message": line }));
+                sink.lock().expect("lines").push(v);
+            }
+        });
+        let mut s = Serve {
+            child,
+            lines,
+            addr: None,
+        };
+        let started = s.wait_log("waymark serve started", Duration::from_secs(60));
+        s.addr = started["listen"].as_str().and_then(|a| a.parse().ok());
+        s
+    }
+
+    fn wait_log(&self, message: &str, limit: Duration) -> serde_json::Value {
+        self.wait_log_after(0, message, limit)
+    }
+
+    /// The first log line from index `from` on whose message contains `message`.
+    fn wait_log_after(&self, from: usize, message: &str, limit: Duration) -> serde_json::Value {
+        let t = Instant::now();
+        loop {
+            if let Some(v) = self
+                .lines
+                .lock()
+                .expect("lines")
+                .iter()
+                .skip(from)
+                .find(|v| v["message"].as_str().is_some_and(|m| m.contains(message)))
+            {
+                return v.clone();
+            }
+            assert!(
+                t.elapsed() < limit,
+                "no log line with {message:?}; got:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_len(&self) -> usize {
+        self.lines.lock().expect("lines").len()
+    }
+
+    fn log_text(&self) -> String {
+        self.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -s {sig}");
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let addr = self.addr.expect("serve listens");
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let (code, body) = self.get("/status");
+        assert_eq!(code, 200);
+        serde_json::from_str(&body).expect("status is JSON")
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(
+                t.elapsed() < limit,
+                "serve did not exit:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn journey_names(status: &serde_json::Value) -> Vec<String> {
+    status["journeys"]
+        .as_array()
+        .expect("journeys")
+        .iter()
+        .map(|j| j["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn write_config(dir: &Path, runner: &str, journeys: &str) -> PathBuf {
+    let path = dir.join("waymark.toml");
+    let wasm = support::hostile_wasm().display().to_string();
+    let src = format!(
+        "[runner]\nlisten = \"127.0.0.1:0\"\n{runner}\n\n[store]\npath = \"history.db\"\n\n{}",
+        journeys.replace("HOSTILE", &wasm)
+    );
+    std::fs::write(&path, src).expect("write config");
+    path
+}
+
+const NOOP: &str = "[[journey]]\nname = \"a\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\nvars = { mode = \"noop\" }\n";
+
+fn history(dir: &Path) -> Vec<waymark::store::Entry> {
+    let store = Store::open(&dir.join("history.db")).expect("open history");
+    assert!(store.integrity_ok().expect("integrity"));
+    store.list(&Filter::default()).expect("list")
+}
+
+#[test]
+fn healthz_sighup_reload_broken_reload_and_sigterm_drain() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = write_config(dir.path(), "watch = false", NOOP);
+    let mut serve = Serve::start(&config);
+    assert_eq!(serve.get("/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(journey_names(&serve.status()), vec!["a"]);
+
+    // A good new config: SIGHUP swaps it in.
+    let slow = "[[journey]]\nname = \"slow\"\nwasm = \"HOSTILE\"\nevery = \"300ms\"\nvars = { mode = \"sleep\", ms = \"900\" }\n";
+    write_config(dir.path(), "watch = false", &format!("{NOOP}\n{slow}"));
+    let mark = serve.log_len();
+    serve.signal("HUP");
+    serve.wait_log_after(mark, "reloaded", Duration::from_secs(20));
+    assert_eq!(journey_names(&serve.status()), vec!["a", "slow"]);
+
+    // A broken one: the old config stays, and the log says where the problem is.
+    let bad = write_config(
+        dir.path(),
+        "watch = false",
+        &format!("{NOOP}\n{slow}").replace("every = \"300ms\"", "every = \"300 lightyears\""),
+    );
+    let mark = serve.log_len();
+    serve.signal("HUP");
+    let failed = serve.wait_log_after(mark, "reload failed", Duration::from_secs(20));
+    let text = failed["message"].as_str().expect("message");
+    let line = std::fs::read_to_string(&bad)
+        .expect("read")
+        .lines()
+        .position(|l| l.contains("lightyears"))
+        .expect("bad line")
+        + 1;
+    assert!(
+        text.contains(&format!(
+            "waymark.toml:{line}:9: journey \"slow\" (#2) → every"
+        )),
+        "{text}"
+    );
+    assert_eq!(journey_names(&serve.status()), vec!["a", "slow"]);
+    assert_eq!(serve.get("/healthz").0, 200);
+
+    // SIGTERM while `slow` is mid-run: it finishes, is stored, exit 0.
+    let t = Instant::now();
+    while !serve.status()["journeys"][1]["running"]
+        .as_bool()
+        .unwrap_or(false)
+    {
+        assert!(t.elapsed() < Duration::from_secs(5), "slow never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let term_at = SystemTime::now();
+    serve.signal("TERM");
+    let code = serve.wait_exit(Duration::from_secs(20));
+    assert!(code.success(), "exit {code:?}:\n{}", serve.log_text());
+    serve.wait_log("stopped: every run finished", Duration::from_secs(1));
+    let h = history(dir.path());
+    let finished_after_term = h.iter().any(|e| {
+        e.record.journey == "slow"
+            && e.record.status == Status::Pass
+            && humantime::parse_rfc3339(&e.record.started_at).expect("time")
+                + Duration::from_secs_f64(e.record.duration_ms / 1000.0)
+                > term_at
+    });
+    assert!(
+        finished_after_term,
+        "the run in flight at SIGTERM was recorded"
+    );
+    assert!(h.iter().any(|e| e.record.journey == "a"));
+}
+
+#[test]
+fn a_changed_file_reloads_by_itself() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = write_config(dir.path(), "watch = true", NOOP);
+    let serve = Serve::start(&config);
+    let mark = serve.log_len();
+    let b = NOOP.replace("name = \"a\"", "name = \"b\"");
+    write_config(dir.path(), "watch = true", &format!("{NOOP}\n{b}"));
+    let line = serve.wait_log_after(mark, "reloaded", Duration::from_secs(20));
+    assert!(
+        line["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("waymark.toml")),
+        "{line}"
+    );
+    assert_eq!(journey_names(&serve.status()), vec!["a", "b"]);
+}
+
+#[test]
+fn ticks_missed_while_paused_are_counted_not_replayed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = write_config(dir.path(), "watch = false", NOOP);
+    let serve = Serve::start(&config);
+    std::thread::sleep(Duration::from_millis(500));
+    serve.signal("STOP");
+    std::thread::sleep(Duration::from_millis(2000));
+    let resumed = SystemTime::now();
+    serve.signal("CONT");
+    std::thread::sleep(Duration::from_millis(700));
+    let s = serve.status();
+    let missed = s["journeys"][0]["missed_ticks"]
+        .as_u64()
+        .expect("missed_ticks");
+    assert!(
+        missed >= 7,
+        "2 s at 200 ms: about 9 ticks missed, got {missed}"
+    );
+    // Right after the pause: one catch-up run, then the normal pace, not a burst of ten.
+    let h = history(dir.path());
+    let soon = h
+        .iter()
+        .filter(|e| {
+            let t = humantime::parse_rfc3339(&e.record.started_at).expect("time");
+            t >= resumed && t < resumed + Duration::from_millis(150)
+        })
+        .count();
+    // One catch-up run, and perhaps the next regular tick (every 200 ms).
+    assert!(soon <= 2, "{soon} runs in the 150 ms after the pause");
+    let after = h
+        .iter()
+        .filter(|e| humantime::parse_rfc3339(&e.record.started_at).expect("time") >= resumed)
+        .count();
+    assert!(
+        (2..=6).contains(&after),
+        "{after} runs in the 700 ms after the pause"
+    );
+}
+
+#[test]
+fn sigkill_mid_run_loses_no_committed_record() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut journeys = String::new();
+    for i in 0..20 {
+        journeys.push_str(&format!(
+            "[[journey]]\nname = \"j{i}\"\nwasm = \"HOSTILE\"\nevery = \"100ms\"\nvars = {{ mode = \"noop\" }}\n\n"
+        ));
+    }
+    journeys.push_str("[[journey]]\nname = \"slow\"\nwasm = \"HOSTILE\"\nevery = \"100ms\"\nvars = { mode = \"sleep\", ms = \"400\" }\n");
+    let config = write_config(dir.path(), "watch = false", &journeys);
+    let mut serve = Serve::start(&config);
+    let db = dir.path().join("history.db");
+    // Read while it writes (WAL): wait for a good number of committed runs.
+    // Kill it with runs in flight.
+    let t = Instant::now();
+    let committed = loop {
+        let n = Store::open(&db).and_then(|s| s.count()).unwrap_or(0);
+        if n >= 300 && serve.status()["in_flight"].as_u64().unwrap_or(0) > 0 {
+            break n;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "only {n} runs stored"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    serve.child.kill().expect("SIGKILL");
+    let code = serve.wait_exit(Duration::from_secs(5));
+    assert!(!code.success());
+
+    let store = Store::open(&db).expect("the store opens after SIGKILL");
+    assert!(store.integrity_ok().expect("integrity check"));
+    let all = store
+        .list(&Filter::default())
+        .expect("every stored record reads back");
+    assert!(all.len() as u64 >= committed, "{} < {committed}", all.len());
+    drop(store);
+
+    // And the next start goes on writing to it.
+    let serve = Serve::start(&config);
+    let t = Instant::now();
+    while Store::open(&db).and_then(|s| s.count()).unwrap_or(0) <= all.len() as u64 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no new runs after restart"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(serve);
+}
+
+fn waymark(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args(args)
+        .env("WAYMARK_CACHE_DIR", cache_dir())
+        .output()
+        .expect("run waymark")
+}
+
+#[test]
+fn check_lists_every_problem_including_journeys_that_do_not_load() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("garbage.wasm"), b"not wasm at all").expect("write");
+    let config = write_config(
+        dir.path(),
+        "",
+        &format!(
+            "{NOOP}\n[[journey]]\nname = \"missing\"\nwasm = \"nowhere.wasm\"\nevery = \"1m\"\n\n\
+             [[journey]]\nname = \"garbage\"\nwasm = \"garbage.wasm\"\nevery = \"1m\"\n\n\
+             [[journey]]\nname = \"big\"\nwasm = \"HOSTILE\"\nevery = \"1m\"\nmemory_limit = \"64KiB\"\n\n\
+             [[journey]]\nname = \"typo\"\nwasm = \"HOSTILE\"\nevery = \"1m\"\ntimeout = \"3 fortnights\"\n"
+        ),
+    );
+    let out = waymark(&["check", "-c", config.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let src = std::fs::read_to_string(&config).expect("read");
+    let line_of = |needle: &str| {
+        src.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .expect("line")
+    };
+    for (needle, col, what) in [
+        ("nowhere.wasm", 8, "cannot read"),
+        ("garbage.wasm", 8, "is not a Wasm component"),
+        ("3 fortnights", 11, "is not a duration"),
+    ] {
+        let at = format!("waymark.toml:{}:{col}:", line_of(needle));
+        assert!(
+            err.lines().any(|l| l.contains(&at) && l.contains(what)),
+            "missing {at} … {what} in:\n{err}"
+        );
+    }
+    // The memory limit too small to even start the guest is found by instantiating it.
+    assert!(
+        err.contains("journey \"big\" → wasm") && err.contains("memory_limit"),
+        "{err}"
+    );
+    assert!(err.contains("4 problems"), "{err}");
+    // The journey that is fine raised nothing.
+    assert!(!err.contains("journey \"a\""), "{err}");
+
+    let good = write_config(dir.path(), "", NOOP);
+    let out = waymark(&["check", "-c", good.to_str().expect("utf-8")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 journey load and instantiate)"));
+}
+
+fn record(
+    journey: &str,
+    run: &str,
+    attempt: u32,
+    at: &str,
+    status: &str,
+    ms: f64,
+) -> waymark::RunRecord {
+    serde_json::from_value(serde_json::json!({
+        "journey": journey, "run_id": run, "location": "lab", "attempt": attempt,
+        "started_at": at, "duration_ms": ms, "status": status,
+        "error": if status == "pass" { serde_json::Value::Null } else {
+            serde_json::json!({"kind": "check", "message": "1 check failed: status is 200"}) },
+        "steps": [], "logs": []
+    }))
+    .expect("record")
+}
+
+#[test]
+fn history_lists_filters_and_computes_incidents() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("h.db");
+    let mut store = Store::open(&db).expect("open");
+    let now = SystemTime::now();
+    let at = |mins_ago: u64| {
+        humantime::format_rfc3339_millis(now - Duration::from_secs(mins_ago * 60)).to_string()
+    };
+    let mut entries = Vec::new();
+    // login: pass, fail (retried, then failed), fail, pass → one incident of 2 minutes.
+    let plan: [(u64, &str, &str, f64, u32, bool); 6] = [
+        (10, "r1", "pass", 100.0, 1, true),
+        (9, "r2", "fail", 300.0, 1, false),
+        (9, "r2", "fail", 310.0, 2, true),
+        (8, "r3", "fail", 320.0, 1, true),
+        (7, "r4", "pass", 110.0, 1, true),
+        (6, "r5", "pass", 120.0, 1, true),
+    ];
+    for (ago, run, status, ms, attempt, fin) in plan {
+        entries.push(waymark::store::Entry {
+            record: record("login", run, attempt, &at(ago), status, ms),
+            final_attempt: fin,
+            scheduled_at: None,
+        });
+    }
+    // search: failing since 3 minutes ago, still failing.
+    for (i, ago) in [5u64, 3, 2].into_iter().enumerate() {
+        let status = if i == 0 { "pass" } else { "fail" };
+        entries.push(waymark::store::Entry {
+            record: record("search", &format!("s{i}"), 1, &at(ago), status, 50.0),
+            final_attempt: true,
+            scheduled_at: None,
+        });
+    }
+    store.insert(&entries).expect("insert");
+    drop(store);
+    let db_s = db.to_str().expect("utf-8");
+
+    let out = waymark(&["history", "--db", db_s, "--stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name} in\n{text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    // login: 5 runs (the retry is part of r2), 3 passed.
+    assert_eq!(&row("login")[1..3], ["5", "60.00%"], "{text}");
+    assert_eq!(row("login").last().copied(), Some("2m"), "{text}");
+    assert_eq!(&row("search")[1..3], ["3", "33.33%"], "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} → {}  recovered in 2m (2 failed runs)",
+            at(9),
+            at(7)
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{} → ongoing (2 failed runs)", at(3))),
+        "{text}"
+    );
+
+    let out = waymark(&["history", "--db", db_s, "--stats", "--format", "json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(stats[0]["journey"], "login");
+    assert_eq!(stats[0]["p50_ms"], 120.0);
+    assert_eq!(stats[0]["p95_ms"], 320.0);
+    assert_eq!(stats[0]["incidents"][0]["time_to_recovery_s"], 120.0);
+
+    let out = waymark(&[
+        "history", "--db", db_s, "login", "--status", "fail", "--format", "json",
+    ]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a record per line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "both attempts of r2 and r3");
+    assert!(
+        lines
+            .iter()
+            .all(|r| r["status"] == "fail" && r["journey"] == "login")
+    );
+
+    let out = waymark(&["history", "--db", db_s, "--since", "4m"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().count(),
+        1 + 2,
+        "header and search's last two runs:\n{text}"
+    );
+    assert!(!text.contains("fail (retried)"));
+
+    let out = waymark(&["history", "--db", db_s, "login"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fail (retried)"));
+
+    let out = waymark(&[
+        "history",
+        "--db",
+        dir.path().join("nope.db").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no history at"));
+    assert!(
+        !dir.path().join("nope.db").exists(),
+        "reading does not create a store"
+    );
+}
