@@ -59,7 +59,8 @@ async fn runs_on_schedule_and_every_run_is_stored() {
         dir.path(),
         &format!(
             "[[journey]]\nname = \"ping\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\n\
-             allow_hosts = [\"127.0.0.1\"]\nvars = {{ mode = \"fetch\", url = \"{}\" }}\n",
+             allow_hosts = [\"127.0.0.1\"]\nvars = {{ mode = \"fetch\", url = \"{}\" }}\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"runs.jsonl\"\n",
             server.url()
         ),
     );
@@ -85,6 +86,16 @@ async fn runs_on_schedule_and_every_run_is_stored() {
         let lag = started(e).duration_since(due).unwrap_or_default();
         assert!(lag < Duration::from_millis(250), "lag {lag:?}");
     }
+    // The jsonl sink got the same records, one line each.
+    let lines: Vec<waymark::RunRecord> = std::fs::read_to_string(dir.path().join("runs.jsonl"))
+        .expect("jsonl file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a record per line"))
+        .collect();
+    assert_eq!(
+        lines.iter().map(|r| &r.run_id).collect::<Vec<_>>(),
+        h.iter().map(|e| &e.record.run_id).collect::<Vec<_>>()
+    );
     // The ticks are 200 ms apart.
     for w in h.windows(2) {
         let gap = w[1]
@@ -288,4 +299,33 @@ async fn shutdown_waits_for_runs_in_flight_up_to_the_grace() {
             .any(|e| e.record.journey == "s" && e.record.status == Status::Pass)
     );
     assert!(h.iter().all(|e| e.record.journey != "endless"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_moves_starts_off_the_grid() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = plan(
+        dir.path(),
+        "[[journey]]\nname = \"j\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\njitter = \"150ms\"\n\
+         vars = { mode = \"noop\" }\n",
+    );
+    let service = Service::start(support::shared_runtime(), p)
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    service.shutdown(Duration::from_secs(5)).await;
+    let h = history(dir.path());
+    assert!(h.len() >= 5, "{} runs", h.len());
+    let gaps: Vec<u128> = h
+        .windows(2)
+        .map(|w| {
+            w[1].scheduled_at
+                .expect("due")
+                .duration_since(w[0].scheduled_at.expect("due"))
+                .map_or(0, |d| d.as_millis())
+        })
+        .collect();
+    // Jittered due times: gaps vary within 200 ± 150 ms, not all 200.
+    assert!(gaps.iter().all(|g| (50..=350).contains(g)), "{gaps:?}");
+    assert!(gaps.iter().any(|g| *g != 200), "{gaps:?}");
 }

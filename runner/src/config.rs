@@ -1039,7 +1039,8 @@ mod tests {
 
     #[test]
     fn place_counts_characters() {
-        let p = Place::at(Path::new("f"), "a = 1\nbé = \"x\"\n", 10..13);
+        // The value "x" of line 2: bytes 12..15, after a two-byte 'é'.
+        let p = Place::at(Path::new("f"), "a = 1\nbé = \"x\"\n", 12..15);
         assert_eq!((p.line, p.column, p.width), (2, 6, 3));
         assert_eq!(p.text, "bé = \"x\"");
     }

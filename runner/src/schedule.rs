@@ -1,7 +1,6 @@
 //! When a journey is due: cron with seconds, or a fixed interval.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -89,26 +88,14 @@ impl Schedule {
     }
 }
 
-/// A stable hash of the name (FNV-1a; the same across processes and
-/// versions, unlike `DefaultHasher`'s promise).
+/// Where in its interval a journey falls: a stable, well-spread hash of its
+/// name (the same across processes and versions, unlike `DefaultHasher`).
 fn phase(name: &str) -> u128 {
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    name.hash(&mut h);
-    h.0 as u128
-}
-
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(name.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    u128::from_le_bytes(b)
 }
 
 #[cfg(test)]

@@ -243,7 +243,8 @@ pub struct JourneyStatus {
 
 struct Outputs {
     store: Option<std::sync::mpsc::SyncSender<Option<store::Entry>>>,
-    sinks: Vec<Sink>,
+    /// Taken out at shutdown to be flushed and closed.
+    sinks: std::sync::RwLock<Vec<Sink>>,
 }
 
 struct Shared {
@@ -331,7 +332,7 @@ impl Service {
             permits: AtomicUsize::new(cfg.runner.max_concurrent_runs),
             outputs: Outputs {
                 store: store.as_ref().map(store::Writer::sender),
-                sinks,
+                sinks: std::sync::RwLock::new(sinks),
             },
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -431,16 +432,21 @@ impl Service {
         }
         // The store and sink threads drain their queues before they stop.
         if let Some(w) = self.store.take() {
-            tokio::task::block_in_place(|| w.close());
+            let _ = tokio::task::spawn_blocking(move || w.close()).await;
         }
-        if let Ok(shared) = Arc::try_unwrap(self.shared) {
-            for s in shared.outputs.sinks {
-                tokio::task::block_in_place(|| s.close());
+        let sinks = self
+            .shared
+            .outputs
+            .sinks
+            .write()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        let _ = tokio::task::spawn_blocking(move || {
+            for s in sinks {
+                s.close();
             }
-        } else {
-            // Abandoned runs still hold the sinks; their threads end with the process.
-            tracing::debug!("sinks still referenced by abandoned runs");
-        }
+        })
+        .await;
         Drained {
             abandoned,
             status: final_status,
@@ -738,8 +744,10 @@ async fn run_scheduled(shared: &Shared, p: &Prepared, state: &JourneyState, due:
 
 async fn deliver(shared: &Shared, rec: RunRecord, final_attempt: bool, due: SystemTime) {
     let rec = Arc::new(rec);
-    for s in &shared.outputs.sinks {
-        s.send(rec.clone());
+    if let Ok(sinks) = shared.outputs.sinks.read() {
+        for s in sinks.iter() {
+            s.send(rec.clone());
+        }
     }
     if let Some(tx) = &shared.outputs.store {
         let entry = store::Entry {

@@ -507,3 +507,62 @@ fn prune(store: &Store, retention: Duration) {
         Err(e) => tracing::warn!(error = %e, "history: could not remove old runs"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(run: &str, at: SystemTime) -> Entry {
+        let record: RunRecord = serde_json::from_value(serde_json::json!({
+            "journey": "j", "run_id": run, "location": "l", "attempt": 1,
+            "started_at": humantime::format_rfc3339_millis(at).to_string(),
+            "duration_ms": 1.0, "status": "pass", "error": null, "steps": [], "logs": []
+        }))
+        .expect("record");
+        Entry {
+            record,
+            final_attempt: true,
+            scheduled_at: None,
+        }
+    }
+
+    #[test]
+    fn retention_prunes_old_runs_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("h.db");
+        let mut store = Store::open(&path).expect("open");
+        let now = SystemTime::now();
+        store
+            .insert(&[
+                entry("old", now - Duration::from_secs(40 * 86400)),
+                entry("new", now - Duration::from_secs(3600)),
+            ])
+            .expect("insert");
+        drop(store);
+        // The writer prunes at start with the default 30 days.
+        Writer::start(&path, Duration::from_secs(30 * 86400))
+            .expect("writer")
+            .close();
+        let store = Store::open(&path).expect("open");
+        let left: Vec<String> = store
+            .list(&Filter::default())
+            .expect("list")
+            .into_iter()
+            .map(|e| e.record.run_id)
+            .collect();
+        assert_eq!(left, vec!["new"]);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("h.db");
+        Connection::open(&path)
+            .and_then(|c| c.pragma_update(None, "user_version", 99))
+            .expect("set version");
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::Version { found: 99, .. })
+        ));
+    }
+}
