@@ -166,6 +166,24 @@ fn bad_input_is_a_clear_error_with_exit_2() {
             "cannot read journey /nonexistent/j.wasm",
         ),
         (
+            vec!["serve".into(), "-c".into(), "/nonexistent/w.toml".into()],
+            "cannot read config /nonexistent/w.toml: No such file",
+        ),
+        (
+            vec!["check".into(), "-c".into(), "/nonexistent/w.toml".into()],
+            "cannot read config /nonexistent/w.toml: No such file",
+        ),
+        (
+            vec![
+                "history".into(),
+                "--since".into(),
+                "lately".into(),
+                "--db".into(),
+                junk.display().to_string(),
+            ],
+            "--since 'lately'",
+        ),
+        (
             vec!["run".into(), junk.display().to_string()],
             "journey 'junk' is not a valid Wasm component",
         ),
@@ -203,6 +221,17 @@ fn bad_input_is_a_clear_error_with_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(expected), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
+        // Each cause is said once, not again by the error chain.
+        let first = err.lines().next().unwrap_or("");
+        for part in first.split(": ") {
+            if part.len() > 12 {
+                assert_eq!(
+                    first.matches(part).count(),
+                    1,
+                    "repeated {part:?} in {first}"
+                );
+            }
+        }
     }
 }
 

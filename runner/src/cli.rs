@@ -346,7 +346,15 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("waymark: error: {e:#}");
+            // Library errors often quote their cause already; say each thing once.
+            let mut message = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !message.contains(&c) {
+                    message = format!("{message}: {c}");
+                }
+            }
+            eprintln!("waymark: error: {message}");
             ExitCode::from(2)
         }
     }

@@ -227,7 +227,6 @@ pub fn history(q: HistoryQuery) -> anyhow::Result<()> {
             path.display()
         );
     }
-    let store = Store::open(&path)?;
     let filter = Filter {
         journey: q.journey.clone(),
         since: q.since.as_deref().map(parse_since).transpose()?,
@@ -235,6 +234,7 @@ pub fn history(q: HistoryQuery) -> anyhow::Result<()> {
         final_only: false,
         limit: Some(q.limit),
     };
+    let store = Store::open(&path)?;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if q.stats {

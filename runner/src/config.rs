@@ -227,7 +227,7 @@ pub enum LoadConfigError {
         source: std::io::Error,
     },
     /// Read, but wrong.
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] ConfigErrors),
 }
 
