@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use waymark::config::{Config, SinkConfig};
+use waymark::config::{Config, SinkKind};
 use waymark::schedule::Schedule;
 
 fn dir(kind: &str) -> PathBuf {
@@ -78,8 +78,12 @@ fn full_file_values_and_defaults() {
     assert_eq!(login.http.max_body, 1 << 20);
     assert_eq!(login.vars["region"], "eu");
     assert_eq!(c.sinks.len(), 2);
-    assert!(matches!(&c.sinks[0], SinkConfig::Jsonl { path } if path.ends_with("runs.jsonl")));
-    assert_eq!(c.sinks[1], SinkConfig::Pretty);
+    assert!(
+        matches!(&c.sinks[0].kind, SinkKind::Jsonl { path, max_size, keep }
+            if path.ends_with("runs.jsonl") && *max_size == 0 && *keep == 5)
+    );
+    assert_eq!(c.sinks[0].name, "jsonl");
+    assert_eq!(c.sinks[1].kind, SinkKind::Pretty);
     assert!(
         c.store
             .path

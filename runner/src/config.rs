@@ -47,6 +47,8 @@ pub struct RunnerConfig {
     pub shutdown_grace: Duration,
     /// Reload when the config or a journey's wasm file changes on disk.
     pub watch: bool,
+    /// Where sinks keep records they could not deliver yet.
+    pub spool_dir: PathBuf,
 }
 
 /// One `[[journey]]` with `[defaults]` applied.
@@ -100,16 +102,55 @@ pub struct HttpSettings {
     pub max_total_bytes: u64,
 }
 
-/// One `[[sink]]`.
+/// One `[[sink]]`: where it sends, and its name (spool files are kept by name).
 #[derive(Debug, Clone, PartialEq)]
-pub enum SinkConfig {
+pub struct SinkConfig {
+    /// Unique name; default: the type (with a number when repeated).
+    pub name: String,
+    /// Records waiting in memory before new ones spill to the disk spool.
+    pub queue: usize,
+    /// What kind.
+    pub kind: SinkKind,
+}
+
+/// The kinds of sink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkKind {
     /// The waterfall of each run, on standard output.
     Pretty,
-    /// The record, one JSON line per run, appended to `path` (`-`: stdout).
+    /// The record, one JSON line per attempt, appended to `path` (`-`: stdout).
     Jsonl {
         /// File, or `-` for standard output.
         path: PathBuf,
+        /// Rotate when the file would grow past this (0: never).
+        max_size: u64,
+        /// Rotated files kept (`path.1` … `path.N`).
+        keep: u32,
     },
+    /// A JSON POST on state changes (and optionally every failure or run).
+    Webhook(WebhookConfig),
+    /// `/metrics` in the Prometheus exposition format.
+    Prometheus {
+        /// Where `/metrics` answers; none: on `[runner] listen`.
+        listen: Option<SocketAddr>,
+    },
+}
+
+/// A webhook sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// Where to POST.
+    pub url: String,
+    /// Which events: `failing`, `recovered`, `failure`, `run`.
+    pub events: Vec<String>,
+    /// `json` (the event with its record) or `slack` (a `text` line).
+    pub slack: bool,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+    /// Key of the `X-Waymark-Signature` HMAC-SHA256.
+    pub secret: Option<String>,
+    /// Per request.
+    pub timeout: Duration,
 }
 
 /// `[store]`: the run history.
@@ -248,6 +289,7 @@ struct RawRunner {
     listen: Option<Spanned<String>>,
     shutdown_grace: Option<Spanned<String>>,
     watch: Option<bool>,
+    spool_dir: Option<Spanned<String>>,
 }
 
 /// Both `[defaults]` and `[[journey]]`: `name` and `wasm` are refused in
@@ -282,7 +324,18 @@ struct RawJourney {
 struct RawSink {
     #[serde(rename = "type")]
     kind: Spanned<String>,
+    name: Option<Spanned<String>>,
+    queue: Option<Spanned<i64>>,
     path: Option<Spanned<String>>,
+    max_size: Option<Spanned<Size>>,
+    keep: Option<Spanned<i64>>,
+    url: Option<Spanned<String>>,
+    events: Option<Vec<Spanned<String>>>,
+    format: Option<Spanned<String>>,
+    headers: Option<BTreeMap<String, String>>,
+    secret: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -609,7 +662,7 @@ impl Config {
             }
         }
 
-        let runner = read_runner(&mut r, runner_raw);
+        let runner = read_runner(&mut r, &base, runner_raw);
         let mut journeys = Vec::new();
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for (i, (item, raw)) in journeys_raw.iter().enumerate() {
@@ -642,11 +695,28 @@ impl Config {
                 "no [[journey]] in the file: there is nothing to run",
             );
         }
-        let sinks = sinks_raw
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, (span, s))| read_sink(&mut r, &base, span, i, s))
-            .collect();
+        let mut sinks: Vec<SinkConfig> = Vec::new();
+        for (i, (span, s)) in sinks_raw.into_iter().enumerate() {
+            let named = s.name.is_some();
+            if let Some(mut sink) = read_sink(&mut r, &base, span.clone(), i, s) {
+                if sinks.iter().any(|o| o.name == sink.name) {
+                    if named {
+                        r.error(
+                            span.start..span.start,
+                            format!("sink #{}", i + 1),
+                            format!(
+                                "the sink name '{}' is already used; names must be unique",
+                                sink.name
+                            ),
+                        );
+                        continue;
+                    }
+                    // Two unnamed sinks of one type: number the second.
+                    sink.name = format!("{}-{}", sink.name, i + 1);
+                }
+                sinks.push(sink);
+            }
+        }
         let store = read_store(&mut r, &base, store_raw);
         r.errors.sort_by_key(|e| (e.place.line, e.place.column));
         // A bad value in [defaults] shows once, not once per journey.
@@ -680,8 +750,13 @@ fn read(path: &Path) -> Result<String, LoadConfigError> {
     })
 }
 
-fn read_runner(r: &mut Reader, raw: RawRunner) -> RunnerConfig {
+fn read_runner(r: &mut Reader, base: &Path, raw: RawRunner) -> RunnerConfig {
     let mut out = RunnerConfig {
+        spool_dir: base.join(
+            raw.spool_dir
+                .as_ref()
+                .map_or("spool", |s| s.get_ref().as_str()),
+        ),
         location: "local".into(),
         max_concurrent_runs: 64,
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
@@ -944,7 +1019,8 @@ fn every(r: &mut Reader, v: &Spanned<String>, key: &str) -> Option<Schedule> {
     Some(Schedule::Every(d))
 }
 
-const SINK_TYPES: &str = "pretty, jsonl";
+const SINK_TYPES: &str = "pretty, jsonl, webhook, prometheus";
+const WEBHOOK_EVENTS: [&str; 4] = ["failing", "recovered", "failure", "run"];
 
 fn read_sink(
     r: &mut Reader,
@@ -953,21 +1029,76 @@ fn read_sink(
     i: usize,
     s: RawSink,
 ) -> Option<SinkConfig> {
-    let label = format!("sink #{} ({})", i + 1, s.kind.get_ref());
-    match s.kind.get_ref().as_str() {
-        "pretty" => {
-            if let Some(p) = &s.path {
-                r.error(
-                    p.span(),
-                    format!("{label} → path"),
-                    "the pretty sink writes to standard output and takes no path",
-                );
-                return None;
-            }
-            Some(SinkConfig::Pretty)
+    let kind_name = s.kind.get_ref().clone();
+    let label = format!("sink #{} ({kind_name})", i + 1);
+    let key = |k: &str| format!("{label} → {k}");
+    let before = r.errors.len();
+    // Keys that belong to other kinds are mistakes, not silently ignored.
+    let allowed: &[&str] = match kind_name.as_str() {
+        "pretty" => &[],
+        "jsonl" => &["path", "max_size", "keep"],
+        "webhook" => &["url", "events", "format", "headers", "secret", "timeout"],
+        "prometheus" => &["listen"],
+        other => {
+            r.error(
+                s.kind.span(),
+                format!("sink #{} → type", i + 1),
+                format!("unknown sink type '{other}' (this version has: {SINK_TYPES})"),
+            );
+            return None;
         }
+    };
+    let present: [(&str, Option<Range<usize>>); 10] = [
+        ("path", s.path.as_ref().map(Spanned::span)),
+        ("max_size", s.max_size.as_ref().map(Spanned::span)),
+        ("keep", s.keep.as_ref().map(Spanned::span)),
+        ("url", s.url.as_ref().map(Spanned::span)),
+        (
+            "events",
+            s.events.as_ref().and_then(|e| e.first()).map(Spanned::span),
+        ),
+        ("format", s.format.as_ref().map(Spanned::span)),
+        (
+            "headers",
+            s.headers.as_ref().map(|_| span.start..span.start),
+        ),
+        ("secret", s.secret.as_ref().map(Spanned::span)),
+        ("timeout", s.timeout.as_ref().map(Spanned::span)),
+        ("listen", s.listen.as_ref().map(Spanned::span)),
+    ];
+    for (k, at) in present {
+        if let Some(at) = at
+            && !allowed.contains(&k)
+        {
+            r.error(at, key(k), format!("a {kind_name} sink takes no '{k}'"));
+        }
+    }
+    let name = s
+        .name
+        .as_ref()
+        .map(|n| n.get_ref().clone())
+        .unwrap_or_else(|| kind_name.clone());
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        let at = s.name.as_ref().map_or(span.clone(), Spanned::span);
+        r.error(
+            at,
+            key("name"),
+            "a sink name is letters, digits, '-', '_' and '.'",
+        );
+    }
+    let queue = s
+        .queue
+        .as_ref()
+        .and_then(|q| r.count(q, &key("queue"), 1, 10_000_000))
+        .unwrap_or(10_000) as usize;
+    let kind = match kind_name.as_str() {
+        "pretty" => SinkKind::Pretty,
         "jsonl" => {
-            let Some(p) = s.path else {
+            let Some(p) = &s.path else {
                 r.error(
                     span.start..span.start,
                     label,
@@ -980,17 +1111,109 @@ fn read_sink(
             } else {
                 base.join(p.get_ref())
             };
-            Some(SinkConfig::Jsonl { path })
+            let max_size = s
+                .max_size
+                .as_ref()
+                .and_then(|v| r.size(v, &key("max_size")))
+                .unwrap_or(0);
+            let keep = s
+                .keep
+                .as_ref()
+                .and_then(|k| r.count(k, &key("keep"), 1, 1000))
+                .unwrap_or(5) as u32;
+            SinkKind::Jsonl {
+                path,
+                max_size,
+                keep,
+            }
         }
-        other => {
-            r.error(
-                s.kind.span(),
-                format!("sink #{} → type", i + 1),
-                format!("unknown sink type '{other}' (this version has: {SINK_TYPES})"),
-            );
-            None
+        "webhook" => {
+            let url = match &s.url {
+                Some(u) => match url::Url::parse(u.get_ref()) {
+                    Ok(p) if p.scheme() == "http" || p.scheme() == "https" => u.get_ref().clone(),
+                    _ => {
+                        r.error(
+                            u.span(),
+                            key("url"),
+                            format!("'{}' is not an http(s) URL", u.get_ref()),
+                        );
+                        String::new()
+                    }
+                },
+                None => {
+                    r.error(span.start..span.start, label.clone(), "missing key 'url'");
+                    String::new()
+                }
+            };
+            let mut events = Vec::new();
+            for e in s.events.iter().flatten() {
+                if WEBHOOK_EVENTS.contains(&e.get_ref().as_str()) {
+                    events.push(e.get_ref().clone());
+                } else {
+                    r.error(
+                        e.span(),
+                        key("events"),
+                        format!(
+                            "unknown event '{}' (events: {})",
+                            e.get_ref(),
+                            WEBHOOK_EVENTS.join(", ")
+                        ),
+                    );
+                }
+            }
+            if s.events.is_none() {
+                events = vec!["failing".into(), "recovered".into()];
+            }
+            let slack = match s.format.as_ref().map(|f| f.get_ref().as_str()) {
+                None | Some("json") => false,
+                Some("slack") => true,
+                Some(other) => {
+                    let at = s.format.as_ref().map_or(span.clone(), Spanned::span);
+                    r.error(
+                        at,
+                        key("format"),
+                        format!("unknown format '{other}' (json or slack)"),
+                    );
+                    false
+                }
+            };
+            let timeout = s
+                .timeout
+                .as_ref()
+                .and_then(|t| r.duration(t, &key("timeout")))
+                .unwrap_or(Duration::from_secs(10));
+            SinkKind::Webhook(WebhookConfig {
+                url,
+                events,
+                slack,
+                headers: s.headers.clone().unwrap_or_default(),
+                secret: s.secret.as_ref().map(|v| v.get_ref().clone()),
+                timeout,
+            })
         }
+        "prometheus" => {
+            let listen = match &s.listen {
+                Some(l) => match l.get_ref().parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        r.error(
+                            l.span(),
+                            key("listen"),
+                            format!("'{}' is not an address like 127.0.0.1:9464", l.get_ref()),
+                        );
+                        None
+                    }
+                },
+                None => None,
+            };
+            SinkKind::Prometheus { listen }
+        }
+        _ => return None,
+    };
+    if r.errors.len() > before {
+        return None;
     }
+    Some(SinkConfig { name, queue, kind })
 }
 
 fn read_store(r: &mut Reader, base: &Path, raw: RawStore) -> StoreConfig {

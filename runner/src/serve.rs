@@ -17,7 +17,7 @@ use crate::config::{Config, ConfigError, HttpSettings, JourneyConfig, Place};
 use crate::engine::{LoadedJourney, RunOptions, Runtime};
 use crate::http::{AllowList, HttpConfig, Overrides, TlsOptions};
 use crate::record::{RunRecord, Status};
-use crate::sinks::Sink;
+use crate::sinks::{Delivery, Exposed};
 use crate::store;
 
 /// A journey ready to run: config, compiled code, run options.
@@ -244,7 +244,7 @@ pub struct JourneyStatus {
 struct Outputs {
     store: Option<std::sync::mpsc::SyncSender<Option<store::Entry>>>,
     /// Taken out at shutdown to be flushed and closed.
-    sinks: std::sync::RwLock<Vec<Sink>>,
+    sinks: std::sync::RwLock<Vec<crate::sinks::Sink>>,
 }
 
 struct Shared {
@@ -258,6 +258,10 @@ struct Shared {
     heartbeat_ms: AtomicU64,
     states: Mutex<Vec<(Arc<Prepared>, Arc<JourneyState>)>>,
     location: Mutex<String>,
+    /// The prometheus sink's registry, served at `/metrics`.
+    metrics: Option<Arc<crate::sinks::prometheus::Metrics>>,
+    /// How long sinks get at shutdown to deliver what they hold.
+    grace: Duration,
 }
 
 enum Control {
@@ -271,6 +275,7 @@ pub struct Service {
     control: mpsc::Sender<Control>,
     scheduler: tokio::task::JoinHandle<()>,
     listener: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
+    extra_listeners: Vec<tokio::task::JoinHandle<()>>,
     store: Option<store::Writer>,
     config_path: PathBuf,
 }
@@ -321,11 +326,8 @@ impl Service {
             Some(p) => Some(store::Writer::start(p, cfg.store.retention)?),
             None => None,
         };
-        let sinks = cfg
-            .sinks
-            .iter()
-            .map(Sink::start)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut exposed = Exposed::default();
+        let sinks = crate::sinks::start_all(&cfg.sinks, Some(&cfg.runner.spool_dir), &mut exposed)?;
         let shared = Arc::new(Shared {
             runtime,
             semaphore: Arc::new(Semaphore::new(cfg.runner.max_concurrent_runs)),
@@ -340,6 +342,8 @@ impl Service {
             heartbeat_ms: AtomicU64::new(now_ms()),
             states: Mutex::new(Vec::new()),
             location: Mutex::new(cfg.runner.location.clone()),
+            metrics: exposed.metrics.clone(),
+            grace: cfg.runner.shutdown_grace,
         });
         let listener = match cfg.runner.listen {
             Some(addr) => {
@@ -354,6 +358,18 @@ impl Service {
             }
             None => None,
         };
+        // A prometheus sink with a `listen` of its own gets its own listener.
+        let mut extra = Vec::new();
+        for sink in &cfg.sinks {
+            if let crate::config::SinkKind::Prometheus { listen: Some(addr) } = sink.kind
+                && Some(addr) != cfg.runner.listen
+            {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Listen { addr, source })?;
+                extra.push(tokio::spawn(listen(l, shared.clone())));
+            }
+        }
         let config_path = cfg.path.clone();
         let (control, rx) = mpsc::channel(4);
         // Arranged here, not in the task, so `status()` answers from the start.
@@ -365,6 +381,7 @@ impl Service {
             control,
             scheduler,
             listener,
+            extra_listeners: extra,
             store,
             config_path,
         })
@@ -430,6 +447,9 @@ impl Service {
         if let Some((_, task)) = self.listener.take() {
             task.abort();
         }
+        for t in self.extra_listeners.drain(..) {
+            t.abort();
+        }
         // The store and sink threads drain their queues before they stop.
         if let Some(w) = self.store.take() {
             let _ = tokio::task::spawn_blocking(move || w.close()).await;
@@ -441,10 +461,14 @@ impl Service {
             .write()
             .map(|mut s| std::mem::take(&mut *s))
             .unwrap_or_default();
+        let grace = self.shared.grace;
         let _ = tokio::task::spawn_blocking(move || {
-            for s in sinks {
-                s.close();
-            }
+            // In parallel: one slow sink does not eat the others' grace.
+            std::thread::scope(|scope| {
+                for s in sinks {
+                    scope.spawn(move || s.close(grace));
+                }
+            });
         })
         .await;
         Drained {
@@ -743,7 +767,10 @@ async fn run_scheduled(shared: &Shared, p: &Prepared, state: &JourneyState, due:
 }
 
 async fn deliver(shared: &Shared, rec: RunRecord, final_attempt: bool, due: SystemTime) {
-    let rec = Arc::new(rec);
+    let rec = Arc::new(Delivery {
+        record: rec,
+        final_attempt,
+    });
     if let Ok(sinks) = shared.outputs.sinks.read() {
         for s in sinks.iter() {
             s.send(rec.clone());
@@ -751,7 +778,7 @@ async fn deliver(shared: &Shared, rec: RunRecord, final_attempt: bool, due: Syst
     }
     if let Some(tx) = &shared.outputs.store {
         let entry = store::Entry {
-            record: (*rec).clone(),
+            record: rec.record.clone(),
             final_attempt,
             scheduled_at: Some(due),
         };
@@ -764,7 +791,7 @@ async fn deliver(shared: &Shared, rec: RunRecord, final_attempt: bool, due: Syst
                 let _ = tokio::task::spawn_blocking(move || tx.send(e).is_ok()).await;
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                tracing::error!(run_id = %rec.run_id, "the history writer has stopped; run not stored");
+                tracing::error!(run_id = %rec.record.run_id, "the history writer has stopped; run not stored");
             }
         }
     }
@@ -815,10 +842,19 @@ async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                             });
                             (200, "application/json", body.to_string())
                         }
+                        "/metrics" if shared.metrics.is_some() => (
+                            200,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            shared
+                                .metrics
+                                .as_ref()
+                                .map(|m| m.encode())
+                                .unwrap_or_default(),
+                        ),
                         _ => (
                             404,
                             "text/plain",
-                            "not found: try /healthz or /status\n".to_string(),
+                            "not found: try /healthz, /status or /metrics\n".to_string(),
                         ),
                     };
                     hyper::Response::builder()
