@@ -7,7 +7,7 @@
 mod files;
 pub mod prometheus;
 mod spool;
-mod webhook;
+pub mod webhook;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

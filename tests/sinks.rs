@@ -1,0 +1,412 @@
+//! Sinks against real receivers on loopback: webhook events and signatures,
+//! a receiver that goes down and comes back, the spool across a restart,
+//! jsonl rotation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use waymark::config::{SinkConfig, SinkKind, WebhookConfig};
+use waymark::record::RunRecord;
+use waymark::sinks::{Delivery, Exposed, Sink};
+
+/// A webhook receiver on its own thread. While `up` is false it closes every
+/// connection at once, as a crashed service behind a load balancer would.
+struct Receiver {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    got: Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let std_l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std_l.set_nonblocking(true).expect("nonblocking");
+        let addr = std_l.local_addr().expect("addr");
+        let up = Arc::new(AtomicBool::new(true));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (up2, got2) = (up.clone(), got.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(std_l).expect("listener");
+                let serve = async {
+                    while let Ok((tcp, _)) = l.accept().await {
+                        if !up2.load(Ordering::SeqCst) {
+                            drop(tcp);
+                            continue;
+                        }
+                        let (got, up) = (got2.clone(), up2.clone());
+                        tokio::spawn(async move {
+                            let svc = hyper::service::service_fn(
+                                move |req: hyper::Request<hyper::body::Incoming>| {
+                                    let (got, up) = (got.clone(), up.clone());
+                                    async move {
+                                        use http_body_util::BodyExt;
+                                        // Down: kept-alive connections break too.
+                                        if !up.load(Ordering::SeqCst) {
+                                            return Err(std::io::Error::other("down"));
+                                        }
+                                        let headers = req
+                                            .headers()
+                                            .iter()
+                                            .map(|(k, v)| {
+                                                (
+                                                    k.to_string(),
+                                                    v.to_str().unwrap_or("").to_string(),
+                                                )
+                                            })
+                                            .collect();
+                                        let body = req
+                                            .into_body()
+                                            .collect()
+                                            .await
+                                            .map(|b| b.to_bytes().to_vec())
+                                            .unwrap_or_default();
+                                        got.lock().expect("got").push((headers, body));
+                                        hyper::Response::builder()
+                                            .status(204)
+                                            .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                            .map_err(std::io::Error::other)
+                                    }
+                                },
+                            );
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                                .await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        Receiver {
+            addr,
+            up,
+            got,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn bodies(&self) -> Vec<serde_json::Value> {
+        self.got
+            .lock()
+            .expect("got")
+            .iter()
+            .map(|(_, b)| serde_json::from_slice(b).expect("json body"))
+            .collect()
+    }
+
+    fn wait_for(&self, n: usize, limit: Duration) {
+        let t = Instant::now();
+        while self.got.lock().expect("got").len() < n {
+            assert!(
+                t.elapsed() < limit,
+                "only {} of {n} deliveries",
+                self.got.lock().expect("got").len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn record(journey: &str, run: &str, status: &str) -> RunRecord {
+    serde_json::from_value(serde_json::json!({
+        "journey": journey, "run_id": run, "location": "lab", "attempt": 1,
+        "started_at": "2026-11-23T10:00:00.000Z", "duration_ms": 12.5, "status": status,
+        "error": if status == "pass" { serde_json::Value::Null } else {
+            serde_json::json!({"kind": "check", "message": "1 check failed: status is 200"}) },
+        "steps": [{"name": "log in", "status": status, "start_ms": 0.0, "duration_ms": 12.0,
+                   "checks": [{"name": "status is 200", "passed": status == "pass", "detail": null}],
+                   "requests": []}],
+        "logs": []
+    }))
+    .expect("record")
+}
+
+fn delivery(journey: &str, run: &str, status: &str) -> Arc<Delivery> {
+    Arc::new(Delivery {
+        record: record(journey, run, status),
+        final_attempt: true,
+    })
+}
+
+fn webhook(
+    url: String,
+    events: &[&str],
+    queue: usize,
+    secret: Option<&str>,
+    slack: bool,
+) -> SinkConfig {
+    SinkConfig {
+        name: "hook".into(),
+        queue,
+        kind: SinkKind::Webhook(WebhookConfig {
+            url,
+            events: events.iter().map(|s| s.to_string()).collect(),
+            slack,
+            headers: BTreeMap::from([("x-team".to_string(), "sre".to_string())]),
+            secret: secret.map(str::to_string),
+            timeout: Duration::from_secs(2),
+        }),
+    }
+}
+
+#[test]
+fn webhook_posts_state_changes_signed() {
+    let rx = Receiver::start();
+    let sink = Sink::start(
+        &webhook(
+            rx.url(),
+            &["failing", "recovered"],
+            100,
+            Some("s3cret"),
+            false,
+        ),
+        None,
+        &mut Exposed::default(),
+    )
+    .expect("sink");
+    for (i, status) in ["pass", "fail", "fail", "pass", "pass", "error"]
+        .iter()
+        .enumerate()
+    {
+        sink.send(delivery("login", &format!("r{i}"), status));
+    }
+    // Not final: never an event of its own.
+    sink.send(Arc::new(Delivery {
+        record: record("login", "r9", "fail"),
+        final_attempt: false,
+    }));
+    rx.wait_for(3, Duration::from_secs(10));
+    sink.close(Duration::from_secs(5));
+    let bodies = rx.bodies();
+    let events: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|b| {
+            (
+                b["event"].as_str().unwrap_or(""),
+                b["run_id"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [("failing", "r1"), ("recovered", "r3"), ("failing", "r5")]
+    );
+    assert_eq!(bodies[0]["journey"], "login");
+    assert_eq!(bodies[0]["location"], "lab");
+    assert_eq!(bodies[0]["failing_step"], "log in");
+    assert_eq!(bodies[0]["failing_check"], "status is 200");
+    assert_eq!(bodies[0]["record"]["status"], "fail");
+    for (headers, body) in rx.got.lock().expect("got").iter() {
+        assert_eq!(headers["x-team"], "sre");
+        assert_eq!(headers["content-type"], "application/json");
+        let ts = &headers["x-waymark-timestamp"];
+        assert_eq!(
+            headers["x-waymark-signature"],
+            waymark::sinks::webhook::signature("s3cret", ts, body),
+            "the receiver can verify the sender"
+        );
+        assert_ne!(
+            headers["x-waymark-signature"],
+            waymark::sinks::webhook::signature("other", ts, body)
+        );
+    }
+}
+
+#[test]
+fn webhook_slack_text_and_every_failure() {
+    let rx = Receiver::start();
+    let sink = Sink::start(
+        &webhook(rx.url(), &["failure"], 100, None, true),
+        None,
+        &mut Exposed::default(),
+    )
+    .expect("sink");
+    for (i, status) in ["fail", "fail", "pass"].iter().enumerate() {
+        sink.send(delivery("search", &format!("s{i}"), status));
+    }
+    rx.wait_for(2, Duration::from_secs(10));
+    sink.close(Duration::from_secs(5));
+    let bodies = rx.bodies();
+    assert_eq!(bodies.len(), 2, "one per failed run");
+    let text = bodies[0]["text"].as_str().expect("slack text");
+    assert!(
+        text.contains("*search* failed in lab: 1 check failed: status is 200 (step \"log in\")"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_receiver_down_for_a_while_gets_every_record_once_it_is_back() {
+    let rx = Receiver::start();
+    let spool = tempfile::tempdir().expect("tmp");
+    // A small queue, so the outage overflows to the spool.
+    let sink = Sink::start(
+        &webhook(rx.url(), &["run"], 20, None, false),
+        Some(spool.path()),
+        &mut Exposed::default(),
+    )
+    .expect("sink");
+    let n = 300;
+    let t = Instant::now();
+    for i in 0..n {
+        if i == 50 {
+            rx.up.store(false, Ordering::SeqCst);
+        }
+        if i == 200 {
+            rx.up.store(true, Ordering::SeqCst);
+        }
+        // Sending never waits, whatever the sink's state.
+        let s = Instant::now();
+        sink.send(delivery("j", &format!("run{i:03}"), "pass"));
+        assert!(
+            s.elapsed() < Duration::from_millis(50),
+            "send waited {:?}",
+            s.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(t.elapsed() < Duration::from_secs(20));
+    rx.wait_for(n, Duration::from_secs(60));
+    let stats = sink.stats();
+    let (spooled, failures, dropped) = (
+        stats.spooled.load(Ordering::SeqCst),
+        stats.failures.load(Ordering::SeqCst),
+        stats.dropped.load(Ordering::SeqCst),
+    );
+    sink.close(Duration::from_secs(5));
+    let ids: Vec<String> = rx
+        .bodies()
+        .iter()
+        .map(|b| format!("{}#{}", b["run_id"].as_str().unwrap_or(""), b["attempt"]))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), n, "every record arrived");
+    assert!(
+        ids.len() - n <= 50,
+        "at most a batch resent: {} extra",
+        ids.len() - n
+    );
+    assert!(failures > 0, "the outage was seen");
+    assert!(spooled > 0, "the queue overflowed to the spool");
+    assert_eq!(dropped, 0);
+}
+
+#[test]
+fn records_spooled_at_shutdown_are_sent_by_the_next_start() {
+    let rx = Receiver::start();
+    rx.up.store(false, Ordering::SeqCst);
+    let spool = tempfile::tempdir().expect("tmp");
+    let cfg = webhook(rx.url(), &["run"], 1000, None, false);
+    let sink = Sink::start(&cfg, Some(spool.path()), &mut Exposed::default()).expect("sink");
+    for i in 0..40 {
+        sink.send(delivery("j", &format!("k{i:02}"), "pass"));
+    }
+    let t = Instant::now();
+    sink.close(Duration::from_millis(500));
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "close keeps to its grace: {:?}",
+        t.elapsed()
+    );
+    assert!(rx.got.lock().expect("got").is_empty());
+    assert!(
+        std::fs::read_dir(spool.path().join("hook"))
+            .expect("spool dir")
+            .count()
+            > 0
+    );
+
+    rx.up.store(true, Ordering::SeqCst);
+    let sink = Sink::start(&cfg, Some(spool.path()), &mut Exposed::default()).expect("sink");
+    rx.wait_for(40, Duration::from_secs(20));
+    sink.close(Duration::from_secs(5));
+    let mut ids: Vec<String> = rx
+        .bodies()
+        .iter()
+        .map(|b| b["run_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+    let left: Vec<_> = std::fs::read_dir(spool.path().join("hook"))
+        .expect("spool dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false))
+        .collect();
+    assert!(left.is_empty(), "the spool is empty once sent: {left:?}");
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn jsonl_rotates_by_size_and_keeps_whole_lines() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("runs.jsonl");
+    let one = serde_json::to_vec(&record("j", "r000", "pass"))
+        .expect("json")
+        .len() as u64
+        + 1;
+    let cfg = SinkConfig {
+        name: "jsonl".into(),
+        queue: 1000,
+        kind: SinkKind::Jsonl {
+            path: path.clone(),
+            max_size: one * 10,
+            keep: 2,
+        },
+    };
+    let sink = Sink::start(&cfg, None, &mut Exposed::default()).expect("sink");
+    for i in 0..35 {
+        sink.send(delivery("j", &format!("r{i:03}"), "pass"));
+    }
+    sink.close(Duration::from_secs(5));
+    // 35 lines of 10 per file: 5 current, 10 in .1, 10 in .2, the oldest 10 gone.
+    assert_eq!(lines(&path), 5);
+    assert_eq!(lines(&dir.path().join("runs.jsonl.1")), 10);
+    assert_eq!(lines(&dir.path().join("runs.jsonl.2")), 10);
+    assert!(!dir.path().join("runs.jsonl.3").exists());
+    let last: RunRecord = serde_json::from_str(
+        std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .last()
+            .expect("line"),
+    )
+    .expect("a whole record");
+    assert_eq!(last.run_id, "r034");
+}
