@@ -1,0 +1,201 @@
+//! The prometheus sink, scraped for real: `waymark serve` with a prometheus
+//! sink, Debian's `prometheus` scraping its `/metrics` every second, and
+//! PromQL answers checked through Prometheus's HTTP API.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    // Prometheus answers its API in one piece or chunked.
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((len, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).ok()?;
+            if n == 0 {
+                break;
+            }
+            out.push_str(after.get(..n)?);
+            rest = after.get(n + 2..)?;
+        }
+        return Some(out);
+    }
+    Some(body.to_string())
+}
+
+/// One instant-vector value of `query`, if Prometheus has it.
+fn query(prom: &str, q: &str) -> Option<f64> {
+    let path = format!("/api/v1/query?query={}", url_encode(q));
+    let body = http_get(prom, &path)?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let first = v["data"]["result"].as_array()?.first()?.clone();
+    first["value"][1].as_str()?.parse().ok()
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_waymark_serve() {
+    assert!(
+        Command::new("prometheus").arg("--version").output().is_ok(),
+        "this test runs Debian's Prometheus: apt-get install prometheus (.ci/run does)"
+    );
+    let server = support::CountingServer::start(0, Duration::ZERO);
+    let dir = tempfile::tempdir().expect("tmp");
+    let wasm = support::hostile_wasm().display().to_string();
+    let serve_port = free_port();
+    let config = dir.path().join("waymark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runner]\nlocation = \"lab-1\"\nlisten = \"127.0.0.1:{serve_port}\"\nwatch = false\n\n\
+             [[journey]]\nname = \"ok\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nallow_hosts = [\"127.0.0.1\"]\n\
+             vars = {{ mode = \"fetch\", url = \"{}\" }}\n\n\
+             [[journey]]\nname = \"bad\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nvars = {{ mode = \"fail\" }}\n\n\
+             [[sink]]\ntype = \"prometheus\"\n",
+            server.url()
+        ),
+    )
+    .expect("config");
+    let cache = tempfile::tempdir().expect("cache");
+    let mut serve = Kill(
+        Command::new(env!("CARGO_BIN_EXE_waymark"))
+            .args(["serve", "-c"])
+            .arg(&config)
+            .env("WAYMARK_CACHE_DIR", cache.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve"),
+    );
+    let stderr = serve.0.stderr.take().expect("stderr");
+    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+    let serve_addr = format!("127.0.0.1:{serve_port}");
+    let t = Instant::now();
+    while http_get(&serve_addr, "/healthz").is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "serve did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let prom_port = free_port();
+    let prom_addr = format!("127.0.0.1:{prom_port}");
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: waymark\n    static_configs:\n      - targets: ['{serve_addr}']\n"
+        ),
+    )
+    .expect("prometheus.yml");
+    let _prom = Kill(
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus"),
+    );
+
+    let wait = |q: &str, want: &dyn Fn(f64) -> bool| {
+        let t = Instant::now();
+        loop {
+            let v = query(&prom_addr, q);
+            if v.is_some_and(want) {
+                return v.unwrap_or_default();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(90),
+                "PromQL {q} never matched (last: {v:?})"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    wait(
+        r#"waymark_journey_success{journey="ok",location="lab-1"}"#,
+        &|v| v == 1.0,
+    );
+    wait(
+        r#"waymark_journey_success{journey="bad",location="lab-1"}"#,
+        &|v| v == 0.0,
+    );
+    wait(
+        r#"sum(waymark_journey_runs_total{journey="bad",status="fail"})"#,
+        &|v| v >= 2.0,
+    );
+    wait(
+        r#"waymark_check_failures_total{journey="bad",check="this fails"}"#,
+        &|v| v >= 1.0,
+    );
+    wait(
+        r#"sum(waymark_http_phase_duration_seconds_count{journey="ok",phase="total",location="lab-1"})"#,
+        &|v| v >= 2.0,
+    );
+    let d = wait(r#"waymark_journey_duration_seconds{journey="ok"}"#, &|v| {
+        v > 0.0
+    });
+    assert!(d < 5.0, "{d}");
+    // The phases add up: processing is within total.
+    let p95 = wait(
+        r#"histogram_quantile(0.95, sum by (le) (rate(waymark_http_phase_duration_seconds_bucket{journey="ok",phase="total"}[30s])))"#,
+        &|v| v.is_finite() && v > 0.0,
+    );
+    assert!(p95 < 1.0, "{p95}");
+    // The server saw the requests behind those figures.
+    assert!(server.count() >= 2);
+}
