@@ -13,12 +13,15 @@ use waymark::config::{SinkConfig, SinkKind, WebhookConfig};
 use waymark::record::RunRecord;
 use waymark::sinks::{Delivery, Exposed, Sink};
 
+/// Each request's headers and body, in arrival order.
+type Received = Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>;
+
 /// A webhook receiver on its own thread. While `up` is false it closes every
 /// connection at once, as a crashed service behind a load balancer would.
 struct Receiver {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
-    got: Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>,
+    got: Received,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
