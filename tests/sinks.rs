@@ -2,6 +2,8 @@
 //! a receiver that goes down and comes back, the spool across a restart,
 //! jsonl rotation.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -412,4 +414,70 @@ fn jsonl_rotates_by_size_and_keeps_whole_lines() {
     )
     .expect("a whole record");
     assert_eq!(last.run_id, "r034");
+}
+
+#[test]
+fn waymark_run_feeds_sinks_too() {
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let jsonl = dir.path().join("ci.jsonl");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_waymark"))
+            .arg("run")
+            .arg(support::hostile_wasm())
+            .args(["--var", "mode=noop", "--format", "json"])
+            .args(["--sink", &format!("jsonl:{}", jsonl.display())])
+            .args(["--sink", &format!("webhook:{}", rx.url())])
+            .args(extra)
+            .env("WAYMARK_CACHE_DIR", dir.path().join("cache"))
+            .output()
+            .expect("waymark run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rec: RunRecord = serde_json::from_slice(&out.stdout).expect("record");
+        (rec, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (first, _) = run(&[]);
+    rx.wait_for(1, Duration::from_secs(10));
+    assert_eq!(rx.bodies()[0]["run_id"], first.run_id.as_str());
+    assert_eq!(rx.bodies()[0]["event"], "run");
+
+    // Receiver down: the record waits in the spool and says so...
+    rx.up.store(false, Ordering::SeqCst);
+    let (second, err) = run(&[]);
+    assert!(err.contains("receiver unreachable"), "{err}");
+    assert_eq!(rx.bodies().len(), 1);
+    // ...and goes out with the next run once it is back.
+    rx.up.store(true, Ordering::SeqCst);
+    let (third, _) = run(&[]);
+    rx.wait_for(3, Duration::from_secs(10));
+    let ids: Vec<String> = rx
+        .bodies()
+        .iter()
+        .map(|b| b["run_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        ids.contains(&second.run_id) && ids.contains(&third.run_id),
+        "{ids:?}"
+    );
+    // The jsonl file has all three, whole.
+    let lines: Vec<RunRecord> = std::fs::read_to_string(&jsonl)
+        .expect("jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .arg("run")
+        .arg(support::hostile_wasm())
+        .args(["--sink", "kafka:somewhere"])
+        .output()
+        .expect("waymark run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown kind 'kafka'"));
 }

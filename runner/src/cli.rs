@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use sha2::Digest;
 
 use crate::http::{AllowList, HttpConfig, Overrides, TlsOptions};
 use crate::record::{RunRecord, Status};
@@ -165,6 +166,11 @@ struct RunArgs {
     /// Location label in the record.
     #[arg(long, default_value = "local")]
     location: String,
+    /// Also send the record to a sink: jsonl:FILE (appended) or webhook:URL
+    /// (a JSON POST of the run; kept in a spool and sent by the next run if
+    /// the receiver is down) (repeatable).
+    #[arg(long = "sink", value_name = "KIND:TARGET")]
+    sinks: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -217,7 +223,100 @@ fn print_record(rec: &RunRecord, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--sink jsonl:FILE` / `--sink webhook:URL` as sink configs.
+fn sink_specs(specs: &[String]) -> anyhow::Result<Vec<crate::config::SinkConfig>> {
+    use crate::config::{SinkConfig, SinkKind, WebhookConfig};
+    let mut out = Vec::new();
+    for spec in specs {
+        let (kind, target) = spec.split_once(':').ok_or_else(|| {
+            anyhow::anyhow!("--sink '{spec}': expected jsonl:FILE or webhook:URL")
+        })?;
+        let kind = match kind {
+            "jsonl" => SinkKind::Jsonl {
+                path: PathBuf::from(target),
+                max_size: 0,
+                keep: 5,
+            },
+            "webhook" => {
+                let u =
+                    url::Url::parse(target).map_err(|e| anyhow::anyhow!("--sink '{spec}': {e}"))?;
+                if u.scheme() != "http" && u.scheme() != "https" {
+                    bail!("--sink '{spec}': the webhook URL must be http(s)");
+                }
+                SinkKind::Webhook(WebhookConfig {
+                    url: target.to_string(),
+                    events: vec!["run".into()],
+                    slack: false,
+                    headers: Default::default(),
+                    secret: std::env::var("WAYMARK_WEBHOOK_SECRET").ok(),
+                    timeout: Duration::from_secs(10),
+                })
+            }
+            other => {
+                bail!("--sink '{spec}': unknown kind '{other}' (use jsonl:FILE or webhook:URL)")
+            }
+        };
+        // The spool is kept per target, so a record waits for its own receiver.
+        let digest = hex::encode(&sha2::Sha256::digest(target.as_bytes())[..6]);
+        out.push(SinkConfig {
+            name: format!("{}-{digest}", spec.split(':').next().unwrap_or("sink")),
+            queue: 16,
+            kind,
+        });
+    }
+    Ok(out)
+}
+
+/// Sends `rec` to `configs`, waiting up to 10 s; says on stderr what could not go.
+fn send_to_sinks(configs: &[crate::config::SinkConfig], rec: &RunRecord) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let spool = Runtime::default_cache_dir().map(|d| d.join("spool"));
+    let mut exposed = crate::sinks::Exposed::default();
+    let sinks = crate::sinks::start_all(configs, spool.as_deref(), &mut exposed)?;
+    let d = Arc::new(crate::sinks::Delivery {
+        record: rec.clone(),
+        final_attempt: true,
+    });
+    for s in &sinks {
+        s.send(d.clone());
+    }
+    let reports: Vec<(String, u64, u64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sinks
+            .into_iter()
+            .map(|s| {
+                scope.spawn(move || {
+                    let name = s.name().to_string();
+                    // Counted before close returns: close consumes the sink.
+                    let stats = s.stats_handle();
+                    s.close(Duration::from_secs(10));
+                    (
+                        name,
+                        stats.spooled.load(Ordering::SeqCst),
+                        stats.dropped.load(Ordering::SeqCst),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    for (name, spooled, dropped) in reports {
+        if spooled > 0 {
+            eprintln!(
+                "waymark: sink {name}: receiver unreachable; the record is kept in {} and goes out with the next run using this sink",
+                spool
+                    .as_ref()
+                    .map_or("the spool".into(), |p| p.join(&name).display().to_string())
+            );
+        }
+        if dropped > 0 {
+            eprintln!("waymark: sink {name}: the record could not be delivered");
+        }
+    }
+    Ok(())
+}
+
 fn run(args: RunArgs) -> anyhow::Result<Status> {
+    let sink_configs = sink_specs(&args.sinks)?;
     let vars = pairs(&args.vars, "var", false)?;
     let secrets = pairs(&args.secrets, "secret", true)?;
     let allow = AllowList::parse(&args.allow_hosts).context("--allow-host")?;
@@ -257,6 +356,9 @@ fn run(args: RunArgs) -> anyhow::Result<Status> {
     // The record is printed even if the HAR cannot be written: nothing
     // already measured is lost.
     print_record(&rec, args.format)?;
+    if !sink_configs.is_empty() {
+        send_to_sinks(&sink_configs, &rec)?;
+    }
     if let Some(path) = &args.har {
         let secrets: Vec<String> = opts.secrets.values().cloned().collect();
         let har = crate::har::to_har(&rec, &captured, &secrets);

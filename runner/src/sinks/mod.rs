@@ -205,6 +205,11 @@ impl Sink {
         &self.stats
     }
 
+    /// Its counters, readable after [`Sink::close`].
+    pub fn stats_handle(&self) -> Arc<SinkStats> {
+        self.stats.clone()
+    }
+
     /// Queues `d`; never waits. A full queue sends it to the spool (or, with
     /// none, drops and counts it).
     pub fn send(&self, d: Arc<Delivery>) {
