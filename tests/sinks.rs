@@ -15,8 +15,8 @@ use waymark::config::{SinkConfig, SinkKind, WebhookConfig};
 use waymark::record::RunRecord;
 use waymark::sinks::{Delivery, Exposed, Sink};
 
-/// Each request's headers and body, in arrival order.
-type Received = Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>;
+/// Each request's path, headers and body, in arrival order.
+type Received = Arc<Mutex<Vec<(String, HashMap<String, String>, Vec<u8>)>>>;
 
 /// A webhook receiver on its own thread. While `up` is false it closes every
 /// connection at once, as a crashed service behind a load balancer would.
@@ -68,6 +68,7 @@ impl Receiver {
                                     let (got, up) = (got.clone(), up.clone());
                                     async move {
                                         use http_body_util::BodyExt;
+                                        let path = req.uri().path().to_string();
                                         // Down: kept-alive connections break too.
                                         if !up.load(Ordering::SeqCst) {
                                             return Err(std::io::Error::other("down"));
@@ -88,7 +89,7 @@ impl Receiver {
                                             .await
                                             .map(|b| b.to_bytes().to_vec())
                                             .unwrap_or_default();
-                                        got.lock().expect("got").push((headers, body));
+                                        got.lock().expect("got").push((path, headers, body));
                                         hyper::Response::builder()
                                             .status(204)
                                             .body(http_body_util::Full::new(bytes::Bytes::new()))
@@ -126,7 +127,7 @@ impl Receiver {
             .lock()
             .expect("got")
             .iter()
-            .map(|(_, b)| serde_json::from_slice(b).expect("json body"))
+            .map(|(_, _, b)| serde_json::from_slice(b).expect("json body"))
             .collect()
     }
 
@@ -232,7 +233,7 @@ fn webhook_posts_state_changes_signed() {
     assert_eq!(bodies[0]["failing_step"], "log in");
     assert_eq!(bodies[0]["failing_check"], "status is 200");
     assert_eq!(bodies[0]["record"]["status"], "fail");
-    for (headers, body) in rx.got.lock().expect("got").iter() {
+    for (_, headers, body) in rx.got.lock().expect("got").iter() {
         assert_eq!(headers["x-team"], "sre");
         assert_eq!(headers["content-type"], "application/json");
         let ts = &headers["x-waymark-timestamp"];
@@ -480,4 +481,145 @@ fn waymark_run_feeds_sinks_too() {
         .expect("waymark run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown kind 'kafka'"));
+}
+
+#[test]
+fn otlp_trace_carries_the_traceparent_ids_and_the_phases() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+    use prost::Message;
+
+    let rx = Receiver::start();
+    let cache = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .arg("run")
+        .arg(support::hostile_wasm())
+        .args([
+            "--var",
+            "mode=fetch",
+            "--var",
+            &format!("url=http://{}/ok", rx.addr),
+        ])
+        .args([
+            "--allow-host",
+            "127.0.0.1",
+            "--format",
+            "json",
+            "--location",
+            "lab-2",
+        ])
+        .args(["--sink", &format!("otlp:http://{}", rx.addr)])
+        .env("WAYMARK_CACHE_DIR", cache.path())
+        .output()
+        .expect("waymark run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec: RunRecord = serde_json::from_slice(&out.stdout).expect("record");
+    let got = rx.got.lock().expect("got").clone();
+    let by_path = |p: &str| {
+        got.iter()
+            .find(|(path, _, _)| path == p)
+            .unwrap_or_else(|| {
+                panic!(
+                    "nothing at {p}: {:?}",
+                    got.iter().map(|g| &g.0).collect::<Vec<_>>()
+                )
+            })
+            .clone()
+    };
+    let (_, headers, _) = by_path("/ok");
+    let tp: Vec<&str> = headers["traceparent"].split('-').collect();
+    let (trace, span) = (tp[1], tp[2]);
+
+    let (_, h, body) = by_path("/v1/traces");
+    assert_eq!(h["content-type"], "application/x-protobuf");
+    let req =
+        ExportTraceServiceRequest::decode(&body[..]).expect("the official protobuf decodes it");
+    let attr = |attrs: &[KeyValue], k: &str| -> Option<Value> {
+        attrs
+            .iter()
+            .find(|a| a.key == k)
+            .and_then(|a| a.value.clone()?.value)
+    };
+    let rs = &req.resource_spans[0];
+    let res = rs.resource.as_ref().expect("resource");
+    assert_eq!(
+        attr(&res.attributes, "service.name"),
+        Some(Value::StringValue("waymark".into()))
+    );
+    assert_eq!(
+        attr(&res.attributes, "waymark.location"),
+        Some(Value::StringValue("lab-2".into()))
+    );
+    let spans = &rs.scope_spans[0].spans;
+    assert_eq!(spans.len(), 3, "run, its implicit step, the request");
+    assert!(
+        spans.iter().all(|s| hex::encode(&s.trace_id) == trace),
+        "one trace: the traceparent's"
+    );
+    let root = &spans[0];
+    assert_eq!(root.name, rec.journey);
+    assert!(root.parent_span_id.is_empty());
+    assert_eq!(
+        attr(&root.attributes, "waymark.run_id"),
+        Some(Value::StringValue(rec.run_id.clone()))
+    );
+    assert_eq!(
+        attr(&root.attributes, "waymark.status"),
+        Some(Value::StringValue("pass".into()))
+    );
+    let step = &spans[1];
+    assert_eq!(step.parent_span_id, root.span_id);
+    let check = step
+        .events
+        .iter()
+        .find(|e| e.name == "check")
+        .expect("check event");
+    assert_eq!(
+        attr(&check.attributes, "waymark.check.name"),
+        Some(Value::StringValue("status is 2xx".into()))
+    );
+    assert_eq!(
+        attr(&check.attributes, "waymark.check.passed"),
+        Some(Value::BoolValue(true))
+    );
+    let request = &spans[2];
+    assert_eq!(
+        hex::encode(&request.span_id),
+        span,
+        "the request span is the traceparent's span"
+    );
+    assert_eq!(request.parent_span_id, step.span_id);
+    assert_eq!(
+        attr(&request.attributes, "http.response.status_code"),
+        Some(Value::IntValue(204))
+    );
+    let total = match attr(&request.attributes, "waymark.phase.total_ms") {
+        Some(Value::DoubleValue(v)) => v,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(total, rec.steps[0].requests[0].timings_ms.total);
+    assert!(request.end_time_unix_nano > request.start_time_unix_nano);
+    assert!(request.start_time_unix_nano >= root.start_time_unix_nano);
+
+    let (_, _, body) = by_path("/v1/metrics");
+    let m = ExportMetricsServiceRequest::decode(&body[..]).expect("metrics decode");
+    let names: Vec<&str> = m.resource_metrics[0].scope_metrics[0]
+        .metrics
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "waymark.journey.duration",
+            "waymark.journey.success",
+            "waymark.journey.runs"
+        ]
+    );
 }

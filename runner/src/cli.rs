@@ -166,9 +166,10 @@ struct RunArgs {
     /// Location label in the record.
     #[arg(long, default_value = "local")]
     location: String,
-    /// Also send the record to a sink: jsonl:FILE (appended) or webhook:URL
-    /// (a JSON POST of the run; kept in a spool and sent by the next run if
-    /// the receiver is down) (repeatable).
+    /// Also send the record to a sink: jsonl:FILE (appended), webhook:URL
+    /// (a JSON POST of the run) or otlp:URL (the run as a trace, OTLP/HTTP);
+    /// a network sink that is down keeps the record in a spool for the next
+    /// run (repeatable).
     #[arg(long = "sink", value_name = "KIND:TARGET")]
     sinks: Vec<String>,
 }
@@ -252,9 +253,22 @@ fn sink_specs(specs: &[String]) -> anyhow::Result<Vec<crate::config::SinkConfig>
                     timeout: Duration::from_secs(10),
                 })
             }
-            other => {
-                bail!("--sink '{spec}': unknown kind '{other}' (use jsonl:FILE or webhook:URL)")
+            "otlp" => {
+                let u =
+                    url::Url::parse(target).map_err(|e| anyhow::anyhow!("--sink '{spec}': {e}"))?;
+                if u.scheme() != "http" && u.scheme() != "https" {
+                    bail!("--sink '{spec}': the OTLP endpoint must be http(s)");
+                }
+                SinkKind::Otlp(crate::config::OtlpConfig {
+                    endpoint: target.to_string(),
+                    headers: Default::default(),
+                    timeout: Duration::from_secs(10),
+                    service_name: "waymark".into(),
+                })
             }
+            other => bail!(
+                "--sink '{spec}': unknown kind '{other}' (use jsonl:FILE, webhook:URL or otlp:URL)"
+            ),
         };
         // The spool is kept per target, so a record waits for its own receiver.
         let digest = hex::encode(&sha2::Sha256::digest(target.as_bytes())[..6]);

@@ -129,11 +129,27 @@ pub enum SinkKind {
     },
     /// A JSON POST on state changes (and optionally every failure or run).
     Webhook(WebhookConfig),
+    /// Traces and metrics over OTLP/HTTP (protobuf).
+    Otlp(OtlpConfig),
     /// `/metrics` in the Prometheus exposition format.
     Prometheus {
         /// Where `/metrics` answers; none: on `[runner] listen`.
         listen: Option<SocketAddr>,
     },
+}
+
+/// An OTLP sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// Base URL of the collector's OTLP/HTTP receiver, e.g. `http://127.0.0.1:4318`;
+    /// `/v1/traces` and `/v1/metrics` are added.
+    pub endpoint: String,
+    /// Extra request headers (e.g. an API key).
+    pub headers: BTreeMap<String, String>,
+    /// Per request.
+    pub timeout: Duration,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
 }
 
 /// A webhook sink.
@@ -336,6 +352,8 @@ struct RawSink {
     secret: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    service_name: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1019,7 +1037,7 @@ fn every(r: &mut Reader, v: &Spanned<String>, key: &str) -> Option<Schedule> {
     Some(Schedule::Every(d))
 }
 
-const SINK_TYPES: &str = "pretty, jsonl, webhook, prometheus";
+const SINK_TYPES: &str = "pretty, jsonl, webhook, otlp, prometheus";
 const WEBHOOK_EVENTS: [&str; 4] = ["failing", "recovered", "failure", "run"];
 
 fn read_sink(
@@ -1039,6 +1057,7 @@ fn read_sink(
         "jsonl" => &["path", "max_size", "keep"],
         "webhook" => &["url", "events", "format", "headers", "secret", "timeout"],
         "prometheus" => &["listen"],
+        "otlp" => &["endpoint", "headers", "timeout", "service_name"],
         other => {
             r.error(
                 s.kind.span(),
@@ -1048,7 +1067,9 @@ fn read_sink(
             return None;
         }
     };
-    let present: [(&str, Option<Range<usize>>); 10] = [
+    let present: [(&str, Option<Range<usize>>); 12] = [
+        ("endpoint", s.endpoint.as_ref().map(Spanned::span)),
+        ("service_name", s.service_name.as_ref().map(Spanned::span)),
         ("path", s.path.as_ref().map(Spanned::span)),
         ("max_size", s.max_size.as_ref().map(Spanned::span)),
         ("keep", s.keep.as_ref().map(Spanned::span)),
@@ -1189,6 +1210,43 @@ fn read_sink(
                 headers: s.headers.clone().unwrap_or_default(),
                 secret: s.secret.as_ref().map(|v| v.get_ref().clone()),
                 timeout,
+            })
+        }
+        "otlp" => {
+            let endpoint = match &s.endpoint {
+                Some(u) => match url::Url::parse(u.get_ref()) {
+                    Ok(p) if p.scheme() == "http" || p.scheme() == "https" => u.get_ref().clone(),
+                    _ => {
+                        r.error(
+                            u.span(),
+                            key("endpoint"),
+                            format!("'{}' is not an http(s) URL", u.get_ref()),
+                        );
+                        String::new()
+                    }
+                },
+                None => {
+                    r.error(
+                        span.start..span.start,
+                        label.clone(),
+                        "missing key 'endpoint' (e.g. \"http://127.0.0.1:4318\")",
+                    );
+                    String::new()
+                }
+            };
+            let timeout = s
+                .timeout
+                .as_ref()
+                .and_then(|t| r.duration(t, &key("timeout")))
+                .unwrap_or(Duration::from_secs(10));
+            SinkKind::Otlp(OtlpConfig {
+                endpoint,
+                headers: s.headers.clone().unwrap_or_default(),
+                timeout,
+                service_name: s
+                    .service_name
+                    .as_ref()
+                    .map_or_else(|| "waymark".to_string(), |n| n.get_ref().clone()),
             })
         }
         "prometheus" => {

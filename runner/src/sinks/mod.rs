@@ -5,6 +5,7 @@
 //! the sink is back; at shutdown what is still queued is spooled.
 
 mod files;
+pub mod otlp;
 pub mod prometheus;
 mod spool;
 pub mod webhook;
@@ -131,6 +132,7 @@ impl Sink {
                 keep,
             } => Box::new(files::Jsonl::open(path, *max_size, *keep).map_err(err)?),
             SinkKind::Webhook(w) => Box::new(webhook::Webhook::new(w.clone())),
+            SinkKind::Otlp(o) => Box::new(otlp::Otlp::new(o.clone())),
             SinkKind::Prometheus { .. } => {
                 let m = exposed
                     .metrics
@@ -141,7 +143,7 @@ impl Sink {
         };
         let spool = match spool_dir {
             // Files and the registry do not go down: no spool for them.
-            Some(dir) if matches!(config.kind, SinkKind::Webhook(_)) => {
+            Some(dir) if matches!(config.kind, SinkKind::Webhook(_) | SinkKind::Otlp(_)) => {
                 Some(Arc::new(Spool::open(&dir.join(&name)).map_err(err)?))
             }
             _ => None,
