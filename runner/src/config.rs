@@ -131,11 +131,30 @@ pub enum SinkKind {
     Webhook(WebhookConfig),
     /// Traces and metrics over OTLP/HTTP (protobuf).
     Otlp(OtlpConfig),
+    /// Alerts to Alertmanager's v2 API while a journey fails.
+    Alertmanager(AlertmanagerConfig),
     /// `/metrics` in the Prometheus exposition format.
     Prometheus {
         /// Where `/metrics` answers; none: on `[runner] listen`.
         listen: Option<SocketAddr>,
     },
+}
+
+/// An Alertmanager sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertmanagerConfig {
+    /// Alertmanager's base URL, e.g. `http://127.0.0.1:9093`.
+    pub url: String,
+    /// Re-send firing alerts this often.
+    pub resend_interval: Duration,
+    /// The `severity` label.
+    pub severity: String,
+    /// Extra labels on every alert.
+    pub labels: BTreeMap<String, String>,
+    /// The alert's `generatorURL`; `{journey}` and `{run_id}` are filled in.
+    pub link: Option<String>,
+    /// Per request.
+    pub timeout: Duration,
 }
 
 /// An OTLP sink.
@@ -354,6 +373,10 @@ struct RawSink {
     listen: Option<Spanned<String>>,
     endpoint: Option<Spanned<String>>,
     service_name: Option<Spanned<String>>,
+    resend_interval: Option<Spanned<String>>,
+    severity: Option<Spanned<String>>,
+    labels: Option<BTreeMap<String, String>>,
+    link: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1037,7 +1060,7 @@ fn every(r: &mut Reader, v: &Spanned<String>, key: &str) -> Option<Schedule> {
     Some(Schedule::Every(d))
 }
 
-const SINK_TYPES: &str = "pretty, jsonl, webhook, otlp, prometheus";
+const SINK_TYPES: &str = "pretty, jsonl, webhook, otlp, alertmanager, prometheus";
 const WEBHOOK_EVENTS: [&str; 4] = ["failing", "recovered", "failure", "run"];
 
 fn read_sink(
@@ -1058,6 +1081,14 @@ fn read_sink(
         "webhook" => &["url", "events", "format", "headers", "secret", "timeout"],
         "prometheus" => &["listen"],
         "otlp" => &["endpoint", "headers", "timeout", "service_name"],
+        "alertmanager" => &[
+            "url",
+            "resend_interval",
+            "severity",
+            "labels",
+            "link",
+            "timeout",
+        ],
         other => {
             r.error(
                 s.kind.span(),
@@ -1067,7 +1098,14 @@ fn read_sink(
             return None;
         }
     };
-    let present: [(&str, Option<Range<usize>>); 12] = [
+    let present: [(&str, Option<Range<usize>>); 16] = [
+        (
+            "resend_interval",
+            s.resend_interval.as_ref().map(Spanned::span),
+        ),
+        ("severity", s.severity.as_ref().map(Spanned::span)),
+        ("labels", s.labels.as_ref().map(|_| span.start..span.start)),
+        ("link", s.link.as_ref().map(Spanned::span)),
         ("endpoint", s.endpoint.as_ref().map(Spanned::span)),
         ("service_name", s.service_name.as_ref().map(Spanned::span)),
         ("path", s.path.as_ref().map(Spanned::span)),
@@ -1247,6 +1285,50 @@ fn read_sink(
                     .service_name
                     .as_ref()
                     .map_or_else(|| "waymark".to_string(), |n| n.get_ref().clone()),
+            })
+        }
+        "alertmanager" => {
+            let url = match &s.url {
+                Some(u) => match url::Url::parse(u.get_ref()) {
+                    Ok(p) if p.scheme() == "http" || p.scheme() == "https" => u.get_ref().clone(),
+                    _ => {
+                        r.error(
+                            u.span(),
+                            key("url"),
+                            format!("'{}' is not an http(s) URL", u.get_ref()),
+                        );
+                        String::new()
+                    }
+                },
+                None => {
+                    r.error(
+                        span.start..span.start,
+                        label.clone(),
+                        "missing key 'url' (e.g. \"http://127.0.0.1:9093\")",
+                    );
+                    String::new()
+                }
+            };
+            let resend_interval = s
+                .resend_interval
+                .as_ref()
+                .and_then(|t| r.duration(t, &key("resend_interval")))
+                .unwrap_or(crate::sinks::alertmanager::DEFAULT_RESEND);
+            let timeout = s
+                .timeout
+                .as_ref()
+                .and_then(|t| r.duration(t, &key("timeout")))
+                .unwrap_or(Duration::from_secs(10));
+            SinkKind::Alertmanager(AlertmanagerConfig {
+                url,
+                resend_interval,
+                severity: s
+                    .severity
+                    .as_ref()
+                    .map_or_else(|| "critical".to_string(), |v| v.get_ref().clone()),
+                labels: s.labels.clone().unwrap_or_default(),
+                link: s.link.as_ref().map(|v| v.get_ref().clone()),
+                timeout,
             })
         }
         "prometheus" => {

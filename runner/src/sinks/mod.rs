@@ -4,6 +4,7 @@
 //! do not fit the queue meanwhile go to a spool on disk and are sent once
 //! the sink is back; at shutdown what is still queued is spooled.
 
+pub mod alertmanager;
 mod files;
 pub mod otlp;
 pub mod prometheus;
@@ -40,6 +41,11 @@ pub trait Deliver: Send {
     fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), String>;
     /// Makes delivered records durable (files).
     fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Called about every 200 ms, for sinks that act on time (re-sending
+    /// firing alerts).
+    fn tick(&mut self) -> Result<(), String> {
         Ok(())
     }
     /// Most records per `deliver` call.
@@ -133,6 +139,7 @@ impl Sink {
             } => Box::new(files::Jsonl::open(path, *max_size, *keep).map_err(err)?),
             SinkKind::Webhook(w) => Box::new(webhook::Webhook::new(w.clone())),
             SinkKind::Otlp(o) => Box::new(otlp::Otlp::new(o.clone())),
+            SinkKind::Alertmanager(a) => Box::new(alertmanager::Alertmanager::new(a.clone())),
             SinkKind::Prometheus { .. } => {
                 let m = exposed
                     .metrics
@@ -143,7 +150,12 @@ impl Sink {
         };
         let spool = match spool_dir {
             // Files and the registry do not go down: no spool for them.
-            Some(dir) if matches!(config.kind, SinkKind::Webhook(_) | SinkKind::Otlp(_)) => {
+            Some(dir)
+                if matches!(
+                    config.kind,
+                    SinkKind::Webhook(_) | SinkKind::Otlp(_) | SinkKind::Alertmanager(_)
+                ) =>
+            {
                 Some(Arc::new(Spool::open(&dir.join(&name)).map_err(err)?))
             }
             _ => None,
@@ -280,6 +292,9 @@ impl Worker {
                     Ok(Msg::Item(d)) => batch.push(d),
                     Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => closed = true,
                     Err(RecvTimeoutError::Timeout) => {}
+                }
+                if let Err(e) = self.out.tick() {
+                    tracing::warn!(sink = %self.name, error = %e, "periodic send failed; will retry");
                 }
                 while batch.len() < max && !closed {
                     match self.rx.try_recv() {
