@@ -118,9 +118,9 @@ impl Deliver for Alertmanager {
                     a["endsAt"] = json!(rfc3339(SystemTime::now()));
                     out.push(a);
                 }
-            } else if !firing.contains_key(&key) {
+            } else if let std::collections::btree_map::Entry::Vacant(slot) = firing.entry(key) {
                 let a = self.alert(d);
-                firing.insert(key, a.clone());
+                slot.insert(a.clone());
                 out.push(a);
             }
         }
