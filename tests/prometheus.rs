@@ -79,8 +79,18 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-#[test]
-fn prometheus_scrapes_waymark_serve() {
+struct Setup {
+    _dir: tempfile::TempDir,
+    _cache: tempfile::TempDir,
+    _serve: Kill,
+    _prom: Kill,
+    prom_addr: String,
+    server: support::CountingServer,
+}
+
+/// `waymark serve` with a prometheus sink (`sink_extra` added to it) and
+/// a Prometheus scraping it (`scrape`) or receiving its remote writes.
+fn setup(scrape: bool, sink_extra: &str) -> Setup {
     assert!(
         Command::new("prometheus").arg("--version").output().is_ok(),
         "this test runs Debian's Prometheus: apt-get install prometheus (.ci/run does)"
@@ -89,6 +99,8 @@ fn prometheus_scrapes_waymark_serve() {
     let dir = tempfile::tempdir().expect("tmp");
     let wasm = support::hostile_wasm().display().to_string();
     let serve_port = free_port();
+    let prom_port = free_port();
+    let prom_addr = format!("127.0.0.1:{prom_port}");
     let config = dir.path().join("waymark.toml");
     std::fs::write(
         &config,
@@ -97,8 +109,9 @@ fn prometheus_scrapes_waymark_serve() {
              [[journey]]\nname = \"ok\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nallow_hosts = [\"127.0.0.1\"]\n\
              vars = {{ mode = \"fetch\", url = \"{}\" }}\n\n\
              [[journey]]\nname = \"bad\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nvars = {{ mode = \"fail\" }}\n\n\
-             [[sink]]\ntype = \"prometheus\"\n",
-            server.url()
+             [[sink]]\ntype = \"prometheus\"\n{}\n",
+            server.url(),
+            sink_extra.replace("PROM", &prom_addr)
         ),
     )
     .expect("config");
@@ -124,18 +137,19 @@ fn prometheus_scrapes_waymark_serve() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-
-    let prom_port = free_port();
-    let prom_addr = format!("127.0.0.1:{prom_port}");
+    let scrape_configs = if scrape {
+        format!(
+            "scrape_configs:\n  - job_name: waymark\n    static_configs:\n      - targets: ['{serve_addr}']\n"
+        )
+    } else {
+        String::new()
+    };
     std::fs::write(
         dir.path().join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: waymark\n    static_configs:\n      - targets: ['{serve_addr}']\n"
-        ),
+        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{scrape_configs}"),
     )
     .expect("prometheus.yml");
-    let _prom = Kill(
+    let prom = Kill(
         Command::new("prometheus")
             .arg(format!(
                 "--config.file={}",
@@ -146,26 +160,66 @@ fn prometheus_scrapes_waymark_serve() {
                 dir.path().join("tsdb").display()
             ))
             .arg(format!("--web.listen-address={prom_addr}"))
+            .arg("--web.enable-remote-write-receiver")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start prometheus"),
     );
+    Setup {
+        _dir: dir,
+        _cache: cache,
+        _serve: serve,
+        _prom: prom,
+        prom_addr,
+        server,
+    }
+}
 
-    let wait = |q: &str, want: &dyn Fn(f64) -> bool| {
-        let t = Instant::now();
-        loop {
-            let v = query(&prom_addr, q);
-            if v.is_some_and(want) {
-                return v.unwrap_or_default();
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(90),
-                "PromQL {q} never matched (last: {v:?})"
-            );
-            std::thread::sleep(Duration::from_millis(500));
+fn wait(prom_addr: &str, q: &str, want: &dyn Fn(f64) -> bool) -> f64 {
+    let t = Instant::now();
+    loop {
+        let v = query(prom_addr, q);
+        if v.is_some_and(want) {
+            return v.unwrap_or_default();
         }
-    };
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "PromQL {q} never matched (last: {v:?})"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn remote_write_reaches_prometheus() {
+    let s = setup(
+        false,
+        "listen = \"127.0.0.1:0\"\nremote_write = \"http://PROM/api/v1/write\"\npush_interval = \"1s\"",
+    );
+    wait(
+        &s.prom_addr,
+        r#"waymark_journey_success{journey="ok",location="lab-1",job="waymark"}"#,
+        &|v| v == 1.0,
+    );
+    wait(
+        &s.prom_addr,
+        r#"waymark_journey_success{journey="bad",job="waymark"}"#,
+        &|v| v == 0.0,
+    );
+    wait(
+        &s.prom_addr,
+        r#"sum(waymark_http_phase_duration_seconds_count{journey="ok",phase="total"})"#,
+        &|v| v >= 1.0,
+    );
+    assert!(s.server.count() >= 1);
+}
+
+#[test]
+fn prometheus_scrapes_waymark_serve() {
+    let s = setup(true, "");
+    let prom_addr = s.prom_addr.as_str();
+    let wait = |q: &str, want: &dyn Fn(f64) -> bool| wait(prom_addr, q, want);
     wait(
         r#"waymark_journey_success{journey="ok",location="lab-1"}"#,
         &|v| v == 1.0,
@@ -190,12 +244,11 @@ fn prometheus_scrapes_waymark_serve() {
         v > 0.0
     });
     assert!(d < 5.0, "{d}");
-    // The phases add up: processing is within total.
     let p95 = wait(
         r#"histogram_quantile(0.95, sum by (le) (rate(waymark_http_phase_duration_seconds_bucket{journey="ok",phase="total"}[30s])))"#,
         &|v| v.is_finite() && v > 0.0,
     );
     assert!(p95 < 1.0, "{p95}");
     // The server saw the requests behind those figures.
-    assert!(server.count() >= 2);
+    assert!(s.server.count() >= 2);
 }

@@ -28,17 +28,19 @@ fn receiver(count: Arc<AtomicU64>) -> std::net::SocketAddr {
             while let Ok((tcp, _)) = l.accept().await {
                 let count = count.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let count = count.clone();
-                        async move {
-                            use http_body_util::BodyExt;
-                            let _ = req.into_body().collect().await;
-                            count.fetch_add(1, Ordering::Relaxed);
-                            hyper::Response::builder()
-                                .status(200)
-                                .body(http_body_util::Full::new(bytes::Bytes::new()))
-                        }
-                    });
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let count = count.clone();
+                            async move {
+                                use http_body_util::BodyExt;
+                                let _ = req.into_body().collect().await;
+                                count.fetch_add(1, Ordering::Relaxed);
+                                hyper::Response::builder()
+                                    .status(200)
+                                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                            }
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
                         .await;
@@ -85,7 +87,11 @@ fn main() {
         SinkConfig {
             name: "prometheus".into(),
             queue: N,
-            kind: SinkKind::Prometheus { listen: None },
+            kind: SinkKind::Prometheus {
+                listen: None,
+                remote_write: None,
+                push_interval: Duration::from_secs(15),
+            },
         },
         SinkConfig {
             name: "otlp".into(),

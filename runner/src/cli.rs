@@ -169,7 +169,7 @@ struct RunArgs {
     /// Also send the record to a sink: jsonl:FILE (appended), webhook:URL
     /// (a JSON POST of the run) or otlp:URL (the run as a trace, OTLP/HTTP);
     /// a network sink that is down keeps the record in a spool for the next
-    /// run (repeatable).
+    /// run; remote_write:URL pushes the run's Prometheus metrics (repeatable).
     #[arg(long = "sink", value_name = "KIND:TARGET")]
     sinks: Vec<String>,
 }
@@ -266,8 +266,21 @@ fn sink_specs(specs: &[String]) -> anyhow::Result<Vec<crate::config::SinkConfig>
                     service_name: "waymark".into(),
                 })
             }
+            "remote_write" => {
+                let u =
+                    url::Url::parse(target).map_err(|e| anyhow::anyhow!("--sink '{spec}': {e}"))?;
+                if u.scheme() != "http" && u.scheme() != "https" {
+                    bail!("--sink '{spec}': the remote-write URL must be http(s)");
+                }
+                // Pushed once, as the run ends.
+                SinkKind::Prometheus {
+                    listen: None,
+                    remote_write: Some(target.to_string()),
+                    push_interval: Duration::from_secs(3600),
+                }
+            }
             other => bail!(
-                "--sink '{spec}': unknown kind '{other}' (use jsonl:FILE, webhook:URL or otlp:URL)"
+                "--sink '{spec}': unknown kind '{other}' (use jsonl:FILE, webhook:URL, otlp:URL or remote_write:URL)"
             ),
         };
         // The spool is kept per target, so a record waits for its own receiver.

@@ -137,6 +137,10 @@ pub enum SinkKind {
     Prometheus {
         /// Where `/metrics` answers; none: on `[runner] listen`.
         listen: Option<SocketAddr>,
+        /// Also push to this remote-write URL (e.g. `http://prom:9090/api/v1/write`).
+        remote_write: Option<String>,
+        /// How often to push.
+        push_interval: Duration,
     },
 }
 
@@ -377,6 +381,8 @@ struct RawSink {
     severity: Option<Spanned<String>>,
     labels: Option<BTreeMap<String, String>>,
     link: Option<Spanned<String>>,
+    remote_write: Option<Spanned<String>>,
+    push_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1079,7 +1085,7 @@ fn read_sink(
         "pretty" => &[],
         "jsonl" => &["path", "max_size", "keep"],
         "webhook" => &["url", "events", "format", "headers", "secret", "timeout"],
-        "prometheus" => &["listen"],
+        "prometheus" => &["listen", "remote_write", "push_interval"],
         "otlp" => &["endpoint", "headers", "timeout", "service_name"],
         "alertmanager" => &[
             "url",
@@ -1098,7 +1104,9 @@ fn read_sink(
             return None;
         }
     };
-    let present: [(&str, Option<Range<usize>>); 16] = [
+    let present: [(&str, Option<Range<usize>>); 18] = [
+        ("remote_write", s.remote_write.as_ref().map(Spanned::span)),
+        ("push_interval", s.push_interval.as_ref().map(Spanned::span)),
         (
             "resend_interval",
             s.resend_interval.as_ref().map(Spanned::span),
@@ -1346,7 +1354,32 @@ fn read_sink(
                 },
                 None => None,
             };
-            SinkKind::Prometheus { listen }
+            let remote_write = match &s.remote_write {
+                Some(u) => match url::Url::parse(u.get_ref()) {
+                    Ok(p) if p.scheme() == "http" || p.scheme() == "https" => {
+                        Some(u.get_ref().clone())
+                    }
+                    _ => {
+                        r.error(
+                            u.span(),
+                            key("remote_write"),
+                            format!("'{}' is not an http(s) URL", u.get_ref()),
+                        );
+                        None
+                    }
+                },
+                None => None,
+            };
+            let push_interval = s
+                .push_interval
+                .as_ref()
+                .and_then(|t| r.duration(t, &key("push_interval")))
+                .unwrap_or(Duration::from_secs(15));
+            SinkKind::Prometheus {
+                listen,
+                remote_write,
+                push_interval,
+            }
         }
         _ => return None,
     };

@@ -8,6 +8,7 @@ pub mod alertmanager;
 mod files;
 pub mod otlp;
 pub mod prometheus;
+pub mod remote_write;
 mod spool;
 pub mod webhook;
 
@@ -140,12 +141,20 @@ impl Sink {
             SinkKind::Webhook(w) => Box::new(webhook::Webhook::new(w.clone())),
             SinkKind::Otlp(o) => Box::new(otlp::Otlp::new(o.clone())),
             SinkKind::Alertmanager(a) => Box::new(alertmanager::Alertmanager::new(a.clone())),
-            SinkKind::Prometheus { .. } => {
+            SinkKind::Prometheus {
+                remote_write,
+                push_interval,
+                ..
+            } => {
                 let m = exposed
                     .metrics
                     .get_or_insert_with(|| Arc::new(prometheus::Metrics::new()))
                     .clone();
-                Box::new(prometheus::Updater(m))
+                Box::new(prometheus::Updater::new(
+                    m,
+                    remote_write.clone(),
+                    *push_interval,
+                ))
             }
         };
         let spool = match spool_dir {

@@ -215,13 +215,90 @@ impl Metrics {
     }
 }
 
-/// The sink's side: records in, metrics updated.
-pub struct Updater(pub Arc<Metrics>);
+/// The sink's side: records in, metrics updated, and pushed by remote
+/// write when configured.
+pub struct Updater {
+    metrics: Arc<Metrics>,
+    remote: Option<(String, ureq::Agent)>,
+    every: std::time::Duration,
+    last_push: Option<std::time::Instant>,
+    dirty: bool,
+}
+
+impl Updater {
+    /// Updates `metrics`; with `remote_write`, pushes them every `every`.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        remote_write: Option<String>,
+        every: std::time::Duration,
+    ) -> Updater {
+        let remote = remote_write.map(|url| {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(std::time::Duration::from_secs(10)))
+                .http_status_as_error(false)
+                .build()
+                .into();
+            (url, agent)
+        });
+        Updater {
+            metrics,
+            remote,
+            every,
+            last_push: None,
+            dirty: false,
+        }
+    }
+
+    fn push(&mut self) -> Result<(), String> {
+        let Some((url, agent)) = &self.remote else {
+            return Ok(());
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let req = super::remote_write::from_exposition(&self.metrics.encode(), "waymark", now_ms);
+        if req.timeseries.is_empty() {
+            return Ok(());
+        }
+        let body = super::remote_write::encode(&req)?;
+        let resp = agent
+            .post(url)
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "snappy")
+            .header("x-prometheus-remote-write-version", "0.1.0")
+            .send(&body[..])
+            .map_err(|e| format!("remote write {url}: {e}"))?;
+        let code = resp.status().as_u16();
+        self.last_push = Some(std::time::Instant::now());
+        if (200..300).contains(&code) {
+            self.dirty = false;
+            Ok(())
+        } else {
+            Err(format!("remote write {url}: status {code}"))
+        }
+    }
+}
 
 impl Deliver for Updater {
     fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), String> {
         for d in batch {
-            self.0.observe(d);
+            self.metrics.observe(d);
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), String> {
+        if self.remote.is_some() && self.last_push.is_none_or(|t| t.elapsed() >= self.every) {
+            return self.push();
+        }
+        Ok(())
+    }
+
+    /// The last values go out before the process ends.
+    fn flush(&mut self) -> Result<(), String> {
+        if self.dirty {
+            return self.push();
         }
         Ok(())
     }
