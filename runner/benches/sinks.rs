@@ -55,7 +55,7 @@ fn record(i: usize) -> waymark::RunRecord {
     serde_json::from_value(serde_json::json!({
         "journey": format!("j{}", i % 100), "run_id": format!("01BENCH{i:012}"), "location": "bench",
         "attempt": 1, "started_at": "2026-11-23T10:00:00.000Z", "duration_ms": 21.5,
-        "status": if i % 10 == 0 { "fail" } else { "pass" }, "error": null,
+        "status": if i.is_multiple_of(10) { "fail" } else { "pass" }, "error": null,
         "steps": [{"name": "list", "status": "pass", "start_ms": 0.1, "duration_ms": 20.0,
             "checks": [{"name": "status is 200", "passed": true, "detail": null}],
             "requests": [{"method": "GET", "url": "https://api.example.com/pairs", "status": 200,
@@ -74,7 +74,7 @@ fn main() {
     let received = Arc::new(AtomicU64::new(0));
     let addr = receiver(received.clone());
     let dir = tempfile::tempdir().expect("tmp");
-    let configs = vec![
+    let configs = [
         SinkConfig {
             name: "jsonl".into(),
             queue: N,
