@@ -89,7 +89,10 @@ enum Msg {
 pub struct Sink {
     name: String,
     tx: mpsc::SyncSender<Msg>,
-    spool: Option<Arc<Spool>>,
+    /// Overflow to the spool goes through its own thread: the caller never
+    /// waits for the disk.
+    overflow: Option<mpsc::Sender<Arc<Delivery>>>,
+    spooler: Option<JoinHandle<()>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<SinkStats>,
     close_at: Arc<Mutex<Option<Instant>>>,
@@ -208,10 +211,43 @@ impl Sink {
         if thread.is_none() {
             tracing::error!(sink = %name, "cannot start the sink's thread; its records go to the spool");
         }
+        let (overflow, spooler) = match spool {
+            Some(spool) => {
+                let (otx, orx) = mpsc::channel::<Arc<Delivery>>();
+                let (st, n) = (stats.clone(), name.clone());
+                let h = std::thread::Builder::new()
+                    .name(format!("waymark-spool-{name}"))
+                    .spawn(move || {
+                        while let Ok(first) = orx.recv() {
+                            let mut batch = vec![first];
+                            while batch.len() < 1000 {
+                                match orx.try_recv() {
+                                    Ok(d) => batch.push(d),
+                                    Err(_) => break,
+                                }
+                            }
+                            let k = batch.len() as u64;
+                            match spool.append(&batch) {
+                                Ok(()) => {
+                                    st.spooled.fetch_add(k, Ordering::Relaxed);
+                                }
+                                Err(e) => {
+                                    st.dropped.fetch_add(k, Ordering::Relaxed);
+                                    tracing::error!(sink = %n, error = %e, records = k, "cannot spool; records lost");
+                                }
+                            }
+                        }
+                    })
+                    .ok();
+                (h.is_some().then_some(otx), h)
+            }
+            None => (None, None),
+        };
         Sink {
             name,
             tx,
-            spool,
+            overflow,
+            spooler,
             thread,
             stats,
             close_at,
@@ -246,17 +282,9 @@ impl Sink {
     }
 
     fn overflow(&self, d: &Arc<Delivery>) {
-        match &self.spool {
-            Some(s) => match s.append(std::slice::from_ref(d)) {
-                Ok(()) => {
-                    self.stats.spooled.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::error!(sink = %self.name, error = %e, dropped = n, "cannot spool a record; it is lost");
-                }
-            },
-            None => {
+        match &self.overflow {
+            Some(tx) if tx.send(d.clone()).is_ok() => {}
+            _ => {
                 let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::warn!(sink = %self.name, dropped = n, "sink queue full: a record was not delivered");
             }
@@ -272,6 +300,11 @@ impl Sink {
         // worker giving up empties the queue, so this cannot hang).
         let _ = self.tx.send(Msg::Close);
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // Then what overflowed: written before we return.
+        self.overflow.take();
+        if let Some(t) = self.spooler.take() {
             let _ = t.join();
         }
     }
