@@ -743,9 +743,39 @@ impl Config {
             );
         }
         let mut sinks: Vec<SinkConfig> = Vec::new();
+        let mut explicit: BTreeMap<String, usize> = BTreeMap::new();
         for (i, (span, s)) in sinks_raw.into_iter().enumerate() {
             let named = s.name.is_some();
+            // Checked on the raw names, so a duplicate shows even when the
+            // sink has other problems.
+            if let Some(n) = &s.name
+                && let Some(first) = explicit.insert(n.get_ref().clone(), i + 1)
+            {
+                r.error(
+                    n.span(),
+                    format!("sink #{} → name", i + 1),
+                    format!(
+                        "the sink name '{}' is already used by sink #{first}; names must be unique",
+                        n.get_ref()
+                    ),
+                );
+                continue;
+            }
             if let Some(mut sink) = read_sink(&mut r, &base, span.clone(), i, s) {
+                if let SinkKind::Prometheus {
+                    listen: None,
+                    remote_write: None,
+                    ..
+                } = sink.kind
+                    && runner.listen.is_none()
+                {
+                    r.error(
+                        span.start..span.start,
+                        format!("sink #{} (prometheus)", i + 1),
+                        "nothing would serve /metrics: [runner] listen is off; give this sink a 'listen' or a 'remote_write'",
+                    );
+                    continue;
+                }
                 if sinks.iter().any(|o| o.name == sink.name) {
                     if named {
                         r.error(
