@@ -239,11 +239,8 @@ fn sink_specs(specs: &[String]) -> anyhow::Result<Vec<crate::config::SinkConfig>
                 keep: 5,
             },
             "webhook" => {
-                let u =
-                    url::Url::parse(target).map_err(|e| anyhow::anyhow!("--sink '{spec}': {e}"))?;
-                if u.scheme() != "http" && u.scheme() != "https" {
-                    bail!("--sink '{spec}': the webhook URL must be http(s)");
-                }
+                let target = crate::config::http_url(target)
+                    .map_err(|e| anyhow::anyhow!("--sink '{spec}': {e}"))?;
                 SinkKind::Webhook(WebhookConfig {
                     url: target.to_string(),
                     events: vec!["run".into()],
@@ -254,11 +251,8 @@ fn sink_specs(specs: &[String]) -> anyhow::Result<Vec<crate::config::SinkConfig>
                 })
             }
             "otlp" => {
-                let u =
-                    url::Url::parse(target).map_err(|e| anyhow::anyhow!("--sink '{spec}': {e}"))?;
-                if u.scheme() != "http" && u.scheme() != "https" {
-                    bail!("--sink '{spec}': the OTLP endpoint must be http(s)");
-                }
+                let target = crate::config::http_url(target)
+                    .map_err(|e| anyhow::anyhow!("--sink '{spec}': {e}"))?;
                 SinkKind::Otlp(crate::config::OtlpConfig {
                     endpoint: target.to_string(),
                     headers: Default::default(),
@@ -267,11 +261,8 @@ fn sink_specs(specs: &[String]) -> anyhow::Result<Vec<crate::config::SinkConfig>
                 })
             }
             "remote_write" => {
-                let u =
-                    url::Url::parse(target).map_err(|e| anyhow::anyhow!("--sink '{spec}': {e}"))?;
-                if u.scheme() != "http" && u.scheme() != "https" {
-                    bail!("--sink '{spec}': the remote-write URL must be http(s)");
-                }
+                let target = crate::config::http_url(target)
+                    .map_err(|e| anyhow::anyhow!("--sink '{spec}': {e}"))?;
                 // Pushed once, as the run ends.
                 SinkKind::Prometheus {
                     listen: None,

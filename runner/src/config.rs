@@ -490,6 +490,16 @@ impl Reader<'_> {
         }
     }
 
+    fn http_url(&mut self, v: &Spanned<String>, key: &str) -> Option<String> {
+        match http_url(v.get_ref()) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                self.error(v.span(), key, e);
+                None
+            }
+        }
+    }
+
     fn count(&mut self, v: &Spanned<i64>, key: &str, min: i64, max: i64) -> Option<i64> {
         let n = *v.get_ref();
         if (min..=max).contains(&n) {
@@ -502,6 +512,14 @@ impl Reader<'_> {
             );
             None
         }
+    }
+}
+
+/// `text` if it is an http or https URL (what every network sink posts to).
+pub fn http_url(text: &str) -> Result<String, String> {
+    match url::Url::parse(text) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(text.to_string()),
+        _ => Err(format!("'{text}' is not an http(s) URL")),
     }
 }
 
@@ -1226,17 +1244,7 @@ fn read_sink(
         }
         "webhook" => {
             let url = match &s.url {
-                Some(u) => match url::Url::parse(u.get_ref()) {
-                    Ok(p) if p.scheme() == "http" || p.scheme() == "https" => u.get_ref().clone(),
-                    _ => {
-                        r.error(
-                            u.span(),
-                            key("url"),
-                            format!("'{}' is not an http(s) URL", u.get_ref()),
-                        );
-                        String::new()
-                    }
-                },
+                Some(u) => r.http_url(u, &key("url")).unwrap_or_default(),
                 None => {
                     r.error(span.start..span.start, label.clone(), "missing key 'url'");
                     String::new()
@@ -1290,17 +1298,7 @@ fn read_sink(
         }
         "otlp" => {
             let endpoint = match &s.endpoint {
-                Some(u) => match url::Url::parse(u.get_ref()) {
-                    Ok(p) if p.scheme() == "http" || p.scheme() == "https" => u.get_ref().clone(),
-                    _ => {
-                        r.error(
-                            u.span(),
-                            key("endpoint"),
-                            format!("'{}' is not an http(s) URL", u.get_ref()),
-                        );
-                        String::new()
-                    }
-                },
+                Some(u) => r.http_url(u, &key("endpoint")).unwrap_or_default(),
                 None => {
                     r.error(
                         span.start..span.start,
@@ -1327,17 +1325,7 @@ fn read_sink(
         }
         "alertmanager" => {
             let url = match &s.url {
-                Some(u) => match url::Url::parse(u.get_ref()) {
-                    Ok(p) if p.scheme() == "http" || p.scheme() == "https" => u.get_ref().clone(),
-                    _ => {
-                        r.error(
-                            u.span(),
-                            key("url"),
-                            format!("'{}' is not an http(s) URL", u.get_ref()),
-                        );
-                        String::new()
-                    }
-                },
+                Some(u) => r.http_url(u, &key("url")).unwrap_or_default(),
                 None => {
                     r.error(
                         span.start..span.start,
@@ -1384,22 +1372,10 @@ fn read_sink(
                 },
                 None => None,
             };
-            let remote_write = match &s.remote_write {
-                Some(u) => match url::Url::parse(u.get_ref()) {
-                    Ok(p) if p.scheme() == "http" || p.scheme() == "https" => {
-                        Some(u.get_ref().clone())
-                    }
-                    _ => {
-                        r.error(
-                            u.span(),
-                            key("remote_write"),
-                            format!("'{}' is not an http(s) URL", u.get_ref()),
-                        );
-                        None
-                    }
-                },
-                None => None,
-            };
+            let remote_write = s
+                .remote_write
+                .as_ref()
+                .and_then(|u| r.http_url(u, &key("remote_write")));
             let push_interval = s
                 .push_interval
                 .as_ref()

@@ -29,11 +29,7 @@ fn rfc3339(t: SystemTime) -> String {
 
 impl Alertmanager {
     pub fn new(cfg: AlertmanagerConfig) -> Alertmanager {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(cfg.timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = super::http_agent(cfg.timeout);
         Alertmanager {
             cfg,
             agent,
@@ -52,18 +48,12 @@ impl Alertmanager {
         }
         let url = format!("{}/api/v2/alerts", self.cfg.url.trim_end_matches('/'));
         let body = serde_json::to_vec(alerts).map_err(|e| e.to_string())?;
-        let resp = self
-            .agent
-            .post(&url)
-            .header("content-type", "application/json")
-            .send(&body[..])
-            .map_err(|e| format!("POST {url}: {e}"))?;
-        let code = resp.status().as_u16();
-        if (200..300).contains(&code) {
-            Ok(())
-        } else {
-            Err(format!("POST {url}: status {code}"))
-        }
+        super::post(
+            &self.agent,
+            &url,
+            &[("content-type", "application/json")],
+            &body,
+        )
     }
 
     fn alert(&self, d: &Delivery) -> serde_json::Value {

@@ -117,6 +117,38 @@ pub fn start_all(
         .collect()
 }
 
+/// The blocking HTTP client of the network sinks: a status code is an
+/// answer to judge, not a transport error.
+fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .user_agent(format!("waymark/{}", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// POSTs `body` with `headers`; a 2xx answer is a delivery, anything else
+/// an error naming the URL.
+fn post(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(), String> {
+    let mut req = agent.post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send(body).map_err(|e| format!("POST {url}: {e}"))?;
+    let code = resp.status().as_u16();
+    if (200..300).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("POST {url}: status {code}"))
+    }
+}
+
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 

@@ -195,11 +195,7 @@ pub fn spans(r: &RunRecord) -> Vec<Span> {
 
 impl Otlp {
     pub fn new(cfg: OtlpConfig) -> Otlp {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(cfg.timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = super::http_agent(cfg.timeout);
         Otlp {
             cfg,
             agent,
@@ -228,22 +224,14 @@ impl Otlp {
 
     fn post(&self, path: &str, body: Vec<u8>) -> Result<(), String> {
         let url = format!("{}{path}", self.cfg.endpoint.trim_end_matches('/'));
-        let mut req = self
-            .agent
-            .post(&url)
-            .header("content-type", "application/x-protobuf");
-        for (k, v) in &self.cfg.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let resp = req
-            .send(&body[..])
-            .map_err(|e| format!("POST {url}: {e}"))?;
-        let code = resp.status().as_u16();
-        if (200..300).contains(&code) {
-            Ok(())
-        } else {
-            Err(format!("POST {url}: status {code}"))
-        }
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/x-protobuf")];
+        headers.extend(
+            self.cfg
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        super::post(&self.agent, &url, &headers, &body)
     }
 }
 

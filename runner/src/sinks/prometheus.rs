@@ -232,14 +232,8 @@ impl Updater {
         remote_write: Option<String>,
         every: std::time::Duration,
     ) -> Updater {
-        let remote = remote_write.map(|url| {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .timeout_global(Some(std::time::Duration::from_secs(10)))
-                .http_status_as_error(false)
-                .build()
-                .into();
-            (url, agent)
-        });
+        let remote =
+            remote_write.map(|url| (url, super::http_agent(std::time::Duration::from_secs(10))));
         Updater {
             metrics,
             remote,
@@ -261,21 +255,21 @@ impl Updater {
             return Ok(());
         }
         let body = super::remote_write::encode(&req)?;
-        let resp = agent
-            .post(url)
-            .header("content-type", "application/x-protobuf")
-            .header("content-encoding", "snappy")
-            .header("x-prometheus-remote-write-version", "0.1.0")
-            .send(&body[..])
-            .map_err(|e| format!("remote write {url}: {e}"))?;
-        let code = resp.status().as_u16();
+        let sent = super::post(
+            agent,
+            url,
+            &[
+                ("content-type", "application/x-protobuf"),
+                ("content-encoding", "snappy"),
+                ("x-prometheus-remote-write-version", "0.1.0"),
+            ],
+            &body,
+        );
         self.last_push = Some(std::time::Instant::now());
-        if (200..300).contains(&code) {
+        if sent.is_ok() {
             self.dirty = false;
-            Ok(())
-        } else {
-            Err(format!("remote write {url}: status {code}"))
         }
+        sent
     }
 }
 

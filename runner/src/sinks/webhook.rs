@@ -56,12 +56,7 @@ pub fn signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
 
 impl Webhook {
     pub fn new(cfg: WebhookConfig) -> Webhook {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(cfg.timeout))
-            .http_status_as_error(false)
-            .user_agent(format!("waymark/{}", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let agent = super::http_agent(cfg.timeout);
         Webhook {
             cfg,
             agent,
@@ -112,32 +107,26 @@ impl Webhook {
     }
 
     fn post(&self, body: &[u8]) -> Result<(), String> {
-        let mut req = self
-            .agent
-            .post(&self.cfg.url)
-            .header("content-type", "application/json");
-        for (k, v) in &self.cfg.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        if let Some(secret) = &self.cfg.secret {
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+        headers.extend(
+            self.cfg
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let signed = self.cfg.secret.as_ref().map(|secret| {
             let ts = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
                 .to_string();
             let sig = signature(secret, &ts, body);
-            req = req
-                .header("x-waymark-timestamp", ts.as_str())
-                .header("x-waymark-signature", sig.as_str());
+            (ts, sig)
+        });
+        if let Some((ts, sig)) = &signed {
+            headers.push(("x-waymark-timestamp", ts));
+            headers.push(("x-waymark-signature", sig));
         }
-        let resp = req
-            .send(body)
-            .map_err(|e| format!("POST {}: {e}", self.cfg.url))?;
-        let code = resp.status().as_u16();
-        if (200..300).contains(&code) {
-            Ok(())
-        } else {
-            Err(format!("POST {}: status {code}", self.cfg.url))
-        }
+        super::post(&self.agent, &self.cfg.url, &headers, body)
     }
 }
 
