@@ -262,6 +262,7 @@ impl Runtime {
         opts: &RunOptions,
         started_at: SystemTime,
         t0: Instant,
+        conns: crate::http::Connections,
     ) -> Store<RunState> {
         let mut all_vars = opts.vars.clone();
         all_vars.extend(opts.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -272,6 +273,7 @@ impl Runtime {
             opts.memory_limit,
             t0,
             opts.capture_bodies.map(|cap| (cap, started_at)),
+            conns,
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -296,7 +298,13 @@ impl Runtime {
         journey: &LoadedJourney,
         opts: &RunOptions,
     ) -> Result<(), String> {
-        let mut store = self.new_store(journey, opts, SystemTime::now(), Instant::now());
+        let mut store = self.new_store(
+            journey,
+            opts,
+            SystemTime::now(),
+            Instant::now(),
+            Default::default(),
+        );
         match tokio::time::timeout(opts.timeout, journey.pre.instantiate_async(&mut store)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
@@ -327,9 +335,37 @@ impl Runtime {
         journey: &LoadedJourney,
         opts: &RunOptions,
     ) -> (RunRecord, Vec<crate::har::Captured>) {
+        let (record, captured, _) = self.run_inner(journey, opts, Default::default()).await;
+        (record, captured)
+    }
+
+    /// As [`Runtime::run`], starting with `conns`' open connections and
+    /// handing back those still open: `waymark load` keeps a virtual user's
+    /// connections across its iterations. A reused connection's resolve,
+    /// connect and tls phases are 0, as within one run.
+    pub async fn run_reusing(
+        &self,
+        journey: &LoadedJourney,
+        opts: &RunOptions,
+        conns: crate::http::Connections,
+    ) -> (RunRecord, crate::http::Connections) {
+        let (record, _, conns) = self.run_inner(journey, opts, conns).await;
+        (record, conns)
+    }
+
+    async fn run_inner(
+        &self,
+        journey: &LoadedJourney,
+        opts: &RunOptions,
+        conns: crate::http::Connections,
+    ) -> (
+        RunRecord,
+        Vec<crate::har::Captured>,
+        crate::http::Connections,
+    ) {
         let started_at = SystemTime::now();
         let t0 = Instant::now();
-        let mut store = self.new_store(journey, opts, started_at, t0);
+        let mut store = self.new_store(journey, opts, started_at, t0, conns);
         let outcome = tokio::time::timeout(opts.timeout, async {
             let instance = journey.pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store).await
@@ -338,6 +374,11 @@ impl Runtime {
 
         let duration = t0.elapsed();
         let mut state = store.into_data();
+        let conns = std::mem::replace(
+            &mut state.client,
+            crate::http::Client::new(opts.http.clone()),
+        )
+        .into_connections();
         let captured = std::mem::take(&mut state.captured);
         let mut rec_state = state.rec;
         let logs = state
@@ -425,7 +466,7 @@ impl Runtime {
         }
         let secrets: Vec<String> = opts.secrets.values().cloned().collect();
         record.redact(&secrets);
-        (record, captured)
+        (record, captured, conns)
     }
 }
 

@@ -29,7 +29,7 @@ pub struct RunState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    client: Client,
+    pub(crate) client: Client,
     vars: Arc<HashMap<String, String>>,
     /// For `--har`: body cap, and the run's start on both clocks.
     capture: Option<(usize, std::time::SystemTime, Instant)>,
@@ -46,6 +46,7 @@ impl RunState {
         memory_limit: usize,
         started: Instant,
         capture: Option<(usize, std::time::SystemTime)>,
+        conns: crate::http::Connections,
     ) -> Self {
         let logs = Arc::new(Mutex::new(LogBuffer::default()));
         if http.insecure
@@ -84,7 +85,7 @@ impl RunState {
             },
             capture: capture.map(|(cap, wall)| (cap, wall, started)),
             captured: Vec::new(),
-            client: Client::new(http),
+            client: Client::with_connections(http, conns),
             vars,
             rec,
             logs,

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod har;
 mod host;
 pub mod http;
+pub mod load;
 pub mod pretty;
 pub mod record;
 pub mod schedule;

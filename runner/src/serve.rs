@@ -24,8 +24,10 @@ use crate::store;
 pub struct Prepared {
     /// As configured.
     pub config: JourneyConfig,
-    loaded: LoadedJourney,
-    opts: RunOptions,
+    /// Compiled code.
+    pub loaded: LoadedJourney,
+    /// Limits, vars and client settings of its runs.
+    pub opts: RunOptions,
     wasm_hash: [u8; 32],
 }
 

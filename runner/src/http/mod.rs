@@ -295,6 +295,15 @@ struct Conn {
     tls: Option<TlsInfo>,
 }
 
+/// Open connections, handed from one run to the next by `waymark load` so a
+/// virtual user keeps its connections across iterations (as k6 and oha do).
+/// Only connections made under the same [`HttpConfig`] are taken back.
+#[derive(Default)]
+pub struct Connections {
+    config: Option<Arc<HttpConfig>>,
+    pool: HashMap<PoolKey, Conn>,
+}
+
 /// A per-run client: keeps connections alive between the run's requests and
 /// closes them all when dropped.
 pub struct Client {
@@ -326,6 +335,32 @@ impl Client {
             requests: 0,
             bytes: 0,
             jar: cookie_store::CookieStore::default(),
+        }
+    }
+
+    /// A client that starts with `conns`' connections when they were made
+    /// under the same settings (cookies and counters start fresh).
+    pub fn with_connections(config: Arc<HttpConfig>, conns: Connections) -> Self {
+        let mut client = Client::new(config);
+        if conns
+            .config
+            .is_some_and(|c| Arc::ptr_eq(&c, &client.config))
+        {
+            client.pool = conns.pool;
+        }
+        client
+    }
+
+    /// Gives up the open connections, for the next run of the same settings.
+    pub fn into_connections(self) -> Connections {
+        let pool = self
+            .pool
+            .into_iter()
+            .filter(|(_, c)| !c.sender.is_closed())
+            .collect();
+        Connections {
+            config: Some(self.config),
+            pool,
         }
     }
 

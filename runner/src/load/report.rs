@@ -1,0 +1,1 @@
+//! Terminal summary and the HTML report.
