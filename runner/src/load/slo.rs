@@ -112,7 +112,7 @@ impl Gate {
         let (metric, limit) = match base {
             "mean" | "avg" => latency(Metric::Mean(step))?,
             "max" => latency(Metric::Max(step))?,
-            p if p.starts_with('p') => {
+            p if p.len() > 1 && p.starts_with('p') && p.as_bytes()[1].is_ascii_digit() => {
                 let q: f64 = p[1..].parse().map_err(|_| {
                     format!("'{text}': '{p}' is not a percentile like p95 or p99.9; {HELP}")
                 })?;
