@@ -35,6 +35,87 @@ enum Command {
     Check(CheckArgs),
     /// Past runs from the history store.
     History(HistoryArgs),
+    /// A scalability audit: virtual users loop the journey through a ramp;
+    /// throughput, latency, a Universal Scalability Law fit and SLO gates.
+    Load(Box<LoadArgs>),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct LoadArgs {
+    #[command(subcommand)]
+    merge: Option<LoadCommand>,
+    /// The journey: a Wasm component (or give -c with a [load] section).
+    journey: Option<PathBuf>,
+    /// A config whose [load] section names one of its [[journey]]s and the ramp.
+    #[arg(short = 'c', long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: JourneyArgs,
+    /// Closed model: concurrent users of each step, e.g. 1,2,4,8,16,32,64 (the default).
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    concurrency: Vec<u32>,
+    /// Open model: arrivals of each step, e.g. 50/s,100/s,200/s; latency is
+    /// measured from each journey's intended start.
+    #[arg(long, value_delimiter = ',', value_name = "RATE,...")]
+    rate: Vec<String>,
+    /// Length of each step [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    step_duration: Option<Duration>,
+    /// Start of each step not measured [default: a fifth of the step, at most 5s].
+    #[arg(long, value_parser = parse_duration)]
+    warmup: Option<Duration>,
+    /// Most iterations started in each step (a step ends at its time or at this count).
+    #[arg(long)]
+    iterations: Option<u64>,
+    /// Open model: most journeys in flight; an arrival beyond waits, and the wait is in its latency [default: 1000].
+    #[arg(long)]
+    max_vus: Option<u32>,
+    /// A gate for CI, e.g. 'p95<500ms', 'p99(login)<1s', 'errors<1%', 'peak>=32',
+    /// 'throughput>=100/s' (repeatable); exit 1 when one fails.
+    #[arg(long = "slo", value_name = "GATE")]
+    slo: Vec<String>,
+    /// Write a self-contained HTML report with charts.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write every figure (and the histograms, for `load merge`) as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Run part I of N (I from 0, as a Kubernetes Indexed Job's index): users,
+    /// rates and iterations are split; merge the --json parts with `load merge`.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Journey name in the results (default: the file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Location label.
+    #[arg(long, default_value = "local")]
+    location: String,
+    /// No progress display (it is off anyway when standard error is not a terminal).
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum LoadCommand {
+    /// Merge the --json results of shards into one (histograms merged, USL fitted on the whole).
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MergeArgs {
+    /// The parts (files written by `waymark load --shard I/N --json FILE`).
+    #[arg(required = true)]
+    parts: Vec<PathBuf>,
+    /// A gate judged on the merged results (repeatable).
+    #[arg(long = "slo", value_name = "GATE")]
+    slo: Vec<String>,
+    /// Write the merged HTML report.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write the merged JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,10 +186,9 @@ enum Format {
     Json,
 }
 
+/// How each run of a journey may behave: shared by `run` and `load`.
 #[derive(clap::Args, Debug)]
-struct RunArgs {
-    /// The journey: a Wasm component built for the waymark:journey world.
-    journey: PathBuf,
+pub(crate) struct JourneyArgs {
     /// A variable for the journey, NAME=VALUE (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
@@ -147,10 +227,18 @@ struct RunArgs {
     insecure: bool,
     /// Wall-clock limit of the run, e.g. 30s, 500ms.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Memory limit of the journey, e.g. 64MiB.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-    memory_limit: usize,
+    pub(crate) memory_limit: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The journey: a Wasm component built for the waymark:journey world.
+    journey: PathBuf,
+    #[command(flatten)]
+    settings: JourneyArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "pretty")]
     format: Format,
@@ -333,39 +421,66 @@ fn send_to_sinks(configs: &[crate::config::SinkConfig], rec: &RunRecord) -> anyh
     Ok(())
 }
 
+impl JourneyArgs {
+    /// Run options (vars, secrets, client settings, limits) from the flags.
+    pub(crate) fn options(&self) -> anyhow::Result<RunOptions> {
+        let vars = pairs(&self.vars, "var", false)?;
+        let secrets = pairs(&self.secrets, "secret", true)?;
+        let allow = AllowList::parse(&self.allow_hosts).context("--allow-host")?;
+        let tls = TlsOptions {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone().zip(self.client_key.clone()),
+            insecure: self.insecure,
+        };
+        let mut http = HttpConfig::with_tls(allow, &tls)?;
+        if !self.resolve.is_empty() {
+            let map = self
+                .resolve
+                .iter()
+                .map(|e| Overrides::parse_entry(e))
+                .collect::<Result<HashMap<_, _>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            http.resolver = Arc::new(Overrides::new(map, http.resolver.clone()));
+        }
+        http.max_requests = self.max_requests;
+        http.max_body = self.max_body as u64;
+        http.max_total_bytes = self.max_total_bytes as u64;
+        let mut opts = RunOptions::new(Arc::new(http));
+        opts.vars = vars;
+        opts.secrets = secrets;
+        opts.timeout = self.timeout;
+        opts.memory_limit = self.memory_limit;
+        Ok(opts)
+    }
+
+    /// Flags that a config's `[[journey]]` would silently override.
+    pub(crate) fn given_lists(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for (given, flag) in [
+            (!self.vars.is_empty(), "--var"),
+            (!self.secrets.is_empty(), "--secret"),
+            (!self.allow_hosts.is_empty(), "--allow-host"),
+            (!self.resolve.is_empty(), "--resolve"),
+            (self.ca_file.is_some(), "--ca-file"),
+            (self.client_cert.is_some(), "--client-cert"),
+            (self.insecure, "--insecure"),
+        ] {
+            if given {
+                out.push(flag);
+            }
+        }
+        out
+    }
+}
+
 fn run(args: RunArgs) -> anyhow::Result<Status> {
     let sink_configs = sink_specs(&args.sinks)?;
-    let vars = pairs(&args.vars, "var", false)?;
-    let secrets = pairs(&args.secrets, "secret", true)?;
-    let allow = AllowList::parse(&args.allow_hosts).context("--allow-host")?;
-    let tls = TlsOptions {
-        ca_file: args.ca_file.clone(),
-        client_cert: args.client_cert.clone().zip(args.client_key.clone()),
-        insecure: args.insecure,
-    };
-    let mut http = HttpConfig::with_tls(allow, &tls)?;
-    if !args.resolve.is_empty() {
-        let map = args
-            .resolve
-            .iter()
-            .map(|e| Overrides::parse_entry(e))
-            .collect::<Result<HashMap<_, _>, _>>()
-            .map_err(anyhow::Error::msg)?;
-        http.resolver = Arc::new(Overrides::new(map, http.resolver.clone()));
-    }
-    http.max_requests = args.max_requests;
-    http.max_body = args.max_body as u64;
-    http.max_total_bytes = args.max_total_bytes as u64;
+    let mut opts = args.settings.options()?;
     let runtime = Runtime::new(Runtime::default_cache_dir())?;
     let mut journey = runtime.load_file(&args.journey)?;
     if let Some(name) = args.name {
         journey.name = name;
     }
-    let mut opts = RunOptions::new(Arc::new(http));
-    opts.vars = vars;
-    opts.secrets = secrets;
-    opts.timeout = args.timeout;
-    opts.memory_limit = args.memory_limit;
     opts.location = args.location;
     if args.har.is_some() {
         opts.capture_bodies = Some(args.har_body_cap);
@@ -438,6 +553,33 @@ pub fn main() -> ExitCode {
         _ => init_logs("warn", LogFormat::Human),
     }
     let result = match cli.command {
+        Command::Load(args) => {
+            let args = *args;
+            let code = match args.merge {
+                Some(LoadCommand::Merge(m)) => {
+                    crate::cli_load::merge(&m.parts, &m.slo, m.report.as_deref(), m.json.as_deref())
+                }
+                None => crate::cli_load::load(crate::cli_load::LoadRequest {
+                    journey: args.journey,
+                    config: args.config,
+                    settings: args.settings,
+                    name: args.name,
+                    location: args.location,
+                    concurrency: args.concurrency,
+                    rate: args.rate,
+                    step_duration: args.step_duration,
+                    warmup: args.warmup,
+                    iterations: args.iterations,
+                    max_vus: args.max_vus,
+                    slo: args.slo,
+                    report: args.report,
+                    json: args.json,
+                    shard: args.shard,
+                    quiet: args.quiet,
+                }),
+            };
+            return exit(code);
+        }
         Command::Run(args) => run(*args),
         Command::Demo(args) => demo(args),
         Command::Serve(args) => crate::cli_serve::serve(&args.config).map(|()| Status::Pass),
@@ -454,8 +596,13 @@ pub fn main() -> ExitCode {
         })
         .map(|()| Status::Pass),
     };
+    exit(result.map(|status| status.exit_code() as u8))
+}
+
+/// The exit code of a command's outcome; errors are printed, once each.
+fn exit(result: anyhow::Result<u8>) -> ExitCode {
     match result {
-        Ok(status) => ExitCode::from(status.exit_code() as u8),
+        Ok(code) => ExitCode::from(code),
         // `waymark run ... | head` closing the pipe is not an error to report.
         Err(e)
             if e.chain().any(|c| {

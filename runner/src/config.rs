@@ -32,6 +32,8 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// `[store]`.
     pub store: StoreConfig,
+    /// `[load]`: how `waymark load -c` audits one of the journeys.
+    pub load: Option<LoadConfig>,
 }
 
 /// `[runner]`: this process.
@@ -199,6 +201,32 @@ pub struct StoreConfig {
     pub path: Option<PathBuf>,
     /// Runs older than this are deleted.
     pub retention: Duration,
+}
+
+/// `[load]`: a scalability audit of one `[[journey]]` (its wasm, vars,
+/// secrets, allow-list and limits); `waymark load` flags override it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadConfig {
+    /// The `[[journey]]` to load.
+    pub journey: String,
+    /// Closed model: users per step.
+    pub concurrency: Vec<u32>,
+    /// Open model: arrivals per second per step.
+    pub rate: Vec<f64>,
+    /// Length of each step.
+    pub step_duration: Option<Duration>,
+    /// Unmeasured start of each step.
+    pub warmup: Option<Duration>,
+    /// Most iterations per step.
+    pub iterations: Option<u64>,
+    /// Open model: most journeys in flight.
+    pub max_vus: Option<u32>,
+    /// SLO gates.
+    pub slo: Vec<crate::load::slo::Gate>,
+    /// HTML report file.
+    pub report: Option<PathBuf>,
+    /// JSON results file.
+    pub json: Option<PathBuf>,
 }
 
 /// A place in the config file.
@@ -390,6 +418,21 @@ struct RawSink {
 struct RawStore {
     path: Option<Spanned<String>>,
     retention: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLoad {
+    journey: Option<Spanned<String>>,
+    concurrency: Option<Vec<Spanned<i64>>>,
+    rate: Option<Vec<Spanned<String>>>,
+    step_duration: Option<Spanned<String>>,
+    warmup: Option<Spanned<String>>,
+    iterations: Option<Spanned<i64>>,
+    max_vus: Option<Spanned<i64>>,
+    slo: Option<Vec<Spanned<String>>>,
+    report: Option<Spanned<String>>,
+    json: Option<Spanned<String>>,
 }
 
 /// A size as `"64MiB"` or a plain integer of bytes.
@@ -657,6 +700,7 @@ impl Config {
         let mut journeys_raw: Vec<(Spanned<DeValue>, RawJourney)> = Vec::new();
         let mut sinks_raw: Vec<(Range<usize>, RawSink)> = Vec::new();
         let mut store_raw = RawStore::default();
+        let mut load_raw: Option<(Range<usize>, RawLoad)> = None;
         let mut defaults_value = None;
         for (key, value) in doc.get_ref().iter() {
             match key.get_ref().as_ref() {
@@ -705,11 +749,16 @@ impl Config {
                         store_raw = v;
                     }
                 }
+                "load" => {
+                    if let Some(v) = r.section(value, "[load]") {
+                        load_raw = Some((key.span(), v));
+                    }
+                }
                 other => r.error(
                     key.span(),
                     other.to_string(),
                     format!(
-                        "unknown key '{other}' (the file holds [runner], [defaults], [[journey]], [[sink]] and [store])"
+                        "unknown key '{other}' (the file holds [runner], [defaults], [[journey]], [[sink]], [store] and [load])"
                     ),
                 ),
             }
@@ -813,6 +862,8 @@ impl Config {
             }
         }
         let store = read_store(&mut r, &base, store_raw);
+        let load =
+            load_raw.and_then(|(span, raw)| read_load(&mut r, &base, span, raw, &journeys_raw));
         r.errors.sort_by_key(|e| (e.place.line, e.place.column));
         // A bad value in [defaults] shows once, not once per journey.
         r.errors.dedup();
@@ -822,6 +873,7 @@ impl Config {
             journeys,
             sinks,
             store,
+            load,
         };
         (Some(config), r.errors)
     }
@@ -1422,6 +1474,123 @@ fn read_store(r: &mut Reader, base: &Path, raw: RawStore) -> StoreConfig {
         }
     }
     out
+}
+
+fn read_load(
+    r: &mut Reader,
+    base: &Path,
+    span: Range<usize>,
+    raw: RawLoad,
+    journeys: &[(Spanned<DeValue>, RawJourney)],
+) -> Option<LoadConfig> {
+    let errors_before = r.errors.len();
+    let names: Vec<&str> = journeys
+        .iter()
+        .filter_map(|(_, j)| j.name.as_ref().map(|n| n.get_ref().as_str()))
+        .collect();
+    let journey = match &raw.journey {
+        Some(n) if names.contains(&n.get_ref().as_str()) => n.get_ref().clone(),
+        Some(n) => {
+            r.error(
+                n.span(),
+                "[load] → journey",
+                format!(
+                    "no [[journey]] is named '{}' (the file has: {})",
+                    n.get_ref(),
+                    names.join(", ")
+                ),
+            );
+            String::new()
+        }
+        None if names.len() == 1 => names[0].to_string(),
+        None => {
+            r.error(
+                span.clone(),
+                "[load] → journey",
+                "name the [[journey]] to load: the file has more than one",
+            );
+            String::new()
+        }
+    };
+    let mut concurrency = Vec::new();
+    for v in raw.concurrency.iter().flatten() {
+        if let Some(n) = r.count(v, "[load] → concurrency", 1, 1_000_000) {
+            concurrency.push(n as u32);
+        }
+    }
+    let mut rate = Vec::new();
+    for v in raw.rate.iter().flatten() {
+        match crate::load::parse_rate(v.get_ref()) {
+            Ok(x) => rate.push(x),
+            Err(e) => r.error(v.span(), "[load] → rate", e),
+        }
+    }
+    if let (Some(c), Some(rt)) = (&raw.concurrency, &raw.rate)
+        && !c.is_empty()
+        && !rt.is_empty()
+    {
+        r.error(
+            rt[0].span(),
+            "[load] → rate",
+            "give 'concurrency' (closed model) or 'rate' (open model), not both",
+        );
+    }
+    let step_duration = raw.step_duration.as_ref().and_then(|v| {
+        let d = r.duration(v, "[load] → step_duration")?;
+        if d.is_zero() {
+            r.error(
+                v.span(),
+                "[load] → step_duration",
+                "a step must last above 0",
+            );
+            None
+        } else {
+            Some(d)
+        }
+    });
+    let warmup = raw
+        .warmup
+        .as_ref()
+        .and_then(|v| r.duration(v, "[load] → warmup"));
+    if let (Some(w), Some(d), Some(v)) = (warmup, step_duration, &raw.warmup)
+        && w >= d
+    {
+        r.error(
+            v.span(),
+            "[load] → warmup",
+            "the warm-up must be shorter than step_duration, or nothing is measured",
+        );
+    }
+    let iterations = raw
+        .iterations
+        .as_ref()
+        .and_then(|v| r.count(v, "[load] → iterations", 1, i64::MAX))
+        .map(|n| n as u64);
+    let max_vus = raw
+        .max_vus
+        .as_ref()
+        .and_then(|v| r.count(v, "[load] → max_vus", 1, 1_000_000))
+        .map(|n| n as u32);
+    let mut slo = Vec::new();
+    for v in raw.slo.iter().flatten() {
+        match crate::load::slo::Gate::parse(v.get_ref()) {
+            Ok(g) => slo.push(g),
+            Err(e) => r.error(v.span(), "[load] → slo", e),
+        }
+    }
+    let path = |v: &Option<Spanned<String>>| v.as_ref().map(|p| base.join(p.get_ref()));
+    (r.errors.len() == errors_before).then(|| LoadConfig {
+        journey,
+        concurrency,
+        rate,
+        step_duration,
+        warmup,
+        iterations,
+        max_vus,
+        slo,
+        report: path(&raw.report),
+        json: path(&raw.json),
+    })
 }
 
 #[cfg(test)]

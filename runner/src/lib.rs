@@ -5,6 +5,7 @@
 //! library code that tests call directly.
 
 pub mod cli;
+mod cli_load;
 mod cli_serve;
 pub mod config;
 pub mod demo;

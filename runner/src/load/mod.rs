@@ -86,7 +86,8 @@ impl Shard {
 
     /// Parses `I/N`.
     pub fn parse(text: &str) -> Result<Shard, String> {
-        let bad = || format!("'{text}' is not a shard like 0/3 (index from 0 to count−1, then count)");
+        let bad =
+            || format!("'{text}' is not a shard like 0/3 (index from 0 to count−1, then count)");
         let (i, n) = text.split_once('/').ok_or_else(bad)?;
         let index: u32 = i.trim().parse().map_err(|_| bad())?;
         let count: u32 = n.trim().parse().map_err(|_| bad())?;
@@ -173,6 +174,9 @@ pub struct StepResult {
     pub passed: u64,
     /// Iterations that did not pass, by error kind (check, http, timeout…).
     pub errors: BTreeMap<String, u64>,
+    /// The first message seen of each error kind, to tell what went wrong.
+    #[serde(default)]
+    pub error_examples: BTreeMap<String, String>,
     /// HTTP requests of the measured iterations.
     pub requests: u64,
     /// Of which failed below HTTP (refused, reset, timed out…).
@@ -238,6 +242,9 @@ pub struct Totals {
     pub passed: u64,
     /// Not passed, by kind.
     pub errors: BTreeMap<String, u64>,
+    /// The first message of each error kind.
+    #[serde(default)]
+    pub error_examples: BTreeMap<String, String>,
     /// Requests.
     pub requests: u64,
     /// Whole-journey latency.
@@ -257,6 +264,11 @@ impl Totals {
             t.requests += s.requests;
             for (k, v) in &s.errors {
                 *t.errors.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &s.error_examples {
+                t.error_examples
+                    .entry(k.clone())
+                    .or_insert_with(|| v.clone());
             }
             t.latency.merge(&s.latency);
             merge_map(&mut t.journey_steps, &s.journey_steps);
@@ -419,6 +431,9 @@ pub fn merge(parts: Vec<(String, LoadReport)>) -> Result<LoadReport, MergeError>
             for (k, v) in b.errors {
                 *a.errors.entry(k).or_default() += v;
             }
+            for (k, v) in b.error_examples {
+                a.error_examples.entry(k).or_insert(v);
+            }
             a.requests += b.requests;
             a.request_errors += b.request_errors;
             // The shards ran side by side: their rates add up.
@@ -511,7 +526,14 @@ impl Collector {
         }
     }
 
-    fn record(&self, step: usize, intended: Instant, started: Instant, ended: Instant, rec: &RunRecord) {
+    fn record(
+        &self,
+        step: usize,
+        intended: Instant,
+        started: Instant,
+        ended: Instant,
+        rec: &RunRecord,
+    ) {
         let mut steps = self.lock();
         let Some(acc) = steps.get_mut(step) else {
             return;
@@ -532,6 +554,11 @@ impl Collector {
                 .as_ref()
                 .map_or(rec.status.as_str(), |e| e.kind.as_str());
             *r.errors.entry(kind.to_string()).or_default() += 1;
+            if let Some(e) = &rec.error {
+                r.error_examples
+                    .entry(kind.to_string())
+                    .or_insert_with(|| e.message.clone());
+            }
         }
         r.latency.record(ended.saturating_duration_since(intended));
         for step in &rec.steps {
@@ -569,7 +596,9 @@ impl Collector {
         let guard = self.lock();
         let acc = guard.last()?;
         let now = Instant::now();
-        let measured = now.saturating_duration_since(acc.window_start).as_secs_f64();
+        let measured = now
+            .saturating_duration_since(acc.window_start)
+            .as_secs_f64();
         let r = &acc.result;
         Some(Live {
             step: r.index,
@@ -865,6 +894,7 @@ fn blank_step(index: usize, users: Option<u32>, rate: Option<f64>, warmup: Durat
         iterations: 0,
         passed: 0,
         errors: BTreeMap::new(),
+        error_examples: BTreeMap::new(),
         requests: 0,
         request_errors: 0,
         throughput: 0.0,

@@ -273,7 +273,10 @@ mod tests {
         let g = Gate::parse("peak>=32").expect("valid");
         assert_eq!((g.metric, g.op, g.limit), (Metric::Peak, Op::Ge, 32.0));
         let g = Gate::parse("throughput>100/s").expect("valid");
-        assert_eq!((g.metric, g.op, g.limit), (Metric::Throughput, Op::Gt, 100.0));
+        assert_eq!(
+            (g.metric, g.op, g.limit),
+            (Metric::Throughput, Op::Gt, 100.0)
+        );
     }
 
     #[test]

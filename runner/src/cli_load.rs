@@ -1,0 +1,314 @@
+//! `waymark load` and `waymark load merge`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::load::{self, LoadReport, Model, Plan, Shard, slo::Gate};
+use crate::{Runtime, serve};
+
+/// Exit codes of `waymark load`.
+pub(crate) const EXIT_SLO_FAILED: u8 = 1;
+/// Ctrl-C, as shells report it.
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
+
+const DEFAULT_USERS: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
+const DEFAULT_STEP: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_VUS: u32 = 1000;
+
+/// Everything `waymark load` was asked, flags over the config's `[load]`.
+pub(crate) struct LoadRequest {
+    pub journey: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub settings: crate::cli::JourneyArgs,
+    pub name: Option<String>,
+    pub location: String,
+    pub concurrency: Vec<u32>,
+    pub rate: Vec<String>,
+    pub step_duration: Option<Duration>,
+    pub warmup: Option<Duration>,
+    pub iterations: Option<u64>,
+    pub max_vus: Option<u32>,
+    pub slo: Vec<String>,
+    pub report: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+    pub shard: Option<String>,
+    pub quiet: bool,
+}
+
+fn gates(texts: &[String]) -> anyhow::Result<Vec<Gate>> {
+    texts
+        .iter()
+        .map(|t| Gate::parse(t).map_err(|e| anyhow::anyhow!("--slo {e}")))
+        .collect()
+}
+
+fn multi_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Writes the outputs and says how the run ends.
+fn finish(
+    report: &mut LoadReport,
+    gates: &[Gate],
+    html: Option<&Path>,
+    json: Option<&Path>,
+) -> anyhow::Result<u8> {
+    let all_pass = report.gate(gates);
+    print!("{}", load::report::terminal(report));
+    // Written even when a gate failed: the report says why.
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write the JSON results to {}", path.display()))?;
+        eprintln!("waymark: results written to {}", path.display());
+    }
+    if let Some(path) = html {
+        std::fs::write(path, load::report::html(report))
+            .with_context(|| format!("cannot write the HTML report to {}", path.display()))?;
+        eprintln!("waymark: report written to {}", path.display());
+    }
+    Ok(if report.interrupted {
+        EXIT_INTERRUPTED
+    } else if all_pass {
+        0
+    } else {
+        EXIT_SLO_FAILED
+    })
+}
+
+/// `waymark load`.
+pub(crate) fn load(req: LoadRequest) -> anyhow::Result<u8> {
+    let rt = multi_thread()?;
+    // The config (if any) is read first: the engine's instance pool is sized
+    // from the plan and the journey's memory limit, and the journey is
+    // compiled for that engine.
+    let (config, cfg) = match (&req.journey, &req.config) {
+        (Some(_), Some(_)) => {
+            bail!("give a journey file or -c CONFIG (with a [load] section), not both")
+        }
+        (None, None) => bail!(
+            "which journey? give a Wasm component (waymark load journey.wasm) or -c CONFIG with a [load] section"
+        ),
+        (Some(_), None) => (None, None),
+        (None, Some(path)) => {
+            let given = req.settings.given_lists();
+            if !given.is_empty() {
+                bail!(
+                    "with -c, the journey's settings come from its [[journey]] in {}; {} would be ignored, so write it there",
+                    path.display(),
+                    given.join(", ")
+                );
+            }
+            let config = crate::config::Config::load(path)?;
+            let Some(lc) = config.load.clone() else {
+                bail!(
+                    "{} has no [load] section: add one naming the journey to load (see the README)",
+                    path.display()
+                );
+            };
+            (Some(config), Some(lc))
+        }
+    };
+    let concurrency = if req.concurrency.is_empty() {
+        cfg.as_ref()
+            .map(|c| c.concurrency.clone())
+            .unwrap_or_default()
+    } else {
+        req.concurrency.clone()
+    };
+    let rates: Vec<f64> = if req.rate.is_empty() {
+        cfg.as_ref().map(|c| c.rate.clone()).unwrap_or_default()
+    } else {
+        req.rate
+            .iter()
+            .map(|r| load::parse_rate(r).map_err(|e| anyhow::anyhow!("--rate {e}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if !req.concurrency.is_empty() && !req.rate.is_empty() {
+        bail!("give --concurrency (closed model) or --rate (open model), not both");
+    }
+    if concurrency.contains(&0) {
+        bail!("--concurrency: every step needs at least 1 user");
+    }
+    let model = if !rates.is_empty() && req.concurrency.is_empty() {
+        Model::Open {
+            rates,
+            max_vus: req
+                .max_vus
+                .or(cfg.as_ref().and_then(|c| c.max_vus))
+                .unwrap_or(DEFAULT_MAX_VUS),
+        }
+    } else {
+        Model::Closed {
+            users: if concurrency.is_empty() {
+                DEFAULT_USERS.to_vec()
+            } else {
+                concurrency
+            },
+        }
+    };
+    let step_duration = req
+        .step_duration
+        .or(cfg.as_ref().and_then(|c| c.step_duration))
+        .unwrap_or(DEFAULT_STEP);
+    if step_duration.is_zero() {
+        bail!("--step-duration must be above 0");
+    }
+    let warmup = req
+        .warmup
+        .or(cfg.as_ref().and_then(|c| c.warmup))
+        .unwrap_or_else(|| Plan::default_warmup(step_duration));
+    if warmup >= step_duration {
+        bail!(
+            "--warmup {} is not shorter than the step ({}): nothing would be measured",
+            humantime::format_duration(warmup),
+            humantime::format_duration(step_duration)
+        );
+    }
+    let shard = match &req.shard {
+        Some(s) => Shard::parse(s).map_err(|e| anyhow::anyhow!("--shard {e}"))?,
+        None => Shard::WHOLE,
+    };
+    let mut all_gates = cfg.as_ref().map(|c| c.slo.clone()).unwrap_or_default();
+    all_gates.extend(gates(&req.slo)?);
+    let html = req
+        .report
+        .clone()
+        .or(cfg.as_ref().and_then(|c| c.report.clone()));
+    let json = req
+        .json
+        .clone()
+        .or(cfg.as_ref().and_then(|c| c.json.clone()));
+    let plan = Plan {
+        model,
+        step_duration,
+        warmup,
+        iterations: req.iterations.or(cfg.as_ref().and_then(|c| c.iterations)),
+        shard,
+    };
+
+    let show = !req.quiet && std::io::stderr().is_terminal();
+    let bar = if show {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b.enable_steady_tick(Duration::from_millis(120));
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let tick_bar = bar.clone();
+    let on_tick = move |l: &load::Live| {
+        tick_bar.set_message(format!(
+            "step {}/{} · {} · {:.0}/{:.0} s{} · {:.1} it/s · p95 {:.1} ms · errors {:.2} %",
+            l.step + 1,
+            l.steps,
+            l.label,
+            l.elapsed.as_secs_f64(),
+            l.step_duration.as_secs_f64(),
+            if l.warming_up { " (warm-up)" } else { "" },
+            l.throughput,
+            l.p95_ms,
+            l.error_rate * 100.0
+        ));
+    };
+
+    let memory_limit = match (&config, &cfg) {
+        (Some(c), Some(lc)) => c
+            .journeys
+            .iter()
+            .find(|j| j.name == lc.journey)
+            .map_or(req.settings.memory_limit, |j| j.memory_limit),
+        _ => req.settings.memory_limit,
+    };
+    let slots = match &plan.model {
+        Model::Closed { users } => users
+            .iter()
+            .map(|&u| plan.shard.share(u64::from(u)))
+            .max()
+            .unwrap_or(1),
+        Model::Open { max_vus, .. } => u64::from(*max_vus),
+    };
+    // A spare slot or two: nothing else instantiates, but a margin costs
+    // only address space.
+    let slots = u32::try_from(slots + 2).unwrap_or(u32::MAX);
+    let runtime = Arc::new(Runtime::pooled(
+        Runtime::default_cache_dir(),
+        slots,
+        memory_limit,
+    )?);
+    let (journey, opts) = match (config, &cfg, &req.journey) {
+        (Some(config), Some(lc), _) => {
+            let prepared = serve::prepare(&runtime, config, None).map_err(|errs| {
+                anyhow::anyhow!(
+                    "{}",
+                    errs.iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?;
+            let p = prepared
+                .journeys
+                .iter()
+                .find(|p| p.config.name == lc.journey)
+                .with_context(|| format!("journey '{}' did not load", lc.journey))?;
+            (p.loaded.clone(), p.opts.clone())
+        }
+        (_, _, Some(path)) => {
+            let mut opts = req.settings.options()?;
+            opts.location = req.location.clone();
+            let mut j = runtime.load_file(path)?;
+            if let Some(n) = &req.name {
+                j.name = n.clone();
+            }
+            (j, opts)
+        }
+        _ => bail!("which journey? give a Wasm component or -c CONFIG"),
+    };
+    let target = load::Target {
+        runtime,
+        journey,
+        opts,
+    };
+    let mut report = rt.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = stop_tx.send(true);
+            }
+        });
+        load::run(target, &plan, stop_rx, &on_tick).await
+    });
+    bar.finish_and_clear();
+    finish(&mut report, &all_gates, html.as_deref(), json.as_deref())
+}
+
+/// `waymark load merge`.
+pub(crate) fn merge(
+    parts: &[PathBuf],
+    slo: &[String],
+    html: Option<&Path>,
+    json: Option<&Path>,
+) -> anyhow::Result<u8> {
+    let gates = gates(slo)?;
+    let mut reports = Vec::new();
+    for p in parts {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let r: LoadReport = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not a waymark load result: {e}", p.display()))?;
+        reports.push((p.display().to_string(), r));
+    }
+    let mut merged = load::merge(reports)?;
+    finish(&mut merged, &gates, html, json)
+}
