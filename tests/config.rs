@@ -145,6 +145,32 @@ fn expectations(src: &str) -> Vec<Expect> {
 }
 
 #[test]
+fn the_load_section_reads_the_ramp_and_gates() {
+    let path = dir("good").join("load.toml");
+    let src = std::fs::read_to_string(&path).expect("read");
+    let c = Config::parse(&path, &src, &env).expect("valid");
+    let l = c.load.expect("a [load] section");
+    assert_eq!(l.journey, "checkout");
+    assert!(l.concurrency.is_empty());
+    assert_eq!(l.rate, vec![50.0, 100.0, 200.0]);
+    assert_eq!(l.step_duration, Some(Duration::from_secs(60)));
+    assert_eq!(l.warmup, Some(Duration::from_secs(10)));
+    assert_eq!(l.max_vus, Some(500));
+    assert_eq!(l.slo.len(), 4);
+    assert_eq!(l.slo[1].to_string(), "p99(pay)<2s");
+    assert_eq!(l.report, Some(dir("good").join("audit.html")));
+    // Without a [load] section there is none.
+    let path = dir("good").join("minimal.toml");
+    let src = std::fs::read_to_string(&path).expect("read");
+    assert!(
+        Config::parse(&path, &src, &env)
+            .expect("valid")
+            .load
+            .is_none()
+    );
+}
+
+#[test]
 fn bad_files_name_every_problem_where_it_is() {
     let bad = files("bad");
     assert!(bad.len() >= 12);

@@ -564,6 +564,8 @@ async fn feature_answer(
 pub struct CountingServer {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicUsize>,
     pub max_concurrent: Arc<AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -587,8 +589,13 @@ impl CountingServer {
         let addr = std_listener.local_addr().expect("addr");
         let requests = Arc::new(AtomicUsize::new(0));
         let max_concurrent = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (req, maxc) = (requests.clone(), max_concurrent.clone());
+        let (req, maxc, conns) = (
+            requests.clone(),
+            max_concurrent.clone(),
+            connections.clone(),
+        );
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -599,6 +606,7 @@ impl CountingServer {
                 let current = Arc::new(AtomicUsize::new(0));
                 let serve = async {
                     while let Ok((tcp, _)) = listener.accept().await {
+                        conns.fetch_add(1, Ordering::SeqCst);
                         let (req, maxc, current) = (req.clone(), maxc.clone(), current.clone());
                         tokio::spawn(async move {
                             let svc = hyper::service::service_fn(move |_r| {
@@ -634,6 +642,7 @@ impl CountingServer {
         CountingServer {
             addr,
             requests,
+            connections,
             max_concurrent,
             stop: Some(stop),
             thread: Some(thread),

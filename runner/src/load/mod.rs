@@ -11,7 +11,9 @@
 //! Each step's first `warmup` is not measured. An iteration is measured
 //! when it starts inside the step's window; in the closed model it must
 //! also end before the step does (the next step has other users), in the
-//! open model its arrival time alone decides.
+//! open model its arrival time alone decides (its latency counts wherever
+//! it ends, but only what ended inside the window counts as throughput:
+//! an overloaded server's throughput is what it served, not what arrived).
 
 pub mod hist;
 pub mod report;
@@ -490,12 +492,17 @@ struct Acc {
     result: StepResult,
     step_start: Instant,
     window_start: Instant,
+    /// When the plan ends the step (a budget may end it sooner).
+    planned_end: Instant,
     /// Set when the step is over; closed-model iterations ending after it
     /// are not measured.
     ended: Option<Instant>,
     /// Open model: an iteration counts by its arrival, whenever it ends.
     by_arrival: bool,
     busy: Duration,
+    /// Measured iterations that ended inside the window: the throughput.
+    /// (In the open model the others still count for latency.)
+    completed_in_window: u64,
 }
 
 struct Collector {
@@ -509,14 +516,16 @@ impl Collector {
         self.steps.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn begin(&self, result: StepResult, start: Instant, warmup: Duration, by_arrival: bool) {
+    fn begin(&self, result: StepResult, start: Instant, plan: &Plan, by_arrival: bool) {
         self.lock().push(Acc {
             result,
             step_start: start,
-            window_start: start + warmup,
+            window_start: start + plan.warmup,
+            planned_end: start + plan.step_duration,
             ended: None,
             by_arrival,
             busy: Duration::ZERO,
+            completed_in_window: 0,
         });
     }
 
@@ -544,6 +553,9 @@ impl Collector {
             return;
         }
         acc.busy += ended.saturating_duration_since(started);
+        if ended <= acc.planned_end && acc.ended.is_none_or(|e| ended <= e) {
+            acc.completed_in_window += 1;
+        }
         let r = &mut acc.result;
         r.iterations += 1;
         if rec.status == Status::Pass {
@@ -627,8 +639,14 @@ impl Collector {
                 let measured = end.saturating_duration_since(a.window_start).as_secs_f64();
                 r.measured_s = measured;
                 if measured > 0.0 {
-                    r.throughput = r.iterations as f64 / measured;
-                    r.request_rate = r.requests as f64 / measured;
+                    r.throughput = a.completed_in_window as f64 / measured;
+                    // Requests follow their iterations' share of the window.
+                    r.request_rate = if r.iterations > 0 {
+                        r.requests as f64 * (a.completed_in_window as f64 / r.iterations as f64)
+                            / measured
+                    } else {
+                        0.0
+                    };
                     r.mean_concurrency = a.busy.as_secs_f64() / measured;
                 }
                 r
@@ -733,7 +751,7 @@ pub async fn run(
                 shared.collector.begin(
                     blank_step(i, Some(users), None, plan.warmup),
                     start,
-                    plan.warmup,
+                    plan,
                     false,
                 );
                 ctl_tx.send_replace(Ctl {
@@ -773,7 +791,7 @@ pub async fn run(
                 shared.collector.begin(
                     blank_step(i, None, Some(rate), plan.warmup),
                     start,
-                    plan.warmup,
+                    plan,
                     true,
                 );
                 let end = start + plan.step_duration;

@@ -37,9 +37,13 @@ fn ms(v: f64) -> String {
 }
 
 fn header(r: &LoadReport) -> String {
+    format!("waymark load: {} · {}", r.journey, plan_line(r))
+}
+
+/// The model, the steps, warm-up and shards in one line.
+fn plan_line(r: &LoadReport) -> String {
     let mut s = format!(
-        "waymark load: {} · {} model · {} step{} of {}s",
-        r.journey,
+        "{} model · {} step{} of {}s",
         r.model,
         r.steps.len(),
         if r.steps.len() == 1 { "" } else { "s" },
@@ -575,7 +579,7 @@ svg{{max-width:100%;height:auto;display:block}}
         journey = esc(&r.journey),
         sub = esc(&format!(
             "{} · started {} · location {} · waymark {}",
-            header(r),
+            plan_line(r),
             r.started_at,
             r.location,
             r.waymark_version

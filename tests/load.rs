@@ -1,0 +1,567 @@
+//! `waymark load` end to end: the binary against loopback servers, its JSON
+//! read back, shards merged, SLO gates deciding the exit code, Ctrl-C, and
+//! the HTML report rendered by headless Chromium.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{CountingServer, hostile_wasm};
+
+fn waymark(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args(args)
+        .env("WAYMARK_CACHE_DIR", cache)
+        .output()
+        .expect("waymark runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `waymark load` of the test guest fetching `server`'s URL, with `extra` flags.
+fn load_fetch(cache: &Path, server: &CountingServer, extra: &[&str]) -> Output {
+    let url_var = format!("url={}", server.url());
+    let authority = server.addr.to_string();
+    let mut args = vec![
+        "load",
+        hostile_wasm().to_str().expect("utf-8 path"),
+        "--name",
+        "fetch",
+        "--var",
+        "mode=fetch",
+        "--var",
+        &url_var,
+        "--allow-host",
+        &authority,
+    ];
+    args.extend_from_slice(extra);
+    waymark(cache, &args)
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("json written")).expect("json")
+}
+
+fn steps(v: &Value) -> &Vec<Value> {
+    v["steps"].as_array().expect("steps")
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+#[test]
+fn closed_ramp_measures_every_iteration_on_kept_alive_connections() {
+    let cache = tempfile::tempdir().expect("temp");
+    let server = CountingServer::start(0, Duration::from_millis(2));
+    let json = cache.path().join("out.json");
+    let out = load_fetch(
+        cache.path(),
+        &server,
+        &[
+            "--concurrency",
+            "1,2,4",
+            "--iterations",
+            "30",
+            "--step-duration",
+            "60s",
+            "--warmup",
+            "0s",
+            "--json",
+            json.to_str().expect("utf-8"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let v = read_json(&json);
+    assert_eq!(v["model"], "closed");
+    assert_eq!(v["journey"], "fetch");
+    let users: Vec<u64> = steps(&v).iter().map(|s| u(&s["users"])).collect();
+    assert_eq!(users, vec![1, 2, 4]);
+    for s in steps(&v) {
+        // The budget ends each step: exactly 30 measured, each one request.
+        assert_eq!(u(&s["iterations"]), 30, "{s}");
+        assert_eq!(u(&s["passed"]), 30);
+        assert_eq!(u(&s["requests"]), 30);
+        assert_eq!(u(&s["latency"]["count"]), 30);
+        assert_eq!(u(&s["phases"]["connect"]["count"]), 30);
+        assert_eq!(u(&s["unmeasured"]), 0);
+        assert!(s["throughput"].as_f64().expect("f64") > 0.0);
+        let p = &s["latency"];
+        assert!(p["p50_ms"].as_f64() <= p["p99_ms"].as_f64());
+        assert!(p["p99_ms"].as_f64() <= p["max_ms"].as_f64());
+        // The server waits 2 ms per request, so no journey took less.
+        assert!(p["p50_ms"].as_f64().expect("f64") >= 2.0, "{p}");
+    }
+    assert_eq!(server.count(), 90, "one request per iteration, none lost");
+    // Four users over the whole ramp: a connection each, reused across
+    // iterations and steps.
+    let conns = server.connections.load(Ordering::SeqCst);
+    assert!(conns <= 4, "{conns} connections for 4 users");
+    assert!(server.max_concurrent.load(Ordering::SeqCst) <= 4);
+    // Three levels: the USL is fitted (or says why not) and printed.
+    assert!(stdout.contains("Universal Scalability Law fit"), "{stdout}");
+    assert!(v["usl"]["lambda"].as_f64().expect("a fit") > 0.0);
+}
+
+#[test]
+fn shards_merge_to_the_counts_of_a_single_run() {
+    let cache = tempfile::tempdir().expect("temp");
+    let server = CountingServer::start(0, Duration::from_millis(1));
+    let flags = [
+        "--concurrency",
+        "3,6",
+        "--iterations",
+        "30",
+        "--step-duration",
+        "60s",
+        "--warmup",
+        "0s",
+        "--quiet",
+    ];
+    let single = cache.path().join("single.json");
+    let mut args: Vec<&str> = flags.to_vec();
+    let single_s = single.to_str().expect("utf-8").to_string();
+    args.extend(["--json", &single_s]);
+    let out = load_fetch(cache.path(), &server, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let before = server.count();
+
+    // Three shards as separate processes at once, as pods of an Indexed Job.
+    let url_var = format!("url={}", server.url());
+    let authority = server.addr.to_string();
+    let parts: Vec<PathBuf> = (0..3)
+        .map(|i| cache.path().join(format!("part-{i}.json")))
+        .collect();
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            let shard = format!("{i}/3");
+            Command::new(env!("CARGO_BIN_EXE_waymark"))
+                .args(["load", hostile_wasm().to_str().expect("utf-8")])
+                .args(["--name", "fetch", "--var", "mode=fetch", "--var", &url_var])
+                .args(["--allow-host", &authority, "--shard", &shard])
+                .args(flags)
+                .args(["--json", parts[i].to_str().expect("utf-8")])
+                .env("WAYMARK_CACHE_DIR", cache.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("shard starts")
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().expect("shard ends");
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    }
+    for p in &parts {
+        let v = read_json(p);
+        let users: Vec<u64> = steps(&v).iter().map(|s| u(&s["users"])).collect();
+        assert_eq!(users, vec![1, 2], "each shard runs a third of the users");
+        assert_eq!(u(&steps(&v)[0]["iterations"]), 10);
+    }
+    assert_eq!(
+        server.count() - before,
+        60,
+        "the shards together ran the plan once"
+    );
+
+    let merged = cache.path().join("merged.json");
+    let html = cache.path().join("merged.html");
+    let mut args = vec!["load", "merge"];
+    let part_s: Vec<String> = parts
+        .iter()
+        .map(|p| p.to_str().expect("utf-8").to_string())
+        .collect();
+    args.extend(part_s.iter().map(String::as_str));
+    let merged_s = merged.to_str().expect("utf-8").to_string();
+    let html_s = html.to_str().expect("utf-8").to_string();
+    args.extend(["--json", &merged_s, "--report", &html_s]);
+    let out = waymark(cache.path(), &args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let one = read_json(&single);
+    let all = read_json(&merged);
+    assert_eq!(u(&all["shards_merged"]), 3);
+    assert!(all["shard"].is_null());
+    for (a, b) in steps(&one).iter().zip(steps(&all)) {
+        for key in [
+            "users",
+            "iterations",
+            "passed",
+            "requests",
+            "request_errors",
+        ] {
+            assert_eq!(a[key], b[key], "{key}");
+        }
+        assert_eq!(a["errors"], b["errors"]);
+        assert_eq!(a["latency"]["count"], b["latency"]["count"]);
+        assert_eq!(a["phases"]["total"]["count"], b["phases"]["total"]["count"]);
+    }
+    assert_eq!(one["total"]["iterations"], all["total"]["iterations"]);
+    // The merged histogram is the union of the parts, not an average.
+    let part_max = parts
+        .iter()
+        .map(|p| {
+            read_json(p)["total"]["latency"]["max_ms"]
+                .as_f64()
+                .expect("f64")
+        })
+        .fold(0.0, f64::max);
+    assert_eq!(all["total"]["latency"]["max_ms"].as_f64(), Some(part_max));
+    assert!(
+        std::fs::read_to_string(&html)
+            .expect("html")
+            .contains("3 shards merged")
+    );
+
+    // Parts of different runs are refused.
+    let other = cache.path().join("other.json");
+    let mut v = read_json(&parts[0]);
+    v["journey"] = Value::from("another");
+    std::fs::write(&other, v.to_string()).expect("write");
+    let out = waymark(
+        cache.path(),
+        &["load", "merge", &part_s[1], other.to_str().expect("utf-8")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("its journey is another, not fetch"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn slo_gates_decide_the_exit_code() {
+    let cache = tempfile::tempdir().expect("temp");
+    let flags = [
+        "--concurrency",
+        "1,2",
+        "--iterations",
+        "10",
+        "--step-duration",
+        "30s",
+        "--warmup",
+        "0s",
+        "--slo",
+        "errors<1%",
+        "--slo",
+        "p95<30s",
+    ];
+    // Every answer a 500: the journey's check fails each time.
+    let failing = CountingServer::start(usize::MAX, Duration::ZERO);
+    let out = load_fetch(cache.path(), &failing, &flags);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL  errors<1%"), "{stdout}");
+    assert!(stdout.contains("measured 100.00 % (20 of 20)"), "{stdout}");
+    assert!(stdout.contains("PASS  p95<30s"), "{stdout}");
+    assert!(stdout.contains("errors by kind: check 20"), "{stdout}");
+
+    let passing = CountingServer::start(0, Duration::ZERO);
+    let out = load_fetch(cache.path(), &passing, &flags);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("PASS  errors<1%"));
+
+    let out = load_fetch(cache.path(), &passing, &["--slo", "p95<fast"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--slo 'p95<fast': 'fast' is not a duration"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Nothing ran for a bad gate.
+    assert_eq!(passing.count(), 20);
+}
+
+/// A server that takes 100 ms and 2 slots can serve 20 journeys/s. At 40
+/// arrivals/s the open model must show the queue in the latency (measured
+/// from each intended start) and 20/s as the throughput; a closed-loop tool
+/// would report 100 ms and hide the queue.
+#[test]
+fn open_model_shows_queueing_from_the_intended_start() {
+    let cache = tempfile::tempdir().expect("temp");
+    let server = CountingServer::start(0, Duration::from_millis(100));
+    let json = cache.path().join("open.json");
+    let out = load_fetch(
+        cache.path(),
+        &server,
+        &[
+            "--rate",
+            "40/s",
+            "--max-vus",
+            "2",
+            "--step-duration",
+            "2s",
+            "--warmup",
+            "0s",
+            "--json",
+            json.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v = read_json(&json);
+    assert_eq!(v["model"], "open");
+    let s = &steps(&v)[0];
+    assert_eq!(s["rate"].as_f64(), Some(40.0));
+    // Every arrival of the 2 s step ran and was measured.
+    assert_eq!(u(&s["iterations"]), 80, "{s}");
+    assert!(u(&s["waited_for_slot"]) > 0);
+    let p99 = s["latency"]["p99_ms"].as_f64().expect("f64");
+    assert!(p99 > 1000.0, "queueing hidden: p99 {p99} ms");
+    let x = s["throughput"].as_f64().expect("f64");
+    assert!(
+        (14.0..=22.0).contains(&x),
+        "throughput {x}/s, capacity 20/s"
+    );
+    assert!(server.max_concurrent.load(Ordering::SeqCst) <= 2);
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_still_reports() {
+    let cache = tempfile::tempdir().expect("temp");
+    let server = CountingServer::start(0, Duration::from_millis(5));
+    let json = cache.path().join("cut.json");
+    let url_var = format!("url={}", server.url());
+    let authority = server.addr.to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args(["load", hostile_wasm().to_str().expect("utf-8")])
+        .args([
+            "--var",
+            "mode=fetch",
+            "--var",
+            &url_var,
+            "--allow-host",
+            &authority,
+        ])
+        .args([
+            "--concurrency",
+            "2,4",
+            "--step-duration",
+            "60s",
+            "--warmup",
+            "0s",
+        ])
+        .args(["--json", json.to_str().expect("utf-8")])
+        .env("WAYMARK_CACHE_DIR", cache.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.count() < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("ends");
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop",
+        sent.elapsed()
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    let v = read_json(&json);
+    assert_eq!(v["interrupted"], true);
+    assert_eq!(steps(&v).len(), 1, "the second step never started");
+    assert_eq!(steps(&v)[0]["cut_short"], true);
+    assert!(u(&steps(&v)[0]["iterations"]) >= 10);
+}
+
+#[test]
+fn a_config_load_section_drives_the_audit() {
+    let cache = tempfile::tempdir().expect("temp");
+    let server = CountingServer::start(0, Duration::ZERO);
+    let dir = tempfile::tempdir().expect("temp");
+    let config = dir.path().join("waymark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[journey]]
+name = "fetch"
+wasm = "{wasm}"
+every = "1m"
+allow_hosts = ["{authority}"]
+vars = {{ mode = "fetch", url = "{url}" }}
+
+[[journey]]
+name = "other"
+wasm = "{wasm}"
+every = "1m"
+
+[load]
+journey = "fetch"
+concurrency = [1, 2]
+iterations = 10
+step_duration = "30s"
+warmup = "0s"
+slo = ["errors<1%", "p99<10s"]
+json = "audit.json"
+"#,
+            wasm = hostile_wasm().display(),
+            authority = server.addr,
+            url = server.url()
+        ),
+    )
+    .expect("config");
+    let out = waymark(
+        cache.path(),
+        &["load", "-c", config.to_str().expect("utf-8")],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("PASS  errors<1%"), "{stdout}");
+    let v = read_json(&dir.path().join("audit.json"));
+    assert_eq!(v["journey"], "fetch");
+    let iterations: Vec<u64> = steps(&v).iter().map(|s| u(&s["iterations"])).collect();
+    assert_eq!(iterations, vec![10, 10]);
+    assert_eq!(server.count(), 20);
+
+    // A flag overrides the file; settings of the journey may not be given twice.
+    let out = waymark(
+        cache.path(),
+        &[
+            "load",
+            "-c",
+            config.to_str().expect("utf-8"),
+            "--var",
+            "x=1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--var would be ignored"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The HTML report of a real run, rendered by headless Chromium: the
+/// screenshot must show the measured points, the fitted USL curve and the
+/// phase bars in their colours.
+#[test]
+fn html_report_renders_its_charts_in_chromium() {
+    assert!(
+        Command::new("chromium").arg("--version").output().is_ok(),
+        "this test renders the report in Debian's chromium: apt-get install chromium (.ci/run does)"
+    );
+    let cache = tempfile::tempdir().expect("temp");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let api = rt
+        .block_on(waymark::demo::DemoApi::start())
+        .expect("demo API");
+    let wasm = cache.path().join("api.wasm");
+    let (_, bytes) = waymark::demo::JOURNEYS
+        .iter()
+        .find(|(n, _)| *n == "api")
+        .expect("api journey");
+    std::fs::write(&wasm, bytes).expect("write wasm");
+    let (vars, secrets) = api.vars();
+    let mut args: Vec<String> = vec![
+        "load".into(),
+        wasm.to_str().expect("utf-8").into(),
+        "--name".into(),
+        "api".into(),
+        "--allow-host".into(),
+        api.authority(),
+        "--concurrency".into(),
+        "1,2,4,8".into(),
+        "--step-duration".into(),
+        "1500ms".into(),
+        "--warmup".into(),
+        "300ms".into(),
+    ];
+    for (k, v) in vars.iter().chain(secrets.iter()) {
+        args.push("--var".into());
+        args.push(format!("{k}={v}"));
+    }
+    let html = cache.path().join("report.html");
+    args.push("--report".into());
+    args.push(html.to_str().expect("utf-8").into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = waymark(cache.path(), &refs);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let page = std::fs::read_to_string(&html).expect("html");
+    // Self-contained: nothing is fetched when it opens.
+    for outside in ["src=", "href=", "<script", "@import", "url("] {
+        assert!(!page.contains(outside), "the report loads {outside}");
+    }
+    // The api journey's own steps are in the report.
+    for step in ["log in", "profile"] {
+        assert!(page.contains(step), "journey step {step} missing");
+    }
+
+    let shot = support::root().join("target").join("load-report.png");
+    let status = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1100,2600",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", html.display()))
+        .env("HOME", cache.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("chromium runs");
+    assert!(status.success(), "chromium failed");
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&shot).expect("screenshot written"),
+    ));
+    let mut reader = decoder.read_info().expect("png");
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut buf).expect("frame");
+    let channels = info.color_type.samples();
+    let count = |hex: &str| {
+        let want: Vec<u8> = (0..3)
+            .map(|i| u8::from_str_radix(&hex[1 + 2 * i..3 + 2 * i], 16).expect("hex"))
+            .collect();
+        buf[..info.buffer_size()]
+            .chunks(channels)
+            .filter(|p| (0..3).all(|i| p[i].abs_diff(want[i]) <= 6))
+            .count()
+    };
+    use waymark::load::report::colors;
+    let points = count(colors::MEASURED);
+    let curve = count(colors::USL);
+    let bars = count(colors::PROCESSING);
+    eprintln!(
+        "screenshot {}: {points} point pixels, {curve} curve pixels, {bars} phase-bar pixels",
+        shot.display()
+    );
+    // Four dots of radius 6 are ~450 pixels; the curve spans the chart.
+    assert!(points > 300, "measured points not drawn ({points} pixels)");
+    assert!(curve > 300, "USL curve not drawn ({curve} pixels)");
+    assert!(bars > 500, "phase bars not drawn ({bars} pixels)");
+}
