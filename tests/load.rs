@@ -525,6 +525,7 @@ fn html_report_renders_its_charts_in_chromium() {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-dev-shm-usage",
             "--hide-scrollbars",
             "--window-size=1100,2600",
         ])
