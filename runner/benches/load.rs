@@ -85,7 +85,10 @@ fn waymark_load(wasm: &Path, port: u16, users: u32, secs: u64, cache: &Path) -> 
         .output()
         .ok()?;
     if !out.status.success() {
-        eprintln!("waymark load failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "waymark load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).ok()?).ok()?;
@@ -265,7 +268,14 @@ fn idle_rss(users: u32, cache: &Path) -> u64 {
     let child = Command::new(env!("CARGO_BIN_EXE_waymark"))
         .arg("load")
         .arg(support::hostile_wasm())
-        .args(["--var", "mode=sleep", "--var", "ms=20000", "--timeout", "60s"])
+        .args([
+            "--var",
+            "mode=sleep",
+            "--var",
+            "ms=20000",
+            "--timeout",
+            "60s",
+        ])
         .args(["--concurrency", &users.to_string()])
         .args(["--step-duration", "12s", "--warmup", "1s", "--quiet"])
         .env("WAYMARK_CACHE_DIR", cache)
