@@ -283,8 +283,16 @@ pub(crate) fn load(req: LoadRequest) -> anyhow::Result<u8> {
     let mut report = rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                let _ = stop_tx.send(true);
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => {
+                    let _ = stop_tx.send(true);
+                }
+                // No handler: keep the sender, so the run is not taken for stopped.
+                Err(e) => {
+                    tracing::warn!(error = %e, "Ctrl-C cannot be caught; the run goes to its end");
+                    std::future::pending::<()>().await;
+                    drop(stop_tx);
+                }
             }
         });
         load::run(target, &plan, stop_rx, &on_tick).await
