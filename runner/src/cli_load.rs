@@ -241,11 +241,13 @@ pub(crate) fn load(req: LoadRequest) -> anyhow::Result<u8> {
     // A spare slot or two: nothing else instantiates, but a margin costs
     // only address space.
     let slots = u32::try_from(slots + 2).unwrap_or(u32::MAX);
-    let runtime = Arc::new(Runtime::pooled(
-        Runtime::default_cache_dir(),
-        slots,
-        memory_limit,
-    )?);
+    let runtime = Arc::new(
+        Runtime::pooled(Runtime::default_cache_dir(), slots, memory_limit).with_context(|| {
+            format!(
+                "cannot reserve address space for {slots} journey instances; run fewer users per process and split the run with --shard I/N"
+            )
+        })?,
+    );
     let (journey, opts) = match (config, &cfg, &req.journey) {
         (Some(config), Some(lc), _) => {
             let prepared = serve::prepare(&runtime, config, None).map_err(|errs| {
