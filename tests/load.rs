@@ -328,6 +328,56 @@ fn open_model_shows_queueing_from_the_intended_start() {
     assert!(server.max_concurrent.load(Ordering::SeqCst) <= 2);
 }
 
+/// A journey that never waits (no request, no sleep) must not hold the
+/// workers so long that the step ends late: the window stays the plan's,
+/// and every measured iteration ended inside it.
+#[test]
+fn journeys_that_never_wait_keep_the_step_on_time() {
+    let cache = tempfile::tempdir().expect("temp");
+    let json = cache.path().join("noop.json");
+    let started = Instant::now();
+    let out = waymark(
+        cache.path(),
+        &[
+            "load",
+            hostile_wasm().to_str().expect("utf-8"),
+            "--var",
+            "mode=noop",
+            "--concurrency",
+            "2,4",
+            "--step-duration",
+            "1500ms",
+            "--warmup",
+            "500ms",
+            "--json",
+            json.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let v = read_json(&json);
+    for s in steps(&v) {
+        let measured = s["measured_s"].as_f64().expect("f64");
+        assert!(
+            (measured - 1.0).abs() < 0.05,
+            "window {measured} s, planned 1 s"
+        );
+        let lasted = s["duration_s"].as_f64().expect("f64");
+        assert!(
+            (lasted - 1.5).abs() < 0.2,
+            "the step lasted {lasted} s, planned 1.5 s"
+        );
+        let n = u(&s["iterations"]) as f64;
+        let x = s["throughput"].as_f64().expect("f64");
+        assert!(n > 100.0, "{s}");
+        assert!(
+            (x * measured - n).abs() < 1.0,
+            "throughput {x}/s over {measured} s ≠ {n}"
+        );
+        assert_eq!(u(&s["requests"]), 0);
+    }
+}
+
 #[test]
 fn ctrl_c_stops_the_run_and_still_reports() {
     let cache = tempfile::tempdir().expect("temp");

@@ -168,6 +168,9 @@ pub struct StepResult {
     pub warmup_s: f64,
     /// Seconds measured.
     pub measured_s: f64,
+    /// Seconds the step actually lasted, warm-up included.
+    #[serde(default)]
+    pub duration_s: f64,
     /// Stopped early by Ctrl-C.
     pub cut_short: bool,
     /// Measured iterations.
@@ -427,6 +430,7 @@ pub fn merge(parts: Vec<(String, LoadReport)>) -> Result<LoadReport, MergeError>
                 (x, y) => x.or(y),
             };
             a.measured_s = a.measured_s.max(b.measured_s);
+            a.duration_s = a.duration_s.max(b.duration_s);
             a.cut_short |= b.cut_short;
             a.iterations += b.iterations;
             a.passed += b.passed;
@@ -547,13 +551,16 @@ impl Collector {
         let Some(acc) = steps.get_mut(step) else {
             return;
         };
-        let late = !acc.by_arrival && acc.ended.is_some_and(|e| ended > e);
+        let window_end = acc
+            .ended
+            .map_or(acc.planned_end, |e| e.min(acc.planned_end));
+        let late = !acc.by_arrival && ended > window_end;
         if intended < acc.window_start || late {
             acc.result.unmeasured += 1;
             return;
         }
         acc.busy += ended.saturating_duration_since(started);
-        if ended <= acc.planned_end && acc.ended.is_none_or(|e| ended <= e) {
+        if ended <= window_end {
             acc.completed_in_window += 1;
         }
         let r = &mut acc.result;
@@ -635,7 +642,9 @@ impl Collector {
             .drain(..)
             .map(|a| {
                 let mut r = a.result;
-                let end = a.ended.unwrap_or_else(Instant::now);
+                let ended = a.ended.unwrap_or_else(Instant::now);
+                r.duration_s = ended.saturating_duration_since(a.step_start).as_secs_f64();
+                let end = ended.min(a.planned_end);
                 let measured = end.saturating_duration_since(a.window_start).as_secs_f64();
                 r.measured_s = measured;
                 if measured > 0.0 {
@@ -908,6 +917,7 @@ fn blank_step(index: usize, users: Option<u32>, rate: Option<f64>, warmup: Durat
         rate,
         warmup_s: warmup.as_secs_f64(),
         measured_s: 0.0,
+        duration_s: 0.0,
         cut_short: false,
         iterations: 0,
         passed: 0,
@@ -983,6 +993,9 @@ async fn closed_user(id: u32, shared: Arc<Shared>, mut ctl: watch::Receiver<Ctl>
             .collector
             .record(now.step, started, started, Instant::now(), &rec);
         shared.budget.finished();
+        // A journey that never waits (no request, no sleep) would otherwise
+        // hold its worker forever, and the timers ending the step would fire late.
+        tokio::task::consume_budget().await;
     }
 }
 
