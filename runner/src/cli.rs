@@ -71,16 +71,8 @@ struct LoadArgs {
     /// Open model: most journeys in flight; an arrival beyond waits, and the wait is in its latency [default: 1000].
     #[arg(long)]
     max_vus: Option<u32>,
-    /// A gate for CI, e.g. 'p95<500ms', 'p99(login)<1s', 'errors<1%', 'peak>=32',
-    /// 'throughput>=100/s' (repeatable); exit 1 when one fails.
-    #[arg(long = "slo", value_name = "GATE")]
-    slo: Vec<String>,
-    /// Write a self-contained HTML report with charts.
-    #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
-    /// Write every figure (and the histograms, for `load merge`) as JSON.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    out: LoadOutputs,
     /// Run part I of N (I from 0, as a Kubernetes Indexed Job's index): users,
     /// rates and iterations are split; merge the --json parts with `load merge`.
     #[arg(long, value_name = "I/N")]
@@ -107,13 +99,21 @@ struct MergeArgs {
     /// The parts (files written by `waymark load --shard I/N --json FILE`).
     #[arg(required = true)]
     parts: Vec<PathBuf>,
-    /// A gate judged on the merged results (repeatable).
+    #[command(flatten)]
+    out: LoadOutputs,
+}
+
+/// Gates and output files, of a run or of a merge.
+#[derive(clap::Args, Debug)]
+struct LoadOutputs {
+    /// A gate for CI, e.g. 'p95<500ms', 'p99(login)<1s', 'errors<1%', 'peak>=32',
+    /// 'throughput>=100/s' (repeatable); exit 1 when one fails.
     #[arg(long = "slo", value_name = "GATE")]
     slo: Vec<String>,
-    /// Write the merged HTML report.
+    /// Write a self-contained HTML report with charts.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// Write the merged JSON.
+    /// Write every figure (and the histograms, for `load merge`) as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 }
@@ -556,9 +556,12 @@ pub fn main() -> ExitCode {
         Command::Load(args) => {
             let args = *args;
             let code = match args.merge {
-                Some(LoadCommand::Merge(m)) => {
-                    crate::cli_load::merge(&m.parts, &m.slo, m.report.as_deref(), m.json.as_deref())
-                }
+                Some(LoadCommand::Merge(m)) => crate::cli_load::merge(
+                    &m.parts,
+                    &m.out.slo,
+                    m.out.report.as_deref(),
+                    m.out.json.as_deref(),
+                ),
                 None => crate::cli_load::load(crate::cli_load::LoadRequest {
                     journey: args.journey,
                     config: args.config,
@@ -571,9 +574,9 @@ pub fn main() -> ExitCode {
                     warmup: args.warmup,
                     iterations: args.iterations,
                     max_vus: args.max_vus,
-                    slo: args.slo,
-                    report: args.report,
-                    json: args.json,
+                    slo: args.out.slo,
+                    report: args.out.report,
+                    json: args.out.json,
                     shard: args.shard,
                     quiet: args.quiet,
                 }),

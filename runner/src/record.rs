@@ -162,6 +162,23 @@ pub struct PhaseTimings {
     pub total: f64,
 }
 
+impl PhaseTimings {
+    /// Names of the phases, in order (`total` is not one of them).
+    pub const PHASES: [&'static str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
+
+    /// Each phase and `total` with its name, as metrics and reports label them.
+    pub fn named(&self) -> [(&'static str, f64); 6] {
+        [
+            ("resolve", self.resolve),
+            ("connect", self.connect),
+            ("tls", self.tls),
+            ("processing", self.processing),
+            ("transfer", self.transfer),
+            ("total", self.total),
+        ]
+    }
+}
+
 /// TLS facts of a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TlsRecord {

@@ -240,7 +240,7 @@ enum Phase {
 
 impl Phase {
     fn name(v: u8) -> &'static str {
-        ["resolve", "connect", "tls", "processing", "transfer"]
+        crate::record::PhaseTimings::PHASES
             .get(usize::from(v))
             .copied()
             .unwrap_or("request")

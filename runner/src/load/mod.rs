@@ -173,19 +173,9 @@ pub struct StepResult {
     pub duration_s: f64,
     /// Stopped early by Ctrl-C.
     pub cut_short: bool,
-    /// Measured iterations.
-    pub iterations: u64,
-    /// Of which passed.
-    pub passed: u64,
-    /// Iterations that did not pass, by error kind (check, http, timeout…).
-    pub errors: BTreeMap<String, u64>,
-    /// The first message seen of each error kind, to tell what went wrong.
-    #[serde(default)]
-    pub error_examples: BTreeMap<String, String>,
-    /// HTTP requests of the measured iterations.
-    pub requests: u64,
-    /// Of which failed below HTTP (refused, reset, timed out…).
-    pub request_errors: u64,
+    /// Counts and latencies of the measured iterations.
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Measured iterations per second.
     pub throughput: f64,
     /// Their requests per second.
@@ -196,12 +186,6 @@ pub struct StepResult {
     pub waited_for_slot: u64,
     /// Iterations run but not measured (warm-up, or across the step's end).
     pub unmeasured: u64,
-    /// Whole-journey latency.
-    pub latency: Histo,
-    /// Latency of each journey step, by name.
-    pub journey_steps: BTreeMap<String, Histo>,
-    /// Every request's phases: resolve, connect, tls, processing, transfer, total.
-    pub phases: BTreeMap<String, Histo>,
 }
 
 impl StepResult {
@@ -216,11 +200,7 @@ impl StepResult {
 
     /// Share of measured iterations that did not pass, 0..1.
     pub fn error_rate(&self) -> f64 {
-        if self.iterations == 0 {
-            0.0
-        } else {
-            (self.iterations - self.passed) as f64 / self.iterations as f64
-        }
+        self.counts.error_rate()
     }
 
     /// `8 users` or `200.0/s`.
@@ -238,48 +218,49 @@ fn trim_float(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// All measured steps together.
+/// What measured iterations add up to: a step's, a run's, or a merge of shards'.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Totals {
+pub struct Counts {
     /// Measured iterations.
     pub iterations: u64,
     /// Of which passed.
     pub passed: u64,
-    /// Not passed, by kind.
+    /// Iterations that did not pass, by error kind (check, http, timeout…).
     pub errors: BTreeMap<String, u64>,
-    /// The first message of each error kind.
+    /// The first message seen of each error kind, to tell what went wrong.
     #[serde(default)]
     pub error_examples: BTreeMap<String, String>,
-    /// Requests.
+    /// HTTP requests of the measured iterations.
     pub requests: u64,
+    /// Of which failed below HTTP (refused, reset, timed out…).
+    #[serde(default)]
+    pub request_errors: u64,
     /// Whole-journey latency.
     pub latency: Histo,
-    /// By journey step.
+    /// Latency of each journey step, by name.
     pub journey_steps: BTreeMap<String, Histo>,
-    /// By phase.
+    /// Every request's phases: resolve, connect, tls, processing, transfer, total.
     pub phases: BTreeMap<String, Histo>,
 }
 
-impl Totals {
-    fn of(steps: &[StepResult]) -> Totals {
-        let mut t = Totals::default();
-        for s in steps {
-            t.iterations += s.iterations;
-            t.passed += s.passed;
-            t.requests += s.requests;
-            for (k, v) in &s.errors {
-                *t.errors.entry(k.clone()).or_default() += v;
-            }
-            for (k, v) in &s.error_examples {
-                t.error_examples
-                    .entry(k.clone())
-                    .or_insert_with(|| v.clone());
-            }
-            t.latency.merge(&s.latency);
-            merge_map(&mut t.journey_steps, &s.journey_steps);
-            merge_map(&mut t.phases, &s.phases);
+impl Counts {
+    /// Adds `other` in: counts summed, histograms merged.
+    pub fn add(&mut self, other: &Counts) {
+        self.iterations += other.iterations;
+        self.passed += other.passed;
+        self.requests += other.requests;
+        self.request_errors += other.request_errors;
+        for (k, v) in &other.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
         }
-        t
+        for (k, v) in &other.error_examples {
+            self.error_examples
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+        self.latency.merge(&other.latency);
+        merge_map(&mut self.journey_steps, &other.journey_steps);
+        merge_map(&mut self.phases, &other.phases);
     }
 
     /// Share of measured iterations that did not pass, 0..1.
@@ -289,6 +270,15 @@ impl Totals {
         } else {
             (self.iterations - self.passed) as f64 / self.iterations as f64
         }
+    }
+}
+
+/// Records `ms` under `name`, allocating the name only the first time:
+/// this runs for every request under the collector's lock.
+fn record_into(map: &mut BTreeMap<String, Histo>, name: &str, ms: f64) {
+    match map.get_mut(name) {
+        Some(h) => h.record_ms(ms),
+        None => map.entry(name.to_string()).or_default().record_ms(ms),
     }
 }
 
@@ -326,7 +316,7 @@ pub struct LoadReport {
     /// Each step run.
     pub steps: Vec<StepResult>,
     /// All steps together.
-    pub total: Totals,
+    pub total: Counts,
     /// The USL fit of throughput against concurrency.
     pub usl: Option<UslFit>,
     /// Why there is no fit.
@@ -338,11 +328,14 @@ pub struct LoadReport {
 impl LoadReport {
     /// Recomputes the totals and the USL fit from the steps.
     pub fn analyse(&mut self) {
-        self.total = Totals::of(&self.steps);
+        self.total = Counts::default();
+        for s in &self.steps {
+            self.total.add(&s.counts);
+        }
         let points: Vec<(f64, f64)> = self
             .steps
             .iter()
-            .filter(|s| s.iterations > 0 && !s.cut_short)
+            .filter(|s| s.counts.iterations > 0 && !s.cut_short)
             .map(|s| (s.concurrency(), s.throughput))
             .collect();
         match usl::fit(&points) {
@@ -432,25 +425,13 @@ pub fn merge(parts: Vec<(String, LoadReport)>) -> Result<LoadReport, MergeError>
             a.measured_s = a.measured_s.max(b.measured_s);
             a.duration_s = a.duration_s.max(b.duration_s);
             a.cut_short |= b.cut_short;
-            a.iterations += b.iterations;
-            a.passed += b.passed;
-            for (k, v) in b.errors {
-                *a.errors.entry(k).or_default() += v;
-            }
-            for (k, v) in b.error_examples {
-                a.error_examples.entry(k).or_insert(v);
-            }
-            a.requests += b.requests;
-            a.request_errors += b.request_errors;
+            a.counts.add(&b.counts);
             // The shards ran side by side: their rates add up.
             a.throughput += b.throughput;
             a.request_rate += b.request_rate;
             a.mean_concurrency += b.mean_concurrency;
             a.waited_for_slot += b.waited_for_slot;
             a.unmeasured += b.unmeasured;
-            a.latency.merge(&b.latency);
-            merge_map(&mut a.journey_steps, &b.journey_steps);
-            merge_map(&mut a.phases, &b.phases);
         }
     }
     out.shard = None;
@@ -563,43 +544,32 @@ impl Collector {
         if ended <= window_end {
             acc.completed_in_window += 1;
         }
-        let r = &mut acc.result;
-        r.iterations += 1;
+        let c = &mut acc.result.counts;
+        c.iterations += 1;
         if rec.status == Status::Pass {
-            r.passed += 1;
+            c.passed += 1;
         } else {
             let kind = rec
                 .error
                 .as_ref()
                 .map_or(rec.status.as_str(), |e| e.kind.as_str());
-            *r.errors.entry(kind.to_string()).or_default() += 1;
+            *c.errors.entry(kind.to_string()).or_default() += 1;
             if let Some(e) = &rec.error {
-                r.error_examples
+                c.error_examples
                     .entry(kind.to_string())
                     .or_insert_with(|| e.message.clone());
             }
         }
-        r.latency.record(ended.saturating_duration_since(intended));
+        c.latency.record(ended.saturating_duration_since(intended));
         for step in &rec.steps {
-            r.journey_steps
-                .entry(step.name.clone())
-                .or_default()
-                .record_ms(step.duration_ms);
+            record_into(&mut c.journey_steps, &step.name, step.duration_ms);
             for q in &step.requests {
-                r.requests += 1;
+                c.requests += 1;
                 if q.error.is_some() {
-                    r.request_errors += 1;
+                    c.request_errors += 1;
                 }
-                let t = &q.timings_ms;
-                for (name, v) in [
-                    ("resolve", t.resolve),
-                    ("connect", t.connect),
-                    ("tls", t.tls),
-                    ("processing", t.processing),
-                    ("transfer", t.transfer),
-                    ("total", t.total),
-                ] {
-                    r.phases.entry(name.to_string()).or_default().record_ms(v);
+                for (name, v) in q.timings_ms.named() {
+                    record_into(&mut c.phases, name, v);
                 }
             }
         }
@@ -627,11 +597,11 @@ impl Collector {
             step_duration,
             warming_up: now < acc.window_start,
             throughput: if measured > 0.0 {
-                r.iterations as f64 / measured
+                r.counts.iterations as f64 / measured
             } else {
                 0.0
             },
-            p95_ms: r.latency.quantile_ms(0.95),
+            p95_ms: r.counts.latency.quantile_ms(0.95),
             error_rate: r.error_rate(),
         })
     }
@@ -650,8 +620,9 @@ impl Collector {
                 if measured > 0.0 {
                     r.throughput = a.completed_in_window as f64 / measured;
                     // Requests follow their iterations' share of the window.
-                    r.request_rate = if r.iterations > 0 {
-                        r.requests as f64 * (a.completed_in_window as f64 / r.iterations as f64)
+                    r.request_rate = if r.counts.iterations > 0 {
+                        r.counts.requests as f64
+                            * (a.completed_in_window as f64 / r.counts.iterations as f64)
                             / measured
                     } else {
                         0.0
@@ -901,7 +872,7 @@ pub async fn run(
         warmup_s: plan.warmup.as_secs_f64(),
         interrupted: interrupted.load(Ordering::SeqCst),
         steps: shared.collector.finish(),
-        total: Totals::default(),
+        total: Counts::default(),
         usl: None,
         usl_refused: None,
         slo: Vec::new(),
@@ -919,20 +890,12 @@ fn blank_step(index: usize, users: Option<u32>, rate: Option<f64>, warmup: Durat
         measured_s: 0.0,
         duration_s: 0.0,
         cut_short: false,
-        iterations: 0,
-        passed: 0,
-        errors: BTreeMap::new(),
-        error_examples: BTreeMap::new(),
-        requests: 0,
-        request_errors: 0,
+        counts: Counts::default(),
         throughput: 0.0,
         request_rate: 0.0,
         mean_concurrency: 0.0,
         waited_for_slot: 0,
         unmeasured: 0,
-        latency: Histo::new(),
-        journey_steps: BTreeMap::new(),
-        phases: BTreeMap::new(),
     }
 }
 

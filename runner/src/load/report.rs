@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::{Histo, LoadReport, StepResult};
 
-const PHASES: [&str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
+const PHASES: [&str; 5] = crate::record::PhaseTimings::PHASES;
 
 /// Colours of the charts. The HTML test looks for the first three in a
 /// screenshot, so they appear nowhere else on the page.
@@ -86,13 +86,13 @@ pub fn terminal(r: &LoadReport) -> String {
         "step", "load", "iterations", "it/s", "req/s", "errors", "p50", "p90", "p95", "p99", "max"
     );
     for s in &r.steps {
-        let p = s.latency.percentiles();
+        let p = s.counts.latency.percentiles();
         let _ = writeln!(
             out,
             "{:>4}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}{}",
             s.index + 1,
             s.label(),
-            s.iterations,
+            s.counts.iterations,
             s.throughput,
             s.request_rate,
             errors_cell(s),
@@ -352,11 +352,20 @@ impl Frame {
     }
 }
 
+/// The x axis: users in the closed model, the measured mean in flight in the open one.
+fn concurrency_label(r: &LoadReport) -> &'static str {
+    if r.model == "closed" {
+        "concurrent users (N)"
+    } else {
+        "journeys in flight, mean (N)"
+    }
+}
+
 fn throughput_chart(r: &LoadReport) -> String {
     let points: Vec<(f64, f64)> = r
         .steps
         .iter()
-        .filter(|s| s.iterations > 0)
+        .filter(|s| s.counts.iterations > 0)
         .map(|s| (s.concurrency(), s.throughput))
         .collect();
     let max_n = points.iter().map(|p| p.0).fold(1.0, f64::max);
@@ -383,11 +392,7 @@ fn throughput_chart(r: &LoadReport) -> String {
         * 1.1;
     let f = Frame::new(xmax, ymax);
     let mut svg = f.open("Throughput against concurrency");
-    let xlabel = if r.model == "closed" {
-        "concurrent users (N)"
-    } else {
-        "journeys in flight, mean (N)"
-    };
+    let xlabel = concurrency_label(r);
     f.axes(&mut svg, xlabel, "journeys per second");
     if !curve.is_empty() {
         let path: Vec<String> = curve
@@ -427,20 +432,16 @@ fn throughput_chart(r: &LoadReport) -> String {
 }
 
 fn latency_chart(r: &LoadReport) -> String {
-    let steps: Vec<&StepResult> = r.steps.iter().filter(|s| s.iterations > 0).collect();
+    let steps: Vec<&StepResult> = r.steps.iter().filter(|s| s.counts.iterations > 0).collect();
     let xmax = steps.iter().map(|s| s.concurrency()).fold(1.0, f64::max) * 1.05;
     let ymax = steps
         .iter()
-        .map(|s| s.latency.quantile_ms(0.99))
+        .map(|s| s.counts.latency.quantile_ms(0.99))
         .fold(1.0, f64::max)
         * 1.1;
     let f = Frame::new(xmax, ymax);
     let mut svg = f.open("Latency percentiles against concurrency");
-    let xlabel = if r.model == "closed" {
-        "concurrent users (N)"
-    } else {
-        "journeys in flight, mean (N)"
-    };
+    let xlabel = concurrency_label(r);
     f.axes(&mut svg, xlabel, "journey latency, ms");
     for (i, (name, color)) in colors::PERCENTILES.iter().enumerate() {
         let q = [0.50, 0.90, 0.95, 0.99][i];
@@ -450,7 +451,7 @@ fn latency_chart(r: &LoadReport) -> String {
                 format!(
                     "{:.1},{:.1}",
                     f.x(s.concurrency()),
-                    f.y(s.latency.quantile_ms(q))
+                    f.y(s.counts.latency.quantile_ms(q))
                 )
             })
             .collect();
@@ -480,11 +481,11 @@ fn phase_chart(r: &LoadReport) -> String {
     let rows: Vec<(String, [f64; 5])> = r
         .steps
         .iter()
-        .filter(|s| s.requests > 0)
+        .filter(|s| s.counts.requests > 0)
         .map(|s| {
             let mut means = [0.0; 5];
             for (i, ph) in PHASES.iter().enumerate() {
-                means[i] = s.phases.get(*ph).map_or(0.0, Histo::mean_ms);
+                means[i] = s.counts.phases.get(*ph).map_or(0.0, Histo::mean_ms);
             }
             (format!("{} · {}", s.index + 1, s.label()), means)
         })
@@ -643,7 +644,7 @@ svg{{max-width:100%;height:auto;display:block}}
 
     h.push_str("<h2>Steps</h2><table><tr><th>step</th><th>load</th><th>measured</th><th>iterations</th><th>it/s</th><th>req/s</th><th>errors</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>max</th></tr>");
     for s in &r.steps {
-        let p = s.latency.percentiles();
+        let p = s.counts.latency.percentiles();
         let _ = write!(
             h,
             "<tr><td>{}{}</td><td>{}</td><td>{:.1} s</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -651,7 +652,7 @@ svg{{max-width:100%;height:auto;display:block}}
             if s.cut_short { " (cut short)" } else { "" },
             esc(&s.label()),
             s.measured_s,
-            s.iterations,
+            s.counts.iterations,
             s.throughput,
             s.request_rate,
             errors_cell(s),

@@ -143,15 +143,7 @@ impl Metrics {
         for step in &r.steps {
             for req in &step.requests {
                 if req.error.is_none() {
-                    let t = &req.timings_ms;
-                    for (phase, ms) in [
-                        ("resolve", t.resolve),
-                        ("connect", t.connect),
-                        ("tls", t.tls),
-                        ("processing", t.processing),
-                        ("transfer", t.transfer),
-                        ("total", t.total),
-                    ] {
+                    for (phase, ms) in req.timings_ms.named() {
                         self.phases
                             .get_or_create(&PhaseLabels {
                                 journey: r.journey.clone(),
