@@ -38,6 +38,21 @@ enum Command {
     /// A scalability audit: virtual users loop the journey through a ramp;
     /// throughput, latency, a Universal Scalability Law fit and SLO gates.
     Load(Box<LoadArgs>),
+    /// Start a journey project (Rust, JavaScript or Python) that builds with
+    /// one command and passes `waymark run DIR --demo` as it is.
+    New(NewArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct NewArgs {
+    /// The journey's name; the project is written to ./NAME (or --dir).
+    name: String,
+    /// The language of the journey.
+    #[arg(long, value_enum, default_value = "rust")]
+    lang: crate::project::Lang,
+    /// Where to write the project (default: ./NAME); must not exist or be empty.
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -235,8 +250,14 @@ pub(crate) struct JourneyArgs {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// The journey: a Wasm component built for the waymark:journey world.
+    /// The journey: a Wasm component built for the waymark:journey world, or
+    /// a project directory (Cargo.toml, package.json, pyproject.toml or
+    /// app.py), which is built first.
     journey: PathBuf,
+    /// Run against the embedded demo API on loopback: sets base_url, user
+    /// and the password secret (unless given) and allows the API's address.
+    #[arg(long)]
+    demo: bool,
     #[command(flatten)]
     settings: JourneyArgs,
     /// Output format.
@@ -473,19 +494,47 @@ impl JourneyArgs {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<Status> {
+fn run(mut args: RunArgs) -> anyhow::Result<Status> {
     let sink_configs = sink_specs(&args.sinks)?;
+    let rt = tokio_runtime()?;
+    let demo_api = if args.demo {
+        let api = rt
+            .block_on(demo::DemoApi::start())
+            .context("cannot start the demo API")?;
+        args.settings.allow_hosts.push(api.authority());
+        Some(api)
+    } else {
+        None
+    };
     let mut opts = args.settings.options()?;
+    if let Some(api) = &demo_api {
+        let (vars, secrets) = api.vars();
+        for (k, v) in vars {
+            opts.vars.entry(k).or_insert(v);
+        }
+        for (k, v) in secrets {
+            opts.secrets.entry(k).or_insert(v);
+        }
+    }
+    let (path, project_name) = if args.journey.is_dir() {
+        let wasm = crate::project::build(&args.journey)?;
+        let name = std::fs::canonicalize(&args.journey)
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+        (wasm, name)
+    } else {
+        (args.journey.clone(), None)
+    };
     let runtime = Runtime::new(Runtime::default_cache_dir())?;
-    let mut journey = runtime.load_file(&args.journey)?;
-    if let Some(name) = args.name {
+    let mut journey = runtime.load_file(&path)?;
+    if let Some(name) = args.name.or(project_name) {
         journey.name = name;
     }
     opts.location = args.location;
     if args.har.is_some() {
         opts.capture_bodies = Some(args.har_body_cap);
     }
-    let (rec, captured) = tokio_runtime()?.block_on(runtime.run_captured(&journey, &opts));
+    let (rec, captured) = rt.block_on(runtime.run_captured(&journey, &opts));
     // The record is printed even if the HAR cannot be written: nothing
     // already measured is lost.
     print_record(&rec, args.format)?;
@@ -500,6 +549,24 @@ fn run(args: RunArgs) -> anyhow::Result<Status> {
             .with_context(|| format!("cannot write the HAR file {}", path.display()))?;
     }
     Ok(rec.status)
+}
+
+fn new(args: NewArgs) -> anyhow::Result<Status> {
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+    crate::project::create(&dir, &args.name, args.lang)?;
+    let build = match args.lang {
+        crate::project::Lang::Rust => "cargo build --release --target wasm32-wasip2",
+        crate::project::Lang::Js => "npm install && npm run build",
+        crate::project::Lang::Python => {
+            "componentize-py -d wit -w journey componentize app -o journey.wasm"
+        }
+    };
+    println!(
+        "wrote {}\n  build: {build}\n  run:   waymark run {} --demo",
+        dir.display(),
+        dir.display()
+    );
+    Ok(Status::Pass)
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<Status> {
@@ -584,6 +651,7 @@ pub fn main() -> ExitCode {
             return exit(code);
         }
         Command::Run(args) => run(*args),
+        Command::New(args) => new(args),
         Command::Demo(args) => demo(args),
         Command::Serve(args) => crate::cli_serve::serve(&args.config).map(|()| Status::Pass),
         Command::Check(args) => crate::cli_serve::check(&args.config),

@@ -181,6 +181,8 @@ impl Runtime {
             .map_err(|e| EngineError(format!("{e:#}")))?;
         Journey::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
             .map_err(|e| EngineError(format!("{e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| EngineError(format!("{e:#}")))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let stop = ticker_stop.clone();
@@ -417,11 +419,16 @@ impl Runtime {
 
         let duration = t0.elapsed();
         let mut state = store.into_data();
-        let conns = std::mem::replace(
-            &mut state.client,
-            crate::http::Client::new(opts.http.clone()),
-        )
-        .into_connections();
+        state.drain_wasi_http();
+        // A wasi:http request the guest left running may still hold the
+        // client; its connections are then not handed on.
+        let conns = match state.client.try_lock() {
+            Ok(mut client) => {
+                std::mem::replace(&mut *client, crate::http::Client::new(opts.http.clone()))
+                    .into_connections()
+            }
+            Err(_) => Default::default(),
+        };
         let captured = std::mem::take(&mut state.captured);
         let mut rec_state = state.rec;
         let logs = state

@@ -13,6 +13,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::waymark::journey::{http as whttp, report, vars};
 use crate::http::{self, Client, Exchange, HttpConfig};
+use crate::wasi_http::{Finished, Hooks};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::record::{
     CheckRecord, Level, LogRecord, PhaseTimings, RequestError, RequestRecord, Status, StepRecord,
     TlsRecord,
@@ -29,7 +31,11 @@ pub struct RunState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    pub(crate) client: Client,
+    /// Shared with the `wasi:http` hooks, whose requests run in tasks of
+    /// their own.
+    pub(crate) client: Arc<tokio::sync::Mutex<Client>>,
+    http_ctx: WasiHttpCtx,
+    hooks: Hooks,
     vars: Arc<HashMap<String, String>>,
     /// For `--har`: body cap, and the run's start on both clocks.
     capture: Option<(usize, std::time::SystemTime, Instant)>,
@@ -59,6 +65,10 @@ impl RunState {
                     .into(),
             );
         }
+        let client = Arc::new(tokio::sync::Mutex::new(Client::with_connections(
+            http.clone(),
+            conns,
+        )));
         let mut rec = Recorder::new(journey, started);
         rec.insecure = http.insecure;
         // WASI with nothing behind it: no preopened directories, no env, no
@@ -85,10 +95,46 @@ impl RunState {
             },
             capture: capture.map(|(cap, wall)| (cap, wall, started)),
             captured: Vec::new(),
-            client: Client::with_connections(http, conns),
+            client: client.clone(),
+            http_ctx: WasiHttpCtx::new(),
+            hooks: Hooks {
+                client,
+                finished: Finished::default(),
+            },
             vars,
             rec,
             logs,
+        }
+    }
+}
+
+impl RunState {
+    /// Record what `wasi:http` requests finished since the last host call.
+    pub(crate) fn drain_wasi_http(&mut self) {
+        let finished = match self.hooks.finished.lock() {
+            Ok(mut list) if !list.is_empty() => std::mem::take(&mut *list),
+            _ => return,
+        };
+        for (request, ex) in finished {
+            self.record_exchange(&request, &ex);
+        }
+    }
+
+    fn record_exchange(&mut self, request: &http::Request, ex: &Exchange) {
+        self.rec.request(&request.method, &request.url, ex);
+        if let Some((cap, wall, t0)) = self.capture {
+            self.captured
+                .push(crate::har::Captured::new(wall, t0, request, ex, cap));
+        }
+    }
+}
+
+impl WasiHttpView for RunState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -508,17 +554,15 @@ impl whttp::Host for RunState {
                 .map(|ms| Duration::from_millis(u64::from(ms))),
             trace: req.trace.unwrap_or(true),
         };
+        self.drain_wasi_http();
         let mut hops = 0;
+        let mut client = self.client.clone().lock_owned().await;
         // Each hop of a redirect chain is a request of its own in the record,
         // and passes the allow-list on its own.
         let result = loop {
             self.rec.request_started(&request.method, &request.url);
-            let ex = self.client.send(&request).await;
-            self.rec.request(&request.method, &request.url, &ex);
-            if let Some((cap, wall, t0)) = self.capture {
-                self.captured
-                    .push(crate::har::Captured::new(wall, t0, &request, &ex, cap));
-            }
+            let ex = client.send(&request).await;
+            self.record_exchange(&request, &ex);
             let next = match &ex.result {
                 Ok(resp) if follow => http::redirect(&request, resp),
                 _ => None,
@@ -526,10 +570,10 @@ impl whttp::Host for RunState {
             match next {
                 None => break ex.result,
                 Some(Err(e)) => break Err(e),
-                Some(Ok(_)) if hops >= self.client.config().max_redirects => {
+                Some(Ok(_)) if hops >= client.config().max_redirects => {
                     break Err(http::HttpError::Limit(format!(
                         "redirects: more than {} for one request",
-                        self.client.config().max_redirects
+                        client.config().max_redirects
                     )));
                 }
                 Some(Ok(next)) => {
@@ -578,28 +622,33 @@ impl whttp::Host for RunState {
     }
 
     async fn cookies(&mut self, url: String) -> Vec<(String, String)> {
-        self.client.cookies(&url)
+        self.drain_wasi_http();
+        self.client.lock().await.cookies(&url)
     }
 
     async fn clear_cookies(&mut self) {
-        self.client.clear_cookies();
+        self.client.lock().await.clear_cookies();
     }
 }
 
 impl report::Host for RunState {
     async fn step_start(&mut self, name: String) {
+        self.drain_wasi_http();
         self.rec.step_start(name);
     }
 
     async fn step_end(&mut self) {
+        self.drain_wasi_http();
         self.rec.step_end();
     }
 
     async fn check(&mut self, name: String, passed: bool, detail: Option<String>) {
+        self.drain_wasi_http();
         self.rec.check(name, passed, detail);
     }
 
     async fn log(&mut self, level: report::Level, message: String) {
+        self.drain_wasi_http();
         let level = match level {
             report::Level::Debug => Level::Debug,
             report::Level::Info => Level::Info,
@@ -612,6 +661,7 @@ impl report::Host for RunState {
     }
 
     async fn sleep(&mut self, ms: u32) {
+        self.drain_wasi_http();
         tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
     }
 }

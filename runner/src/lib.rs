@@ -15,12 +15,14 @@ mod host;
 pub mod http;
 pub mod load;
 pub mod pretty;
+pub mod project;
 pub mod record;
 pub mod schedule;
 pub mod serve;
 pub mod sinks;
 pub mod store;
 pub mod units;
+mod wasi_http;
 
 /// Host bindings generated from `wit/` (the one source of truth).
 pub mod bindings {

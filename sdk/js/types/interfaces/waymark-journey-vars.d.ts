@@ -1,0 +1,6 @@
+declare module 'waymark:journey/vars@0.1.0' {
+  /**
+   * The value of a variable or secret, if set.
+   */
+  export function get(name: string): string | undefined;
+}
