@@ -13,12 +13,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::waymark::journey::{http as whttp, report, vars};
 use crate::http::{self, Client, Exchange, HttpConfig};
-use crate::wasi_http::{Finished, Hooks};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::record::{
     CheckRecord, Level, LogRecord, PhaseTimings, RequestError, RequestRecord, Status, StepRecord,
     TlsRecord,
 };
+use crate::wasi_http::{Finished, Hooks};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Guest output beyond this many log lines is counted, not kept: a journey
 /// printing in a loop must not exhaust the host.

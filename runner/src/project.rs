@@ -10,8 +10,7 @@ use std::time::SystemTime;
 pub const OUTPUT: &str = "journey.wasm";
 
 /// componentize-py's entry point, for when its script is not on PATH.
-const COMPONENTIZE_PY: &str =
-    "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())";
+const COMPONENTIZE_PY: &str = "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())";
 
 /// The languages `waymark new` writes a project for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -123,7 +122,10 @@ pub fn create(dir: &Path, name: &str, lang: Lang) -> Result<Vec<PathBuf>, Projec
                 "waymark-sdk/Cargo.toml",
                 include_str!("../templates/rust/sdk-Cargo.toml"),
             ),
-            ("waymark-sdk/src/lib.rs", include_str!("../../sdk/src/lib.rs")),
+            (
+                "waymark-sdk/src/lib.rs",
+                include_str!("../../sdk/src/lib.rs"),
+            ),
             (".gitignore", "target/\n"),
         ],
         Lang::Js => vec![
@@ -291,22 +293,37 @@ fn build_python(dir: &Path) -> Result<PathBuf, ProjectError> {
     }
     let module = python_module(dir)?;
     let args = [
-        "-d", "wit", "-w", "journey", "componentize", &module, "-o", OUTPUT,
+        "-d",
+        "wit",
+        "-w",
+        "journey",
+        "componentize",
+        &module,
+        "-o",
+        OUTPUT,
     ];
     let shown = format!("componentize-py {}", args.join(" "));
     let hint = "install it with `pip install componentize-py==0.25.1`";
-    let local = dir.join(".venv/bin/componentize-py");
-    let cmd = if let Some(exe) = on_path("componentize-py").or(local.is_file().then_some(local)) {
-        let mut cmd = Command::new(exe);
-        cmd.args(args);
-        cmd
-    } else {
-        let mut cmd = Command::new("python3");
-        cmd.args(["-c", COMPONENTIZE_PY]).args(args);
-        cmd
-    };
+    let mut cmd = componentize_py(Some(dir));
+    cmd.args(args);
     run(dir, cmd, &shown, hint)?;
     expect_output(dir, &out)
+}
+
+/// componentize-py: its script on PATH (or in the project's `.venv`), else
+/// its module through `python3` (pip puts scripts where PATH may not look).
+pub fn componentize_py(project: Option<&Path>) -> Command {
+    let local = project
+        .map(|d| d.join(".venv/bin/componentize-py"))
+        .filter(|p| p.is_file());
+    match on_path("componentize-py").or(local) {
+        Some(exe) => Command::new(exe),
+        None => {
+            let mut cmd = Command::new("python3");
+            cmd.args(["-c", COMPONENTIZE_PY]);
+            cmd
+        }
+    }
 }
 
 /// `[tool.waymark] module` of pyproject.toml, else `app`.
@@ -361,18 +378,13 @@ fn is_fresh(dir: &Path, out: &Path) -> Result<bool, ProjectError> {
 }
 
 fn newest_source(dir: &Path) -> Result<SystemTime, ProjectError> {
-    const SKIP: [&str; 6] = [
-        "node_modules",
-        "target",
-        ".git",
-        ".venv",
-        "__pycache__",
-        OUTPUT,
-    ];
+    // Hidden entries (.git, .venv, editors' files) are not sources.
+    const SKIP: [&str; 4] = ["node_modules", "target", "__pycache__", OUTPUT];
     let mut newest = SystemTime::UNIX_EPOCH;
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
-        if SKIP.iter().any(|s| entry.file_name() == *s) {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') || SKIP.iter().any(|s| name == *s) {
             continue;
         }
         let meta = entry.metadata().map_err(io(&entry.path()))?;
@@ -406,7 +418,10 @@ mod tests {
     fn a_directory_it_cannot_build_is_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let err = build(dir.path()).expect_err("nothing to build");
-        assert!(err.to_string().contains("does not know how to build"), "{err}");
+        assert!(
+            err.to_string().contains("does not know how to build"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -424,6 +439,10 @@ mod tests {
         std::fs::write(fresh.join("pyproject.toml"), "[tool.waymark]\nmodule = 3\n")
             .expect("write");
         let err = python_module(&fresh).expect_err("bad module");
-        assert!(err.to_string().contains("pyproject.toml: [tool.waymark] module"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("pyproject.toml: [tool.waymark] module"),
+            "{err}"
+        );
     }
 }

@@ -117,10 +117,14 @@ impl WasiHttpHooks for Hooks {
 
 /// wasi:http's three limits become the client's one per-request limit.
 fn timeout_of(o: RequestOptions) -> Option<Duration> {
-    [o.connect_timeout, o.first_byte_timeout, o.between_bytes_timeout]
-        .into_iter()
-        .flatten()
-        .reduce(|a, b| a + b)
+    [
+        o.connect_timeout,
+        o.first_byte_timeout,
+        o.between_bytes_timeout,
+    ]
+    .into_iter()
+    .flatten()
+    .reduce(|a, b| a + b)
 }
 
 /// Our error kinds as wasi:http error codes; the message itself is in the
