@@ -1,0 +1,169 @@
+//! Issue-6 figures, printed: what a journey costs by language.
+//!
+//! For the api journey in Rust, JavaScript (componentize-js) and Python
+//! (componentize-py):
+//! - component size;
+//! - `waymark run JOURNEY --demo` wall time with an empty compile cache
+//!   (first start: compiles) and then with the cache filled (median of 5);
+//!
+//! for a journey with no request (the Rust test guest's `noop` mode,
+//! tests/guests/js/noop.js, tests/guests/python/noop.py):
+//! - instantiate + run: `waymark load` with 1 user for 5 s, a fresh
+//!   instance each iteration; the time per iteration and its p50;
+//! - memory per instance: RSS of `waymark load` with 100 users asleep in
+//!   the journey, against 1 user.
+//!
+//! `cargo bench -p waymark --bench languages` (after `npm ci --prefix sdk/js`
+//! and `pip install ./sdk/python`, as .ci/run does). Linux only (reads
+//! /proc). Every run is bounded.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+#[path = "../../tests/support/lang.rs"]
+mod lang;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn waymark() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_waymark"))
+}
+
+/// Wall time of one `waymark run JOURNEY --demo`.
+fn run_once(wasm: &Path, cache: &Path) -> Duration {
+    let t = Instant::now();
+    let out = waymark()
+        .arg("run")
+        .arg(wasm)
+        .args(["--demo", "--format", "json"])
+        .env("WAYMARK_CACHE_DIR", cache)
+        .output()
+        .expect("waymark runs");
+    let took = t.elapsed();
+    assert!(out.status.success(), "{}: {out:?}", wasm.display());
+    took
+}
+
+struct Noop {
+    per_iteration_us: f64,
+    p50_ms: f64,
+}
+
+fn noop(wasm: &Path, vars: &[&str], cache: &Path) -> Noop {
+    let dir = tempfile::tempdir().expect("tmp");
+    let json = dir.path().join("load.json");
+    let mut cmd = waymark();
+    cmd.arg("load").arg(wasm);
+    for v in vars {
+        cmd.args(["--var", v]);
+    }
+    let status = cmd
+        .args(["--concurrency", "1", "--step-duration", "6s", "--warmup", "1s"])
+        .args(["--quiet", "--json"])
+        .arg(&json)
+        .env("WAYMARK_CACHE_DIR", cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("waymark load runs");
+    assert!(status.success(), "{}", wasm.display());
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parses");
+    let step = &doc["steps"][0];
+    Noop {
+        per_iteration_us: 1e6 / step["throughput"].as_f64().expect("throughput"),
+        p50_ms: step["latency"]["p50_ms"].as_f64().expect("p50"),
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// RSS of `waymark load` with `users` instances asleep in the journey.
+fn idle_rss(wasm: &Path, vars: &[&str], users: u32, cache: &Path) -> u64 {
+    let mut cmd = waymark();
+    cmd.arg("load").arg(wasm);
+    for v in vars {
+        cmd.args(["--var", v]);
+    }
+    let child = cmd
+        .args(["--var", "ms=20000", "--timeout", "60s"])
+        .args(["--concurrency", &users.to_string()])
+        .args(["--step-duration", "15s", "--warmup", "1s", "--quiet"])
+        .env("WAYMARK_CACHE_DIR", cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("waymark load starts");
+    let kill = support::Kill(child);
+    std::thread::sleep(Duration::from_secs(10));
+    rss_kib(kill.0.id())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The Rust api journey as build.rs made it for `waymark demo`.
+    let rust_api = root.join("target/guests/wasm32-wasip2/release/journey_api.wasm");
+    let built = lang::build_all(&[
+        "journeys/js/api.js",
+        "journeys/python/api.py",
+        "tests/guests/js/noop.js",
+        "tests/guests/python/noop.py",
+    ]);
+    let rows: [(&str, PathBuf, PathBuf, Vec<&str>); 3] = [
+        (
+            "Rust",
+            rust_api,
+            support::hostile_wasm().to_path_buf(),
+            vec!["mode=noop"],
+        ),
+        ("JavaScript", built[0].clone(), built[2].clone(), vec![]),
+        ("Python", built[1].clone(), built[3].clone(), vec![]),
+    ];
+    println!(
+        "| language | api component | first run (compiles) | cached run (median of 5) | \
+         no-request journey: instantiate + run (p50) | memory per instance |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, api, noop_wasm, vars) in rows {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cache = dir.path().join("cache");
+        let size = std::fs::metadata(&api).expect("built").len();
+        let first = run_once(&api, &cache);
+        let mut cached: Vec<Duration> = (0..5).map(|_| run_once(&api, &cache)).collect();
+        cached.sort();
+        let n = noop(&noop_wasm, &vars, &cache);
+        let one = idle_rss(&noop_wasm, &vars, 1, &cache);
+        let many = idle_rss(&noop_wasm, &vars, 100, &cache);
+        let per = many.saturating_sub(one) as f64 / 99.0;
+        println!(
+            "| {name} | {:.1} MiB | {:.2} s | {:.0} ms | {:.0} µs ({:.2} ms) | {:.2} MiB (RSS {:.0} → {:.0} MiB, 1 → 100 asleep) |",
+            mib(size),
+            first.as_secs_f64(),
+            cached[2].as_secs_f64() * 1000.0,
+            n.per_iteration_us,
+            n.p50_ms,
+            per / 1024.0,
+            one as f64 / 1024.0,
+            many as f64 / 1024.0,
+        );
+    }
+    println!(
+        "\nA run is the whole command: process start, the demo API, loading the component \
+         (compiling it, or mapping it from the cache), one run of the journey, the record."
+    );
+}
