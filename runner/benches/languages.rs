@@ -17,10 +17,10 @@
 //! and `pip install ./sdk/python`, as .ci/run does). Linux only (reads
 //! /proc). Every run is bounded.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
 #[path = "../../tests/support/lang.rs"]
 mod lang;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -59,7 +59,14 @@ fn noop(wasm: &Path, vars: &[&str], cache: &Path) -> Noop {
         cmd.args(["--var", v]);
     }
     let status = cmd
-        .args(["--concurrency", "1", "--step-duration", "6s", "--warmup", "1s"])
+        .args([
+            "--concurrency",
+            "1",
+            "--step-duration",
+            "6s",
+            "--warmup",
+            "1s",
+        ])
         .args(["--quiet", "--json"])
         .arg(&json)
         .env("WAYMARK_CACHE_DIR", cache)
