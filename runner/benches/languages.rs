@@ -84,36 +84,6 @@ fn noop(wasm: &Path, vars: &[&str], cache: &Path) -> Noop {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// RSS of `waymark load` with `users` instances asleep in the journey.
-fn idle_rss(wasm: &Path, vars: &[&str], users: u32, cache: &Path) -> u64 {
-    let mut cmd = waymark();
-    cmd.arg("load").arg(wasm);
-    for v in vars {
-        cmd.args(["--var", v]);
-    }
-    let child = cmd
-        .args(["--var", "ms=20000", "--timeout", "60s"])
-        .args(["--concurrency", &users.to_string()])
-        .args(["--step-duration", "15s", "--warmup", "1s", "--quiet"])
-        .env("WAYMARK_CACHE_DIR", cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("waymark load starts");
-    let kill = support::Kill(child);
-    std::thread::sleep(Duration::from_secs(10));
-    rss_kib(kill.0.id())
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -154,8 +124,9 @@ fn main() {
         let mut cached: Vec<Duration> = (0..5).map(|_| run_once(&api, &cache)).collect();
         cached.sort();
         let n = noop(&noop_wasm, &vars, &cache);
-        let one = idle_rss(&noop_wasm, &vars, 1, &cache);
-        let many = idle_rss(&noop_wasm, &vars, 100, &cache);
+        let asleep: Vec<&str> = vars.iter().copied().chain(["ms=20000"]).collect();
+        let one = support::idle_load_rss(&noop_wasm, &asleep, 1, &cache);
+        let many = support::idle_load_rss(&noop_wasm, &asleep, 100, &cache);
         let per = many.saturating_sub(one) as f64 / 99.0;
         println!(
             "| {name} | {:.1} MiB | {:.2} s | {:.0} ms | {:.0} µs ({:.2} ms) | {:.2} MiB (RSS {:.0} → {:.0} MiB, 1 → 100 asleep) |",

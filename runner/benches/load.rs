@@ -253,46 +253,13 @@ fn compare(secs: u64) {
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// RSS of `waymark load` with `users` users sleeping in the journey, read
-/// in the middle of the step.
-fn idle_rss(users: u32, cache: &Path) -> u64 {
-    let child = Command::new(env!("CARGO_BIN_EXE_waymark"))
-        .arg("load")
-        .arg(support::hostile_wasm())
-        .args([
-            "--var",
-            "mode=sleep",
-            "--var",
-            "ms=20000",
-            "--timeout",
-            "60s",
-        ])
-        .args(["--concurrency", &users.to_string()])
-        .args(["--step-duration", "12s", "--warmup", "1s", "--quiet"])
-        .env("WAYMARK_CACHE_DIR", cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("waymark load starts");
-    let kill = support::Kill(child);
-    std::thread::sleep(Duration::from_secs(8));
-    rss_kib(kill.0.id())
-}
-
 fn rss() {
     let dir = tempfile::tempdir().expect("tmp");
     let cache = dir.path().join("cache");
-    let one = idle_rss(1, &cache);
-    let many = idle_rss(1000, &cache);
+    let hostile = support::hostile_wasm();
+    let vars = ["mode=sleep", "ms=20000"];
+    let one = support::idle_load_rss(hostile, &vars, 1, &cache);
+    let many = support::idle_load_rss(hostile, &vars, 1000, &cache);
     let per = (many.saturating_sub(one)) as f64 / 999.0;
     println!(
         "\nRSS with users asleep in the journey (think time): 1 user {:.1} MiB, 1,000 users {:.1} MiB → {:.0} KiB per idle virtual user",

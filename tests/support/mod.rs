@@ -688,3 +688,34 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// VmRSS of a process, in KiB (Linux; 0 when it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// RSS (KiB) of `waymark load` with `users` users asleep in `wasm` (its
+/// `vars` make it sleep), read in the middle of a 15 s step (benches).
+pub fn idle_load_rss(wasm: &Path, vars: &[&str], users: u32, cache: &Path) -> u64 {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_waymark"));
+    cmd.arg("load").arg(wasm);
+    for v in vars {
+        cmd.args(["--var", v]);
+    }
+    let child = cmd
+        .args(["--timeout", "60s", "--concurrency", &users.to_string()])
+        .args(["--step-duration", "15s", "--warmup", "1s", "--quiet"])
+        .env("WAYMARK_CACHE_DIR", cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("waymark load starts");
+    let kill = Kill(child);
+    std::thread::sleep(Duration::from_secs(10));
+    rss_kib(kill.0.id())
+}
