@@ -13,7 +13,7 @@
 //! - memory per instance: RSS of `waymark load` with 100 users asleep in
 //!   the journey, against 1 user.
 //!
-//! `cargo bench -p waymark --bench languages` (after `npm ci --prefix sdk/js`
+//! `cargo bench -p waymark --bench languages` (after `npm install --prefix sdk/js`
 //! and `pip install ./sdk/python`, as .ci/run does). Linux only (reads
 //! /proc). Every run is bounded.
 
