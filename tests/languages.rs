@@ -230,6 +230,32 @@ async fn fetch_is_held_to_the_allow_list() {
     assert!(!check.passed, "{check:?}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_js_and_python_journeys_are_stopped_and_the_runner_goes_on() {
+    let built = lang::build_all(&[
+        "tests/guests/js/hostile.js",
+        "tests/guests/python/hostile.py",
+    ]);
+    for path in built {
+        let wasm = std::fs::read(&path).expect("built");
+        let j = runtime().load("hostile", &wasm).expect("loads");
+        let mut o = opts(&[], None, &[("mode", "spin")]);
+        o.timeout = std::time::Duration::from_secs(2);
+        let rec = runtime().run(&j, &o).await;
+        assert_eq!(rec.status, Status::Timeout, "{}: {rec:#?}", path.display());
+
+        let o = opts(&[], None, &[("mode", "oom")]);
+        let rec = runtime().run(&j, &o).await;
+        assert_eq!(rec.status, Status::Error, "{}: {rec:#?}", path.display());
+        let err = rec.error.as_ref().expect("error");
+        assert_eq!(err.kind, ErrorKind::Memory, "{}: {err:?}", path.display());
+        assert!(err.message.contains("memory limit"), "{err:?}");
+    }
+    // The same runtime still runs a good journey.
+    let rec = run_demo("api", &rust("api"), &[]).await;
+    assert_eq!(rec.status, Status::Pass);
+}
+
 fn waymark() -> Command {
     Command::new(env!("CARGO_BIN_EXE_waymark"))
 }
