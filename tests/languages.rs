@@ -200,34 +200,52 @@ async fn plain_fetch_goes_through_the_timed_client() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn fetch_is_held_to_the_allow_list() {
-    let wasm = std::fs::read(lang::build("tests/guests/js/fetch-policy.js")).expect("built");
+async fn fetch_and_the_helpers_are_held_to_the_allow_list() {
+    let built = lang::build_all(&["tests/guests/js/policy.js", "tests/guests/python/policy.py"]);
     let api = DemoApi::start().await.expect("demo api");
-    // Allowed: answered and recorded.
-    let mut o = opts(&[api.authority()], None, &[]);
-    o.vars
-        .insert("url".into(), format!("{}/health", api.base_url()));
-    let j = runtime().load("fetch-policy", &wasm).expect("loads");
-    let rec = runtime().run(&j, &o).await;
-    assert_eq!(rec.status, Status::Pass, "{rec:#?}");
-    assert_eq!(rec.requests().count(), 1);
+    let url = format!("{}/health", api.base_url());
+    for (path, checks) in built.iter().zip([2, 1]) {
+        let wasm = std::fs::read(path).expect("built");
+        let j = runtime().load("policy", &wasm).expect("loads");
+        // Allowed: answered and recorded.
+        let mut o = opts(&[api.authority()], None, &[]);
+        o.vars.insert("url".into(), url.clone());
+        let rec = runtime().run(&j, &o).await;
+        assert_eq!(rec.status, Status::Pass, "{rec:#?}");
+        assert_eq!(rec.requests().count(), checks);
+        assert!(rec.requests().all(|r| r.status == Some(200)));
 
-    // Not on the allow-list: fetch fails inside the journey, and the record
-    // names the denied host, as for an SDK request.
-    let mut o = opts(&["example.com".into()], None, &[]);
-    o.vars
-        .insert("url".into(), format!("{}/health", api.base_url()));
-    let rec = runtime().run(&j, &o).await;
-    assert_eq!(rec.status, Status::Fail, "{rec:#?}");
-    let req = rec
-        .requests()
-        .next()
-        .expect("the denied request is recorded");
-    let err = req.error.as_ref().expect("denied");
-    assert_eq!(err.kind, "denied", "{err:?}");
-    assert!(err.message.contains("127.0.0.1"), "{err:?}");
-    let check = &rec.steps[0].checks[0];
-    assert!(!check.passed, "{check:?}");
+        // Not on the allow-list: the request fails inside the journey as a
+        // denial, and the record names the denied host, for fetch as for the
+        // helpers.
+        let mut o = opts(&["example.com".into()], None, &[]);
+        o.vars.insert("url".into(), url.clone());
+        let rec = runtime().run(&j, &o).await;
+        assert_eq!(rec.status, Status::Fail, "{rec:#?}");
+        let reqs: Vec<_> = rec.requests().collect();
+        assert_eq!(reqs.len(), checks, "{rec:#?}");
+        for req in reqs {
+            let err = req.error.as_ref().expect("denied");
+            assert_eq!(err.kind, "denied", "{err:?}");
+            assert!(err.message.contains("127.0.0.1"), "{err:?}");
+        }
+        let checks: Vec<(&str, bool, Option<&str>)> = rec.steps[0]
+            .checks
+            .iter()
+            .map(|c| (c.name.as_str(), c.passed, c.detail.as_deref()))
+            .collect();
+        let helper = ("helper answered", false, Some("HttpError denied"));
+        assert_eq!(
+            checks.last(),
+            Some(&helper),
+            "{}: {checks:?}",
+            path.display()
+        );
+        if checks.len() == 2 {
+            assert_eq!(checks[0].0, "fetch answered");
+            assert!(!checks[0].1, "{checks:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
