@@ -60,7 +60,8 @@ struct NewArgs {
 struct LoadArgs {
     #[command(subcommand)]
     merge: Option<LoadCommand>,
-    /// The journey: a Wasm component (or give -c with a [load] section).
+    /// The journey: a Wasm component or a project directory, built first (or
+    /// give -c with a [load] section).
     journey: Option<PathBuf>,
     /// A config whose [load] section names one of its [[journey]]s and the ramp.
     #[arg(short = 'c', long)]
@@ -516,15 +517,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<Status> {
             opts.secrets.entry(k).or_insert(v);
         }
     }
-    let (path, project_name) = if args.journey.is_dir() {
-        let wasm = crate::project::build(&args.journey)?;
-        let name = std::fs::canonicalize(&args.journey)
-            .ok()
-            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
-        (wasm, name)
-    } else {
-        (args.journey.clone(), None)
-    };
+    let (path, project_name) = crate::project::component(&args.journey)?;
     let runtime = Runtime::new(Runtime::default_cache_dir())?;
     let mut journey = runtime.load_file(&path)?;
     if let Some(name) = args.name.or(project_name) {

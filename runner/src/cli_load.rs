@@ -269,9 +269,10 @@ pub(crate) fn load(req: LoadRequest) -> anyhow::Result<u8> {
         (_, _, Some(path)) => {
             let mut opts = req.settings.options()?;
             opts.location = req.location.clone();
-            let mut j = runtime.load_file(path)?;
-            if let Some(n) = &req.name {
-                j.name = n.clone();
+            let (wasm, project_name) = crate::project::component(path)?;
+            let mut j = runtime.load_file(&wasm)?;
+            if let Some(n) = req.name.clone().or(project_name) {
+                j.name = n;
             }
             (j, opts)
         }

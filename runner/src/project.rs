@@ -175,6 +175,20 @@ pub fn create(dir: &Path, name: &str, lang: Lang) -> Result<Vec<PathBuf>, Projec
     Ok(written)
 }
 
+/// The component a journey argument names: a `.wasm` file as it is, or a
+/// project directory built first, with the directory's name as the
+/// journey's name.
+pub fn component(path: &Path) -> Result<(PathBuf, Option<String>), ProjectError> {
+    if !path.is_dir() {
+        return Ok((path.to_path_buf(), None));
+    }
+    let wasm = build(path)?;
+    let name = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+    Ok((wasm, name))
+}
+
 /// Build the project in `dir` (when its sources changed) and return its
 /// component. The build tools' output goes to stderr, so that `--format
 /// json` on stdout stays one record.
