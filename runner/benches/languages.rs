@@ -11,7 +11,10 @@
 //! - instantiate + run: `waymark load` with 1 user for 5 s, a fresh
 //!   instance each iteration; the time per iteration and its p50;
 //! - memory per instance: RSS of `waymark load` with 100 users asleep in
-//!   the journey, against 1 user.
+//!   the journey, against 1 user;
+//! - 2 users in one process against two `--shard` processes of 1 user:
+//!   copy-on-write faults on a large engine image flush the TLB of every
+//!   core the process runs on, so JavaScript scales better by process.
 //!
 //! `cargo bench -p waymark --bench languages` (after `npm install --prefix sdk/js`
 //! and `pip install ./sdk/python`, as .ci/run does). Linux only (reads
@@ -84,6 +87,43 @@ fn noop(wasm: &Path, vars: &[&str], cache: &Path) -> Noop {
     }
 }
 
+/// Iterations/s of 2 users: in one process, and as two `--shard` processes
+/// (one user each) merged.
+fn two_users(wasm: &Path, vars: &[&str], cache: &Path) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let load = |json: &Path, shard: Option<&str>| {
+        let mut cmd = waymark();
+        cmd.arg("load").arg(wasm);
+        for v in vars {
+            cmd.args(["--var", v]);
+        }
+        if let Some(s) = shard {
+            cmd.args(["--shard", s]);
+        }
+        cmd.args(["--concurrency", "2", "--step-duration", "6s", "--warmup", "1s"])
+            .args(["--quiet", "--json"])
+            .arg(json)
+            .env("WAYMARK_CACHE_DIR", cache)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("waymark load starts")
+    };
+    let throughput = |json: &Path| -> f64 {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(json).expect("json")).expect("parses");
+        doc["steps"][0]["throughput"].as_f64().expect("throughput")
+    };
+    let one = dir.path().join("one.json");
+    assert!(load(&one, None).wait().expect("waits").success());
+    let parts = [dir.path().join("s0.json"), dir.path().join("s1.json")];
+    let mut children = [load(&parts[0], Some("0/2")), load(&parts[1], Some("1/2"))];
+    for c in &mut children {
+        assert!(c.wait().expect("waits").success());
+    }
+    (throughput(&one), parts.iter().map(|p| throughput(p)).sum())
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -113,9 +153,10 @@ fn main() {
     ];
     println!(
         "| language | api component | first run (compiles) | cached run (median of 5) | \
-         no-request journey: instantiate + run (p50) | memory per instance |"
+         no-request journey: instantiate + run (p50) | memory per instance | \
+         2 users: one process / 2 shard processes |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (name, api, noop_wasm, vars) in rows {
         let dir = tempfile::tempdir().expect("tmp");
         let cache = dir.path().join("cache");
@@ -128,8 +169,9 @@ fn main() {
         let one = support::idle_load_rss(&noop_wasm, &asleep, 1, &cache);
         let many = support::idle_load_rss(&noop_wasm, &asleep, 100, &cache);
         let per = many.saturating_sub(one) as f64 / 99.0;
+        let (together, sharded) = two_users(&noop_wasm, &vars, &cache);
         println!(
-            "| {name} | {:.1} MiB | {:.2} s | {:.0} ms | {:.0} µs ({:.2} ms) | {:.2} MiB (RSS {:.0} → {:.0} MiB, 1 → 100 asleep) |",
+            "| {name} | {:.1} MiB | {:.2} s | {:.0} ms | {:.0} µs ({:.2} ms) | {:.2} MiB (RSS {:.0} → {:.0} MiB, 1 → 100 asleep) | {together:.0} / {sharded:.0} it/s |",
             mib(size),
             first.as_secs_f64(),
             cached[2].as_secs_f64() * 1000.0,
