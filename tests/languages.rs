@@ -12,7 +12,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{opts, runtime};
+use support::{CountingServer, opts, runtime};
 use waymark::demo::{DemoApi, JOURNEYS, PASSWORD};
 use waymark::record::{ErrorKind, RunRecord, Status};
 
@@ -246,6 +246,27 @@ async fn fetch_and_the_helpers_are_held_to_the_allow_list() {
             assert!(!checks[0].1, "{checks:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_cut_off_by_the_run_timeout_is_recorded_as_stopped() {
+    let wasm = std::fs::read(lang::build("tests/guests/js/policy.js")).expect("built");
+    let server = CountingServer::start(0, std::time::Duration::from_secs(10));
+    let authority = server.addr.to_string();
+    let mut o = opts(std::slice::from_ref(&authority), None, &[]);
+    o.vars
+        .insert("url".into(), format!("http://{authority}/slow"));
+    o.timeout = std::time::Duration::from_secs(2);
+    let j = runtime().load("policy", &wasm).expect("loads");
+    let rec = runtime().run(&j, &o).await;
+    assert_eq!(rec.status, Status::Timeout, "{rec:#?}");
+    let reqs: Vec<_> = rec.requests().collect();
+    assert_eq!(reqs.len(), 1, "{rec:#?}");
+    let err = reqs[0].error.as_ref().expect("stopped");
+    assert_eq!(err.kind, "timeout", "{err:?}");
+    assert!(err.message.contains("when the run was stopped"), "{err:?}");
+    assert!(reqs[0].timings_ms.total >= 1500.0, "{:?}", reqs[0]);
+    assert_eq!(rec.steps[0].status, Status::Error);
 }
 
 #[tokio::test(flavor = "multi_thread")]

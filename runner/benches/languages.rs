@@ -100,14 +100,21 @@ fn two_users(wasm: &Path, vars: &[&str], cache: &Path) -> (f64, f64) {
         if let Some(s) = shard {
             cmd.args(["--shard", s]);
         }
-        cmd.args(["--concurrency", "2", "--step-duration", "6s", "--warmup", "1s"])
-            .args(["--quiet", "--json"])
-            .arg(json)
-            .env("WAYMARK_CACHE_DIR", cache)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("waymark load starts")
+        cmd.args([
+            "--concurrency",
+            "2",
+            "--step-duration",
+            "6s",
+            "--warmup",
+            "1s",
+        ])
+        .args(["--quiet", "--json"])
+        .arg(json)
+        .env("WAYMARK_CACHE_DIR", cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("waymark load starts")
     };
     let throughput = |json: &Path| -> f64 {
         let doc: serde_json::Value =

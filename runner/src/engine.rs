@@ -419,7 +419,7 @@ impl Runtime {
 
         let duration = t0.elapsed();
         let mut state = store.into_data();
-        state.drain_wasi_http();
+        state.stop_wasi_http();
         // A wasi:http request the guest left running may still hold the
         // client; its connections are then not handed on.
         let conns = match state.client.try_lock() {

@@ -17,7 +17,7 @@ use crate::record::{
     CheckRecord, Level, LogRecord, PhaseTimings, RequestError, RequestRecord, Status, StepRecord,
     TlsRecord,
 };
-use crate::wasi_http::{Finished, Hooks};
+use crate::wasi_http::Hooks;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Guest output beyond this many log lines is counted, not kept: a journey
@@ -99,7 +99,7 @@ impl RunState {
             http_ctx: WasiHttpCtx::new(),
             hooks: Hooks {
                 client,
-                finished: Finished::default(),
+                exchanges: Default::default(),
             },
             vars,
             rec,
@@ -111,12 +111,31 @@ impl RunState {
 impl RunState {
     /// Record what `wasi:http` requests finished since the last host call.
     pub(crate) fn drain_wasi_http(&mut self) {
-        let finished = match self.hooks.finished.lock() {
-            Ok(mut list) if !list.is_empty() => std::mem::take(&mut *list),
+        let finished = match self.hooks.exchanges.lock() {
+            Ok(mut x) if !x.finished.is_empty() => std::mem::take(&mut x.finished),
             _ => return,
         };
         for (request, ex) in finished {
             self.record_exchange(&request, &ex);
+        }
+    }
+
+    /// At the end of the run: what finished goes into the record, and what
+    /// is still in flight is recorded as stopped, as an SDK request would be.
+    pub(crate) fn stop_wasi_http(&mut self) {
+        // Both lists at once: a request finishing meanwhile is in one of them.
+        let (finished, in_flight) = match self.hooks.exchanges.lock() {
+            Ok(mut x) => (
+                std::mem::take(&mut x.finished),
+                std::mem::take(&mut x.in_flight),
+            ),
+            Err(_) => return,
+        };
+        for (request, ex) in finished {
+            self.record_exchange(&request, &ex);
+        }
+        for (_, method, url, started) in in_flight {
+            self.rec.request_started(&method, &url, started);
         }
     }
 
@@ -321,7 +340,9 @@ pub(crate) struct Recorder {
     pub(crate) requests_failed: usize,
     /// The request in flight, so a run stopped while waiting on it still
     /// shows which one hung.
-    pending: Option<(String, String, Instant)>,
+    /// Requests sent and not answered yet: the SDK's one, and wasi:http's
+    /// in flight when the run stopped.
+    pending: Vec<(String, String, Instant)>,
     insecure: bool,
 }
 
@@ -341,7 +362,7 @@ impl Recorder {
             open: Vec::new(),
             requests_denied: 0,
             requests_failed: 0,
-            pending: None,
+            pending: Vec::new(),
             insecure: false,
         }
     }
@@ -416,12 +437,19 @@ impl Recorder {
         self.touch(i);
     }
 
-    fn request_started(&mut self, method: &str, url: &str) {
-        self.pending = Some((method.to_string(), url.to_string(), Instant::now()));
+    fn request_started(&mut self, method: &str, url: &str, started: Instant) {
+        self.pending
+            .push((method.to_string(), url.to_string(), started));
     }
 
     fn request(&mut self, method: &str, url: &str, ex: &Exchange) {
-        self.pending = None;
+        if let Some(i) = self
+            .pending
+            .iter()
+            .position(|(m, u, _)| m == method && u == url)
+        {
+            self.pending.remove(i);
+        }
         let i = self.current();
         let mut rec = RequestRecord {
             method: method.to_ascii_uppercase(),
@@ -497,7 +525,7 @@ impl Recorder {
     pub(crate) fn finish(&mut self, stopped: bool) -> Vec<StepRecord> {
         // Steps cut short: the open ones, and the one whose request hung.
         let mut cut: Vec<usize> = self.open.clone();
-        if let Some((method, url, started)) = self.pending.take() {
+        for (method, url, started) in std::mem::take(&mut self.pending) {
             let ex = Exchange {
                 started,
                 trace_id: String::new(),
@@ -560,7 +588,8 @@ impl whttp::Host for RunState {
         // Each hop of a redirect chain is a request of its own in the record,
         // and passes the allow-list on its own.
         let result = loop {
-            self.rec.request_started(&request.method, &request.url);
+            self.rec
+                .request_started(&request.method, &request.url, Instant::now());
             let ex = client.send(&request).await;
             self.record_exchange(&request, &ex);
             let next = match &ex.result {

@@ -6,7 +6,7 @@
 //! phase by phase and recorded like an SDK request.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -15,18 +15,50 @@ use wasmtime_wasi_http::{Error as WasiError, RequestOptions, WasiBody, WasiHttpH
 
 use crate::http::{Client, Exchange, HttpError, Request};
 
-/// Exchanges finished by `wasi:http` requests, waiting to enter the run's
-/// record. A request runs in a task of its own while the guest goes on, so
-/// it cannot write the record itself; the run drains this list at its next
-/// host call, before the guest can report anything about the response.
-pub(crate) type Finished = Arc<Mutex<Vec<(Request, Exchange)>>>;
+/// `wasi:http` requests on their way into the run's record. A request runs
+/// in a task of its own while the guest goes on, so it cannot write the
+/// record itself: the run drains `finished` at its next host call, before
+/// the guest can report anything about the response, and records what is
+/// still `in_flight` when it stops as stopped. One lock, so that a request
+/// is always in exactly one of the two lists until it is taken.
+#[derive(Default)]
+pub(crate) struct Exchanges {
+    pub(crate) finished: Vec<(Request, Exchange)>,
+    /// id, method, URL, start.
+    pub(crate) in_flight: Vec<(u64, String, String, Instant)>,
+    next_id: u64,
+}
 
 /// The `wasi:http` hooks of one run: the run's client, shared with the
 /// journey's SDK requests (one connection pool, one cookie jar, one request
-/// budget), and where finished exchanges go.
+/// budget), and where its exchanges go.
 pub(crate) struct Hooks {
     pub(crate) client: Arc<tokio::sync::Mutex<Client>>,
-    pub(crate) finished: Finished,
+    pub(crate) exchanges: Arc<Mutex<Exchanges>>,
+}
+
+/// Takes a request off `in_flight` however its task ends (answered, failed
+/// before sending, or dropped with the run).
+struct InFlight {
+    exchanges: Arc<Mutex<Exchanges>>,
+    id: u64,
+}
+
+impl InFlight {
+    fn finish(self, req: Request, ex: Exchange) {
+        if let Ok(mut x) = self.exchanges.lock() {
+            x.in_flight.retain(|(i, ..)| *i != self.id);
+            x.finished.push((req, ex));
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut x) = self.exchanges.lock() {
+            x.in_flight.retain(|(i, ..)| *i != self.id);
+        }
+    }
 }
 
 type SendFuture = Box<
@@ -54,7 +86,22 @@ impl WasiHttpHooks for Hooks {
         _fut: Box<dyn Future<Output = Result<(), WasiError>> + Send>,
     ) -> SendFuture {
         let client = self.client.clone();
-        let finished = self.finished.clone();
+        let mut id = 0;
+        if let Ok(mut x) = self.exchanges.lock() {
+            id = x.next_id;
+            x.next_id += 1;
+            let entry = (
+                id,
+                request.method().to_string(),
+                request.uri().to_string(),
+                Instant::now(),
+            );
+            x.in_flight.push(entry);
+        }
+        let guard = InFlight {
+            exchanges: self.exchanges.clone(),
+            id,
+        };
         Box::new(async move {
             let (parts, body) = request.into_parts();
             // The guest may still be writing the body; the timed client sends
@@ -82,9 +129,7 @@ impl WasiHttpHooks for Hooks {
             let ex = client.lock().await.send(&req).await;
             let result = ex.result.clone();
             // The guest never sees the response before it is in the list.
-            if let Ok(mut list) = finished.lock() {
-                list.push((req.clone(), ex));
-            }
+            guard.finish(req.clone(), ex);
             let resp = result.map_err(error_code)?;
             let decoded = !req
                 .headers
