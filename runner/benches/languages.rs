@@ -26,7 +26,7 @@ mod lang;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn waymark() -> Command {
@@ -48,6 +48,45 @@ fn run_once(wasm: &Path, cache: &Path) -> Duration {
     took
 }
 
+/// `waymark load` of `wasm` for one 6 s step (1 s warm-up) with `args`,
+/// its results to `json`.
+fn load(wasm: &Path, vars: &[&str], args: &[&str], json: &Path, cache: &Path) -> Child {
+    let mut cmd = waymark();
+    cmd.arg("load").arg(wasm);
+    for v in vars {
+        cmd.args(["--var", v]);
+    }
+    cmd.args(args)
+        .args([
+            "--step-duration",
+            "6s",
+            "--warmup",
+            "1s",
+            "--quiet",
+            "--json",
+        ])
+        .arg(json)
+        .env("WAYMARK_CACHE_DIR", cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("waymark load starts")
+}
+
+/// The first step of a `--json` result.
+fn step(json: &Path) -> serde_json::Value {
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(json).expect("json")).expect("parses");
+    doc["steps"][0].clone()
+}
+
+fn finish(mut child: Child) {
+    assert!(
+        child.wait().expect("waits").success(),
+        "waymark load failed"
+    );
+}
+
 struct Noop {
     per_iteration_us: f64,
     p50_ms: f64,
@@ -56,31 +95,8 @@ struct Noop {
 fn noop(wasm: &Path, vars: &[&str], cache: &Path) -> Noop {
     let dir = tempfile::tempdir().expect("tmp");
     let json = dir.path().join("load.json");
-    let mut cmd = waymark();
-    cmd.arg("load").arg(wasm);
-    for v in vars {
-        cmd.args(["--var", v]);
-    }
-    let status = cmd
-        .args([
-            "--concurrency",
-            "1",
-            "--step-duration",
-            "6s",
-            "--warmup",
-            "1s",
-        ])
-        .args(["--quiet", "--json"])
-        .arg(&json)
-        .env("WAYMARK_CACHE_DIR", cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("waymark load runs");
-    assert!(status.success(), "{}", wasm.display());
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parses");
-    let step = &doc["steps"][0];
+    finish(load(wasm, vars, &["--concurrency", "1"], &json, cache));
+    let step = step(&json);
     Noop {
         per_iteration_us: 1e6 / step["throughput"].as_f64().expect("throughput"),
         p50_ms: step["latency"]["p50_ms"].as_f64().expect("p50"),
@@ -91,43 +107,21 @@ fn noop(wasm: &Path, vars: &[&str], cache: &Path) -> Noop {
 /// (one user each) merged.
 fn two_users(wasm: &Path, vars: &[&str], cache: &Path) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tmp");
-    let load = |json: &Path, shard: Option<&str>| {
-        let mut cmd = waymark();
-        cmd.arg("load").arg(wasm);
-        for v in vars {
-            cmd.args(["--var", v]);
-        }
-        if let Some(s) = shard {
-            cmd.args(["--shard", s]);
-        }
-        cmd.args([
-            "--concurrency",
-            "2",
-            "--step-duration",
-            "6s",
-            "--warmup",
-            "1s",
-        ])
-        .args(["--quiet", "--json"])
-        .arg(json)
-        .env("WAYMARK_CACHE_DIR", cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("waymark load starts")
-    };
-    let throughput = |json: &Path| -> f64 {
-        let doc: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(json).expect("json")).expect("parses");
-        doc["steps"][0]["throughput"].as_f64().expect("throughput")
-    };
+    let throughput = |json: &Path| step(json)["throughput"].as_f64().expect("throughput");
     let one = dir.path().join("one.json");
-    assert!(load(&one, None).wait().expect("waits").success());
+    finish(load(wasm, vars, &["--concurrency", "2"], &one, cache));
     let parts = [dir.path().join("s0.json"), dir.path().join("s1.json")];
-    let mut children = [load(&parts[0], Some("0/2")), load(&parts[1], Some("1/2"))];
-    for c in &mut children {
-        assert!(c.wait().expect("waits").success());
-    }
+    let children = [0, 1].map(|i| {
+        let shard = format!("{i}/2");
+        load(
+            wasm,
+            vars,
+            &["--concurrency", "2", "--shard", &shard],
+            &parts[i],
+            cache,
+        )
+    });
+    children.into_iter().for_each(finish);
     (throughput(&one), parts.iter().map(|p| throughput(p)).sum())
 }
 

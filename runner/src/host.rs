@@ -100,6 +100,7 @@ impl RunState {
             hooks: Hooks {
                 client,
                 exchanges: Default::default(),
+                used: false,
             },
             vars,
             rec,
@@ -111,6 +112,9 @@ impl RunState {
 impl RunState {
     /// Record what `wasi:http` requests finished since the last host call.
     pub(crate) fn drain_wasi_http(&mut self) {
+        if !self.hooks.used {
+            return;
+        }
         let finished = match self.hooks.exchanges.lock() {
             Ok(mut x) if !x.finished.is_empty() => std::mem::take(&mut x.finished),
             _ => return,
@@ -123,6 +127,9 @@ impl RunState {
     /// At the end of the run: what finished goes into the record, and what
     /// is still in flight is recorded as stopped, as an SDK request would be.
     pub(crate) fn stop_wasi_http(&mut self) {
+        if !self.hooks.used {
+            return;
+        }
         // Both lists at once: a request finishing meanwhile is in one of them.
         let (finished, in_flight) = match self.hooks.exchanges.lock() {
             Ok(mut x) => (

@@ -204,27 +204,41 @@ pub fn build(dir: &Path) -> Result<PathBuf, ProjectError> {
     }
 }
 
-fn run(dir: &Path, mut cmd: Command, shown: &str, hint: &'static str) -> Result<(), ProjectError> {
+/// Run one build command in `dir`. Its stdout goes to our stderr unless
+/// `capture` keeps it (cargo's JSON messages), in which case it is returned.
+fn run(
+    dir: &Path,
+    mut cmd: Command,
+    shown: &str,
+    hint: &'static str,
+    capture: bool,
+) -> Result<Vec<u8>, ProjectError> {
     let tool = cmd.get_program().to_string_lossy().into_owned();
     tracing::info!(dir = %dir.display(), command = shown, "building the journey");
-    let status = cmd
+    let stdout = if capture {
+        Stdio::piped()
+    } else {
+        std::io::stderr().into()
+    };
+    let out = cmd
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stdout(std::io::stderr())
-        .status()
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .output()
         .map_err(|source| ProjectError::Tool {
             tool,
             dir: dir.to_path_buf(),
             source,
             hint,
         })?;
-    if status.success() {
-        Ok(())
+    if out.status.success() {
+        Ok(out.stdout)
     } else {
         Err(ProjectError::Failed {
             dir: dir.to_path_buf(),
             command: shown.to_string(),
-            status,
+            status: out.status,
         })
     }
 }
@@ -240,30 +254,17 @@ fn build_rust(dir: &Path) -> Result<PathBuf, ProjectError> {
         "--message-format",
         "json-render-diagnostics",
     ]);
-    let shown = "cargo build --release --target wasm32-wasip2";
-    tracing::info!(dir = %dir.display(), command = shown, "building the journey");
     // The artifacts' paths come from cargo's own messages, wherever its
     // target directory is.
-    let out = cmd
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|source| ProjectError::Tool {
-            tool: "cargo".into(),
-            dir: dir.to_path_buf(),
-            source,
-            hint: "install Rust with rustup, then `rustup target add wasm32-wasip2`",
-        })?;
-    if !out.status.success() {
-        return Err(ProjectError::Failed {
-            dir: dir.to_path_buf(),
-            command: shown.into(),
-            status: out.status,
-        });
-    }
+    let stdout = run(
+        dir,
+        cmd,
+        "cargo build --release --target wasm32-wasip2",
+        "install Rust with rustup, then `rustup target add wasm32-wasip2`",
+        true,
+    )?;
     let mut wasm = None;
-    for line in out.stdout.split(|b| *b == b'\n') {
+    for line in stdout.split(|b| *b == b'\n') {
         let Ok(msg) = serde_json::from_slice::<serde_json::Value>(line) else {
             continue;
         };
@@ -292,11 +293,11 @@ fn build_js(dir: &Path) -> Result<PathBuf, ProjectError> {
     if !dir.join("node_modules").is_dir() {
         let mut install = Command::new("npm");
         install.args(["install", "--no-audit", "--no-fund"]);
-        run(dir, install, "npm install", npm_hint)?;
+        run(dir, install, "npm install", npm_hint, false)?;
     }
     let mut cmd = Command::new("npm");
     cmd.args(["run", "build"]);
-    run(dir, cmd, "npm run build", npm_hint)?;
+    run(dir, cmd, "npm run build", npm_hint, false)?;
     expect_output(dir, &out)
 }
 
@@ -320,7 +321,7 @@ fn build_python(dir: &Path) -> Result<PathBuf, ProjectError> {
     let hint = "install it with `pip install componentize-py==0.25.1`";
     let mut cmd = componentize_py(Some(dir));
     cmd.args(args);
-    run(dir, cmd, &shown, hint)?;
+    run(dir, cmd, &shown, hint, false)?;
     expect_output(dir, &out)
 }
 

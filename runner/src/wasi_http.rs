@@ -8,7 +8,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::http;
 use wasmtime_wasi_http::{Error as WasiError, RequestOptions, WasiBody, WasiHttpHooks};
@@ -35,6 +34,9 @@ pub(crate) struct Exchanges {
 pub(crate) struct Hooks {
     pub(crate) client: Arc<tokio::sync::Mutex<Client>>,
     pub(crate) exchanges: Arc<Mutex<Exchanges>>,
+    /// A wasi:http request was made: until then the run's host calls need
+    /// not look at `exchanges` (most journeys never make one).
+    pub(crate) used: bool,
 }
 
 /// Takes a request off `in_flight` however its task ends (answered, failed
@@ -85,6 +87,7 @@ impl WasiHttpHooks for Hooks {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), WasiError>> + Send>,
     ) -> SendFuture {
+        self.used = true;
         let client = self.client.clone();
         let mut id = 0;
         if let Ok(mut x) = self.exchanges.lock() {
@@ -147,7 +150,7 @@ impl WasiHttpHooks for Hooks {
                 }
                 builder = builder.header(name.as_str(), value.as_str());
             }
-            let body = Full::new(Bytes::from(resp.body.to_vec()))
+            let body = Full::new(resp.body)
                 .map_err(|never| match never {})
                 .boxed_unsync();
             let response = builder

@@ -7,13 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
 fn mtime(p: &Path) -> SystemTime {
     p.metadata()
         .and_then(|m| m.modified())
@@ -23,7 +16,7 @@ fn mtime(p: &Path) -> SystemTime {
 /// Build `src` (a .js or .py journey, relative to the workspace root) and
 /// return its component.
 pub fn build(src: &str) -> PathBuf {
-    let root = root();
+    let root = crate::support::root();
     let src_path = root.join(src);
     let stem = src_path
         .file_stem()
