@@ -119,6 +119,10 @@ impl RunState {
             Ok(mut x) if !x.finished.is_empty() => std::mem::take(&mut x.finished),
             _ => return,
         };
+        self.record_finished(finished);
+    }
+
+    fn record_finished(&mut self, finished: Vec<(http::Request, Exchange)>) {
         for (request, ex) in finished {
             self.record_exchange(&request, &ex);
         }
@@ -138,9 +142,7 @@ impl RunState {
             ),
             Err(_) => return,
         };
-        for (request, ex) in finished {
-            self.record_exchange(&request, &ex);
-        }
+        self.record_finished(finished);
         for (_, method, url, started) in in_flight {
             self.rec.request_started(&method, &url, started);
         }
@@ -345,10 +347,9 @@ pub(crate) struct Recorder {
     open: Vec<usize>,
     pub(crate) requests_denied: usize,
     pub(crate) requests_failed: usize,
-    /// The request in flight, so a run stopped while waiting on it still
-    /// shows which one hung.
-    /// Requests sent and not answered yet: the SDK's one, and wasi:http's
-    /// in flight when the run stopped.
+    /// Requests sent and not answered yet (the SDK's one, and wasi:http's
+    /// in flight when the run stopped), so a stopped run still shows which
+    /// one hung.
     pending: Vec<(String, String, Instant)>,
     insecure: bool,
 }
