@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use support::{ScriptedServer, hostile_wasm};
-use waymark::record::{RunRecord, Status};
+use waymark_record::{RunRecord, Status};
 
 fn waymark(cache: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_waymark"))
@@ -80,7 +80,7 @@ async fn run_prints_the_record_and_exits_by_status() {
         ]
     );
     let t = &v["steps"][0]["requests"][0]["timings_ms"];
-    for phase in waymark::record::PHASE_NAMES {
+    for phase in waymark_record::PHASE_NAMES {
         assert!(t[phase].is_number(), "{phase} in {t}");
     }
 

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use waymark::config::{Config, SinkKind};
-use waymark::schedule::Schedule;
+use waymark_monitor::config::{Config, SinkKind};
+use waymark_monitor::schedule::Schedule;
 
 fn dir(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/configs")
+        .join("../../tests/configs")
         .join(kind)
 }
 

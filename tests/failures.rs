@@ -10,9 +10,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use support::{Fault, Script, ScriptedServer, TestCa, hostile_wasm, ok_body, runtime};
-use waymark::RunOptions;
-use waymark::http::{AllowList, HttpConfig, Overrides, SystemResolver};
-use waymark::record::Status;
+use waymark_engine::RunOptions;
+use waymark_http::{AllowList, HttpConfig, Overrides, SystemResolver};
+use waymark_record::Status;
 
 /// Run the classifying guest on `url`; return (the case the journey saw,
 /// the recorded message).

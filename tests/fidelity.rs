@@ -5,7 +5,7 @@
 mod support;
 
 use support::{FeatureServer, TestCa, hostile_wasm, opts, runtime};
-use waymark::record::{RunRecord, Status};
+use waymark_record::{RunRecord, Status};
 
 async fn run(url: &str, allow: &str, ca: Option<&TestCa>, mode: &str) -> RunRecord {
     let wasm = std::fs::read(hostile_wasm()).expect("guest");
@@ -65,7 +65,7 @@ async fn compression_cookies_forms_and_tracing() {
 #[tokio::test]
 async fn secure_cookies_stay_off_plain_http_to_a_named_host() {
     use std::sync::Arc;
-    use waymark::http::{AllowList, HttpConfig, Overrides, SystemResolver};
+    use waymark_http::{AllowList, HttpConfig, Overrides, SystemResolver};
     let server = FeatureServer::start(None).await;
     let port = server.addr.port();
     let allow = AllowList::parse(&["shop.example.test".to_string(), format!("127.0.0.1:{port}")])
@@ -79,7 +79,7 @@ async fn secure_cookies_stay_off_plain_http_to_a_named_host() {
         map.into_iter().collect(),
         Arc::new(SystemResolver),
     ));
-    let mut o = waymark::RunOptions::new(Arc::new(http));
+    let mut o = waymark_engine::RunOptions::new(Arc::new(http));
     for (k, v) in [
         ("mode", "fidelity".to_string()),
         ("url", format!("http://shop.example.test:{port}")),
@@ -138,12 +138,12 @@ async fn http2_by_alpn_and_http1_fallback() {
     }
 }
 
-async fn tls_run(server: &FeatureServer, tls: waymark::http::TlsOptions) -> RunRecord {
+async fn tls_run(server: &FeatureServer, tls: waymark_http::TlsOptions) -> RunRecord {
     use std::sync::Arc;
     let port = server.addr.port();
-    let allow = waymark::http::AllowList::parse(&[format!("localhost:{port}")]).expect("valid");
-    let http = waymark::http::HttpConfig::with_tls(allow, &tls).expect("tls config");
-    let mut o = waymark::RunOptions::new(Arc::new(http));
+    let allow = waymark_http::AllowList::parse(&[format!("localhost:{port}")]).expect("valid");
+    let http = waymark_http::HttpConfig::with_tls(allow, &tls).expect("tls config");
+    let mut o = waymark_engine::RunOptions::new(Arc::new(http));
     o.vars.insert("mode".into(), "fetch".into());
     o.vars
         .insert("url".into(), format!("https://localhost:{port}/version"));
@@ -156,7 +156,7 @@ async fn tls_run(server: &FeatureServer, tls: waymark::http::TlsOptions) -> RunR
 async fn client_certificates_for_mtls() {
     let ca = TestCa::new();
     let server = FeatureServer::start(Some((ca.server_mtls.clone(), vec![]))).await;
-    let with_ca = waymark::http::TlsOptions {
+    let with_ca = waymark_http::TlsOptions {
         ca_file: Some(ca.ca_file.clone()),
         ..Default::default()
     };
@@ -175,7 +175,7 @@ async fn client_certificates_for_mtls() {
 
     let rec = tls_run(
         &server,
-        waymark::http::TlsOptions {
+        waymark_http::TlsOptions {
             client_cert: Some((ca.client_cert.clone(), ca.client_key.clone())),
             ..with_ca
         },
@@ -188,7 +188,7 @@ async fn client_certificates_for_mtls() {
 async fn insecure_accepts_an_unknown_issuer_and_says_so_loudly() {
     let ca = TestCa::new();
     let server = FeatureServer::start(Some((ca.server.clone(), vec![]))).await;
-    let rec = tls_run(&server, waymark::http::TlsOptions::default()).await;
+    let rec = tls_run(&server, waymark_http::TlsOptions::default()).await;
     assert_ne!(
         rec.status,
         Status::Pass,
@@ -197,7 +197,7 @@ async fn insecure_accepts_an_unknown_issuer_and_says_so_loudly() {
 
     let rec = tls_run(
         &server,
-        waymark::http::TlsOptions {
+        waymark_http::TlsOptions {
             insecure: true,
             ..Default::default()
         },
@@ -215,6 +215,6 @@ async fn insecure_accepts_an_unknown_issuer_and_says_so_loudly() {
         "{:?}",
         rec.logs
     );
-    let text = waymark::pretty::render(&rec, false);
+    let text = waymark_monitor::pretty::render(&rec, false);
     assert!(text.contains("⚠ INSECURE"), "{text}");
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::{Script, ScriptedServer, TestCa, ok_body, opts, runtime};
 use waymark::demo::{DemoApi, JOURNEYS};
-use waymark::record::{RunRecord, Status};
+use waymark_record::{RunRecord, Status};
 
 fn journey(name: &str) -> &'static [u8] {
     JOURNEYS

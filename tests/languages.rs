@@ -14,7 +14,7 @@ use std::process::Command;
 
 use support::{CountingServer, opts, runtime};
 use waymark::demo::{DemoApi, JOURNEYS, PASSWORD};
-use waymark::record::{ErrorKind, RunRecord, Status};
+use waymark_record::{ErrorKind, RunRecord, Status};
 
 /// Steps with, for each, the names of its checks (and whether they passed)
 /// and its requests' methods and paths.
@@ -309,7 +309,7 @@ fn run_project(dir: &Path) -> RunRecord {
         // A Rust project's dependencies are built once across test runs.
         .env(
             "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/new-rust"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/new-rust"),
         )
         .output()
         .expect("waymark runs");

@@ -603,7 +603,7 @@ fn html_report_renders_its_charts_in_chromium() {
             .filter(|p| (0..3).all(|i| p[i].abs_diff(want[i]) <= 6))
             .count()
     };
-    use waymark::load::report::colors;
+    use waymark_load::report::colors;
     let points = count(colors::MEASURED);
     let curve = count(colors::USL);
     let bars = count(colors::PROCESSING);

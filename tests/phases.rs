@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::{Script, ScriptedServer, TestCa, hostile_wasm, ok_body, opts, runtime};
-use waymark::record::{PhaseTimings, Status};
+use waymark_record::{PhaseTimings, Status};
 
 /// Loopback work and scheduling noise on a loaded 2-core CI machine.
 const SLACK_MS: f64 = 40.0;

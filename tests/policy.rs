@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use support::{Script, ScriptedServer, hostile_wasm, ok_body, runtime};
-use waymark::RunOptions;
-use waymark::http::{AllowList, HttpConfig, Overrides, SystemResolver};
-use waymark::record::{ErrorKind, RunRecord, Status};
+use waymark_engine::RunOptions;
+use waymark_http::{AllowList, HttpConfig, Overrides, SystemResolver};
+use waymark_record::{ErrorKind, RunRecord, Status};
 
 fn config(allow: &[String], resolve: &[(&str, &str)]) -> HttpConfig {
     let mut c = HttpConfig::new(AllowList::parse(allow).expect("valid"), None).expect("tls");

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use support::{Script, ScriptedServer, hostile_wasm, ok_body, opts, runtime};
-use waymark::record::{ErrorKind, Level, RunRecord, Status};
-use waymark::{LoadedJourney, RunOptions};
+use waymark_engine::{LoadedJourney, RunOptions};
+use waymark_record::{ErrorKind, Level, RunRecord, Status};
 
 fn guest() -> LoadedJourney {
     let wasm = std::fs::read(hostile_wasm()).expect("guest built");
@@ -93,8 +93,8 @@ async fn a_host_outside_the_allow_list_is_denied_without_a_connection() {
     let url = format!("{}/secret-admin", server.url(false));
     // Allowed: a different port of the same address; not this one.
     let rec = run_mode("fetch", &[("url", &url)], |o| {
-        let allow = waymark::http::AllowList::parse(&["127.0.0.1:1"]).expect("valid");
-        o.http = std::sync::Arc::new(waymark::http::HttpConfig::new(allow, None).expect("tls"));
+        let allow = waymark_http::AllowList::parse(&["127.0.0.1:1"]).expect("valid");
+        o.http = std::sync::Arc::new(waymark_http::HttpConfig::new(allow, None).expect("tls"));
     })
     .await;
     assert_eq!(rec.status, Status::Error, "{rec:#?}");
@@ -159,7 +159,7 @@ async fn secrets_never_reach_the_record() {
     assert!(json.contains("token is ***"), "{json}");
     assert!(json.contains("step ***"), "{json}");
     assert!(json.contains("failed with ***"), "{json}");
-    let pretty = waymark::pretty::render(&rec, false);
+    let pretty = waymark_monitor::pretty::render(&rec, false);
     assert!(!pretty.contains("hunter2-s3cr3t"), "{pretty}");
 }
 
@@ -210,10 +210,10 @@ async fn sleep_yields_the_host_thread() {
 async fn the_compile_cache_is_used_on_the_second_load() {
     let dir = tempfile::tempdir().expect("dir");
     let wasm = std::fs::read(hostile_wasm()).expect("guest");
-    let first = waymark::Runtime::new(Some(dir.path().into())).expect("runtime");
+    let first = waymark_engine::Runtime::new(Some(dir.path().into())).expect("runtime");
     assert!(!first.load("g", &wasm).expect("loads").from_cache);
     drop(first);
-    let second = waymark::Runtime::new(Some(dir.path().into())).expect("runtime");
+    let second = waymark_engine::Runtime::new(Some(dir.path().into())).expect("runtime");
     let j = second.load("g", &wasm).expect("loads");
     assert!(j.from_cache, "a second process must not recompile");
     let rec = second.run(&j, &opts(&[], None, &[("mode", "noop")])).await;
@@ -222,7 +222,7 @@ async fn the_compile_cache_is_used_on_the_second_load() {
     for entry in std::fs::read_dir(dir.path()).expect("dir") {
         std::fs::write(entry.expect("entry").path(), b"garbage").expect("write");
     }
-    let third = waymark::Runtime::new(Some(dir.path().into())).expect("runtime");
+    let third = waymark_engine::Runtime::new(Some(dir.path().into())).expect("runtime");
     assert!(!third.load("g", &wasm).expect("recompiles").from_cache);
 }
 
@@ -255,8 +255,8 @@ async fn a_run_stopped_while_waiting_shows_the_request_that_hung() {
     let url = format!("{}/slow", server.url(false));
     let rec = run_mode("fetch", &[("url", &url)], |o| {
         o.timeout = Duration::from_millis(300);
-        let allow = waymark::http::AllowList::parse(&[server.authority()]).expect("valid");
-        o.http = std::sync::Arc::new(waymark::http::HttpConfig::new(allow, None).expect("tls"));
+        let allow = waymark_http::AllowList::parse(&[server.authority()]).expect("valid");
+        o.http = std::sync::Arc::new(waymark_http::HttpConfig::new(allow, None).expect("tls"));
     })
     .await;
     assert_eq!(rec.status, Status::Timeout, "{rec:#?}");

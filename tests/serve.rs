@@ -9,10 +9,10 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use support::CountingServer;
-use waymark::Status;
-use waymark::config::Config;
-use waymark::serve::{JourneyStatus, Plan, Service, prepare};
-use waymark::store::{Entry, Filter, Store};
+use waymark_monitor::config::Config;
+use waymark_monitor::serve::{JourneyStatus, Plan, Service, prepare};
+use waymark_monitor::store::{Entry, Filter, Store};
+use waymark_record::Status;
 
 fn plan(dir: &Path, body: &str) -> Plan {
     let wasm = support::hostile_wasm().display().to_string();
@@ -25,7 +25,7 @@ fn plan(dir: &Path, body: &str) -> Plan {
     std::fs::write(&path, &src).expect("write config");
     let c = Config::parse(&path, &src, &|_| None).unwrap_or_else(|e| panic!("{e}"));
     prepare(&support::shared_runtime(), c, None)
-        .unwrap_or_else(|e| panic!("{}", waymark::config::ConfigErrors(e)))
+        .unwrap_or_else(|e| panic!("{}", waymark_monitor::config::ConfigErrors(e)))
 }
 
 fn history(dir: &Path) -> Vec<Entry> {
@@ -87,11 +87,12 @@ async fn runs_on_schedule_and_every_run_is_stored() {
         assert!(lag < Duration::from_millis(250), "lag {lag:?}");
     }
     // The jsonl sink got the same records, one line each.
-    let lines: Vec<waymark::RunRecord> = std::fs::read_to_string(dir.path().join("runs.jsonl"))
-        .expect("jsonl file")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a record per line"))
-        .collect();
+    let lines: Vec<waymark_record::RunRecord> =
+        std::fs::read_to_string(dir.path().join("runs.jsonl"))
+            .expect("jsonl file")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a record per line"))
+            .collect();
     assert_eq!(
         lines.iter().map(|r| &r.run_id).collect::<Vec<_>>(),
         h.iter().map(|e| &e.record.run_id).collect::<Vec<_>>()

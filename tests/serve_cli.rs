@@ -10,8 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use waymark::Status;
-use waymark::store::{Filter, Store};
+use waymark_monitor::store::{Filter, Store};
+use waymark_record::Status;
 
 struct Serve {
     child: Child,
@@ -181,7 +181,7 @@ fn write_config(dir: &Path, runner: &str, journeys: &str) -> PathBuf {
 
 const NOOP: &str = "[[journey]]\nname = \"a\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\nvars = { mode = \"noop\" }\n";
 
-fn history(dir: &Path) -> Vec<waymark::store::Entry> {
+fn history(dir: &Path) -> Vec<waymark_monitor::store::Entry> {
     let store = Store::open(&dir.join("history.db")).expect("open history");
     assert!(store.integrity_ok().expect("integrity"));
     store.list(&Filter::default()).expect("list")
@@ -445,7 +445,7 @@ fn record(
     at: &str,
     status: &str,
     ms: f64,
-) -> waymark::RunRecord {
+) -> waymark_record::RunRecord {
     serde_json::from_value(serde_json::json!({
         "journey": journey, "run_id": run, "location": "lab", "attempt": attempt,
         "started_at": at, "duration_ms": ms, "status": status,
@@ -476,7 +476,7 @@ fn history_lists_filters_and_computes_incidents() {
         (6, "r5", "pass", 120.0, 1, true),
     ];
     for (ago, run, status, ms, attempt, fin) in plan {
-        entries.push(waymark::store::Entry {
+        entries.push(waymark_monitor::store::Entry {
             record: record("login", run, attempt, &at(ago), status, ms),
             final_attempt: fin,
             scheduled_at: None,
@@ -485,7 +485,7 @@ fn history_lists_filters_and_computes_incidents() {
     // search: failing since 3 minutes ago, still failing.
     for (i, ago) in [5u64, 3, 2].into_iter().enumerate() {
         let status = if i == 0 { "pass" } else { "fail" };
-        entries.push(waymark::store::Entry {
+        entries.push(waymark_monitor::store::Entry {
             record: record("search", &format!("s{i}"), 1, &at(ago), status, 50.0),
             final_attempt: true,
             scheduled_at: None,

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use waymark::config::{SinkConfig, SinkKind, WebhookConfig};
-use waymark::record::RunRecord;
-use waymark::sinks::{Delivery, Exposed, Sink};
+use waymark_monitor::config::{SinkConfig, SinkKind, WebhookConfig};
+use waymark_monitor::sinks::{Delivery, Exposed, Sink};
+use waymark_record::RunRecord;
 
 /// Each request's path, headers and body, in arrival order.
 type Received = Arc<Mutex<Vec<(String, HashMap<String, String>, Vec<u8>)>>>;
@@ -239,12 +239,12 @@ fn webhook_posts_state_changes_signed() {
         let ts = &headers["x-waymark-timestamp"];
         assert_eq!(
             headers["x-waymark-signature"],
-            waymark::sinks::webhook::signature("s3cret", ts, body),
+            waymark_monitor::sinks::webhook::signature("s3cret", ts, body),
             "the receiver can verify the sender"
         );
         assert_ne!(
             headers["x-waymark-signature"],
-            waymark::sinks::webhook::signature("other", ts, body)
+            waymark_monitor::sinks::webhook::signature("other", ts, body)
         );
     }
 }

@@ -11,15 +11,13 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use waymark::http::{AllowList, HttpConfig};
-use waymark::{RunOptions, Runtime};
+use waymark_engine::{RunOptions, Runtime};
+use waymark_http::{AllowList, HttpConfig};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("runner/ is in the workspace")
-        .to_path_buf()
+    // The tests belong to runner/cli; the workspace is two levels up.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// Build the test guest (`tests/guests/hostile`) once per test binary and

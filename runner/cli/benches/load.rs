@@ -1,0 +1,287 @@
+//! Issue-7 figures, printed: `waymark load` beside wrk, oha and locust.
+//!
+//! One nginx (Debian's, started here with its own config on a free
+//! loopback port) serves a 1 KiB file. For each concurrency 1, 8, 32, 128
+//! every tool runs the closed model for `WAYMARK_BENCH_SECS` (default 10)
+//! seconds: `waymark load` with the `health` journey (one GET and two
+//! checks per iteration, a fresh Wasm instance each), `wrk`, `oha` and
+//! `locust` (headless, `HttpUser`). Printed: requests/s and p99 of each,
+//! and waymark's requests/s as a share of oha's and a multiple of
+//! locust's. Then the RSS per idle virtual user: 1,000 users in a journey
+//! that sleeps, against one user of the same journey.
+//!
+//! `cargo bench -p waymark --bench load`; a tool that is not installed is
+//! skipped and said so (`apt-get install nginx-light wrk`, `cargo install
+//! oha`, `pip install locust`). `WAYMARK_BENCH=rss` or `=compare` runs one
+//! part. Linux only (reads /proc). Every run is bounded by its duration.
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn nginx(dir: &Path, port: u16) -> Option<support::Kill> {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).ok()?;
+    let body: String = (0..1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    std::fs::write(www.join("1k.txt"), body).ok()?;
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\ndaemon off;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; keepalive_requests 10000000;\n\
+           client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
+           uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+           server {{ listen 127.0.0.1:{port}; root {d}/www; location / {{ }} }} }}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).ok()?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let kill = support::Kill(child);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(kill)
+}
+
+struct Figures {
+    rps: f64,
+    p99_ms: f64,
+}
+
+fn waymark_load(wasm: &Path, port: u16, users: u32, secs: u64, cache: &Path) -> Option<Figures> {
+    let json = cache.join(format!("load-{users}.json"));
+    let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .arg("load")
+        .arg(wasm)
+        .args(["--var", &format!("base_url=http://127.0.0.1:{port}")])
+        .args(["--var", "health_path=/1k.txt"])
+        .args(["--allow-host", &format!("127.0.0.1:{port}")])
+        .args(["--concurrency", &users.to_string()])
+        .args(["--step-duration", &format!("{}s", secs + 1)])
+        .args(["--warmup", "1s", "--quiet", "--json"])
+        .arg(&json)
+        .env("WAYMARK_CACHE_DIR", cache)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "waymark load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).ok()?).ok()?;
+    let s = &v["steps"][0];
+    if s["passed"] != s["iterations"] {
+        eprintln!("waymark load: not every iteration passed: {}", s["errors"]);
+    }
+    Some(Figures {
+        rps: s["request_rate"].as_f64()?,
+        p99_ms: s["phases"]["total"]["p99_ms"].as_f64()?,
+    })
+}
+
+fn wrk(port: u16, users: u32, secs: u64) -> Option<Figures> {
+    let out = Command::new("wrk")
+        .args(["-t", &users.min(2).to_string(), "-c", &users.to_string()])
+        .args(["-d", &format!("{secs}s"), "--latency"])
+        .arg(format!("http://127.0.0.1:{port}/1k.txt"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let p99 = text.lines().find(|l| l.trim_start().starts_with("99%"))?;
+    Some(Figures {
+        rps,
+        p99_ms: wrk_ms(p99.split_whitespace().nth(1)?)?,
+    })
+}
+
+fn wrk_ms(v: &str) -> Option<f64> {
+    let (num, mult) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v, 1.0)
+    };
+    num.parse::<f64>().ok().map(|x| x * mult)
+}
+
+fn oha(port: u16, users: u32, secs: u64) -> Option<Figures> {
+    let out = Command::new("oha")
+        .args(["-z", &format!("{secs}s"), "-c", &users.to_string()])
+        .args(["--no-tui", "--output-format", "json"])
+        .arg(format!("http://127.0.0.1:{port}/1k.txt"))
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(Figures {
+        rps: v["summary"]["requestsPerSec"].as_f64()?,
+        p99_ms: v["latencyPercentiles"]["p99"].as_f64()? * 1000.0,
+    })
+}
+
+fn locust(port: u16, users: u32, secs: u64, dir: &Path) -> Option<Figures> {
+    let file = dir.join("locustfile.py");
+    std::fs::write(
+        &file,
+        "from locust import HttpUser, task\n\n\
+         class Get(HttpUser):\n    @task\n    def get(self):\n        self.client.get('/1k.txt')\n",
+    )
+    .ok()?;
+    let prefix = dir.join(format!("locust-{users}"));
+    let status = Command::new("locust")
+        .arg("-f")
+        .arg(&file)
+        .args(["--headless", "--only-summary", "-u", &users.to_string()])
+        .args(["-r", &users.to_string(), "-t", &format!("{secs}s")])
+        .args(["--host", &format!("http://127.0.0.1:{port}")])
+        .arg("--csv")
+        .arg(&prefix)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    let csv = std::fs::read_to_string(format!("{}_stats.csv", prefix.display())).ok()?;
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next()?.split(',').collect();
+    let row: Vec<&str> = lines
+        .find(|l| l.contains("Aggregated"))?
+        .split(',')
+        .collect();
+    let col = |name: &str| -> Option<f64> {
+        let i = header.iter().position(|h| h.trim_matches('"') == name)?;
+        row.get(i)?.trim_matches('"').parse().ok()
+    };
+    Some(Figures {
+        rps: col("Requests/s")?,
+        p99_ms: col("99%")?,
+    })
+}
+
+fn cell(f: &Option<Figures>) -> String {
+    match f {
+        Some(f) => format!("{:>9.0} {:>8.2}", f.rps, f.p99_ms),
+        None => format!("{:>9} {:>8}", "-", "-"),
+    }
+}
+
+fn compare(secs: u64) {
+    let dir = tempfile::tempdir().expect("tmp");
+    if !have("nginx") {
+        println!("nginx not installed (apt-get install nginx-light): comparison skipped");
+        return;
+    }
+    let port = support::free_port();
+    let Some(_nginx) = nginx(dir.path(), port) else {
+        println!("nginx did not start: comparison skipped");
+        return;
+    };
+    let wasm = dir.path().join("health.wasm");
+    std::fs::write(&wasm, waymark::demo::JOURNEYS[0].1).expect("write journey");
+    let cache = dir.path().join("cache");
+    let tools = ["wrk", "oha", "locust"];
+    for t in tools {
+        if !have(t) {
+            println!("{t} not installed: its column is empty");
+        }
+    }
+    println!(
+        "\nclosed model, {secs} s per level, nginx 1 KiB file on loopback; requests/s and p99 (ms)\n"
+    );
+    println!(
+        "{:>5}  {:>18}  {:>18}  {:>18}  {:>18}  {:>8}  {:>9}",
+        "users", "waymark load", "wrk", "oha", "locust", "÷ oha", "× locust"
+    );
+    for users in [1u32, 8, 32, 128] {
+        let w = waymark_load(&wasm, port, users, secs, &cache);
+        let k = have("wrk").then(|| wrk(port, users, secs)).flatten();
+        let o = have("oha").then(|| oha(port, users, secs)).flatten();
+        let l = have("locust")
+            .then(|| locust(port, users, secs, dir.path()))
+            .flatten();
+        let ratio = |a: &Option<Figures>, b: &Option<Figures>| match (a, b) {
+            (Some(a), Some(b)) if b.rps > 0.0 => format!("{:.2}", a.rps / b.rps),
+            _ => "-".into(),
+        };
+        println!(
+            "{users:>5}  {}  {}  {}  {}  {:>8}  {:>9}",
+            cell(&w),
+            cell(&k),
+            cell(&o),
+            cell(&l),
+            ratio(&w, &o),
+            ratio(&w, &l)
+        );
+    }
+    println!(
+        "\nwaymark's p99 is of the request's total phase time; each waymark iteration is a whole journey \
+         (fresh instance, one GET, two checks, a result record)."
+    );
+}
+
+fn rss() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = dir.path().join("cache");
+    let hostile = support::hostile_wasm();
+    let vars = ["mode=sleep", "ms=20000"];
+    let one = support::idle_load_rss(hostile, &vars, 1, &cache);
+    let many = support::idle_load_rss(hostile, &vars, 1000, &cache);
+    let per = (many.saturating_sub(one)) as f64 / 999.0;
+    println!(
+        "\nRSS with users asleep in the journey (think time): 1 user {:.1} MiB, 1,000 users {:.1} MiB → {:.0} KiB per idle virtual user",
+        one as f64 / 1024.0,
+        many as f64 / 1024.0,
+        per
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let secs: u64 = std::env::var("WAYMARK_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let only = std::env::var("WAYMARK_BENCH").unwrap_or_default();
+    if only.is_empty() || only == "compare" {
+        compare(secs);
+    }
+    if only.is_empty() || only == "rss" {
+        rss();
+    }
+}

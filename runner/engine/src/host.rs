@@ -1,0 +1,710 @@
+//! The host side of the `waymark:journey` world for one run: what the guest's
+//! imports do, and the record they build up.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::waymark::journey::{http as whttp, report, vars};
+use crate::wasi_http::Hooks;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use waymark_http::{self as http, Client, Exchange, HttpConfig};
+use waymark_record::{
+    CheckRecord, Level, LogRecord, PhaseTimings, RequestError, RequestRecord, Status, StepRecord,
+    TlsRecord,
+};
+
+/// Guest output beyond this many log lines is counted, not kept: a journey
+/// printing in a loop must not exhaust the host.
+const MAX_LOG_LINES: usize = 1000;
+/// Longer log lines are cut.
+const MAX_LINE_BYTES: usize = 8 * 1024;
+
+/// Everything one run's Store holds.
+pub struct RunState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    /// Shared with the `wasi:http` hooks, whose requests run in tasks of
+    /// their own.
+    pub(crate) client: Arc<tokio::sync::Mutex<Client>>,
+    http_ctx: WasiHttpCtx,
+    hooks: Hooks,
+    vars: Arc<HashMap<String, String>>,
+    /// For `--har`: body cap, and the run's start on both clocks.
+    capture: Option<(usize, std::time::SystemTime, Instant)>,
+    pub(crate) captured: Vec<crate::har::Captured>,
+    pub(crate) rec: Recorder,
+    pub(crate) logs: Arc<Mutex<LogBuffer>>,
+}
+
+impl RunState {
+    pub(crate) fn new(
+        journey: &str,
+        vars: Arc<HashMap<String, String>>,
+        http: Arc<HttpConfig>,
+        memory_limit: usize,
+        started: Instant,
+        capture: Option<(usize, std::time::SystemTime)>,
+        conns: waymark_http::Connections,
+    ) -> Self {
+        let logs = Arc::new(Mutex::new(LogBuffer::default()));
+        if http.insecure
+            && let Ok(mut l) = logs.lock()
+        {
+            l.push(
+                Level::Warn,
+                "INSECURE: TLS certificate verification is off for this run (--insecure); \
+                 any server certificate is accepted"
+                    .into(),
+            );
+        }
+        let client = Arc::new(tokio::sync::Mutex::new(Client::with_connections(
+            http.clone(),
+            conns,
+        )));
+        let mut rec = Recorder::new(journey, started);
+        rec.insecure = http.insecure;
+        // WASI with nothing behind it: no preopened directories, no env, no
+        // args, no sockets; stdout/stderr become log lines of the run.
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput {
+                logs: logs.clone(),
+                level: Level::Info,
+            })
+            .stderr(GuestOutput {
+                logs: logs.clone(),
+                level: Level::Warn,
+            })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        RunState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: memory_limit,
+                exceeded: None,
+            },
+            capture: capture.map(|(cap, wall)| (cap, wall, started)),
+            captured: Vec::new(),
+            client: client.clone(),
+            http_ctx: WasiHttpCtx::new(),
+            hooks: Hooks {
+                client,
+                exchanges: Default::default(),
+                used: false,
+            },
+            vars,
+            rec,
+            logs,
+        }
+    }
+}
+
+impl RunState {
+    /// Record what `wasi:http` requests finished since the last host call.
+    pub(crate) fn drain_wasi_http(&mut self) {
+        if !self.hooks.used {
+            return;
+        }
+        let finished = match self.hooks.exchanges.lock() {
+            Ok(mut x) if !x.finished.is_empty() => std::mem::take(&mut x.finished),
+            _ => return,
+        };
+        self.record_finished(finished);
+    }
+
+    fn record_finished(&mut self, finished: Vec<(http::Request, Exchange)>) {
+        for (request, ex) in finished {
+            self.record_exchange(&request, &ex);
+        }
+    }
+
+    /// At the end of the run: what finished goes into the record, and what
+    /// is still in flight is recorded as stopped, as an SDK request would be.
+    pub(crate) fn stop_wasi_http(&mut self) {
+        if !self.hooks.used {
+            return;
+        }
+        // Both lists at once: a request finishing meanwhile is in one of them.
+        let (finished, in_flight) = match self.hooks.exchanges.lock() {
+            Ok(mut x) => (
+                std::mem::take(&mut x.finished),
+                std::mem::take(&mut x.in_flight),
+            ),
+            Err(_) => return,
+        };
+        self.record_finished(finished);
+        for (_, method, url, started) in in_flight {
+            self.rec.request_started(&method, &url, started);
+        }
+    }
+
+    fn record_exchange(&mut self, request: &http::Request, ex: &Exchange) {
+        self.rec.request(&request.method, &request.url, ex);
+        if let Some((cap, wall, t0)) = self.capture {
+            self.captured
+                .push(crate::har::Captured::new(wall, t0, request, ex, cap));
+        }
+    }
+}
+
+impl WasiHttpView for RunState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps linear memory; remembers that it refused, so the run can say why
+/// it stopped instead of showing the guest allocator's abort.
+pub(crate) struct MemoryLimiter {
+    limit: usize,
+    pub(crate) exceeded: Option<usize>,
+}
+
+/// The error a refused memory growth traps with.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (the journey asked for {desired} bytes)")]
+pub struct MemoryExceeded {
+    /// The cap.
+    pub limit: usize,
+    /// What the guest asked for.
+    pub desired: usize,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = Some(desired);
+            return Err(MemoryExceeded {
+                limit: self.limit,
+                desired,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Log lines of the run, from `report.log` and from guest stdout/stderr, in
+/// the order they happened.
+#[derive(Default)]
+pub(crate) struct LogBuffer {
+    pub(crate) lines: Vec<LogRecord>,
+    dropped: usize,
+    partial_out: Vec<u8>,
+    partial_err: Vec<u8>,
+}
+
+impl LogBuffer {
+    fn push(&mut self, level: Level, message: String) {
+        if self.lines.len() >= MAX_LOG_LINES {
+            self.dropped += 1;
+            return;
+        }
+        let mut message = message;
+        if message.len() > MAX_LINE_BYTES {
+            let mut cut = MAX_LINE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" …(cut)");
+        }
+        self.lines.push(LogRecord { level, message });
+    }
+
+    fn write_output(&mut self, level: Level, bytes: &[u8]) {
+        let partial = match level {
+            Level::Warn => &mut self.partial_err,
+            _ => &mut self.partial_out,
+        };
+        partial.extend_from_slice(bytes);
+        let mut complete = Vec::new();
+        while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=pos).collect();
+            complete.push(String::from_utf8_lossy(&line[..pos]).trim_end().to_string());
+        }
+        // A runaway line without a newline is cut rather than kept growing.
+        if partial.len() > MAX_LINE_BYTES {
+            complete.push(String::from_utf8_lossy(partial).into_owned());
+            partial.clear();
+        }
+        for line in complete {
+            self.push(level, line);
+        }
+    }
+
+    /// Take every line, flushing unfinished output lines.
+    pub(crate) fn finish(&mut self) -> Vec<LogRecord> {
+        for level in [Level::Info, Level::Warn] {
+            let partial = match level {
+                Level::Warn => std::mem::take(&mut self.partial_err),
+                _ => std::mem::take(&mut self.partial_out),
+            };
+            if !partial.is_empty() {
+                self.push(level, String::from_utf8_lossy(&partial).into_owned());
+            }
+        }
+        let mut lines = std::mem::take(&mut self.lines);
+        if self.dropped > 0 {
+            lines.push(LogRecord {
+                level: Level::Warn,
+                message: format!("{} more log lines were dropped", self.dropped),
+            });
+        }
+        lines
+    }
+}
+
+/// Guest stdout or stderr, turned into log lines.
+struct GuestOutput {
+    logs: Arc<Mutex<LogBuffer>>,
+    level: Level,
+}
+
+impl wasmtime_wasi::cli::IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(GuestWriter {
+            logs: self.logs.clone(),
+            level: self.level,
+        })
+    }
+}
+
+struct GuestWriter {
+    logs: Arc<Mutex<LogBuffer>>,
+    level: Level,
+}
+
+impl tokio::io::AsyncWrite for GuestWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Ok(mut logs) = self.logs.lock() {
+            logs.write_output(self.level, buf);
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Steps, checks and requests as the guest reports them.
+pub(crate) struct Recorder {
+    journey: String,
+    started: Instant,
+    pub(crate) steps: Vec<StepState>,
+    open: Vec<usize>,
+    pub(crate) requests_denied: usize,
+    pub(crate) requests_failed: usize,
+    /// Requests sent and not answered yet (the SDK's one, and wasi:http's
+    /// in flight when the run stopped), so a stopped run still shows which
+    /// one hung.
+    pending: Vec<(String, String, Instant)>,
+    insecure: bool,
+}
+
+pub(crate) struct StepState {
+    pub(crate) record: StepRecord,
+    start: Instant,
+    end: Option<Instant>,
+    implicit: bool,
+}
+
+impl Recorder {
+    fn new(journey: &str, started: Instant) -> Self {
+        Recorder {
+            journey: journey.to_string(),
+            started,
+            steps: Vec::new(),
+            open: Vec::new(),
+            requests_denied: 0,
+            requests_failed: 0,
+            pending: Vec::new(),
+            insecure: false,
+        }
+    }
+
+    fn open_step(&mut self, name: String, implicit: bool) -> usize {
+        let now = Instant::now();
+        self.steps.push(StepState {
+            record: StepRecord {
+                name,
+                status: Status::Pass,
+                start_ms: ms(now.saturating_duration_since(self.started)),
+                duration_ms: 0.0,
+                checks: Vec::new(),
+                requests: Vec::new(),
+            },
+            start: now,
+            end: None,
+            implicit,
+        });
+        self.steps.len() - 1
+    }
+
+    /// The innermost open step, or the implicit step named after the
+    /// journey for activity outside any step. A new implicit step starts
+    /// whenever explicit steps came between, so the waterfall stays in order.
+    fn current(&mut self) -> usize {
+        if let Some(&i) = self.open.last() {
+            return i;
+        }
+        match self.steps.last() {
+            Some(last) if last.implicit => self.steps.len() - 1,
+            _ => {
+                let name = self.journey.clone();
+                self.open_step(name, true)
+            }
+        }
+    }
+
+    fn touch(&mut self, i: usize) {
+        if let Some(s) = self.steps.get_mut(i)
+            && s.implicit
+        {
+            s.end = Some(Instant::now());
+        }
+    }
+
+    fn step_start(&mut self, name: String) {
+        let i = self.open_step(name, false);
+        self.open.push(i);
+    }
+
+    fn step_end(&mut self) {
+        if let Some(i) = self.open.pop()
+            && let Some(s) = self.steps.get_mut(i)
+        {
+            s.end = Some(Instant::now());
+        }
+    }
+
+    fn check(&mut self, name: String, passed: bool, detail: Option<String>) {
+        let i = self.current();
+        if let Some(s) = self.steps.get_mut(i) {
+            if !passed {
+                s.record.status = Status::Fail;
+            }
+            s.record.checks.push(CheckRecord {
+                name,
+                passed,
+                detail,
+            });
+        }
+        self.touch(i);
+    }
+
+    fn request_started(&mut self, method: &str, url: &str, started: Instant) {
+        self.pending
+            .push((method.to_string(), url.to_string(), started));
+    }
+
+    fn request(&mut self, method: &str, url: &str, ex: &Exchange) {
+        if let Some(i) = self
+            .pending
+            .iter()
+            .position(|(m, u, _)| m == method && u == url)
+        {
+            self.pending.remove(i);
+        }
+        let i = self.current();
+        let mut rec = RequestRecord {
+            method: method.to_ascii_uppercase(),
+            url: url.to_string(),
+            status: None,
+            http_version: None,
+            remote_addr: None,
+            reused_connection: false,
+            start_ms: ms(ex.started.saturating_duration_since(self.started)),
+            timings_ms: PhaseTimings {
+                total: ms(ex.elapsed),
+                ..PhaseTimings::default()
+            },
+            bytes_received: 0,
+            bytes_decoded: 0,
+            tls: None,
+            trace_id: (!ex.trace_id.is_empty()).then(|| ex.trace_id.clone()),
+            span_id: ex.span_id.clone(),
+            error: None,
+        };
+        match &ex.result {
+            Ok(resp) => {
+                let t = &resp.timings;
+                rec.status = Some(resp.status);
+                rec.http_version = Some(resp.http_version.to_string());
+                rec.remote_addr = Some(resp.remote_addr.to_string());
+                rec.reused_connection = resp.reused_connection;
+                rec.timings_ms = PhaseTimings {
+                    resolve: ms(t.resolve),
+                    connect: ms(t.connect),
+                    tls: ms(t.tls),
+                    processing: ms(t.processing),
+                    transfer: ms(t.transfer),
+                    total: ms(t.total),
+                };
+                rec.bytes_received = resp.wire_bytes;
+                rec.bytes_decoded = resp.body.len() as u64;
+                rec.tls = resp.tls.as_ref().map(|t| TlsRecord {
+                    version: t.version.clone(),
+                    cipher: t.cipher.clone(),
+                    cert_not_after: t.not_after.and_then(rfc3339_from_unix),
+                    verified: !self.insecure,
+                });
+            }
+            Err(e) => {
+                if matches!(e, http::HttpError::Denied(_)) {
+                    self.requests_denied += 1;
+                }
+                self.requests_failed += 1;
+                rec.error = Some(RequestError {
+                    kind: e.kind().to_string(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        let run_start = self.started;
+        if let Some(s) = self.steps.get_mut(i) {
+            // An implicit step opens when its first request is recorded, which
+            // is after that request started.
+            if s.implicit && ex.started < s.start {
+                s.start = ex.started;
+                s.record.start_ms = ms(ex.started.saturating_duration_since(run_start));
+            }
+            if rec.error.is_some() {
+                s.record.status = Status::Fail;
+            }
+            s.record.requests.push(rec);
+        }
+        self.touch(i);
+    }
+
+    /// Close the record: durations, and steps left open by a stopped run.
+    pub(crate) fn finish(&mut self, stopped: bool) -> Vec<StepRecord> {
+        // Steps cut short: the open ones, and the one whose request hung.
+        let mut cut: Vec<usize> = self.open.clone();
+        for (method, url, started) in std::mem::take(&mut self.pending) {
+            let ex = Exchange {
+                started,
+                trace_id: String::new(),
+                span_id: None,
+                result: Err(http::HttpError::Timeout(
+                    "no response yet when the run was stopped".into(),
+                )),
+                elapsed: started.elapsed(),
+            };
+            cut.push(self.current());
+            self.request(&method, &url, &ex);
+        }
+        self.open.clear();
+        let now = Instant::now();
+        self.steps
+            .drain(..)
+            .enumerate()
+            .map(|(i, mut s)| {
+                let end = s.end.unwrap_or(now);
+                s.record.duration_ms = ms(end.saturating_duration_since(s.start));
+                if stopped && cut.contains(&i) {
+                    s.record.status = Status::Error;
+                }
+                s.record
+            })
+            .collect()
+    }
+}
+
+/// Milliseconds with microsecond precision.
+pub(crate) fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+fn rfc3339_from_unix(secs: i64) -> Option<String> {
+    let t = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(secs).ok()?))?;
+    Some(humantime::format_rfc3339_seconds(t).to_string())
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl whttp::Host for RunState {
+    async fn send(&mut self, req: whttp::Request) -> Result<whttp::Response, whttp::HttpError> {
+        let follow = req.follow_redirects.unwrap_or(true);
+        let mut request = http::Request {
+            method: req.method,
+            url: req.url,
+            headers: req.headers,
+            body: req.body,
+            timeout: req
+                .timeout_ms
+                .map(|ms| Duration::from_millis(u64::from(ms))),
+            trace: req.trace.unwrap_or(true),
+        };
+        self.drain_wasi_http();
+        let mut hops = 0;
+        let mut client = self.client.clone().lock_owned().await;
+        // Each hop of a redirect chain is a request of its own in the record,
+        // and passes the allow-list on its own.
+        let result = loop {
+            self.rec
+                .request_started(&request.method, &request.url, Instant::now());
+            let ex = client.send(&request).await;
+            self.record_exchange(&request, &ex);
+            let next = match &ex.result {
+                Ok(resp) if follow => http::redirect(&request, resp),
+                _ => None,
+            };
+            match next {
+                None => break ex.result,
+                Some(Err(e)) => break Err(e),
+                Some(Ok(_)) if hops >= client.config().max_redirects => {
+                    break Err(http::HttpError::Limit(format!(
+                        "redirects: more than {} for one request",
+                        client.config().max_redirects
+                    )));
+                }
+                Some(Ok(next)) => {
+                    hops += 1;
+                    request = next;
+                }
+            }
+        };
+        match result {
+            Ok(r) => Ok(whttp::Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body.to_vec(),
+                wire_bytes: r.wire_bytes,
+                timings: whttp::Timings {
+                    resolve_us: micros(r.timings.resolve),
+                    connect_us: micros(r.timings.connect),
+                    tls_us: micros(r.timings.tls),
+                    processing_us: micros(r.timings.processing),
+                    transfer_us: micros(r.timings.transfer),
+                    total_us: micros(r.timings.total),
+                },
+                http_version: r.http_version.to_string(),
+                remote_addr: Some(r.remote_addr.to_string()),
+                reused_connection: r.reused_connection,
+                tls: r.tls.map(|t| whttp::TlsInfo {
+                    version: t.version,
+                    cipher: t.cipher,
+                    peer_cert_not_after: t.not_after,
+                }),
+            }),
+            Err(e) => Err(match e {
+                http::HttpError::Denied(m) => whttp::HttpError::Denied(m),
+                http::HttpError::InvalidRequest(m) => whttp::HttpError::InvalidRequest(m),
+                http::HttpError::Resolve(m) => whttp::HttpError::Resolve(m),
+                http::HttpError::Connect(m) => whttp::HttpError::Connect(m),
+                http::HttpError::Tls(m) => whttp::HttpError::Tls(m),
+                http::HttpError::Timeout(m) => whttp::HttpError::Timeout(m),
+                http::HttpError::Protocol(m) => whttp::HttpError::Protocol(m),
+                http::HttpError::Malformed(m) => whttp::HttpError::Malformed(m),
+                http::HttpError::Reset(m) => whttp::HttpError::Reset(m),
+                http::HttpError::TooLarge(n) => whttp::HttpError::TooLarge(n),
+                http::HttpError::Limit(m) => whttp::HttpError::Limit(m),
+            }),
+        }
+    }
+
+    async fn cookies(&mut self, url: String) -> Vec<(String, String)> {
+        self.drain_wasi_http();
+        self.client.lock().await.cookies(&url)
+    }
+
+    async fn clear_cookies(&mut self) {
+        self.client.lock().await.clear_cookies();
+    }
+}
+
+impl report::Host for RunState {
+    async fn step_start(&mut self, name: String) {
+        self.drain_wasi_http();
+        self.rec.step_start(name);
+    }
+
+    async fn step_end(&mut self) {
+        self.drain_wasi_http();
+        self.rec.step_end();
+    }
+
+    async fn check(&mut self, name: String, passed: bool, detail: Option<String>) {
+        self.drain_wasi_http();
+        self.rec.check(name, passed, detail);
+    }
+
+    async fn log(&mut self, level: report::Level, message: String) {
+        self.drain_wasi_http();
+        let level = match level {
+            report::Level::Debug => Level::Debug,
+            report::Level::Info => Level::Info,
+            report::Level::Warn => Level::Warn,
+            report::Level::Error => Level::Error,
+        };
+        if let Ok(mut logs) = self.logs.lock() {
+            logs.push(level, message);
+        }
+    }
+
+    async fn sleep(&mut self, ms: u32) {
+        self.drain_wasi_http();
+        tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+    }
+}
+
+impl vars::Host for RunState {
+    async fn get(&mut self, name: String) -> Option<String> {
+        self.vars.get(&name).cloned()
+    }
+}

@@ -1,0 +1,577 @@
+//! The wasmtime host: one Engine per process, compiled components cached on
+//! disk, one Store per run with memory, CPU and wall-clock limits.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
+
+use crate::bindings::{Journey, JourneyPre};
+use crate::host::{MemoryExceeded, RunState, ms};
+use waymark_http::HttpConfig;
+use waymark_record::{ErrorKind, RunError, RunRecord, Status};
+
+/// How often the epoch advances: the granularity of CPU-runaway checks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A journey could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read journey {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid component.
+    #[error("journey '{name}' is not a valid Wasm component: {message}")]
+    Compile {
+        /// Journey name.
+        name: String,
+        /// wasmtime's reason.
+        message: String,
+    },
+    /// The component does not fit the `waymark:journey` world.
+    #[error("journey '{name}' does not fit the waymark:journey world: {message}")]
+    Link {
+        /// Journey name.
+        name: String,
+        /// wasmtime's reason.
+        message: String,
+    },
+}
+
+/// The engine could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the Wasm engine: {0}")]
+pub struct EngineError(String);
+
+/// One per process: the wasmtime Engine, the linker with the host's
+/// imports, the epoch ticker, and the on-disk compile cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RunState>,
+    cache_dir: Option<PathBuf>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A compiled journey, ready to instantiate many times.
+#[derive(Clone)]
+pub struct LoadedJourney {
+    /// Journey name (used in records).
+    pub name: String,
+    pre: JourneyPre<RunState>,
+    /// True when the compiled code came from the disk cache.
+    pub from_cache: bool,
+}
+
+/// Per-run settings.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Plain variables.
+    pub vars: HashMap<String, String>,
+    /// Secrets: readable by the journey, replaced by `***` in all output.
+    pub secrets: HashMap<String, String>,
+    /// Allow-list, TLS roots, body cap.
+    pub http: Arc<HttpConfig>,
+    /// Wall-clock limit of the whole run.
+    pub timeout: Duration,
+    /// Linear memory cap, bytes.
+    pub memory_limit: usize,
+    /// Runner location label.
+    pub location: String,
+    /// Attempt number (1 = first try).
+    pub attempt: u32,
+    /// Keep every exchange, bodies cut at this many bytes, for a HAR file.
+    pub capture_bodies: Option<usize>,
+    /// Run id for the record; the retries of one scheduled run share it.
+    /// None: a fresh ULID.
+    pub run_id: Option<String>,
+}
+
+impl RunOptions {
+    /// Defaults of DESIGN.md section 7: 30 s, 64 MiB, location `local`.
+    pub fn new(http: Arc<HttpConfig>) -> Self {
+        RunOptions {
+            vars: HashMap::new(),
+            secrets: HashMap::new(),
+            http,
+            timeout: Duration::from_secs(30),
+            memory_limit: 64 * 1024 * 1024,
+            location: "local".into(),
+            attempt: 1,
+            capture_bodies: None,
+            run_id: None,
+        }
+    }
+}
+
+/// Why the epoch callback stopped the guest.
+#[derive(Debug, thiserror::Error)]
+#[error("wall-clock timeout")]
+struct DeadlineReached;
+
+impl Runtime {
+    /// The engine, with the compile cache in `cache_dir` (none: no cache).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, EngineError> {
+        Self::build(cache_dir, None)
+    }
+
+    /// As [`Runtime::new`], with instances taken from a pre-reserved pool of
+    /// `slots` (memories up to `max_memory` bytes each) instead of fresh
+    /// mappings: `waymark load` instantiates thousands of times a second,
+    /// and mapping and unmapping memories and stacks for each (with the TLB
+    /// shootdowns that brings on every core) would cost more than the
+    /// journeys. An instance beyond `slots` fails to start.
+    pub fn pooled(
+        cache_dir: Option<PathBuf>,
+        slots: u32,
+        max_memory: usize,
+    ) -> Result<Self, EngineError> {
+        Self::build(cache_dir, Some((slots, max_memory)))
+    }
+
+    fn build(cache_dir: Option<PathBuf>, pool: Option<(u32, usize)>) -> Result<Self, EngineError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        if let Some((slots, max_memory)) = pool {
+            let slots = slots.max(1);
+            let mut p = wasmtime::PoolingAllocationConfig::new();
+            // A component built by today's toolchains holds a few core
+            // instances (the program, shims, adapters), one or two memories
+            // and a few tables; these bounds leave room for that.
+            let spare = 2 * slots.min(64) + 2;
+            p.total_component_instances(slots + spare)
+                .total_core_instances((slots + spare).saturating_mul(10))
+                .total_memories((slots + spare).saturating_mul(2))
+                .total_tables((slots + spare).saturating_mul(4))
+                .total_stacks(slots + spare)
+                .max_memory_size(max_memory.next_multiple_of(65536));
+            // Handing a slot back with madvise flushes the TLB of every core
+            // the process runs on. Instead, PAGEMAP_SCAN (Linux 6.7+; off
+            // elsewhere) finds the pages an instance wrote and only those are
+            // reset by hand, and the decommits left are batched. Measured on
+            // the load bench (8 users, one GET): 4.8k → 16.7k iterations/s.
+            p.decommit_batch_size(slots.min(64) as usize)
+                .pagemap_scan(wasmtime::Enabled::Auto)
+                .linear_memory_keep_resident(4 << 20)
+                .table_keep_resident(64 << 10)
+                .async_stack_keep_resident(128 << 10);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(p));
+        }
+        let engine = Engine::new(&config).map_err(|e| EngineError(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| EngineError(format!("{e:#}")))?;
+        Journey::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
+            .map_err(|e| EngineError(format!("{e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| EngineError(format!("{e:#}")))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        let ticking = engine.clone();
+        std::thread::Builder::new()
+            .name("waymark-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| EngineError(format!("cannot start the epoch thread: {e}")))?;
+
+        if let Some(dir) = &cache_dir
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "compile cache disabled");
+        }
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir,
+            ticker_stop,
+        })
+    }
+
+    /// The default cache directory: `$WAYMARK_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/waymark`, else `~/.cache/waymark`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        let env = |k| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        env("WAYMARK_CACHE_DIR")
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("waymark")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache").join("waymark")))
+    }
+
+    /// Read and load the component at `path`; its name is the file stem.
+    pub fn load_file(&self, path: &Path) -> Result<LoadedJourney, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "journey".into());
+        self.load(&name, &bytes)
+    }
+
+    /// Compile (or take from the cache) and link a component.
+    pub fn load(&self, name: &str, wasm: &[u8]) -> Result<LoadedJourney, LoadError> {
+        let (component, from_cache) = self.compile(name, wasm)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link {
+                name: name.to_string(),
+                message: format!("{e:#}"),
+            })?;
+        let pre = JourneyPre::new(pre).map_err(|e| LoadError::Link {
+            name: name.to_string(),
+            message: format!("{e:#}"),
+        })?;
+        Ok(LoadedJourney {
+            name: name.to_string(),
+            pre,
+            from_cache,
+        })
+    }
+
+    fn cache_path(&self, wasm: &[u8]) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        // The engine's settings and wasmtime's version decide whether
+        // compiled code is usable, so they are part of the key.
+        let mut settings = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut settings);
+        let mut h = Sha256::new();
+        h.update(wasm);
+        h.update(settings.finish().to_le_bytes());
+        h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        Some(dir.join(format!("{}.cwasm", hex::encode(h.finalize()))))
+    }
+
+    fn compile(&self, name: &str, wasm: &[u8]) -> Result<(Component, bool), LoadError> {
+        let path = self.cache_path(wasm);
+        if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
+            // Read, not mapped: a cache file replaced or truncated by another
+            // process must not pull pages out from under a running journey.
+            // SAFETY: the bytes come from `Component::serialize` of this same
+            // engine configuration (the key covers it) in our own cache
+            // directory; wasmtime checks the header and version, and a file
+            // that fails to load is recompiled.
+            match unsafe { Component::deserialize(&self.engine, &bytes) } {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a bad compile cache entry");
+                }
+            }
+        }
+        let component = Component::new(&self.engine, wasm).map_err(|e| LoadError::Compile {
+            name: name.to_string(),
+            message: format!("{e:#}"),
+        })?;
+        if let Some(path) = path
+            && let Err(e) = write_cache(&component, &path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the compile cache");
+        }
+        Ok((component, false))
+    }
+
+    /// A Store for one run of `journey`, with its limits armed.
+    fn new_store(
+        &self,
+        journey: &LoadedJourney,
+        opts: &RunOptions,
+        started_at: SystemTime,
+        t0: Instant,
+        conns: waymark_http::Connections,
+    ) -> Store<RunState> {
+        let mut all_vars = opts.vars.clone();
+        all_vars.extend(opts.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let state = RunState::new(
+            &journey.name,
+            Arc::new(all_vars),
+            opts.http.clone(),
+            opts.memory_limit,
+            t0,
+            opts.capture_bodies.map(|cap| (cap, started_at)),
+            conns,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = t0 + opts.timeout;
+        store.set_epoch_deadline(1);
+        // Each tick, a running guest yields to the executor (so other runs
+        // and the timers go on) and stops for good once its time is up.
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(DeadlineReached.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    /// Instantiates `journey` under `opts`' limits without calling `run`:
+    /// proves it links against the world and starts within its memory limit.
+    pub async fn instantiate(
+        &self,
+        journey: &LoadedJourney,
+        opts: &RunOptions,
+    ) -> Result<(), String> {
+        let mut store = self.new_store(
+            journey,
+            opts,
+            SystemTime::now(),
+            Instant::now(),
+            Default::default(),
+        );
+        match tokio::time::timeout(opts.timeout, journey.pre.instantiate_async(&mut store)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                if let Some(asked) = store.data().limiter.exceeded {
+                    Err(format!(
+                        "it needs {} of memory at start, above its memory_limit of {}",
+                        human_bytes(asked),
+                        human_bytes(opts.memory_limit)
+                    ))
+                } else {
+                    Err(format!("it cannot be instantiated: {e:#}"))
+                }
+            }
+            Err(_) => Err("instantiating it took longer than its timeout".into()),
+        }
+    }
+
+    /// Run `journey` once under `opts`' limits; the record says how it went.
+    /// Never fails: every failure is in the record.
+    pub async fn run(&self, journey: &LoadedJourney, opts: &RunOptions) -> RunRecord {
+        self.run_captured(journey, opts).await.0
+    }
+
+    /// As [`Runtime::run`], also returning every exchange when
+    /// `opts.capture_bodies` is set (for [`crate::har`]).
+    pub async fn run_captured(
+        &self,
+        journey: &LoadedJourney,
+        opts: &RunOptions,
+    ) -> (RunRecord, Vec<crate::har::Captured>) {
+        let (record, captured, _) = self.run_inner(journey, opts, Default::default()).await;
+        (record, captured)
+    }
+
+    /// As [`Runtime::run`], starting with `conns`' open connections and
+    /// handing back those still open: `waymark load` keeps a virtual user's
+    /// connections across its iterations. A reused connection's resolve,
+    /// connect and tls phases are 0, as within one run.
+    pub async fn run_reusing(
+        &self,
+        journey: &LoadedJourney,
+        opts: &RunOptions,
+        conns: waymark_http::Connections,
+    ) -> (RunRecord, waymark_http::Connections) {
+        let (record, _, conns) = self.run_inner(journey, opts, conns).await;
+        (record, conns)
+    }
+
+    async fn run_inner(
+        &self,
+        journey: &LoadedJourney,
+        opts: &RunOptions,
+        conns: waymark_http::Connections,
+    ) -> (
+        RunRecord,
+        Vec<crate::har::Captured>,
+        waymark_http::Connections,
+    ) {
+        let started_at = SystemTime::now();
+        let t0 = Instant::now();
+        let mut store = self.new_store(journey, opts, started_at, t0, conns);
+        let outcome = tokio::time::timeout(opts.timeout, async {
+            let instance = journey.pre.instantiate_async(&mut store).await?;
+            instance.call_run(&mut store).await
+        })
+        .await;
+
+        let duration = t0.elapsed();
+        let mut state = store.into_data();
+        state.stop_wasi_http();
+        // A wasi:http request the guest left running may still hold the
+        // client; its connections are then not handed on.
+        let conns = match state.client.try_lock() {
+            Ok(mut client) => {
+                std::mem::replace(&mut *client, waymark_http::Client::new(opts.http.clone()))
+                    .into_connections()
+            }
+            Err(_) => Default::default(),
+        };
+        let captured = std::mem::take(&mut state.captured);
+        let mut rec_state = state.rec;
+        let logs = state
+            .logs
+            .lock()
+            .map(|mut l| l.finish())
+            .unwrap_or_default();
+        let memory_exceeded = state.limiter.exceeded;
+
+        let (status, error) = match outcome {
+            Err(_) => (Status::Timeout, Some(timeout_error(opts.timeout))),
+            Ok(Err(e))
+                if memory_exceeded.is_some() || e.downcast_ref::<MemoryExceeded>().is_some() =>
+            {
+                (
+                    Status::Error,
+                    Some(RunError {
+                        kind: ErrorKind::Memory,
+                        message: format!(
+                            "the journey exceeded its memory limit of {} (it asked for {})",
+                            human_bytes(opts.memory_limit),
+                            human_bytes(memory_exceeded.unwrap_or(opts.memory_limit)),
+                        ),
+                    }),
+                )
+            }
+            Ok(Err(e)) if e.downcast_ref::<DeadlineReached>().is_some() => {
+                (Status::Timeout, Some(timeout_error(opts.timeout)))
+            }
+            Ok(Err(e)) => (
+                Status::Error,
+                Some(RunError {
+                    kind: ErrorKind::Trap,
+                    message: trap_message(&e, &logs),
+                }),
+            ),
+            Ok(Ok(Err(message))) => {
+                let kind = if rec_state.requests_denied > 0 {
+                    ErrorKind::Denied
+                } else if rec_state.requests_failed > 0 {
+                    ErrorKind::Http
+                } else {
+                    ErrorKind::Journey
+                };
+                let status = if kind == ErrorKind::Denied {
+                    Status::Error
+                } else {
+                    Status::Fail
+                };
+                (status, Some(RunError { kind, message }))
+            }
+            Ok(Ok(Ok(()))) => (Status::Pass, None),
+        };
+        let stopped = !matches!(status, Status::Pass | Status::Fail);
+        let steps = rec_state.finish(stopped);
+        let mut record = RunRecord {
+            journey: journey.name.clone(),
+            run_id: opts
+                .run_id
+                .clone()
+                .unwrap_or_else(|| ulid::Ulid::new().to_string()),
+            location: opts.location.clone(),
+            attempt: opts.attempt,
+            started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+            duration_ms: ms(duration),
+            status,
+            error,
+            steps,
+            logs,
+        };
+        if record.status == Status::Pass {
+            let failed: Vec<&str> = record.failed_checks().map(|c| c.name.as_str()).collect();
+            if !failed.is_empty() {
+                record.error = Some(RunError {
+                    kind: ErrorKind::Check,
+                    message: format!(
+                        "{} check{} failed: {}",
+                        failed.len(),
+                        if failed.len() == 1 { "" } else { "s" },
+                        failed.join("; ")
+                    ),
+                });
+                record.status = Status::Fail;
+            }
+        }
+        let secrets: Vec<String> = opts.secrets.values().cloned().collect();
+        record.redact(&secrets);
+        (record, captured, conns)
+    }
+}
+
+fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {
+    let bytes = component.serialize()?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    // Rename is atomic: a concurrent reader sees the old file or the whole new one.
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn timeout_error(limit: Duration) -> RunError {
+    RunError {
+        kind: ErrorKind::Timeout,
+        message: format!(
+            "the run exceeded its wall-clock timeout of {} and was stopped",
+            humantime::format_duration(limit)
+        ),
+    }
+}
+
+/// A trap in words: for a Rust panic, the panic message and where it was
+/// raised (from the guest's stderr), else wasmtime's description.
+fn trap_message(e: &wasmtime::Error, logs: &[waymark_record::LogRecord]) -> String {
+    let lines: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
+    if let Some(i) = lines.iter().rposition(|l| l.contains("panicked at")) {
+        let location = lines[i]
+            .split("panicked at ")
+            .nth(1)
+            .unwrap_or("")
+            .trim_end_matches(':');
+        let message: Vec<&str> = lines[i + 1..]
+            .iter()
+            .take_while(|l| !l.starts_with("note: "))
+            .copied()
+            .collect();
+        return format!(
+            "the journey panicked: {} (at {location})",
+            message.join(" ").trim()
+        );
+    }
+    let trap = e
+        .downcast_ref::<wasmtime::Trap>()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| format!("{e:#}"));
+    format!("the journey trapped: {trap}")
+}
+
+fn human_bytes(n: usize) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib = n as f64 / MIB;
+    if mib >= 1.0 {
+        format!("{mib:.1} MiB")
+    } else {
+        format!("{n} bytes")
+    }
+}

@@ -1,0 +1,995 @@
+//! `waymark load`: the monitoring journey as a load generator.
+//!
+//! Virtual users loop the journey, a fresh instance per iteration (its
+//! `sleep` calls are the think time), through a ramp of steps. The closed
+//! model holds a number of users per step; the open model starts journeys
+//! at a rate and measures each from its intended start, so a server that
+//! falls behind shows as latency instead of being hidden by the generator
+//! waiting for it (coordinated omission). A user keeps its connections
+//! across iterations, as k6 and oha do.
+//!
+//! Each step's first `warmup` is not measured. An iteration is measured
+//! when it starts inside the step's window; in the closed model it must
+//! also end before the step does (the next step has other users), in the
+//! open model its arrival time alone decides (its latency counts wherever
+//! it ends, but only what ended inside the window counts as throughput:
+//! an overloaded server's throughput is what it served, not what arrived).
+
+pub mod hist;
+pub mod report;
+pub mod slo;
+pub mod usl;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+
+pub use hist::{Histo, Percentiles};
+pub use usl::UslFit;
+use waymark_engine::{LoadedJourney, RunOptions, Runtime};
+use waymark_http::Connections;
+use waymark_record::{RunRecord, Status};
+
+/// Version of the JSON written by `--json` (and read by `load merge`).
+pub const FORMAT: u32 = 1;
+
+/// How users arrive.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Model {
+    /// A fixed number of concurrent users per step, each looping the journey.
+    Closed {
+        /// Users of each step.
+        users: Vec<u32>,
+    },
+    /// Journeys started at a fixed rate per step, whatever the server does.
+    Open {
+        /// Arrivals per second of each step.
+        rates: Vec<f64>,
+        /// Most journeys in flight; an arrival beyond it waits for a free
+        /// slot (and the wait counts in its latency).
+        max_vus: u32,
+    },
+}
+
+impl Model {
+    fn steps(&self) -> usize {
+        match self {
+            Model::Closed { users } => users.len(),
+            Model::Open { rates, .. } => rates.len(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Model::Closed { .. } => "closed",
+            Model::Open { .. } => "open",
+        }
+    }
+}
+
+/// This process's part of a run split over N processes (`--shard I/N`,
+/// I from 0 to N−1 as a Kubernetes Indexed Job's completion index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 0-based index.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+}
+
+impl Shard {
+    /// The whole run.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `I/N`.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let bad =
+            || format!("'{text}' is not a shard like 0/3 (index from 0 to count−1, then count)");
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// This shard's part of `total` whole things (users, iterations): the
+    /// parts of all shards add up to `total`.
+    pub fn share(&self, total: u64) -> u64 {
+        let n = u64::from(self.count);
+        total / n + u64::from(u64::from(self.index) < total % n)
+    }
+
+    fn label(&self) -> Option<String> {
+        (self.count > 1).then(|| format!("{}/{}", self.index, self.count))
+    }
+}
+
+/// Parses an arrival rate: `200/s`, `30/m`, `5000/h` or a bare number per second.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let (num, per) = match t.split_once('/') {
+        Some((n, u)) => (n.trim(), u.trim()),
+        None => (t, "s"),
+    };
+    let secs = match per {
+        "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("'{text}' is not a rate like 200/s, 30/m or 5000/h")),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a rate like 200/s, 30/m or 5000/h"))?;
+    if !(n.is_finite() && n > 0.0) {
+        return Err(format!("'{text}': a rate must be above 0"));
+    }
+    Ok(n / secs)
+}
+
+/// What to run and for how long.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Closed or open, and the ramp.
+    pub model: Model,
+    /// Length of each step (including its warm-up).
+    pub step_duration: Duration,
+    /// Start of each step not measured.
+    pub warmup: Duration,
+    /// Most iterations started per step (whole run; shards split it).
+    pub iterations: Option<u64>,
+    /// This process's part.
+    pub shard: Shard,
+}
+
+impl Plan {
+    /// The default warm-up for a step length: a fifth of it, at most 5 s.
+    pub fn default_warmup(step: Duration) -> Duration {
+        (step / 5).min(Duration::from_secs(5))
+    }
+}
+
+/// One step of the ramp, measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepResult {
+    /// Position in the ramp, from 0.
+    pub index: usize,
+    /// Closed model: concurrent users.
+    pub users: Option<u32>,
+    /// Open model: arrivals per second.
+    pub rate: Option<f64>,
+    /// Seconds at the start of the step not measured.
+    pub warmup_s: f64,
+    /// Seconds measured.
+    pub measured_s: f64,
+    /// Seconds the step actually lasted, warm-up included.
+    #[serde(default)]
+    pub duration_s: f64,
+    /// Stopped early by Ctrl-C.
+    pub cut_short: bool,
+    /// Counts and latencies of the measured iterations.
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Measured iterations per second.
+    pub throughput: f64,
+    /// Their requests per second.
+    pub request_rate: f64,
+    /// Mean journeys in flight (Little's law: busy time over measured time).
+    pub mean_concurrency: f64,
+    /// Open model: arrivals that found every slot busy and waited.
+    pub waited_for_slot: u64,
+    /// Iterations run but not measured (warm-up, or across the step's end).
+    pub unmeasured: u64,
+}
+
+impl StepResult {
+    /// The concurrency the USL sees: the users of a closed step, the
+    /// measured mean in flight of an open one.
+    pub fn concurrency(&self) -> f64 {
+        match self.users {
+            Some(u) => f64::from(u),
+            None => self.mean_concurrency,
+        }
+    }
+
+    /// Share of measured iterations that did not pass, 0..1.
+    pub fn error_rate(&self) -> f64 {
+        self.counts.error_rate()
+    }
+
+    /// `8 users` or `200.0/s`.
+    pub fn label(&self) -> String {
+        match (self.users, self.rate) {
+            (Some(u), _) => format!("{u} user{}", if u == 1 { "" } else { "s" }),
+            (None, Some(r)) => format!("{}/s", trim_float(r)),
+            _ => "-".into(),
+        }
+    }
+}
+
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// What measured iterations add up to: a step's, a run's, or a merge of shards'.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counts {
+    /// Measured iterations.
+    pub iterations: u64,
+    /// Of which passed.
+    pub passed: u64,
+    /// Iterations that did not pass, by error kind (check, http, timeout…).
+    pub errors: BTreeMap<String, u64>,
+    /// The first message seen of each error kind, to tell what went wrong.
+    #[serde(default)]
+    pub error_examples: BTreeMap<String, String>,
+    /// HTTP requests of the measured iterations.
+    pub requests: u64,
+    /// Of which failed below HTTP (refused, reset, timed out…).
+    #[serde(default)]
+    pub request_errors: u64,
+    /// Whole-journey latency.
+    pub latency: Histo,
+    /// Latency of each journey step, by name.
+    pub journey_steps: BTreeMap<String, Histo>,
+    /// Every request's phases: resolve, connect, tls, processing, transfer, total.
+    pub phases: BTreeMap<String, Histo>,
+}
+
+impl Counts {
+    /// Adds `other` in: counts summed, histograms merged.
+    pub fn add(&mut self, other: &Counts) {
+        self.iterations += other.iterations;
+        self.passed += other.passed;
+        self.requests += other.requests;
+        self.request_errors += other.request_errors;
+        for (k, v) in &other.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.error_examples {
+            self.error_examples
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+        self.latency.merge(&other.latency);
+        merge_map(&mut self.journey_steps, &other.journey_steps);
+        merge_map(&mut self.phases, &other.phases);
+    }
+
+    /// Share of measured iterations that did not pass, 0..1.
+    pub fn error_rate(&self) -> f64 {
+        if self.iterations == 0 {
+            0.0
+        } else {
+            (self.iterations - self.passed) as f64 / self.iterations as f64
+        }
+    }
+}
+
+/// Records `ms` under `name`, allocating the name only the first time:
+/// this runs for every request under the collector's lock.
+fn record_into(map: &mut BTreeMap<String, Histo>, name: &str, ms: f64) {
+    match map.get_mut(name) {
+        Some(h) => h.record_ms(ms),
+        None => map.entry(name.to_string()).or_default().record_ms(ms),
+    }
+}
+
+fn merge_map(into: &mut BTreeMap<String, Histo>, from: &BTreeMap<String, Histo>) {
+    for (k, h) in from {
+        into.entry(k.clone()).or_default().merge(h);
+    }
+}
+
+/// Everything a run (or a merge of shards) measured: what `--json` writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// Version of the waymark that measured it.
+    pub waymark_version: String,
+    /// Journey name.
+    pub journey: String,
+    /// `closed` or `open`.
+    pub model: String,
+    /// `I/N` for one shard's part; none for a whole run or a merge.
+    pub shard: Option<String>,
+    /// Shards merged into this report (1 for a single process).
+    pub shards_merged: u32,
+    /// Location label.
+    pub location: String,
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+    /// Planned length of each step, seconds.
+    pub step_duration_s: f64,
+    /// Warm-up of each step, seconds.
+    pub warmup_s: f64,
+    /// Stopped by Ctrl-C before the plan was done.
+    pub interrupted: bool,
+    /// Each step run.
+    pub steps: Vec<StepResult>,
+    /// All steps together.
+    pub total: Counts,
+    /// The USL fit of throughput against concurrency.
+    pub usl: Option<UslFit>,
+    /// Why there is no fit.
+    pub usl_refused: Option<String>,
+    /// SLO gates and how they went.
+    pub slo: Vec<slo::GateResult>,
+}
+
+impl LoadReport {
+    /// Recomputes the totals and the USL fit from the steps.
+    pub fn analyse(&mut self) {
+        self.total = Counts::default();
+        for s in &self.steps {
+            self.total.add(&s.counts);
+        }
+        let points: Vec<(f64, f64)> = self
+            .steps
+            .iter()
+            .filter(|s| s.counts.iterations > 0 && !s.cut_short)
+            .map(|s| (s.concurrency(), s.throughput))
+            .collect();
+        match usl::fit(&points) {
+            Ok(f) => {
+                self.usl = Some(f);
+                self.usl_refused = None;
+            }
+            Err(e) => {
+                self.usl = None;
+                self.usl_refused = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Evaluates `gates` into `self.slo`; true when all pass.
+    pub fn gate(&mut self, gates: &[slo::Gate]) -> bool {
+        self.slo = gates.iter().map(|g| g.evaluate(self)).collect();
+        self.slo.iter().all(|g| g.passed)
+    }
+}
+
+/// Why shard reports cannot be merged.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// Nothing given.
+    #[error("no reports to merge")]
+    Empty,
+    /// Reports of different runs.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// Merges the parts of a sharded run: counts and rates add up, histograms
+/// are merged (not averaged), the USL is fitted on the whole.
+pub fn merge(parts: Vec<(String, LoadReport)>) -> Result<LoadReport, MergeError> {
+    let mut iter = parts.into_iter();
+    let (first_name, mut out) = iter.next().ok_or(MergeError::Empty)?;
+    if out.format != FORMAT {
+        return Err(MergeError::Mismatch(format!(
+            "{first_name}: format {} is not {FORMAT}",
+            out.format
+        )));
+    }
+    let mut shards_seen: Vec<String> = out.shard.iter().cloned().collect();
+    for (name, part) in iter {
+        let differs = |what: &str, a: &dyn std::fmt::Display, b: &dyn std::fmt::Display| {
+            MergeError::Mismatch(format!(
+                "{name} is not a part of the same run as {first_name}: its {what} is {b}, not {a}"
+            ))
+        };
+        if part.format != FORMAT {
+            return Err(differs("format", &FORMAT, &part.format));
+        }
+        if part.journey != out.journey {
+            return Err(differs("journey", &out.journey, &part.journey));
+        }
+        if part.model != out.model {
+            return Err(differs("model", &out.model, &part.model));
+        }
+        if part.steps.len() != out.steps.len() {
+            return Err(differs(
+                "number of steps",
+                &out.steps.len(),
+                &part.steps.len(),
+            ));
+        }
+        if let Some(s) = &part.shard {
+            if shards_seen.contains(s) {
+                return Err(MergeError::Mismatch(format!(
+                    "{name}: shard {s} is given twice"
+                )));
+            }
+            shards_seen.push(s.clone());
+        }
+        out.shards_merged += part.shards_merged;
+        out.interrupted |= part.interrupted;
+        out.started_at = out.started_at.min(part.started_at);
+        for (a, b) in out.steps.iter_mut().zip(part.steps) {
+            a.users = match (a.users, b.users) {
+                (Some(x), Some(y)) => Some(x + y),
+                (x, y) => x.or(y),
+            };
+            a.rate = match (a.rate, b.rate) {
+                (Some(x), Some(y)) => Some(x + y),
+                (x, y) => x.or(y),
+            };
+            a.measured_s = a.measured_s.max(b.measured_s);
+            a.duration_s = a.duration_s.max(b.duration_s);
+            a.cut_short |= b.cut_short;
+            a.counts.add(&b.counts);
+            // The shards ran side by side: their rates add up.
+            a.throughput += b.throughput;
+            a.request_rate += b.request_rate;
+            a.mean_concurrency += b.mean_concurrency;
+            a.waited_for_slot += b.waited_for_slot;
+            a.unmeasured += b.unmeasured;
+        }
+    }
+    out.shard = None;
+    out.analyse();
+    Ok(out)
+}
+
+/// The journey and how each iteration runs.
+pub struct Target {
+    /// Shared engine.
+    pub runtime: Arc<Runtime>,
+    /// Compiled journey.
+    pub journey: LoadedJourney,
+    /// Limits, vars, allow-list of every iteration.
+    pub opts: RunOptions,
+}
+
+/// What the progress display shows, a few times a second.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// Step being run, from 0.
+    pub step: usize,
+    /// Steps planned.
+    pub steps: usize,
+    /// `8 users` or `200/s`.
+    pub label: String,
+    /// Time into the step.
+    pub elapsed: Duration,
+    /// Step length.
+    pub step_duration: Duration,
+    /// Still in the warm-up.
+    pub warming_up: bool,
+    /// Measured iterations per second so far.
+    pub throughput: f64,
+    /// p95 so far, ms.
+    pub p95_ms: f64,
+    /// Error share so far, 0..1.
+    pub error_rate: f64,
+}
+
+/// The step being measured, as iterations report into it.
+struct Acc {
+    result: StepResult,
+    step_start: Instant,
+    window_start: Instant,
+    /// When the plan ends the step (a budget may end it sooner).
+    planned_end: Instant,
+    /// Set when the step is over; closed-model iterations ending after it
+    /// are not measured.
+    ended: Option<Instant>,
+    /// Open model: an iteration counts by its arrival, whenever it ends.
+    by_arrival: bool,
+    busy: Duration,
+    /// Measured iterations that ended inside the window: the throughput.
+    /// (In the open model the others still count for latency.)
+    completed_in_window: u64,
+}
+
+struct Collector {
+    steps: Mutex<Vec<Acc>>,
+}
+
+impl Collector {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Acc>> {
+        // A panic while holding it would be a bug in this file; the figures
+        // stay readable.
+        self.steps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn begin(&self, result: StepResult, start: Instant, plan: &Plan, by_arrival: bool) {
+        self.lock().push(Acc {
+            result,
+            step_start: start,
+            window_start: start + plan.warmup,
+            planned_end: start + plan.step_duration,
+            ended: None,
+            by_arrival,
+            busy: Duration::ZERO,
+            completed_in_window: 0,
+        });
+    }
+
+    fn end(&self, step: usize, at: Instant) {
+        if let Some(a) = self.lock().get_mut(step) {
+            a.ended = Some(at);
+        }
+    }
+
+    fn record(
+        &self,
+        step: usize,
+        intended: Instant,
+        started: Instant,
+        ended: Instant,
+        rec: &RunRecord,
+    ) {
+        let mut steps = self.lock();
+        let Some(acc) = steps.get_mut(step) else {
+            return;
+        };
+        let window_end = acc
+            .ended
+            .map_or(acc.planned_end, |e| e.min(acc.planned_end));
+        let late = !acc.by_arrival && ended > window_end;
+        if intended < acc.window_start || late {
+            acc.result.unmeasured += 1;
+            return;
+        }
+        acc.busy += ended.saturating_duration_since(started);
+        if ended <= window_end {
+            acc.completed_in_window += 1;
+        }
+        let c = &mut acc.result.counts;
+        c.iterations += 1;
+        if rec.status == Status::Pass {
+            c.passed += 1;
+        } else {
+            let kind = rec
+                .error
+                .as_ref()
+                .map_or(rec.status.as_str(), |e| e.kind.as_str());
+            *c.errors.entry(kind.to_string()).or_default() += 1;
+            if let Some(e) = &rec.error {
+                c.error_examples
+                    .entry(kind.to_string())
+                    .or_insert_with(|| e.message.clone());
+            }
+        }
+        c.latency.record(ended.saturating_duration_since(intended));
+        for step in &rec.steps {
+            record_into(&mut c.journey_steps, &step.name, step.duration_ms);
+            for q in &step.requests {
+                c.requests += 1;
+                if q.error.is_some() {
+                    c.request_errors += 1;
+                }
+                for (name, v) in q.timings_ms.named() {
+                    record_into(&mut c.phases, name, v);
+                }
+            }
+        }
+    }
+
+    fn waited(&self, step: usize) {
+        if let Some(a) = self.lock().get_mut(step) {
+            a.result.waited_for_slot += 1;
+        }
+    }
+
+    fn live(&self, steps: usize, step_duration: Duration) -> Option<Live> {
+        let guard = self.lock();
+        let acc = guard.last()?;
+        let now = Instant::now();
+        let measured = now
+            .saturating_duration_since(acc.window_start)
+            .as_secs_f64();
+        let r = &acc.result;
+        Some(Live {
+            step: r.index,
+            steps,
+            label: r.label(),
+            elapsed: now.saturating_duration_since(acc.step_start),
+            step_duration,
+            warming_up: now < acc.window_start,
+            throughput: if measured > 0.0 {
+                r.counts.iterations as f64 / measured
+            } else {
+                0.0
+            },
+            p95_ms: r.counts.latency.quantile_ms(0.95),
+            error_rate: r.error_rate(),
+        })
+    }
+
+    fn finish(&self) -> Vec<StepResult> {
+        let mut steps = self.lock();
+        steps
+            .drain(..)
+            .map(|a| {
+                let mut r = a.result;
+                let ended = a.ended.unwrap_or_else(Instant::now);
+                r.duration_s = ended.saturating_duration_since(a.step_start).as_secs_f64();
+                let end = ended.min(a.planned_end);
+                let measured = end.saturating_duration_since(a.window_start).as_secs_f64();
+                r.measured_s = measured;
+                if measured > 0.0 {
+                    r.throughput = a.completed_in_window as f64 / measured;
+                    // Requests follow their iterations' share of the window.
+                    r.request_rate = if r.counts.iterations > 0 {
+                        r.counts.requests as f64
+                            * (a.completed_in_window as f64 / r.counts.iterations as f64)
+                            / measured
+                    } else {
+                        0.0
+                    };
+                    r.mean_concurrency = a.busy.as_secs_f64() / measured;
+                }
+                r
+            })
+            .collect()
+    }
+}
+
+/// Per-step iteration budget (`--iterations`).
+struct Budget {
+    limit: Option<u64>,
+    started: AtomicU64,
+    done: AtomicU64,
+    all_done: Notify,
+}
+
+impl Budget {
+    fn new(limit: Option<u64>) -> Self {
+        Budget {
+            limit,
+            started: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            all_done: Notify::new(),
+        }
+    }
+
+    fn reset(&self) {
+        self.started.store(0, Ordering::SeqCst);
+        self.done.store(0, Ordering::SeqCst);
+    }
+
+    fn take(&self) -> bool {
+        match self.limit {
+            None => true,
+            Some(l) => self.started.fetch_add(1, Ordering::SeqCst) < l,
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.limit
+            .is_some_and(|l| self.started.load(Ordering::SeqCst) >= l)
+    }
+
+    fn finished(&self) {
+        if let Some(l) = self.limit
+            && self.done.fetch_add(1, Ordering::SeqCst) + 1 == l
+        {
+            self.all_done.notify_one();
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Ctl {
+    step: usize,
+    users: u32,
+    stop: bool,
+}
+
+struct Shared {
+    target: Target,
+    collector: Collector,
+    budget: Budget,
+}
+
+/// Runs `plan` against `target`. `stop` turning true (Ctrl-C) ends the run
+/// early; what was measured is still reported. `on_tick` gets the live
+/// figures about four times a second.
+pub async fn run(
+    target: Target,
+    plan: &Plan,
+    mut stop: watch::Receiver<bool>,
+    on_tick: &(dyn Fn(&Live) + Send + Sync),
+) -> LoadReport {
+    let journey = target.journey.name.clone();
+    let location = target.opts.location.clone();
+    let started_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let budget_limit = plan.iterations.map(|n| plan.shard.share(n));
+    let shared = Arc::new(Shared {
+        target,
+        collector: Collector {
+            steps: Mutex::new(Vec::new()),
+        },
+        budget: Budget::new(budget_limit),
+    });
+    let interrupted = AtomicBool::new(false);
+    let steps = plan.model.steps();
+
+    match &plan.model {
+        Model::Closed { users } => {
+            let (ctl_tx, _) = watch::channel(Ctl {
+                step: 0,
+                users: 0,
+                stop: false,
+            });
+            let mut vus = JoinSet::new();
+            let mut spawned = 0u32;
+            for (i, &total_users) in users.iter().enumerate() {
+                let users = u32::try_from(plan.shard.share(u64::from(total_users))).unwrap_or(0);
+                let start = Instant::now();
+                shared.budget.reset();
+                shared.collector.begin(
+                    blank_step(i, Some(users), None, plan.warmup),
+                    start,
+                    plan,
+                    false,
+                );
+                ctl_tx.send_replace(Ctl {
+                    step: i,
+                    users,
+                    stop: false,
+                });
+                while spawned < users {
+                    vus.spawn(closed_user(spawned, shared.clone(), ctl_tx.subscribe()));
+                    spawned += 1;
+                }
+                let cut = wait_step(&shared, plan, steps, start, &mut stop, on_tick).await;
+                shared.collector.end(i, Instant::now());
+                if cut {
+                    interrupted.store(true, Ordering::SeqCst);
+                    mark_cut(&shared, i);
+                    break;
+                }
+            }
+            ctl_tx.send_replace(Ctl {
+                step: 0,
+                users: 0,
+                stop: true,
+            });
+            // Iterations still in flight belong to no measured window.
+            vus.abort_all();
+            while vus.join_next().await.is_some() {}
+        }
+        Model::Open { rates, max_vus } => {
+            let slots = Arc::new(Semaphore::new(*max_vus as usize));
+            let pool: Arc<Mutex<Vec<Connections>>> = Arc::new(Mutex::new(Vec::new()));
+            let mut tasks = JoinSet::new();
+            'steps: for (i, &total_rate) in rates.iter().enumerate() {
+                let rate = total_rate / f64::from(plan.shard.count);
+                let start = Instant::now();
+                shared.budget.reset();
+                shared.collector.begin(
+                    blank_step(i, None, Some(rate), plan.warmup),
+                    start,
+                    plan,
+                    true,
+                );
+                let end = start + plan.step_duration;
+                let interval = Duration::from_secs_f64(1.0 / rate);
+                let mut next_tick = Instant::now();
+                let mut k: u32 = 0;
+                loop {
+                    let intended = start + interval * k;
+                    if intended >= end || shared.budget.exhausted() {
+                        break;
+                    }
+                    if Instant::now() >= next_tick {
+                        if let Some(l) = shared.collector.live(steps, plan.step_duration) {
+                            on_tick(&l);
+                        }
+                        next_tick = Instant::now() + Duration::from_millis(250);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(intended.into()) => {}
+                        _ = stop.wait_for(|s| *s) => {
+                            interrupted.store(true, Ordering::SeqCst);
+                            shared.collector.end(i, Instant::now());
+                            mark_cut(&shared, i);
+                            break 'steps;
+                        }
+                    }
+                    let permit = match slots.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        Err(_) => {
+                            shared.collector.waited(i);
+                            tokio::select! {
+                                p = slots.clone().acquire_owned() => match p {
+                                    Ok(p) => p,
+                                    Err(_) => break 'steps,
+                                },
+                                _ = stop.wait_for(|s| *s) => {
+                                    interrupted.store(true, Ordering::SeqCst);
+                                    shared.collector.end(i, Instant::now());
+                                    mark_cut(&shared, i);
+                                    break 'steps;
+                                }
+                            }
+                        }
+                    };
+                    if !shared.budget.take() {
+                        break;
+                    }
+                    let shared = shared.clone();
+                    let pool = pool.clone();
+                    tasks.spawn(async move {
+                        let conns = pool
+                            .lock()
+                            .ok()
+                            .and_then(|mut p| p.pop())
+                            .unwrap_or_default();
+                        let started = Instant::now();
+                        let t = &shared.target;
+                        let (rec, conns) = t.runtime.run_reusing(&t.journey, &t.opts, conns).await;
+                        let ended = Instant::now();
+                        if let Ok(mut p) = pool.lock() {
+                            p.push(conns);
+                        }
+                        shared.collector.record(i, intended, started, ended, &rec);
+                        shared.budget.finished();
+                        drop(permit);
+                    });
+                    k = k.saturating_add(1);
+                    // Finished tasks are reaped as we go, keeping the set small.
+                    while tasks.try_join_next().is_some() {}
+                }
+                shared.collector.end(i, end.min(Instant::now()));
+            }
+            if interrupted.load(Ordering::SeqCst) {
+                tasks.abort_all();
+            } else {
+                // Journeys that arrived in the last step finish and count;
+                // their own timeout bounds the wait.
+                let grace = shared.target.opts.timeout + Duration::from_secs(1);
+                let drain = async { while tasks.join_next().await.is_some() {} };
+                if tokio::time::timeout(grace, drain).await.is_err() {
+                    tasks.abort_all();
+                }
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+
+    let mut report = LoadReport {
+        format: FORMAT,
+        waymark_version: env!("CARGO_PKG_VERSION").to_string(),
+        journey,
+        model: plan.model.name().to_string(),
+        shard: plan.shard.label(),
+        shards_merged: 1,
+        location,
+        started_at,
+        step_duration_s: plan.step_duration.as_secs_f64(),
+        warmup_s: plan.warmup.as_secs_f64(),
+        interrupted: interrupted.load(Ordering::SeqCst),
+        steps: shared.collector.finish(),
+        total: Counts::default(),
+        usl: None,
+        usl_refused: None,
+        slo: Vec::new(),
+    };
+    report.analyse();
+    report
+}
+
+fn blank_step(index: usize, users: Option<u32>, rate: Option<f64>, warmup: Duration) -> StepResult {
+    StepResult {
+        index,
+        users,
+        rate,
+        warmup_s: warmup.as_secs_f64(),
+        measured_s: 0.0,
+        duration_s: 0.0,
+        cut_short: false,
+        counts: Counts::default(),
+        throughput: 0.0,
+        request_rate: 0.0,
+        mean_concurrency: 0.0,
+        waited_for_slot: 0,
+        unmeasured: 0,
+    }
+}
+
+fn mark_cut(shared: &Shared, step: usize) {
+    if let Some(a) = shared.collector.lock().get_mut(step) {
+        a.result.cut_short = true;
+    }
+}
+
+/// Waits for the closed step to end (its time, or its iteration budget
+/// done); true when `stop` came first.
+async fn wait_step(
+    shared: &Shared,
+    plan: &Plan,
+    steps: usize,
+    start: Instant,
+    stop: &mut watch::Receiver<bool>,
+    on_tick: &(dyn Fn(&Live) + Send + Sync),
+) -> bool {
+    let end = start + plan.step_duration;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let budget_done = shared.budget.all_done.notified();
+    tokio::pin!(budget_done);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end.into()) => return false,
+            _ = &mut budget_done => return false,
+            _ = stop.wait_for(|s| *s) => return true,
+            _ = tick.tick() => {
+                if let Some(l) = shared.collector.live(steps, plan.step_duration) {
+                    on_tick(&l);
+                }
+            }
+        }
+    }
+}
+
+/// One virtual user of the closed model: loops while the step wants it.
+async fn closed_user(id: u32, shared: Arc<Shared>, mut ctl: watch::Receiver<Ctl>) {
+    let mut conns = Connections::default();
+    loop {
+        let now = *ctl.borrow_and_update();
+        if now.stop {
+            return;
+        }
+        if id >= now.users || !shared.budget.take() {
+            // Not wanted in this step, or its budget is spent: wait for the next.
+            if ctl.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let t = &shared.target;
+        let started = Instant::now();
+        let (rec, c) = t.runtime.run_reusing(&t.journey, &t.opts, conns).await;
+        conns = c;
+        shared
+            .collector
+            .record(now.step, started, started, Instant::now(), &rec);
+        shared.budget.finished();
+        // A journey that never waits (no request, no sleep) would otherwise
+        // hold its worker forever, and the timers ending the step would fire late.
+        tokio::task::consume_budget().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_whole_things_exactly() {
+        for total in [0u64, 1, 2, 3, 7, 64, 100] {
+            for n in 1..=5u32 {
+                let sum: u64 = (0..n)
+                    .map(|i| Shard { index: i, count: n }.share(total))
+                    .sum();
+                assert_eq!(sum, total, "{total} over {n}");
+            }
+        }
+        assert_eq!(Shard::parse("2/3"), Ok(Shard { index: 2, count: 3 }));
+        assert!(Shard::parse("3/3").is_err());
+        assert!(Shard::parse("1").is_err());
+        assert!(Shard::parse("0/0").is_err());
+    }
+
+    #[test]
+    fn rates_read_like_people_write_them() {
+        assert_eq!(parse_rate("200/s"), Ok(200.0));
+        assert_eq!(parse_rate("30/m"), Ok(0.5));
+        assert_eq!(parse_rate("7200/h"), Ok(2.0));
+        assert_eq!(parse_rate("12.5"), Ok(12.5));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("10/d").is_err());
+    }
+}

@@ -1,0 +1,724 @@
+//! What a load run says: the terminal summary and the self-contained HTML
+//! report (inline SVG charts, no script, no network: it opens offline and
+//! prints).
+
+use std::fmt::Write as _;
+
+use super::{Histo, LoadReport, StepResult};
+
+const PHASES: [&str; 5] = waymark_record::PhaseTimings::PHASES;
+
+/// Colours of the charts. The HTML test looks for the first three in a
+/// screenshot, so they appear nowhere else on the page.
+pub mod colors {
+    /// Measured throughput points.
+    pub const MEASURED: &str = "#1f6feb";
+    /// The fitted USL curve.
+    pub const USL: &str = "#d1242f";
+    /// The processing phase bars.
+    pub const PROCESSING: &str = "#fb8f44";
+    pub(super) const PHASES: [&str; 5] = ["#54aeff", "#4ac26b", "#d4a72c", PROCESSING, "#a475f9"];
+    pub(super) const PERCENTILES: [(&str, &str); 4] = [
+        ("p50", "#2da44e"),
+        ("p90", "#9a6700"),
+        ("p95", "#bc4c00"),
+        ("p99", "#8250df"),
+    ];
+}
+
+fn ms(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.2} s", v / 1000.0)
+    } else if v >= 100.0 {
+        format!("{v:.0} ms")
+    } else {
+        format!("{v:.1} ms")
+    }
+}
+
+fn header(r: &LoadReport) -> String {
+    format!("waymark load: {} · {}", r.journey, plan_line(r))
+}
+
+/// The model, the steps, warm-up and shards in one line.
+fn plan_line(r: &LoadReport) -> String {
+    let mut s = format!(
+        "{} model · {} step{} of {}s",
+        r.model,
+        r.steps.len(),
+        if r.steps.len() == 1 { "" } else { "s" },
+        r.step_duration_s
+    );
+    if r.warmup_s > 0.0 {
+        let _ = write!(
+            s,
+            " · the first {}s of each step is warm-up, not measured",
+            r.warmup_s
+        );
+    }
+    if r.shards_merged > 1 {
+        let _ = write!(s, " · {} shards merged", r.shards_merged);
+    }
+    if let Some(shard) = &r.shard {
+        let _ = write!(s, " · shard {shard}");
+    }
+    s
+}
+
+fn errors_cell(s: &StepResult) -> String {
+    format!("{:.2} %", s.error_rate() * 100.0)
+}
+
+/// The summary printed at the end of a run.
+pub fn terminal(r: &LoadReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", header(r));
+    if r.interrupted {
+        let _ = writeln!(
+            out,
+            "interrupted: the figures below are what was measured before Ctrl-C"
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:>4}  {:>10}  {:>10}  {:>9}  {:>9}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
+        "step", "load", "iterations", "it/s", "req/s", "errors", "p50", "p90", "p95", "p99", "max"
+    );
+    for s in &r.steps {
+        let p = s.counts.latency.percentiles();
+        let _ = writeln!(
+            out,
+            "{:>4}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}{}",
+            s.index + 1,
+            s.label(),
+            s.counts.iterations,
+            s.throughput,
+            s.request_rate,
+            errors_cell(s),
+            ms(p.p50_ms),
+            ms(p.p90_ms),
+            ms(p.p95_ms),
+            ms(p.p99_ms),
+            ms(p.max_ms),
+            if s.cut_short { "  (cut short)" } else { "" }
+        );
+    }
+    let t = &r.total;
+    let p = t.latency.percentiles();
+    let _ = writeln!(
+        out,
+        "{:>4}  {:>10}  {:>10}  {:>9}  {:>9}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
+        "all",
+        "",
+        t.iterations,
+        "",
+        "",
+        format!("{:.2} %", t.error_rate() * 100.0),
+        ms(p.p50_ms),
+        ms(p.p90_ms),
+        ms(p.p95_ms),
+        ms(p.p99_ms),
+        ms(p.max_ms),
+    );
+    if !t.errors.is_empty() {
+        let kinds: Vec<String> = t.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(out, "errors by kind: {}", kinds.join(", "));
+        for (k, m) in &t.error_examples {
+            let _ = writeln!(out, "  first {k}: {m}");
+        }
+    }
+    let waited: u64 = r.steps.iter().map(|s| s.waited_for_slot).sum();
+    if waited > 0 {
+        let _ = writeln!(
+            out,
+            "{waited} arrivals found every slot busy (--max-vus) and waited; the wait is in their latency"
+        );
+    }
+
+    if !t.journey_steps.is_empty() {
+        let _ = writeln!(out, "\njourney steps (all measured iterations)");
+        for (name, h) in &t.journey_steps {
+            let p = h.percentiles();
+            let _ = writeln!(
+                out,
+                "  {name:<24} p50 {:>9}  p95 {:>9}  p99 {:>9}  max {:>9}",
+                ms(p.p50_ms),
+                ms(p.p95_ms),
+                ms(p.p99_ms),
+                ms(p.max_ms)
+            );
+        }
+    }
+    if t.requests > 0 {
+        let _ = writeln!(
+            out,
+            "\nrequest phases, mean per request ({} requests)",
+            t.requests
+        );
+        let _ = write!(out, " ");
+        for ph in PHASES {
+            let mean = t.phases.get(ph).map_or(0.0, Histo::mean_ms);
+            let _ = write!(out, " {ph} {}", ms(mean));
+        }
+        let _ = writeln!(out);
+    }
+
+    let _ = writeln!(out);
+    match (&r.usl, &r.usl_refused) {
+        (Some(f), _) => {
+            let unit = if r.model == "closed" {
+                "user"
+            } else {
+                "in flight"
+            };
+            let _ = writeln!(
+                out,
+                "Universal Scalability Law fit ({} points): λ {:.2} it/s per {unit}, σ {:.2} % (serialization), κ {:.6} (crosstalk), R² {:.3}",
+                f.points,
+                f.lambda,
+                f.sigma * 100.0,
+                f.kappa,
+                f.r_squared
+            );
+            match (f.peak_concurrency, f.peak_throughput) {
+                (Some(n), Some(x)) => {
+                    let _ = writeln!(
+                        out,
+                        "  peak at N* = {n:.0}, predicted throughput there {x:.1} it/s"
+                    );
+                }
+                (None, Some(x)) => {
+                    let _ = writeln!(out, "  no peak; throughput tends to {x:.1} it/s");
+                }
+                _ => {}
+            }
+            for n in &f.notes {
+                let _ = writeln!(out, "  note: {n}");
+            }
+            if r.model == "open" {
+                let _ = writeln!(
+                    out,
+                    "  (open model: N is the mean number of journeys in flight, measured)"
+                );
+            }
+        }
+        (None, Some(why)) => {
+            let _ = writeln!(out, "no USL fit: {why}");
+        }
+        (None, None) => {}
+    }
+    if !r.slo.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nSLO gates (latency and errors over all measured iterations)"
+        );
+        for g in &r.slo {
+            let _ = writeln!(
+                out,
+                "  {}  {:<24} measured {}",
+                if g.passed { "PASS" } else { "FAIL" },
+                g.gate,
+                g.measured
+            );
+        }
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Round tick steps: 1, 2 or 5 times a power of ten, about `n` ticks.
+fn ticks(max: f64, n: usize) -> Vec<f64> {
+    if !(max.is_finite() && max > 0.0) {
+        return vec![0.0, 1.0];
+    }
+    let raw = max / n as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
+    let mut out = Vec::new();
+    let mut v = 0.0;
+    while v <= max * 1.0001 + step {
+        out.push(v);
+        if v >= max {
+            break;
+        }
+        v += step;
+    }
+    out
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if v >= 10.0 || v == 0.0 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// Plot area and scales of one chart.
+struct Frame {
+    w: f64,
+    h: f64,
+    left: f64,
+    top: f64,
+    right: f64,
+    bottom: f64,
+    xmax: f64,
+    ymax: f64,
+}
+
+impl Frame {
+    fn new(xmax: f64, ymax: f64) -> Frame {
+        let xt = ticks(xmax, 6);
+        let yt = ticks(ymax, 5);
+        Frame {
+            w: 720.0,
+            h: 340.0,
+            left: 64.0,
+            top: 16.0,
+            right: 16.0,
+            bottom: 44.0,
+            xmax: xt.last().copied().unwrap_or(1.0),
+            ymax: yt.last().copied().unwrap_or(1.0),
+        }
+    }
+
+    fn x(&self, v: f64) -> f64 {
+        self.left + v / self.xmax * (self.w - self.left - self.right)
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        self.h - self.bottom - v / self.ymax * (self.h - self.top - self.bottom)
+    }
+
+    fn axes(&self, svg: &mut String, xlabel: &str, ylabel: &str) {
+        let (x0, y0) = (self.left, self.h - self.bottom);
+        for t in ticks(self.ymax, 5) {
+            let y = self.y(t);
+            let _ = write!(
+                svg,
+                r##"<line x1="{x0}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#d0d7de" stroke-width="1"/><text x="{:.1}" y="{:.1}" text-anchor="end" class="tick">{}</text>"##,
+                self.w - self.right,
+                x0 - 6.0,
+                y + 4.0,
+                fmt_tick(t)
+            );
+        }
+        for t in ticks(self.xmax, 6) {
+            let x = self.x(t);
+            let _ = write!(
+                svg,
+                r##"<line x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{:.1}" stroke="#57606a" stroke-width="1"/><text x="{x:.1}" y="{:.1}" text-anchor="middle" class="tick">{}</text>"##,
+                y0 + 5.0,
+                y0 + 18.0,
+                fmt_tick(t)
+            );
+        }
+        let _ = write!(
+            svg,
+            r##"<line x1="{x0}" y1="{y0}" x2="{:.1}" y2="{y0}" stroke="#57606a"/><line x1="{x0}" y1="{:.1}" x2="{x0}" y2="{y0}" stroke="#57606a"/><text x="{:.1}" y="{:.1}" text-anchor="middle" class="label">{}</text><text transform="translate(14 {:.1}) rotate(-90)" text-anchor="middle" class="label">{}</text>"##,
+            self.w - self.right,
+            self.top,
+            (self.left + self.w - self.right) / 2.0,
+            self.h - 6.0,
+            esc(xlabel),
+            (self.top + self.h - self.bottom) / 2.0,
+            esc(ylabel)
+        );
+    }
+
+    fn open(&self, title: &str) -> String {
+        format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" width="{}" height="{}" role="img" aria-label="{}">"#,
+            self.w,
+            self.h,
+            self.w,
+            self.h,
+            esc(title)
+        )
+    }
+}
+
+/// The x axis: users in the closed model, the measured mean in flight in the open one.
+fn concurrency_label(r: &LoadReport) -> &'static str {
+    if r.model == "closed" {
+        "concurrent users (N)"
+    } else {
+        "journeys in flight, mean (N)"
+    }
+}
+
+fn throughput_chart(r: &LoadReport) -> String {
+    let points: Vec<(f64, f64)> = r
+        .steps
+        .iter()
+        .filter(|s| s.counts.iterations > 0)
+        .map(|s| (s.concurrency(), s.throughput))
+        .collect();
+    let max_n = points.iter().map(|p| p.0).fold(1.0, f64::max);
+    let peak = r
+        .usl
+        .as_ref()
+        .and_then(|f| f.peak_concurrency)
+        .filter(|n| *n <= 3.0 * max_n);
+    let xmax = peak.map_or(max_n, |n| n.max(max_n)) * 1.1;
+    let curve: Vec<(f64, f64)> = match &r.usl {
+        Some(f) => (0..=120)
+            .map(|i| {
+                let n = xmax * f64::from(i) / 120.0;
+                (n, f.predict(n))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let ymax = points
+        .iter()
+        .chain(curve.iter())
+        .map(|p| p.1)
+        .fold(1.0, f64::max)
+        * 1.1;
+    let f = Frame::new(xmax, ymax);
+    let mut svg = f.open("Throughput against concurrency");
+    let xlabel = concurrency_label(r);
+    f.axes(&mut svg, xlabel, "journeys per second");
+    if !curve.is_empty() {
+        let path: Vec<String> = curve
+            .iter()
+            .map(|(n, x)| format!("{:.1},{:.1}", f.x(*n), f.y(*x)))
+            .collect();
+        let _ = write!(
+            svg,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="3"/>"#,
+            path.join(" "),
+            colors::USL
+        );
+    }
+    if let (Some(n), Some(fit)) = (peak, &r.usl) {
+        let x = f.x(n);
+        let _ = write!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#24292f" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" class="label">N* = {n:.0} ({:.0}/s)</text>"##,
+            f.top,
+            f.h - f.bottom,
+            x + 6.0,
+            f.top + 14.0,
+            fit.predict(n)
+        );
+    }
+    for (n, x) in &points {
+        let _ = write!(
+            svg,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="6" fill="{}"/>"#,
+            f.x(*n),
+            f.y(*x),
+            colors::MEASURED
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn latency_chart(r: &LoadReport) -> String {
+    let steps: Vec<&StepResult> = r.steps.iter().filter(|s| s.counts.iterations > 0).collect();
+    let xmax = steps.iter().map(|s| s.concurrency()).fold(1.0, f64::max) * 1.05;
+    let ymax = steps
+        .iter()
+        .map(|s| s.counts.latency.quantile_ms(0.99))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let f = Frame::new(xmax, ymax);
+    let mut svg = f.open("Latency percentiles against concurrency");
+    let xlabel = concurrency_label(r);
+    f.axes(&mut svg, xlabel, "journey latency, ms");
+    for (i, (name, color)) in colors::PERCENTILES.iter().enumerate() {
+        let q = [0.50, 0.90, 0.95, 0.99][i];
+        let pts: Vec<String> = steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:.1},{:.1}",
+                    f.x(s.concurrency()),
+                    f.y(s.counts.latency.quantile_ms(q))
+                )
+            })
+            .collect();
+        let _ = write!(
+            svg,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2.5"/>"#,
+            pts.join(" ")
+        );
+        for p in &pts {
+            let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+            let _ = write!(svg, r#"<circle cx="{x}" cy="{y}" r="3.5" fill="{color}"/>"#);
+        }
+        let _ = write!(
+            svg,
+            r#"<rect x="{:.1}" y="{:.1}" width="12" height="12" fill="{color}"/><text x="{:.1}" y="{:.1}" class="tick">{name}</text>"#,
+            f.left + 12.0 + 64.0 * i as f64,
+            f.top + 4.0,
+            f.left + 28.0 + 64.0 * i as f64,
+            f.top + 14.0
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn phase_chart(r: &LoadReport) -> String {
+    let rows: Vec<(String, [f64; 5])> = r
+        .steps
+        .iter()
+        .filter(|s| s.counts.requests > 0)
+        .map(|s| {
+            let mut means = [0.0; 5];
+            for (i, ph) in PHASES.iter().enumerate() {
+                means[i] = s.counts.phases.get(*ph).map_or(0.0, Histo::mean_ms);
+            }
+            (format!("{} · {}", s.index + 1, s.label()), means)
+        })
+        .collect();
+    let total_max = rows
+        .iter()
+        .map(|(_, m)| m.iter().sum::<f64>())
+        .fold(0.001, f64::max);
+    let bar = 22.0;
+    let gap = 10.0;
+    let mut f = Frame::new(total_max * 1.05, 1.0);
+    f.left = 130.0;
+    f.top = 34.0;
+    f.h = f.top + f.bottom + rows.len().max(1) as f64 * (bar + gap);
+    let mut svg = f.open("Mean request phases per step");
+    for t in ticks(f.xmax, 6) {
+        let x = f.x(t);
+        let _ = write!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#d0d7de"/><text x="{x:.1}" y="{:.1}" text-anchor="middle" class="tick">{}</text>"##,
+            f.top,
+            f.h - f.bottom,
+            f.h - f.bottom + 16.0,
+            fmt_tick(t)
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" class="label">mean time per request, ms</text>"#,
+        (f.left + f.w - f.right) / 2.0,
+        f.h - 6.0
+    );
+    for (i, (label, means)) in rows.iter().enumerate() {
+        let y = f.top + i as f64 * (bar + gap);
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" class="tick">{}</text>"#,
+            f.left - 8.0,
+            y + bar * 0.7,
+            esc(label)
+        );
+        let mut acc = 0.0;
+        for (j, m) in means.iter().enumerate() {
+            let x0 = f.x(acc);
+            let x1 = f.x(acc + m);
+            acc += m;
+            if x1 - x0 > 0.0 {
+                let _ = write!(
+                    svg,
+                    r#"<rect x="{x0:.1}" y="{y:.1}" width="{:.1}" height="{bar}" fill="{}"><title>{}: {:.3} ms</title></rect>"#,
+                    x1 - x0,
+                    colors::PHASES[j],
+                    PHASES[j],
+                    m
+                );
+            }
+        }
+    }
+    for (j, ph) in PHASES.iter().enumerate() {
+        let x = f.left + 100.0 * j as f64;
+        let _ = write!(
+            svg,
+            r#"<rect x="{x:.1}" y="8" width="12" height="12" fill="{}"/><text x="{:.1}" y="18" class="tick">{ph}</text>"#,
+            colors::PHASES[j],
+            x + 16.0
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The whole report as one HTML file.
+pub fn html(r: &LoadReport) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>waymark load: {journey}</title>
+<style>
+body{{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1000px;color:#24292f;padding:0 16px}}
+h1{{font-size:22px;margin:0 0 4px}} h2{{font-size:17px;margin:28px 0 8px}}
+.sub{{color:#57606a}} table{{border-collapse:collapse;margin:8px 0}} td,th{{padding:3px 10px;border-bottom:1px solid #d0d7de;text-align:right}}
+th{{background:#f6f8fa}} td:first-child,th:first-child{{text-align:left}}
+.pass{{color:#1a7f37;font-weight:600}} .fail{{color:#a40e26;font-weight:600}}
+.tick{{font-size:11px;fill:#57606a}} .label{{font-size:12px;fill:#24292f}}
+.kv td{{text-align:left}} .note{{color:#57606a}}
+svg{{max-width:100%;height:auto;display:block}}
+</style></head><body>
+<h1>waymark load: {journey}</h1>
+<div class="sub">{sub}</div>
+"#,
+        journey = esc(&r.journey),
+        sub = esc(&format!(
+            "{} · started {} · location {} · waymark {}",
+            plan_line(r),
+            r.started_at,
+            r.location,
+            r.waymark_version
+        )),
+    );
+    if r.interrupted {
+        h.push_str(r#"<p class="fail">Interrupted: the figures are what was measured before the run was stopped.</p>"#);
+    }
+    if !r.slo.is_empty() {
+        h.push_str(
+            "<h2>SLO gates</h2><table><tr><th>gate</th><th>result</th><th>measured</th></tr>",
+        );
+        for g in &r.slo {
+            let _ = write!(
+                h,
+                r#"<tr><td>{}</td><td class="{}">{}</td><td>{}</td></tr>"#,
+                esc(&g.gate),
+                if g.passed { "pass" } else { "fail" },
+                if g.passed { "pass" } else { "FAIL" },
+                esc(&g.measured)
+            );
+        }
+        h.push_str("</table><div class=\"note\">Latency and error gates are judged on all measured iterations of all steps.</div>");
+    }
+
+    h.push_str("<h2>Throughput and the Universal Scalability Law</h2>");
+    h.push_str(&throughput_chart(r));
+    match (&r.usl, &r.usl_refused) {
+        (Some(f), _) => {
+            let _ = write!(
+                h,
+                r#"<table class="kv"><tr><td>λ (one {unit}'s throughput)</td><td>{:.3} /s</td></tr><tr><td>σ (serialization)</td><td>{:.3} %</td></tr><tr><td>κ (crosstalk)</td><td>{:.6}</td></tr><tr><td>R²</td><td>{:.4}</td></tr><tr><td>peak concurrency N*</td><td>{}</td></tr><tr><td>predicted throughput at N*</td><td>{}</td></tr></table>"#,
+                f.lambda,
+                f.sigma * 100.0,
+                f.kappa,
+                f.r_squared,
+                f.peak_concurrency
+                    .map_or("none (throughput does not fall)".into(), |n| format!(
+                        "{n:.1}"
+                    )),
+                f.peak_throughput
+                    .map_or("-".into(), |x| format!("{x:.1} /s")),
+                unit = if r.model == "closed" {
+                    "user"
+                } else {
+                    "journey in flight"
+                },
+            );
+            for n in &f.notes {
+                let _ = write!(h, r#"<div class="note">{}</div>"#, esc(n));
+            }
+        }
+        (None, Some(why)) => {
+            let _ = write!(h, r#"<p class="note">No USL fit: {}</p>"#, esc(why));
+        }
+        _ => {}
+    }
+
+    h.push_str("<h2>Latency percentiles</h2>");
+    h.push_str(&latency_chart(r));
+
+    h.push_str("<h2>Steps</h2><table><tr><th>step</th><th>load</th><th>measured</th><th>iterations</th><th>it/s</th><th>req/s</th><th>errors</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>max</th></tr>");
+    for s in &r.steps {
+        let p = s.counts.latency.percentiles();
+        let _ = write!(
+            h,
+            "<tr><td>{}{}</td><td>{}</td><td>{:.1} s</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            s.index + 1,
+            if s.cut_short { " (cut short)" } else { "" },
+            esc(&s.label()),
+            s.measured_s,
+            s.counts.iterations,
+            s.throughput,
+            s.request_rate,
+            errors_cell(s),
+            ms(p.p50_ms),
+            ms(p.p90_ms),
+            ms(p.p95_ms),
+            ms(p.p99_ms),
+            ms(p.max_ms)
+        );
+    }
+    h.push_str("</table>");
+    if !r.total.errors.is_empty() {
+        let kinds: Vec<String> = r
+            .total
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let _ = write!(
+            h,
+            r#"<div class="note">Errors by kind: {}</div>"#,
+            esc(&kinds.join(", "))
+        );
+        for (k, m) in &r.total.error_examples {
+            let _ = write!(h, r#"<div class="note">first {}: {}</div>"#, esc(k), esc(m));
+        }
+    }
+
+    h.push_str("<h2>Request phases per step</h2>");
+    h.push_str(&phase_chart(r));
+
+    if !r.total.journey_steps.is_empty() {
+        h.push_str("<h2>Journey steps (all measured iterations)</h2><table><tr><th>step</th><th>count</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>max</th></tr>");
+        for (name, hist) in &r.total.journey_steps {
+            let p = hist.percentiles();
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(name),
+                p.count,
+                ms(p.p50_ms),
+                ms(p.p90_ms),
+                ms(p.p95_ms),
+                ms(p.p99_ms),
+                ms(p.max_ms)
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        assert_eq!(ticks(10.0, 5), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        let t = ticks(73.0, 6);
+        assert_eq!(t.first(), Some(&0.0));
+        assert!(*t.last().expect("some") >= 73.0);
+        assert!(
+            t.windows(2).all(|w| (w[1] - w[0] - 20.0).abs() < 1e-9),
+            "{t:?}"
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! The waterfall a person reads: steps, checks, requests and a phase bar per
+//! request, placed on the run's time axis.
+
+use std::fmt::Write as _;
+
+use waymark_record::{Level, RequestRecord, RunRecord, Status};
+
+/// Width of the time axis, in columns.
+const BAR_WIDTH: usize = 40;
+
+/// Phase glyphs, in phase order: resolve, connect, tls, processing, transfer.
+const GLYPHS: [char; 5] = ['░', '▒', '▓', '█', '▄'];
+/// The phases a bar is made of (all but `total`).
+const PHASES: &[&str] = waymark_record::PHASE_NAMES.split_at(5).0;
+/// ANSI colours of the phases (terminal only).
+const COLOURS: [&str; 5] = ["36", "33", "35", "32", "34"];
+
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn code(&self, code: &str, s: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn status(&self, status: Status) -> String {
+        let (code, text) = match status {
+            Status::Pass => ("1;32", "PASS"),
+            Status::Fail => ("1;31", "FAIL"),
+            Status::Error => ("1;31", "ERROR"),
+            Status::Timeout => ("1;31", "TIMEOUT"),
+        };
+        self.code(code, text)
+    }
+    fn mark(&self, ok: bool) -> String {
+        if ok {
+            self.code("32", "✓")
+        } else {
+            self.code("31", "✗")
+        }
+    }
+    fn dim(&self, s: &str) -> String {
+        self.code("2", s)
+    }
+}
+
+/// Render one run as a waterfall. `color` adds ANSI colours.
+pub fn render(rec: &RunRecord, color: bool) -> String {
+    let p = Paint { on: color };
+    let mut out = String::new();
+    let checks: Vec<_> = rec.steps.iter().flat_map(|s| &s.checks).collect();
+    let failed = checks.iter().filter(|c| !c.passed).count();
+    let requests = rec.requests().count();
+    let _ = writeln!(
+        out,
+        "{} {}  {}  {:.1} ms  {}",
+        p.mark(rec.status == Status::Pass),
+        p.status(rec.status),
+        p.code("1", &rec.journey),
+        rec.duration_ms,
+        p.dim(&format!(
+            "run {} · {} · attempt {}",
+            rec.run_id, rec.location, rec.attempt
+        )),
+    );
+    if rec
+        .requests()
+        .any(|r| r.tls.as_ref().is_some_and(|t| !t.verified))
+    {
+        let _ = writeln!(
+            out,
+            "  {}",
+            p.code(
+                "1;33",
+                "⚠ INSECURE: server certificates were not verified (--insecure)"
+            )
+        );
+    }
+    let axis = rec.duration_ms.max(0.001);
+    for step in &rec.steps {
+        let _ = writeln!(
+            out,
+            "  {} {}  {}",
+            p.code("1", &format!("▸ {}", step.name)),
+            match step.status {
+                Status::Pass => p.mark(true),
+                Status::Fail => p.mark(false),
+                other => p.status(other),
+            },
+            p.dim(&format!("{:.1} ms", step.duration_ms)),
+        );
+        for req in &step.requests {
+            render_request(&mut out, &p, req, axis);
+        }
+        for c in &step.checks {
+            let detail = c
+                .detail
+                .as_deref()
+                .map(|d| p.dim(&format!(" — {d}")))
+                .unwrap_or_default();
+            let _ = writeln!(out, "      {} {}{detail}", p.mark(c.passed), c.name);
+        }
+    }
+    if !rec.logs.is_empty() {
+        let _ = writeln!(out, "  {}", p.dim("logs"));
+        for l in &rec.logs {
+            let level = match l.level {
+                Level::Debug => p.dim("debug"),
+                Level::Info => "info ".to_string(),
+                Level::Warn => p.code("33", "warn "),
+                Level::Error => p.code("31", "error"),
+            };
+            let _ = writeln!(out, "    {level} {}", l.message);
+        }
+    }
+    if let Some(e) = &rec.error {
+        let kind = serde_json::to_value(&e.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {} {}",
+            p.code("1;31", &format!("{kind}:")),
+            e.message
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {}",
+        p.dim(&format!(
+            "{} · {} ({failed} failed) · {}",
+            plural(rec.steps.len(), "step"),
+            plural(checks.len(), "check"),
+            plural(requests, "request"),
+        ))
+    );
+    if requests > 0 {
+        let legend: Vec<String> = GLYPHS
+            .iter()
+            .zip(PHASES)
+            .zip(COLOURS)
+            .map(|((g, name), c)| format!("{} {name}", p.code(c, &g.to_string())))
+            .collect();
+        let _ = writeln!(out, "  {}", p.dim(&legend.join("  ")));
+    }
+    out
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn render_request(out: &mut String, p: &Paint, req: &RequestRecord, axis: f64) {
+    let t = &req.timings_ms;
+    let head = match (&req.status, &req.error) {
+        (Some(status), _) => {
+            let code = if *status < 400 { "32" } else { "31" };
+            p.code(code, &status.to_string())
+        }
+        (None, Some(e)) => p.code("31", &e.kind),
+        (None, None) => "-".into(),
+    };
+    let conn = if req.reused_connection {
+        "reused connection"
+    } else if req.status.is_some() {
+        "new connection"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "      {} {}  {head}  {:.1} ms  {}",
+        req.method,
+        req.url,
+        t.total,
+        p.dim(
+            &[req.http_version.as_deref().unwrap_or(""), conn]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" · ")
+        ),
+    );
+    let phases = [t.resolve, t.connect, t.tls, t.processing, t.transfer];
+    let scale = BAR_WIDTH as f64 / axis;
+    let mut bar = String::new();
+    let offset = ((req.start_ms * scale).round() as usize).min(BAR_WIDTH - 1);
+    bar.push_str(&" ".repeat(offset));
+    let mut used = offset;
+    if req.error.is_some() {
+        let width = ((t.total * scale).round() as usize).clamp(1, BAR_WIDTH - used);
+        bar.push_str(&p.code("31", &"╳".repeat(width)));
+        used += width;
+    } else {
+        // Cumulative rounding keeps the bar's end where the request ended.
+        let mut acc = req.start_ms;
+        for (i, d) in phases.iter().enumerate() {
+            let end = ((acc + d) * scale).round() as usize;
+            let width = end.saturating_sub(used).min(BAR_WIDTH - used);
+            acc += d;
+            if width > 0 {
+                bar.push_str(&p.code(COLOURS[i], &GLYPHS[i].to_string().repeat(width)));
+                used += width;
+            }
+        }
+        if used == offset && used < BAR_WIDTH {
+            bar.push_str(&p.code(COLOURS[3], &GLYPHS[3].to_string()));
+            used += 1;
+        }
+    }
+    bar.push_str(&" ".repeat(BAR_WIDTH.saturating_sub(used)));
+    let figures: Vec<String> = PHASES
+        .iter()
+        .zip(phases)
+        .filter(|(name, d)| *d > 0.0 || matches!(**name, "processing" | "transfer"))
+        .map(|(name, d)| format!("{name} {d:.2}"))
+        .collect();
+    let figures = if req.error.is_some() {
+        String::new()
+    } else {
+        figures.join("  ")
+    };
+    let _ = writeln!(out, "        │{bar}│ {}", p.dim(&figures));
+    if let Some(e) = &req.error {
+        let _ = writeln!(out, "        {} {}", p.code("31", "✗"), e.message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use waymark_record::*;
+
+    fn request(start: f64, total: f64, reused: bool) -> RequestRecord {
+        RequestRecord {
+            method: "GET".into(),
+            url: "http://127.0.0.1:1/pairs".into(),
+            status: Some(200),
+            http_version: Some("HTTP/1.1".into()),
+            remote_addr: None,
+            reused_connection: reused,
+            start_ms: start,
+            timings_ms: PhaseTimings {
+                resolve: 0.0,
+                connect: if reused { 0.0 } else { total / 4.0 },
+                tls: 0.0,
+                processing: total / 2.0,
+                transfer: if reused { total / 2.0 } else { total / 4.0 },
+                total,
+            },
+            bytes_received: 10,
+            bytes_decoded: 10,
+            tls: None,
+            trace_id: None,
+            span_id: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn waterfall_places_requests_on_the_time_axis() {
+        let rec = RunRecord {
+            journey: "market".into(),
+            run_id: "01".into(),
+            location: "local".into(),
+            attempt: 1,
+            started_at: "t".into(),
+            duration_ms: 100.0,
+            status: Status::Fail,
+            error: Some(RunError {
+                kind: ErrorKind::Check,
+                message: "1 check failed: b".into(),
+            }),
+            steps: vec![StepRecord {
+                name: "list pairs".into(),
+                status: Status::Fail,
+                start_ms: 0.0,
+                duration_ms: 100.0,
+                checks: vec![
+                    CheckRecord {
+                        name: "a".into(),
+                        passed: true,
+                        detail: None,
+                    },
+                    CheckRecord {
+                        name: "b".into(),
+                        passed: false,
+                        detail: Some("got 3".into()),
+                    },
+                ],
+                requests: vec![request(0.0, 50.0, false), request(50.0, 50.0, true)],
+            }],
+            logs: vec![],
+        };
+        let text = render(&rec, false);
+        assert!(text.contains("✗ FAIL  market  100.0 ms"), "{text}");
+        assert!(text.contains("✓ a\n"), "{text}");
+        assert!(text.contains("✗ b — got 3"), "{text}");
+        assert!(text.contains("check: 1 check failed: b"), "{text}");
+        let bars: Vec<&str> = text.lines().filter(|l| l.contains('│')).collect();
+        assert_eq!(bars.len(), 2, "{text}");
+        // First request fills the first half of the axis, the second the rest.
+        let first: String = bars[0].split('│').nth(1).expect("bar").to_string();
+        let second: String = bars[1].split('│').nth(1).expect("bar").to_string();
+        assert_eq!(first.chars().count(), BAR_WIDTH);
+        assert_eq!(first.trim_end().chars().count(), BAR_WIDTH / 2, "{first:?}");
+        assert!(second.starts_with(&" ".repeat(BAR_WIDTH / 2)), "{second:?}");
+        assert!(text.contains("reused connection"));
+        assert!(!bars[1].contains("connect"), "reused: no connect figure");
+    }
+}

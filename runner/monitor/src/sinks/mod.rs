@@ -1,0 +1,484 @@
+//! Where finished runs go besides the history. Each sink has its own thread
+//! and bounded queue, so a slow or dead sink never delays the scheduler or
+//! the other sinks. A failed delivery is retried with backoff; records that
+//! do not fit the queue meanwhile go to a spool on disk and are sent once
+//! the sink is back; at shutdown what is still queued is spooled.
+
+pub mod alertmanager;
+mod files;
+pub mod otlp;
+pub mod prometheus;
+pub mod remote_write;
+mod spool;
+pub mod webhook;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{SinkConfig, SinkKind};
+use spool::Spool;
+use waymark_record::RunRecord;
+
+/// What a sink receives: one attempt, and whether it decided its run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The attempt's record.
+    pub record: RunRecord,
+    /// A pass, or the last try: the run's outcome.
+    pub final_attempt: bool,
+}
+
+/// One kind of sink, driven by its worker thread.
+pub trait Deliver: Send {
+    /// Sends `batch`, all of it or an error (then the whole batch is tried
+    /// again later; receivers see each record at least once, with its
+    /// `run_id` and `attempt` as a stable id).
+    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), String>;
+    /// Makes delivered records durable (files).
+    fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Called about every 200 ms, for sinks that act on time (re-sending
+    /// firing alerts).
+    fn tick(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Most records per `deliver` call.
+    fn max_batch(&self) -> usize {
+        100
+    }
+}
+
+/// A sink could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("sink {name}: {message}")]
+pub struct SinkError {
+    /// Which sink.
+    pub name: String,
+    /// Why.
+    pub message: String,
+}
+
+/// Counters of one sink.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Records delivered.
+    pub delivered: AtomicU64,
+    /// Records written to the spool (queue full, or shutdown).
+    pub spooled: AtomicU64,
+    /// Delivery attempts that failed.
+    pub failures: AtomicU64,
+    /// Records lost: the queue was full and there is no spool.
+    pub dropped: AtomicU64,
+}
+
+enum Msg {
+    Item(Arc<Delivery>),
+    /// Nothing more comes: deliver what is queued (until the close
+    /// deadline), spool the rest, stop.
+    Close,
+}
+
+/// A running sink.
+pub struct Sink {
+    name: String,
+    tx: mpsc::SyncSender<Msg>,
+    /// Overflow to the spool goes through its own thread: the caller never
+    /// waits for the disk.
+    overflow: Option<mpsc::Sender<Arc<Delivery>>>,
+    spooler: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<SinkStats>,
+    close_at: Arc<Mutex<Option<Instant>>>,
+}
+
+/// Shared state the service hands to sinks that serve HTTP.
+#[derive(Clone, Default)]
+pub struct Exposed {
+    /// The Prometheus registry, when a prometheus sink exists.
+    pub metrics: Option<Arc<prometheus::Metrics>>,
+}
+
+/// Starts every sink of `configs`; prometheus sinks register into `exposed`.
+pub fn start_all(
+    configs: &[SinkConfig],
+    spool_dir: Option<&Path>,
+    exposed: &mut Exposed,
+) -> Result<Vec<Sink>, SinkError> {
+    configs
+        .iter()
+        .map(|c| Sink::start(c, spool_dir, exposed))
+        .collect()
+}
+
+/// The blocking HTTP client of the network sinks: a status code is an
+/// answer to judge, not a transport error.
+fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .user_agent(format!("waymark/{}", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// POSTs `body` with `headers`; a 2xx answer is a delivery, anything else
+/// an error naming the URL.
+fn post(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(), String> {
+    let mut req = agent.post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send(body).map_err(|e| format!("POST {url}: {e}"))?;
+    let code = resp.status().as_u16();
+    if (200..300).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("POST {url}: status {code}"))
+    }
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl Sink {
+    /// Opens the sink and starts its thread. With `spool_dir`, records that
+    /// do not fit the queue go to `spool_dir/NAME/` (and what is found there
+    /// from an earlier process is sent first).
+    pub fn start(
+        config: &SinkConfig,
+        spool_dir: Option<&Path>,
+        exposed: &mut Exposed,
+    ) -> Result<Sink, SinkError> {
+        let name = config.name.clone();
+        let err = |message: String| SinkError {
+            name: name.clone(),
+            message,
+        };
+        let out: Box<dyn Deliver> = match &config.kind {
+            SinkKind::Pretty => Box::new(files::Pretty),
+            SinkKind::Jsonl {
+                path,
+                max_size,
+                keep,
+            } => Box::new(files::Jsonl::open(path, *max_size, *keep).map_err(err)?),
+            SinkKind::Webhook(w) => Box::new(webhook::Webhook::new(w.clone())),
+            SinkKind::Otlp(o) => Box::new(otlp::Otlp::new(o.clone())),
+            SinkKind::Alertmanager(a) => Box::new(alertmanager::Alertmanager::new(a.clone())),
+            SinkKind::Prometheus {
+                remote_write,
+                push_interval,
+                ..
+            } => {
+                let m = exposed
+                    .metrics
+                    .get_or_insert_with(|| Arc::new(prometheus::Metrics::new()))
+                    .clone();
+                Box::new(prometheus::Updater::new(
+                    m,
+                    remote_write.clone(),
+                    *push_interval,
+                ))
+            }
+        };
+        let spool = match spool_dir {
+            // Files and the registry do not go down: no spool for them.
+            Some(dir)
+                if matches!(
+                    config.kind,
+                    SinkKind::Webhook(_) | SinkKind::Otlp(_) | SinkKind::Alertmanager(_)
+                ) =>
+            {
+                Some(Arc::new(Spool::open(&dir.join(&name)).map_err(err)?))
+            }
+            _ => None,
+        };
+        Ok(Self::run(name, config.queue, out, spool))
+    }
+
+    /// A sink around any [`Deliver`] (tests and benchmarks use this).
+    pub fn with(
+        name: &str,
+        queue: usize,
+        out: Box<dyn Deliver>,
+        spool: Option<&Path>,
+    ) -> Result<Sink, SinkError> {
+        let spool = match spool {
+            Some(dir) => Some(Arc::new(Spool::open(dir).map_err(|message| SinkError {
+                name: name.to_string(),
+                message,
+            })?)),
+            None => None,
+        };
+        Ok(Self::run(name.to_string(), queue, out, spool))
+    }
+
+    fn run(name: String, queue: usize, out: Box<dyn Deliver>, spool: Option<Arc<Spool>>) -> Sink {
+        let (tx, rx) = mpsc::sync_channel::<Msg>(queue);
+        let stats = Arc::new(SinkStats::default());
+        let close_at = Arc::new(Mutex::new(None));
+        let worker = Worker {
+            name: name.clone(),
+            out,
+            rx,
+            spool: spool.clone(),
+            stats: stats.clone(),
+            close_at: close_at.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("waymark-sink-{name}"))
+            .spawn(move || worker.run())
+            .ok();
+        if thread.is_none() {
+            tracing::error!(sink = %name, "cannot start the sink's thread; its records go to the spool");
+        }
+        let (overflow, spooler) = match spool {
+            Some(spool) => {
+                let (otx, orx) = mpsc::channel::<Arc<Delivery>>();
+                let (st, n) = (stats.clone(), name.clone());
+                let h = std::thread::Builder::new()
+                    .name(format!("waymark-spool-{name}"))
+                    .spawn(move || {
+                        while let Ok(first) = orx.recv() {
+                            let mut batch = vec![first];
+                            while batch.len() < 1000 {
+                                match orx.try_recv() {
+                                    Ok(d) => batch.push(d),
+                                    Err(_) => break,
+                                }
+                            }
+                            let k = batch.len() as u64;
+                            match spool.append(&batch) {
+                                Ok(()) => {
+                                    st.spooled.fetch_add(k, Ordering::Relaxed);
+                                }
+                                Err(e) => {
+                                    st.dropped.fetch_add(k, Ordering::Relaxed);
+                                    tracing::error!(sink = %n, error = %e, records = k, "cannot spool; records lost");
+                                }
+                            }
+                        }
+                    })
+                    .ok();
+                (h.is_some().then_some(otx), h)
+            }
+            None => (None, None),
+        };
+        Sink {
+            name,
+            tx,
+            overflow,
+            spooler,
+            thread,
+            stats,
+            close_at,
+        }
+    }
+
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &SinkStats {
+        &self.stats
+    }
+
+    /// Its counters, readable after [`Sink::close`].
+    pub fn stats_handle(&self) -> Arc<SinkStats> {
+        self.stats.clone()
+    }
+
+    /// Queues `d`; never waits. A full queue sends it to the spool (or, with
+    /// none, drops and counts it).
+    pub fn send(&self, d: Arc<Delivery>) {
+        match self.tx.try_send(Msg::Item(d)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Msg::Item(d)) | TrySendError::Disconnected(Msg::Item(d))) => {
+                self.overflow(&d)
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn overflow(&self, d: &Arc<Delivery>) {
+        match &self.overflow {
+            Some(tx) if tx.send(d.clone()).is_ok() => {}
+            _ => {
+                let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(sink = %self.name, dropped = n, "sink queue full: a record was not delivered");
+            }
+        }
+    }
+
+    /// Delivers what is queued for up to `grace`, spools what is left, stops.
+    pub fn close(mut self, grace: Duration) {
+        if let Ok(mut d) = self.close_at.lock() {
+            *d = Some(Instant::now() + grace);
+        }
+        // Blocking send: the close mark goes behind everything queued (a
+        // worker giving up empties the queue, so this cannot hang).
+        let _ = self.tx.send(Msg::Close);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // Then what overflowed: written before we return.
+        self.overflow.take();
+        if let Some(t) = self.spooler.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Worker {
+    name: String,
+    out: Box<dyn Deliver>,
+    rx: mpsc::Receiver<Msg>,
+    spool: Option<Arc<Spool>>,
+    stats: Arc<SinkStats>,
+    close_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Worker {
+    fn deadline(&self) -> Option<Instant> {
+        self.close_at.lock().ok().and_then(|d| *d)
+    }
+
+    fn run(mut self) {
+        let max = self.out.max_batch().max(1);
+        let mut closed = false;
+        loop {
+            let mut batch: Vec<Arc<Delivery>> = Vec::new();
+            if !closed {
+                match self.rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(Msg::Item(d)) => batch.push(d),
+                    Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => closed = true,
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+                if let Err(e) = self.out.tick() {
+                    tracing::warn!(sink = %self.name, error = %e, "periodic send failed; will retry");
+                }
+                while batch.len() < max && !closed {
+                    match self.rx.try_recv() {
+                        Ok(Msg::Item(d)) => batch.push(d),
+                        Ok(Msg::Close) => closed = true,
+                        Err(_) => break,
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                if !self.deliver_with_retry(&batch) {
+                    // Out of time while the sink is down: keep it all on disk.
+                    self.spool_rest(batch);
+                    break;
+                }
+                continue;
+            }
+            if self.deadline().is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            // Queue empty: send what an overflow or an earlier process spooled.
+            if let Some(spool) = self.spool.clone() {
+                match spool.take(max) {
+                    Ok(Some(chunk)) => {
+                        if !self.deliver_with_retry(&chunk.items) {
+                            // Still in the spool file for the next start.
+                            self.spool_rest(Vec::new());
+                            break;
+                        }
+                        if let Err(e) = spool.commit(chunk) {
+                            tracing::error!(sink = %self.name, error = %e, "cannot update the spool");
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(sink = %self.name, error = %e, "cannot read the spool")
+                    }
+                }
+            }
+            if closed {
+                break;
+            }
+        }
+        if let Err(e) = self.out.flush() {
+            tracing::error!(sink = %self.name, error = %e, "could not flush");
+        }
+    }
+
+    /// True once delivered; false when the close deadline passed first.
+    fn deliver_with_retry(&mut self, batch: &[Arc<Delivery>]) -> bool {
+        let mut wait = BACKOFF_START;
+        loop {
+            match self.out.deliver(batch) {
+                Ok(()) => {
+                    self.stats
+                        .delivered
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    return true;
+                }
+                Err(e) => {
+                    let n = self.stats.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(sink = %self.name, error = %e, failures = n, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
+                }
+            }
+            // While this waits, the queue fills and overflows to the spool.
+            let mut until = Instant::now() + wait;
+            if let Some(d) = self.deadline() {
+                if Instant::now() >= d {
+                    return false;
+                }
+                until = until.min(d);
+            }
+            while Instant::now() < until {
+                // Wake early when a close begins.
+                std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+                if self.deadline().is_some_and(|d| d < until) {
+                    break;
+                }
+            }
+            wait = (wait * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Spools `items` and everything still queued.
+    fn spool_rest(&mut self, mut items: Vec<Arc<Delivery>>) {
+        while let Ok(m) = self.rx.try_recv() {
+            if let Msg::Item(d) = m {
+                items.push(d);
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        let n = items.len() as u64;
+        match &self.spool {
+            Some(s) => match s.append(&items) {
+                Ok(()) => {
+                    self.stats.spooled.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(sink = %self.name, records = n, "sink unreachable at shutdown; records kept in the spool for the next start");
+                }
+                Err(e) => {
+                    self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                    tracing::error!(sink = %self.name, error = %e, records = n, "cannot spool; records lost");
+                }
+            },
+            None => {
+                self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(sink = %self.name, records = n, "sink unreachable at shutdown and it has no spool; records lost");
+            }
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! The run history: every attempt's record in one SQLite file (WAL mode),
+//! written by one thread in batches, readable by `waymark history` while
+//! `waymark serve` writes.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use waymark_record::{RunRecord, Status};
+
+/// A history store error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("history store {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's reason.
+        source: rusqlite::Error,
+    },
+    /// A stored record is not valid JSON.
+    #[error("history store {path}: a stored record cannot be read: {source}")]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The file was written by a newer waymark.
+    #[error("history store {path} has schema version {found}; this waymark knows up to {known}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// An open history file.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// One stored attempt.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The attempt's record.
+    pub record: RunRecord,
+    /// True for the attempt that decided the run (a pass, or the last try).
+    pub final_attempt: bool,
+    /// When the run was due (scheduled runs only).
+    pub scheduled_at: Option<SystemTime>,
+}
+
+/// What `waymark history` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// One journey.
+    pub journey: Option<String>,
+    /// Runs started at or after.
+    pub since: Option<SystemTime>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only deciding attempts.
+    pub final_only: bool,
+    /// Most rows, newest first.
+    pub limit: Option<usize>,
+}
+
+/// Per-journey figures of `waymark history --stats`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JourneyStats {
+    /// The journey.
+    pub journey: String,
+    /// Runs (deciding attempts).
+    pub runs: u64,
+    /// Of which passed.
+    pub passed: u64,
+    /// passed / runs, 0..1.
+    pub availability: f64,
+    /// Median run duration, ms.
+    pub p50_ms: f64,
+    /// 95th percentile run duration, ms.
+    pub p95_ms: f64,
+    /// Failure spells: first failure to the first pass after it.
+    pub incidents: Vec<Incident>,
+}
+
+/// One failure spell.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Incident {
+    /// First failing run's start (RFC 3339).
+    pub started_at: String,
+    /// First passing run's start after it; none while still failing.
+    pub recovered_at: Option<String>,
+    /// recovered_at − started_at, seconds.
+    pub time_to_recovery_s: Option<f64>,
+    /// Failing runs in the spell.
+    pub failed_runs: u64,
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl Store {
+    /// Opens (creating if needed) the history at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            // If this fails, SQLite's own error below says so more precisely.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        // WAL: readers (`waymark history`) never block the writer, and a
+        // killed process leaves every committed transaction in the file.
+        // NORMAL sync loses nothing on a process crash; only a power loss
+        // can take the last transactions.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Version {
+                path: path.to_path_buf(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS runs (
+                run_id TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                journey TEXT NOT NULL,
+                location TEXT NOT NULL,
+                started_at_ms INTEGER NOT NULL,
+                scheduled_at_ms INTEGER,
+                duration_ms REAL NOT NULL,
+                status TEXT NOT NULL,
+                final INTEGER NOT NULL,
+                error_kind TEXT,
+                error_message TEXT,
+                record TEXT NOT NULL,
+                PRIMARY KEY (run_id, attempt)
+            );
+            CREATE INDEX IF NOT EXISTS runs_by_journey ON runs(journey, started_at_ms);
+            CREATE INDEX IF NOT EXISTS runs_by_time ON runs(started_at_ms);
+            PRAGMA user_version = 1;",
+        )
+        .map_err(err)?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Writes `entries` in one transaction: all or none.
+    pub fn insert(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO runs (run_id, attempt, journey, location, started_at_ms,
+                     scheduled_at_ms, duration_ms, status, final, error_kind, error_message, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .map_err(err)?;
+            for e in entries {
+                let r = &e.record;
+                let started = humantime::parse_rfc3339(&r.started_at)
+                    .map(millis)
+                    .unwrap_or_else(|_| millis(SystemTime::now()));
+                let json = serde_json::to_string(r).map_err(|source| StoreError::Record {
+                    path: path.clone(),
+                    source,
+                })?;
+                stmt.execute(params![
+                    r.run_id,
+                    r.attempt,
+                    r.journey,
+                    r.location,
+                    started,
+                    e.scheduled_at.map(millis),
+                    r.duration_ms,
+                    r.status.as_str(),
+                    e.final_attempt,
+                    r.error.as_ref().map(|e| e.kind.as_str()),
+                    r.error.as_ref().map(|e| e.message.as_str()),
+                    json,
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Deletes runs started before `before`; returns how many.
+    pub fn prune(&self, before: SystemTime) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM runs WHERE started_at_ms < ?1",
+                params![millis(before)],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Stored attempts, newest first.
+    pub fn list(&self, f: &Filter) -> Result<Vec<Entry>, StoreError> {
+        let mut sql = String::from(
+            "SELECT record, final, scheduled_at_ms FROM runs WHERE journey = coalesce(?1, journey)
+             AND started_at_ms >= ?2 AND status = coalesce(?3, status)",
+        );
+        if f.final_only {
+            sql.push_str(" AND final = 1");
+        }
+        sql.push_str(" ORDER BY started_at_ms DESC, attempt DESC LIMIT ?4");
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    f.journey,
+                    f.since.map_or(i64::MIN, millis),
+                    f.status.map(Status::as_str),
+                    f.limit.map_or(-1, |n| n as i64),
+                ],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, bool>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                    ))
+                },
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (json, final_attempt, scheduled) = row.map_err(|e| self.err(e))?;
+            let record = serde_json::from_str(&json).map_err(|source| StoreError::Record {
+                path: self.path.clone(),
+                source,
+            })?;
+            out.push(Entry {
+                record,
+                final_attempt,
+                scheduled_at: scheduled.map(|ms| UNIX_EPOCH + Duration::from_millis(ms as u64)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Per-journey availability, duration percentiles and incidents, over
+    /// deciding attempts only (a run that passed on its retry is one pass).
+    pub fn stats(&self, f: &Filter) -> Result<Vec<JourneyStats>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                // A run starts with its first attempt; it ends as its deciding one.
+                "SELECT journey, (SELECT min(a.started_at_ms) FROM runs a WHERE a.run_id = runs.run_id)
+                 AS first_start, duration_ms, status FROM runs
+                 WHERE final = 1 AND journey = coalesce(?1, journey) AND started_at_ms >= ?2
+                 ORDER BY journey, first_start",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(
+                params![f.journey, f.since.map_or(i64::MIN, millis)],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, f64>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                },
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out: Vec<JourneyStats> = Vec::new();
+        let mut durations: Vec<f64> = Vec::new();
+        let mut open: Option<Incident> = None;
+        let finish = |s: &mut JourneyStats, d: &mut Vec<f64>, open: &mut Option<Incident>| {
+            d.sort_by(f64::total_cmp);
+            s.p50_ms = percentile(d, 0.50);
+            s.p95_ms = percentile(d, 0.95);
+            s.availability = if s.runs == 0 {
+                0.0
+            } else {
+                s.passed as f64 / s.runs as f64
+            };
+            if let Some(i) = open.take() {
+                s.incidents.push(i);
+            }
+            d.clear();
+        };
+        for row in rows {
+            let (journey, started, duration, status) = row.map_err(|e| self.err(e))?;
+            if out.last().is_none_or(|s| s.journey != journey) {
+                if let Some(last) = out.last_mut() {
+                    finish(last, &mut durations, &mut open);
+                }
+                out.push(JourneyStats {
+                    journey,
+                    runs: 0,
+                    passed: 0,
+                    availability: 0.0,
+                    p50_ms: 0.0,
+                    p95_ms: 0.0,
+                    incidents: Vec::new(),
+                });
+            }
+            let Some(s) = out.last_mut() else { continue };
+            s.runs += 1;
+            durations.push(duration);
+            if status == Status::Pass.as_str() {
+                s.passed += 1;
+                if let Some(mut i) = open.take() {
+                    let began = humantime::parse_rfc3339(&i.started_at)
+                        .map(millis)
+                        .unwrap_or(started);
+                    i.recovered_at = Some(rfc3339(started));
+                    i.time_to_recovery_s = Some((started - began) as f64 / 1000.0);
+                    s.incidents.push(i);
+                }
+            } else {
+                match &mut open {
+                    Some(i) => i.failed_runs += 1,
+                    None => {
+                        open = Some(Incident {
+                            started_at: rfc3339(started),
+                            recovered_at: None,
+                            time_to_recovery_s: None,
+                            failed_runs: 1,
+                        })
+                    }
+                }
+            }
+        }
+        if let Some(last) = out.last_mut() {
+            finish(last, &mut durations, &mut open);
+        }
+        Ok(out)
+    }
+
+    /// `PRAGMA integrity_check` says "ok".
+    pub fn integrity_ok(&self) -> Result<bool, StoreError> {
+        let v: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        Ok(v == "ok")
+    }
+
+    /// How many attempts are stored.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// One stored attempt by id.
+    pub fn get(&self, run_id: &str, attempt: u32) -> Result<Option<RunRecord>, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT record FROM runs WHERE run_id = ?1 AND attempt = ?2",
+                params![run_id, attempt],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        json.map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|source| StoreError::Record {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The writer thread: takes entries from a channel and commits them in
+/// batches, prunes old runs hourly, and commits what is left when the
+/// channel closes.
+pub struct Writer {
+    tx: mpsc::SyncSender<Option<Entry>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Most entries waiting for the writer; beyond this, senders wait.
+const QUEUE: usize = 65_536;
+/// Most entries per transaction.
+const BATCH: usize = 1_000;
+
+impl Writer {
+    /// Opens `path` and starts the thread; prunes runs older than `retention` first.
+    pub fn start(path: &Path, retention: Duration) -> Result<Writer, StoreError> {
+        let mut store = Store::open(path)?;
+        prune(&store, retention);
+        // `None` asks the thread to commit what it has and stop, even while
+        // a stuck run still holds a sender.
+        let (tx, rx) = mpsc::sync_channel::<Option<Entry>>(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("waymark-store".into())
+            .spawn(move || {
+                let mut last_prune = Instant::now();
+                let mut stop = false;
+                while !stop {
+                    let Ok(Some(first)) = rx.recv() else { break };
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(Some(e)) => batch.push(e),
+                            Ok(None) => {
+                                stop = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = store.insert(&batch) {
+                        // The records still went to the sinks; the history
+                        // misses them, and says so.
+                        tracing::error!(error = %e, runs = batch.len(), "could not store runs");
+                    }
+                    if last_prune.elapsed() > Duration::from_secs(3600) {
+                        prune(&store, retention);
+                        last_prune = Instant::now();
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Sqlite {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Writer {
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle to send entries with (`Some(entry)`).
+    pub fn sender(&self) -> mpsc::SyncSender<Option<Entry>> {
+        self.tx.clone()
+    }
+
+    /// Commits everything sent before this call and stops the thread.
+    pub fn close(mut self) {
+        let _ = self.tx.send(None);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn prune(store: &Store, retention: Duration) {
+    let Some(before) = SystemTime::now().checked_sub(retention) else {
+        return;
+    };
+    match store.prune(before) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(runs = n, "history: removed runs past the retention"),
+        Err(e) => tracing::warn!(error = %e, "history: could not remove old runs"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(run: &str, at: SystemTime) -> Entry {
+        let record: RunRecord = serde_json::from_value(serde_json::json!({
+            "journey": "j", "run_id": run, "location": "l", "attempt": 1,
+            "started_at": humantime::format_rfc3339_millis(at).to_string(),
+            "duration_ms": 1.0, "status": "pass", "error": null, "steps": [], "logs": []
+        }))
+        .expect("record");
+        Entry {
+            record,
+            final_attempt: true,
+            scheduled_at: None,
+        }
+    }
+
+    #[test]
+    fn retention_prunes_old_runs_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("h.db");
+        let mut store = Store::open(&path).expect("open");
+        let now = SystemTime::now();
+        store
+            .insert(&[
+                entry("old", now - Duration::from_secs(40 * 86400)),
+                entry("new", now - Duration::from_secs(3600)),
+            ])
+            .expect("insert");
+        drop(store);
+        // The writer prunes at start with the default 30 days.
+        Writer::start(&path, Duration::from_secs(30 * 86400))
+            .expect("writer")
+            .close();
+        let store = Store::open(&path).expect("open");
+        let left: Vec<String> = store
+            .list(&Filter::default())
+            .expect("list")
+            .into_iter()
+            .map(|e| e.record.run_id)
+            .collect();
+        assert_eq!(left, vec!["new"]);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("h.db");
+        Connection::open(&path)
+            .and_then(|c| c.pragma_update(None, "user_version", 99))
+            .expect("set version");
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::Version { found: 99, .. })
+        ));
+    }
+}

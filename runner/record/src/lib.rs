@@ -1,0 +1,376 @@
+//! The result record (DESIGN.md section 4): one per run, what every sink gets.
+
+use serde::{Deserialize, Serialize};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every check passed and the journey returned `Ok`.
+    Pass,
+    /// A check failed or the journey returned an error.
+    Fail,
+    /// The sandbox or the host stopped the run (trap, memory, denied host).
+    Error,
+    /// The run's wall-clock limit expired.
+    Timeout,
+}
+
+impl Status {
+    /// The exit code of `waymark run`: 0 pass, 1 fail, 2 anything else.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Status::Pass => 0,
+            Status::Fail => 1,
+            Status::Error | Status::Timeout => 2,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Error => "error",
+            Status::Timeout => "timeout",
+        }
+    }
+}
+
+/// Why a run did not pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// One or more checks failed.
+    Check,
+    /// The journey returned an error of its own.
+    Journey,
+    /// The guest trapped (a panic, an invalid operation) or could not start.
+    Trap,
+    /// A time limit expired.
+    Timeout,
+    /// The memory limit was hit.
+    Memory,
+    /// The journey reached for a host outside the allow-list.
+    Denied,
+    /// A request failed and the journey gave up on it.
+    Http,
+}
+
+impl ErrorKind {
+    /// As written in the record.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorKind::Check => "check",
+            ErrorKind::Journey => "journey",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Memory => "memory",
+            ErrorKind::Denied => "denied",
+            ErrorKind::Http => "http",
+        }
+    }
+}
+
+/// The run's error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// In plain words.
+    pub message: String,
+}
+
+/// One run of one journey.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Journey name.
+    pub journey: String,
+    /// ULID of this run.
+    pub run_id: String,
+    /// Where the runner stands (`[runner] location`).
+    pub location: String,
+    /// 1 for the first try, 2 for the first retry, ...
+    pub attempt: u32,
+    /// RFC 3339, UTC, milliseconds.
+    pub started_at: String,
+    /// Wall time of the whole run.
+    pub duration_ms: f64,
+    /// Outcome.
+    pub status: Status,
+    /// Why it did not pass.
+    pub error: Option<RunError>,
+    /// Steps in the order they started.
+    pub steps: Vec<StepRecord>,
+    /// Log lines (journey logs and guest stdout/stderr).
+    pub logs: Vec<LogRecord>,
+}
+
+/// A named step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Step name.
+    pub name: String,
+    /// `pass`, `fail` (a check or a request failed) or `error` (the run stopped inside it).
+    pub status: Status,
+    /// Offset of the step's start from the run's start (extension of DESIGN.md; used by waterfalls).
+    pub start_ms: f64,
+    /// Step wall time.
+    pub duration_ms: f64,
+    /// Checks in order.
+    pub checks: Vec<CheckRecord>,
+    /// Requests in order.
+    pub requests: Vec<RequestRecord>,
+}
+
+/// A check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    /// Check name.
+    pub name: String,
+    /// Did it pass?
+    pub passed: bool,
+    /// What was seen, if the journey said.
+    pub detail: Option<String>,
+}
+
+/// The phase names of DESIGN.md section 3, in order, as in `timings_ms`
+/// (blackbox_exporter's names); `total` spans them all.
+pub const PHASE_NAMES: [&str; 6] = [
+    "resolve",
+    "connect",
+    "tls",
+    "processing",
+    "transfer",
+    "total",
+];
+
+/// Phase durations in milliseconds (DESIGN.md section 3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTimings {
+    /// start → address resolved.
+    pub resolve: f64,
+    /// resolved → TCP established.
+    pub connect: f64,
+    /// TCP established → TLS done.
+    pub tls: f64,
+    /// ready → first response byte.
+    pub processing: f64,
+    /// first → last body byte.
+    pub transfer: f64,
+    /// start → last body byte.
+    pub total: f64,
+}
+
+impl PhaseTimings {
+    /// Names of the phases, in order (`total` is not one of them).
+    pub const PHASES: [&'static str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
+
+    /// Each phase and `total` with its name, as metrics and reports label them.
+    pub fn named(&self) -> [(&'static str, f64); 6] {
+        [
+            ("resolve", self.resolve),
+            ("connect", self.connect),
+            ("tls", self.tls),
+            ("processing", self.processing),
+            ("transfer", self.transfer),
+            ("total", self.total),
+        ]
+    }
+}
+
+/// TLS facts of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsRecord {
+    /// e.g. `TLSv1.3`.
+    pub version: String,
+    /// Cipher suite.
+    pub cipher: String,
+    /// Leaf certificate's notAfter, RFC 3339.
+    pub cert_not_after: Option<String>,
+    /// False when the run was told not to verify certificates (`--insecure`).
+    pub verified: bool,
+}
+
+/// A request's error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestError {
+    /// The `http-error` case: denied, resolve, connect, tls, timeout, ...
+    pub kind: String,
+    /// In plain words.
+    pub message: String,
+}
+
+/// One HTTP request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Method.
+    pub method: String,
+    /// URL as requested.
+    pub url: String,
+    /// Status, when a response came.
+    pub status: Option<u16>,
+    /// `HTTP/1.1`, ...
+    pub http_version: Option<String>,
+    /// Peer address.
+    pub remote_addr: Option<String>,
+    /// A kept-alive connection was used (resolve/connect/tls are then 0).
+    pub reused_connection: bool,
+    /// Offset of the request's start from the run's start (extension; for waterfalls).
+    pub start_ms: f64,
+    /// Phase durations; on error only `total` is set.
+    pub timings_ms: PhaseTimings,
+    /// Body bytes received on the wire (compressed, if it was).
+    pub bytes_received: u64,
+    /// Body bytes after decoding (equal to `bytes_received` when not compressed).
+    pub bytes_decoded: u64,
+    /// TLS facts, for https.
+    pub tls: Option<TlsRecord>,
+    /// W3C trace id sent in `traceparent` (one per run).
+    pub trace_id: Option<String>,
+    /// This request's span id in `traceparent`.
+    pub span_id: Option<String>,
+    /// Why there is no response.
+    pub error: Option<RequestError>,
+}
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Debug.
+    Debug,
+    /// Info (guest stdout lands here).
+    Info,
+    /// Warn (guest stderr lands here).
+    Warn,
+    /// Error.
+    Error,
+}
+
+/// A log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Severity.
+    pub level: Level,
+    /// The text.
+    pub message: String,
+}
+
+impl RunRecord {
+    /// Replace every occurrence of each secret with `***` in every text of
+    /// the record, so no sink ever sees one.
+    pub fn redact(&mut self, secrets: &[String]) {
+        let secrets: Vec<&str> = secrets
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if secrets.is_empty() {
+            return;
+        }
+        let r = |s: &mut String| {
+            for secret in &secrets {
+                if s.contains(secret) {
+                    *s = s.replace(secret, "***");
+                }
+            }
+        };
+        if let Some(e) = &mut self.error {
+            r(&mut e.message);
+        }
+        for step in &mut self.steps {
+            r(&mut step.name);
+            for c in &mut step.checks {
+                r(&mut c.name);
+                if let Some(d) = &mut c.detail {
+                    r(d);
+                }
+            }
+            for q in &mut step.requests {
+                r(&mut q.url);
+                if let Some(e) = &mut q.error {
+                    r(&mut e.message);
+                }
+            }
+        }
+        for l in &mut self.logs {
+            r(&mut l.message);
+        }
+    }
+
+    /// Checks that failed, in order.
+    pub fn failed_checks(&self) -> impl Iterator<Item = &CheckRecord> {
+        self.steps
+            .iter()
+            .flat_map(|s| s.checks.iter())
+            .filter(|c| !c.passed)
+    }
+
+    /// All requests, in order.
+    pub fn requests(&self) -> impl Iterator<Item = &RequestRecord> {
+        self.steps.iter().flat_map(|s| s.requests.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_reaches_every_text() {
+        let mut rec = RunRecord {
+            journey: "j".into(),
+            run_id: "r".into(),
+            location: "l".into(),
+            attempt: 1,
+            started_at: "t".into(),
+            duration_ms: 1.0,
+            status: Status::Fail,
+            error: Some(RunError {
+                kind: ErrorKind::Journey,
+                message: "bad s3cret".into(),
+            }),
+            steps: vec![StepRecord {
+                name: "step s3cret".into(),
+                status: Status::Fail,
+                start_ms: 0.0,
+                duration_ms: 1.0,
+                checks: vec![CheckRecord {
+                    name: "c s3cret".into(),
+                    passed: false,
+                    detail: Some("d s3cret".into()),
+                }],
+                requests: vec![RequestRecord {
+                    method: "GET".into(),
+                    url: "http://x/?k=s3cret".into(),
+                    status: None,
+                    http_version: None,
+                    remote_addr: None,
+                    reused_connection: false,
+                    start_ms: 0.0,
+                    timings_ms: PhaseTimings::default(),
+                    bytes_received: 0,
+                    bytes_decoded: 0,
+                    tls: None,
+                    trace_id: None,
+                    span_id: None,
+                    error: Some(RequestError {
+                        kind: "connect".into(),
+                        message: "s3cret".into(),
+                    }),
+                }],
+            }],
+            logs: vec![LogRecord {
+                level: Level::Info,
+                message: "token s3cret".into(),
+            }],
+        };
+        rec.redact(&["s3cret".into(), String::new()]);
+        let json = serde_json::to_string(&rec).expect("serializes");
+        assert!(!json.contains("s3cret"), "{json}");
+        assert_eq!(json.matches("***").count(), 7, "{json}");
+    }
+}
+
+pub mod units;
