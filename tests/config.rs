@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use waymark_monitor::config::{Config, SinkKind};
 use waymark_monitor::schedule::Schedule;
+use waymark_monitor::sinks::jsonl::JsonlConfig;
 
 fn dir(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,7 +80,7 @@ fn full_file_values_and_defaults() {
     assert_eq!(login.vars["region"], "eu");
     assert_eq!(c.sinks.len(), 2);
     assert!(
-        matches!(&c.sinks[0].kind, SinkKind::Jsonl { path, max_size, keep }
+        matches!(&c.sinks[0].kind, SinkKind::Jsonl(JsonlConfig { path, max_size, keep })
             if path.ends_with("runs.jsonl") && *max_size == 0 && *keep == 5)
     );
     assert_eq!(c.sinks[0].name, "jsonl");

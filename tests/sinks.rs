@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use waymark_monitor::config::{SinkConfig, SinkKind, WebhookConfig};
+use waymark_monitor::sinks::jsonl::JsonlConfig;
+use waymark_monitor::sinks::webhook::WebhookConfig;
 use waymark_monitor::sinks::{Delivery, Exposed, Sink};
+use waymark_monitor::sinks::{SinkConfig, SinkKind};
 use waymark_record::RunRecord;
 
 /// Each request's path, headers and body, in arrival order.
@@ -390,11 +392,11 @@ fn jsonl_rotates_by_size_and_keeps_whole_lines() {
     let cfg = SinkConfig {
         name: "jsonl".into(),
         queue: 1000,
-        kind: SinkKind::Jsonl {
+        kind: SinkKind::Jsonl(JsonlConfig {
             path: path.clone(),
             max_size: one * 10,
             keep: 2,
-        },
+        }),
     };
     let sink = Sink::start(&cfg, None, &mut Exposed::default()).expect("sink");
     for i in 0..35 {

@@ -9,8 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use waymark_monitor::config::{OtlpConfig, SinkConfig, SinkKind, WebhookConfig};
+use waymark_monitor::sinks::otlp::OtlpConfig;
+use waymark_monitor::sinks::webhook::WebhookConfig;
 use waymark_monitor::sinks::{Delivery, Exposed, Sink};
+use waymark_monitor::sinks::{
+    SinkConfig, SinkKind, jsonl::JsonlConfig, prometheus::PrometheusConfig,
+};
 
 const N: usize = 100_000;
 
@@ -78,20 +82,20 @@ fn main() {
         SinkConfig {
             name: "jsonl".into(),
             queue: N,
-            kind: SinkKind::Jsonl {
+            kind: SinkKind::Jsonl(JsonlConfig {
                 path: dir.path().join("runs.jsonl"),
                 max_size: 0,
                 keep: 1,
-            },
+            }),
         },
         SinkConfig {
             name: "prometheus".into(),
             queue: N,
-            kind: SinkKind::Prometheus {
+            kind: SinkKind::Prometheus(PrometheusConfig {
                 listen: None,
                 remote_write: None,
                 push_interval: Duration::from_secs(15),
-            },
+            }),
         },
         SinkConfig {
             name: "otlp".into(),

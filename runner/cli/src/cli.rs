@@ -335,50 +335,50 @@ fn print_record(rec: &RunRecord, format: Format) -> anyhow::Result<()> {
 }
 
 /// `--sink jsonl:FILE` / `--sink webhook:URL` as sink configs.
-fn sink_specs(specs: &[String]) -> anyhow::Result<Vec<crate::config::SinkConfig>> {
-    use crate::config::{SinkConfig, SinkKind, WebhookConfig};
+fn sink_specs(specs: &[String]) -> anyhow::Result<Vec<crate::sinks::SinkConfig>> {
+    use crate::sinks::{SinkConfig, SinkKind, jsonl, otlp, prometheus, webhook};
     let mut out = Vec::new();
     for spec in specs {
         let (kind, target) = spec.split_once(':').ok_or_else(|| {
             anyhow::anyhow!("--sink '{spec}': expected jsonl:FILE or webhook:URL")
         })?;
         let kind = match kind {
-            "jsonl" => SinkKind::Jsonl {
+            "jsonl" => SinkKind::Jsonl(jsonl::JsonlConfig {
                 path: PathBuf::from(target),
                 max_size: 0,
-                keep: 5,
-            },
+                keep: jsonl::DEFAULT_KEEP,
+            }),
             "webhook" => {
                 let target = crate::config::http_url(target)
                     .map_err(|e| anyhow::anyhow!("--sink '{spec}': {e}"))?;
-                SinkKind::Webhook(WebhookConfig {
+                SinkKind::Webhook(webhook::WebhookConfig {
                     url: target.to_string(),
                     events: vec!["run".into()],
                     slack: false,
                     headers: Default::default(),
                     secret: std::env::var("WAYMARK_WEBHOOK_SECRET").ok(),
-                    timeout: Duration::from_secs(10),
+                    timeout: webhook::DEFAULT_TIMEOUT,
                 })
             }
             "otlp" => {
                 let target = crate::config::http_url(target)
                     .map_err(|e| anyhow::anyhow!("--sink '{spec}': {e}"))?;
-                SinkKind::Otlp(crate::config::OtlpConfig {
+                SinkKind::Otlp(otlp::OtlpConfig {
                     endpoint: target.to_string(),
                     headers: Default::default(),
-                    timeout: Duration::from_secs(10),
-                    service_name: "waymark".into(),
+                    timeout: webhook::DEFAULT_TIMEOUT,
+                    service_name: otlp::DEFAULT_SERVICE_NAME.into(),
                 })
             }
             "remote_write" => {
                 let target = crate::config::http_url(target)
                     .map_err(|e| anyhow::anyhow!("--sink '{spec}': {e}"))?;
                 // Pushed once, as the run ends.
-                SinkKind::Prometheus {
+                SinkKind::Prometheus(prometheus::PrometheusConfig {
                     listen: None,
                     remote_write: Some(target.to_string()),
                     push_interval: Duration::from_secs(3600),
-                }
+                })
             }
             other => bail!(
                 "--sink '{spec}': unknown kind '{other}' (use jsonl:FILE, webhook:URL, otlp:URL or remote_write:URL)"
@@ -396,7 +396,7 @@ fn sink_specs(specs: &[String]) -> anyhow::Result<Vec<crate::config::SinkConfig>
 }
 
 /// Sends `rec` to `configs`, waiting up to 10 s; says on stderr what could not go.
-fn send_to_sinks(configs: &[crate::config::SinkConfig], rec: &RunRecord) -> anyhow::Result<()> {
+fn send_to_sinks(configs: &[crate::sinks::SinkConfig], rec: &RunRecord) -> anyhow::Result<()> {
     use std::sync::atomic::Ordering;
     let spool = Runtime::default_cache_dir().map(|d| d.join("spool"));
     let mut exposed = crate::sinks::Exposed::default();

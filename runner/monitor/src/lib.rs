@@ -10,4 +10,5 @@ pub mod pretty;
 pub mod schedule;
 pub mod serve;
 pub mod sinks;
+mod spans;
 pub mod store;

@@ -363,9 +363,8 @@ impl Service {
         // A prometheus sink with a `listen` of its own gets its own listener.
         let mut extra = Vec::new();
         for sink in &cfg.sinks {
-            if let crate::config::SinkKind::Prometheus {
-                listen: Some(addr), ..
-            } = sink.kind
+            if let crate::sinks::SinkKind::Prometheus(p) = &sink.kind
+                && let Some(addr) = p.listen
                 && Some(addr) != cfg.runner.listen
             {
                 let l = tokio::net::TcpListener::bind(addr)

@@ -5,12 +5,16 @@
 //! the sink is back; at shutdown what is still queued is spooled.
 
 pub mod alertmanager;
-mod files;
+pub mod jsonl;
 pub mod otlp;
+pub mod pretty;
 pub mod prometheus;
-pub mod remote_write;
+mod registry;
 mod spool;
 pub mod webhook;
+
+pub(crate) use registry::read;
+pub use registry::{DEFAULT_QUEUE, SinkConfig, SinkKind};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{SinkConfig, SinkKind};
 use spool::Spool;
 use waymark_record::RunRecord;
 
@@ -166,32 +169,7 @@ impl Sink {
             name: name.clone(),
             message,
         };
-        let out: Box<dyn Deliver> = match &config.kind {
-            SinkKind::Pretty => Box::new(files::Pretty),
-            SinkKind::Jsonl {
-                path,
-                max_size,
-                keep,
-            } => Box::new(files::Jsonl::open(path, *max_size, *keep).map_err(err)?),
-            SinkKind::Webhook(w) => Box::new(webhook::Webhook::new(w.clone())),
-            SinkKind::Otlp(o) => Box::new(otlp::Otlp::new(o.clone())),
-            SinkKind::Alertmanager(a) => Box::new(alertmanager::Alertmanager::new(a.clone())),
-            SinkKind::Prometheus {
-                remote_write,
-                push_interval,
-                ..
-            } => {
-                let m = exposed
-                    .metrics
-                    .get_or_insert_with(|| Arc::new(prometheus::Metrics::new()))
-                    .clone();
-                Box::new(prometheus::Updater::new(
-                    m,
-                    remote_write.clone(),
-                    *push_interval,
-                ))
-            }
-        };
+        let out = registry::build(&config.kind, exposed).map_err(err)?;
         let spool = match spool_dir {
             // Files and the registry do not go down: no spool for them.
             Some(dir)

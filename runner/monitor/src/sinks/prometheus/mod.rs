@@ -1,6 +1,11 @@
-//! The `prometheus` sink: the metrics of DESIGN.md section 8, served at
+//! The `prometheus` sink: the metrics listed in the README, served at
 //! `/metrics` in the exposition format (by `waymark serve`'s listener, or the
 //! sink's own `listen`).
+
+mod config;
+pub mod remote_write;
+pub(crate) use config::read;
+pub use config::*;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -242,11 +247,11 @@ impl Updater {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let req = super::remote_write::from_exposition(&self.metrics.encode(), "waymark", now_ms);
+        let req = remote_write::from_exposition(&self.metrics.encode(), "waymark", now_ms);
         if req.timeseries.is_empty() {
             return Ok(());
         }
-        let body = super::remote_write::encode(&req)?;
+        let body = remote_write::encode(&req)?;
         let sent = super::post(
             agent,
             url,

@@ -25,7 +25,9 @@ use opentelemetry_proto::tonic::trace::v1::{
 use prost::Message;
 
 use super::{Deliver, Delivery};
-use crate::config::OtlpConfig;
+mod config;
+pub(crate) use config::read;
+pub use config::*;
 use waymark_record::{RunRecord, Status as RunStatus};
 
 pub struct Otlp {

@@ -12,7 +12,9 @@ use serde_json::json;
 
 use super::webhook::failed_at;
 use super::{Deliver, Delivery};
-use crate::config::AlertmanagerConfig;
+mod config;
+pub(crate) use config::read;
+pub use config::*;
 use waymark_record::Status;
 
 pub struct Alertmanager {

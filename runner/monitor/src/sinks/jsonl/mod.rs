@@ -1,4 +1,9 @@
-//! The `pretty` and `jsonl` sinks.
+//! The `jsonl` sink: one record per line in a file (rotated by size) or on
+//! standard output.
+
+mod config;
+pub use config::{DEFAULT_KEEP, JsonlConfig};
+pub(crate) use config::read;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -6,19 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Deliver, Delivery};
-
-pub struct Pretty;
-
-impl Deliver for Pretty {
-    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), String> {
-        let mut out = std::io::stdout().lock();
-        for d in batch {
-            writeln!(out, "{}", crate::pretty::render(&d.record, false))
-                .map_err(|e| e.to_string())?;
-        }
-        out.flush().map_err(|e| e.to_string())
-    }
-}
 
 /// One record per line; rotated by size like logrotate: `runs.jsonl` →
 /// `runs.jsonl.1` → … → `runs.jsonl.KEEP`.

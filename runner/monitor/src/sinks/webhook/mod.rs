@@ -15,7 +15,9 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::{Deliver, Delivery};
-use crate::config::WebhookConfig;
+mod config;
+pub(crate) use config::read;
+pub use config::*;
 use waymark_record::{RunRecord, Status};
 
 pub struct Webhook {

@@ -1,0 +1,462 @@
+//! `waymark.toml`: what `waymark serve` runs, and where every mistake in it is.
+//!
+//! The file is parsed once into a spanned tree, then each section is read on
+//! its own, so one bad `[[journey]]` does not hide the problems of the next:
+//! every error is collected and each names file, line, column and key, with
+//! the line quoted.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+mod journey;
+mod sections;
+
+use crate::schedule::Schedule;
+pub use crate::sinks::{SinkConfig, SinkKind};
+pub use crate::spans::{ConfigError, ConfigErrors, NotHttpUrl, Place, http_url};
+use crate::spans::{Reader, substitute_env};
+use journey::{RawJourney, read_journey};
+use sections::{RawLoad, RawRunner, RawStore, read_load, read_runner, read_store};
+
+/// The whole file, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// `[runner]`.
+    pub runner: RunnerConfig,
+    /// Every `[[journey]]`, defaults applied.
+    pub journeys: Vec<JourneyConfig>,
+    /// Every `[[sink]]`.
+    pub sinks: Vec<SinkConfig>,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[load]`: how `waymark load -c` audits one of the journeys.
+    pub load: Option<LoadConfig>,
+}
+
+/// `[runner]`: this process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerConfig {
+    /// Label on every result.
+    pub location: String,
+    /// Most journeys running at once.
+    pub max_concurrent_runs: usize,
+    /// Address of `/healthz` and `/status`; none turns the listener off.
+    pub listen: Option<SocketAddr>,
+    /// How long SIGTERM waits for in-flight runs.
+    pub shutdown_grace: Duration,
+    /// Reload when the config or a journey's wasm file changes on disk.
+    pub watch: bool,
+    /// Where sinks keep records they could not deliver yet.
+    pub spool_dir: PathBuf,
+}
+
+/// One `[[journey]]` with `[defaults]` applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JourneyConfig {
+    /// Unique name: the `journey` label of every result.
+    pub name: String,
+    /// The component, resolved against the config file's directory.
+    pub wasm: PathBuf,
+    /// When it runs.
+    pub schedule: Schedule,
+    /// Each run starts up to this much after its due time (random).
+    pub jitter: Duration,
+    /// Wall-clock limit of one attempt.
+    pub timeout: Duration,
+    /// Attempts after a failed one before the run counts as failed.
+    pub retries: u32,
+    /// Pause between attempts.
+    pub retry_delay: Duration,
+    /// Linear memory cap, bytes.
+    pub memory_limit: usize,
+    /// Plain variables.
+    pub vars: BTreeMap<String, String>,
+    /// Secrets: `***` in every output.
+    pub secrets: BTreeMap<String, String>,
+    /// What the journey may reach and how.
+    pub http: HttpSettings,
+    /// Where `wasm` is written in the file, for errors found later
+    /// (a file that does not load).
+    pub wasm_at: Place,
+}
+
+/// The HTTP side of a journey; journeys with equal settings share one client config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpSettings {
+    /// Allow-list patterns.
+    pub allow_hosts: Vec<String>,
+    /// `HOST:ADDR` overrides of DNS.
+    pub resolve: Vec<String>,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mTLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Accept any server certificate.
+    pub insecure: bool,
+    /// Most requests per run.
+    pub max_requests: u32,
+    /// Largest response body.
+    pub max_body: u64,
+    /// Most body bytes per run.
+    pub max_total_bytes: u64,
+}
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// SQLite file; none keeps no history.
+    pub path: Option<PathBuf>,
+    /// Runs older than this are deleted.
+    pub retention: Duration,
+}
+
+/// `[load]`: a scalability audit of one `[[journey]]` (its wasm, vars,
+/// secrets, allow-list and limits); `waymark load` flags override it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadConfig {
+    /// The `[[journey]]` to load.
+    pub journey: String,
+    /// Closed model: users per step.
+    pub concurrency: Vec<u32>,
+    /// Open model: arrivals per second per step.
+    pub rate: Vec<f64>,
+    /// Length of each step.
+    pub step_duration: Option<Duration>,
+    /// Unmeasured start of each step.
+    pub warmup: Option<Duration>,
+    /// Most iterations per step.
+    pub iterations: Option<u64>,
+    /// Open model: most journeys in flight.
+    pub max_vus: Option<u32>,
+    /// SLO gates.
+    pub slo: Vec<waymark_load::slo::Gate>,
+    /// HTML report file.
+    pub report: Option<PathBuf>,
+    /// JSON results file.
+    pub json: Option<PathBuf>,
+}
+
+/// The file could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadConfigError {
+    /// Reading failed.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Read, but wrong.
+    #[error(transparent)]
+    Invalid(#[from] ConfigErrors),
+}
+
+/// Defaults of DESIGN.md sections 5 and 7.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default memory cap of a journey.
+pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
+/// Default history retention.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Shortest `every`: below this a journey would be a load test.
+pub const MIN_EVERY: Duration = Duration::from_millis(100);
+
+impl Config {
+    /// Reads and validates `path`; environment variables from the process.
+    pub fn load(path: &Path) -> Result<Config, LoadConfigError> {
+        let src = read(path)?;
+        Ok(Config::parse(path, &src, &|n| std::env::var(n).ok())?)
+    }
+
+    /// As [`Config::load`], keeping what was valid (see [`Config::parse_partial`]).
+    pub fn load_partial(
+        path: &Path,
+    ) -> Result<(Option<Config>, Vec<ConfigError>), LoadConfigError> {
+        let src = read(path)?;
+        Ok(Config::parse_partial(path, &src, &|n| {
+            std::env::var(n).ok()
+        }))
+    }
+
+    /// Validates `src` as if read from `path` (relative paths in it are
+    /// resolved against `path`'s directory).
+    pub fn parse(
+        path: &Path,
+        src: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let (config, errors) = Config::parse_partial(path, src, env);
+        match config {
+            Some(c) if errors.is_empty() => Ok(c),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+
+    /// As [`Config::parse`], but also returns what was valid beside the
+    /// errors, so `waymark check` can go on to load the good journeys.
+    /// None when the file is not TOML at all.
+    pub fn parse_partial(
+        path: &Path,
+        src: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (Option<Config>, Vec<ConfigError>) {
+        let mut r = Reader {
+            file: path,
+            src,
+            errors: Vec::new(),
+        };
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut doc = match DeTable::parse(src) {
+            Ok(d) => d,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let first = e.message().lines().next().unwrap_or("invalid TOML");
+                r.error(span, "syntax", first.to_string());
+                return (None, r.errors);
+            }
+        };
+        let mut missing = Vec::new();
+        let doc_span = doc.span();
+        for (_, v) in doc.get_mut().iter_mut() {
+            substitute_env(v, env, &mut missing);
+        }
+        for (span, name) in missing {
+            r.error(
+                span,
+                "${env:…}",
+                format!("environment variable {name} is not set"),
+            );
+        }
+
+        let mut runner_raw = RawRunner::default();
+        let mut defaults = RawJourney::default();
+        let mut journeys_raw: Vec<(Spanned<DeValue>, RawJourney)> = Vec::new();
+        let mut sinks_raw: Vec<Spanned<DeValue>> = Vec::new();
+        let mut store_raw = RawStore::default();
+        let mut load_raw: Option<(Range<usize>, RawLoad)> = None;
+        let mut defaults_value = None;
+        for (key, value) in doc.get_ref().iter() {
+            match key.get_ref().as_ref() {
+                "runner" => {
+                    if let Some(v) = r.section(value, "[runner]") {
+                        runner_raw = v;
+                    }
+                }
+                "defaults" => {
+                    if let Some(v) = r.section::<RawJourney>(value, "[defaults]") {
+                        defaults = v;
+                        defaults_value = Some(value.clone());
+                    }
+                }
+                "journey" => match value.get_ref() {
+                    DeValue::Array(items) => {
+                        for (i, item) in items.iter().enumerate() {
+                            // Named in errors even when the table does not read.
+                            let label = match item.get_ref().get("name").map(|n| n.get_ref()) {
+                                Some(DeValue::String(n)) => format!("journey \"{n}\" (#{})", i + 1),
+                                _ => format!("journey #{}", i + 1),
+                            };
+                            if let Some(j) = r.section(item, &label) {
+                                journeys_raw.push((item.clone(), j));
+                            }
+                        }
+                    }
+                    _ => r.error(
+                        key.span(),
+                        "journey",
+                        "journeys are written as [[journey]] tables",
+                    ),
+                },
+                "sink" => match value.get_ref() {
+                    DeValue::Array(items) => {
+                        sinks_raw.extend(items.iter().cloned());
+                    }
+                    _ => r.error(key.span(), "sink", "sinks are written as [[sink]] tables"),
+                },
+                "store" => {
+                    if let Some(v) = r.section(value, "[store]") {
+                        store_raw = v;
+                    }
+                }
+                "load" => {
+                    if let Some(v) = r.section(value, "[load]") {
+                        load_raw = Some((key.span(), v));
+                    }
+                }
+                other => r.error(
+                    key.span(),
+                    other.to_string(),
+                    format!(
+                        "unknown key '{other}' (the file holds [runner], [defaults], [[journey]], [[sink]], [store] and [load])"
+                    ),
+                ),
+            }
+        }
+
+        if defaults_value.is_some() {
+            for (field, what) in [(&defaults.name, "name"), (&defaults.wasm, "wasm")] {
+                if let Some(v) = field {
+                    r.error(
+                        v.span(),
+                        format!("[defaults] → {what}"),
+                        format!("'{what}' belongs to each [[journey]], not to [defaults]"),
+                    );
+                }
+            }
+        }
+
+        let runner = read_runner(&mut r, &base, runner_raw);
+        let mut journeys = Vec::new();
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, (item, raw)) in journeys_raw.iter().enumerate() {
+            let label = match &raw.name {
+                Some(n) => format!("journey \"{}\" (#{})", n.get_ref(), i + 1),
+                None => format!("journey #{}", i + 1),
+            };
+            if let Some(name) = &raw.name
+                && let Some(first) = seen.insert(name.get_ref().clone(), i + 1)
+            {
+                {
+                    r.error(
+                        name.span(),
+                        format!("{label} → name"),
+                        format!(
+                            "the name '{}' is already used by journey #{first}; names must be unique",
+                            name.get_ref()
+                        ),
+                    );
+                }
+            }
+            if let Some(j) = read_journey(&mut r, &base, item.span(), &label, raw, &defaults) {
+                journeys.push(j);
+            }
+        }
+        if journeys_raw.is_empty() && r.errors.is_empty() {
+            r.error(
+                doc_span.start..doc_span.start,
+                "journey",
+                "no [[journey]] in the file: there is nothing to run",
+            );
+        }
+        let mut sinks: Vec<SinkConfig> = Vec::new();
+        let mut explicit: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, item) in sinks_raw.iter().enumerate() {
+            let span = item.span();
+            let raw_name = match item.get_ref().get("name") {
+                Some(n) => match n.get_ref() {
+                    DeValue::String(s) => Some((s.to_string(), n.span())),
+                    _ => None,
+                },
+                None => None,
+            };
+            let named = raw_name.is_some();
+            // Checked on the raw names, so a duplicate shows even when the
+            // sink has other problems.
+            if let Some((n, at)) = &raw_name
+                && let Some(first) = explicit.insert(n.clone(), i + 1)
+            {
+                r.error(
+                    at.clone(),
+                    format!("sink #{} → name", i + 1),
+                    format!(
+                        "the sink name '{n}' is already used by sink #{first}; names must be unique"
+                    ),
+                );
+                continue;
+            }
+            if let Some(mut sink) = crate::sinks::read(&mut r, &base, i, item) {
+                if let SinkKind::Prometheus(p) = &sink.kind
+                    && p.listen.is_none()
+                    && p.remote_write.is_none()
+                    && runner.listen.is_none()
+                {
+                    r.error(
+                        span.start..span.start,
+                        format!("sink #{} (prometheus)", i + 1),
+                        "nothing would serve /metrics: [runner] listen is off; give this sink a 'listen' or a 'remote_write'",
+                    );
+                    continue;
+                }
+                if sinks.iter().any(|o| o.name == sink.name) {
+                    if named {
+                        r.error(
+                            span.start..span.start,
+                            format!("sink #{}", i + 1),
+                            format!(
+                                "the sink name '{}' is already used; names must be unique",
+                                sink.name
+                            ),
+                        );
+                        continue;
+                    }
+                    // Two unnamed sinks of one type: number the second.
+                    sink.name = format!("{}-{}", sink.name, i + 1);
+                }
+                sinks.push(sink);
+            }
+        }
+        let store = read_store(&mut r, &base, store_raw);
+        let load =
+            load_raw.and_then(|(span, raw)| read_load(&mut r, &base, span, raw, &journeys_raw));
+        r.errors.sort_by_key(|e| (e.place.line, e.place.column));
+        // A bad value in [defaults] shows once, not once per journey.
+        r.errors.dedup();
+        let config = Config {
+            path: path.to_path_buf(),
+            runner,
+            journeys,
+            sinks,
+            store,
+            load,
+        };
+        (Some(config), r.errors)
+    }
+
+    /// The files whose change triggers a reload: this config and every wasm.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.path.clone()];
+        for j in &self.journeys {
+            if !files.contains(&j.wasm) {
+                files.push(j.wasm.clone());
+            }
+        }
+        files
+    }
+}
+
+fn read(path: &Path) -> Result<String, LoadConfigError> {
+    std::fs::read_to_string(path).map_err(|source| LoadConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_substitution_and_escape() {
+        let src = "[[journey]]\nname = \"a\"\nwasm = \"a.wasm\"\nevery = \"1m\"\nsecrets = { t = \"Bearer ${env:TOK}\", lit = \"$${env:TOK}\" }\n";
+        let c = Config::parse(Path::new("w.toml"), src, &|n| {
+            (n == "TOK").then(|| "s3cret".to_string())
+        })
+        .expect("valid");
+        assert_eq!(c.journeys[0].secrets["t"], "Bearer s3cret");
+        assert_eq!(c.journeys[0].secrets["lit"], "${env:TOK}");
+    }
+
+    #[test]
+    fn place_counts_characters() {
+        // The value "x" of line 2: bytes 12..15, after a two-byte 'é'.
+        let p = Place::at(Path::new("f"), "a = 1\nbé = \"x\"\n", 12..15);
+        assert_eq!((p.line, p.column, p.width), (2, 6, 3));
+        assert_eq!(p.text, "bé = \"x\"");
+    }
+}
