@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sha2::Digest;
 
-use crate::http::{AllowList, HttpConfig, Overrides, TlsOptions};
+use crate::http::{AllowList, HttpConfig, HttpSettingsError};
 use crate::record::{RunRecord, Status};
 use crate::{RunOptions, Runtime, demo, pretty};
 
@@ -448,25 +448,22 @@ impl JourneyArgs {
     pub(crate) fn options(&self) -> anyhow::Result<RunOptions> {
         let vars = pairs(&self.vars, "var", false)?;
         let secrets = pairs(&self.secrets, "secret", true)?;
-        let allow = AllowList::parse(&self.allow_hosts).context("--allow-host")?;
-        let tls = TlsOptions {
+        let settings = crate::http::HttpSettings {
+            allow_hosts: self.allow_hosts.clone(),
+            resolve: self.resolve.clone(),
             ca_file: self.ca_file.clone(),
             client_cert: self.client_cert.clone().zip(self.client_key.clone()),
             insecure: self.insecure,
+            max_requests: self.max_requests,
+            max_body: self.max_body as u64,
+            max_total_bytes: self.max_total_bytes as u64,
         };
-        let mut http = HttpConfig::with_tls(allow, &tls)?;
-        if !self.resolve.is_empty() {
-            let map = self
-                .resolve
-                .iter()
-                .map(|e| Overrides::parse_entry(e))
-                .collect::<Result<HashMap<_, _>, _>>()
-                .map_err(anyhow::Error::msg)?;
-            http.resolver = Arc::new(Overrides::new(map, http.resolver.clone()));
-        }
-        http.max_requests = self.max_requests;
-        http.max_body = self.max_body as u64;
-        http.max_total_bytes = self.max_total_bytes as u64;
+        // The library names the setting; here it is a flag.
+        let http = settings.build().map_err(|e| match e {
+            HttpSettingsError::Allow(e) => anyhow::Error::new(e).context("--allow-host"),
+            HttpSettingsError::Resolve(e) => anyhow::Error::new(e).context("--resolve"),
+            HttpSettingsError::Tls(e) => anyhow::Error::new(e),
+        })?;
         let mut opts = RunOptions::new(Arc::new(http));
         opts.vars = vars;
         opts.secrets = secrets;

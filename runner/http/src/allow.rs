@@ -159,7 +159,7 @@ impl AllowList {
     /// May `host` be reached at `addr`, which it resolved to? `Err` says why
     /// not. Public addresses of an allowed host pass; special ones (loopback,
     /// private, ...) only when a pattern names the address itself.
-    pub fn check_addr(&self, host: &str, addr: SocketAddr) -> Result<(), String> {
+    pub fn check_addr(&self, host: &str, addr: SocketAddr) -> Result<(), AddrDenied> {
         let ip = canonical(addr.ip());
         let Some(range) = special_range(ip) else {
             return Ok(());
@@ -185,16 +185,12 @@ impl AllowList {
             IpAddr::V6(_) => format!("[{ip}]:{}", addr.port()),
             IpAddr::V4(_) => format!("{ip}:{}", addr.port()),
         };
-        if host.parse::<IpAddr>().is_ok() {
-            Err(format!(
-                "{shown} is a {range} address; only a pattern naming it allows it (--allow-host {shown})"
-            ))
-        } else {
-            Err(format!(
-                "'{host}' resolved to {ip}, a {range} address; only a pattern naming that \
-                 address allows it (--allow-host {shown})"
-            ))
-        }
+        Err(AddrDenied {
+            host: host.parse::<IpAddr>().is_err().then_some(host),
+            ip,
+            shown,
+            range,
+        })
     }
 
     /// The patterns, for messages.
@@ -271,6 +267,36 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// An address the allow-list refuses: a special range (loopback, private,
+/// link-local, …) that no pattern names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrDenied {
+    /// The name that resolved to it; none when the URL held the address.
+    pub host: Option<String>,
+    /// The address.
+    pub ip: IpAddr,
+    /// The address and port as a pattern would name them.
+    pub shown: String,
+    /// Which special range.
+    pub range: &'static str,
+}
+
+impl std::fmt::Display for AddrDenied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = &self.shown;
+        match &self.host {
+            None => write!(f, "{shown} is a {} address", self.range)?,
+            Some(h) => write!(f, "'{h}' resolved to {}, a {} address", self.ip, self.range)?,
+        }
+        write!(
+            f,
+            "; only a pattern naming it allows it (--allow-host {shown}, or {shown:?} in allow_hosts)"
+        )
+    }
+}
+
+impl std::error::Error for AddrDenied {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,7 +371,10 @@ mod tests {
             ("[::ffff:127.0.0.1]:80", "loopback"),
             ("[::]:80", "unspecified"),
         ] {
-            let e = a.check_addr("api.example.com", addr(ip)).expect_err(ip);
+            let e = a
+                .check_addr("api.example.com", addr(ip))
+                .expect_err(ip)
+                .to_string();
             assert!(e.contains(range), "{ip}: {e}");
             assert!(e.contains("'api.example.com' resolved to"), "{ip}: {e}");
         }

@@ -23,9 +23,9 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-pub use allow::{AllowList, HostPattern, PatternError};
+pub use allow::{AddrDenied, AllowList, HostPattern, PatternError};
 use io::{FirstByteProbe, TimedIo};
-pub use resolve::{Overrides, Resolve, SystemResolver};
+pub use resolve::{Overrides, Resolve, ResolveEntryError, SystemResolver};
 pub use tls::{TlsConfigError, TlsInfo, TlsOptions};
 
 /// Default cap on one response body (DESIGN.md section 7).
@@ -93,6 +93,83 @@ impl HttpConfig {
             user_agent: format!("waymark/{}", env!("CARGO_PKG_VERSION")),
             resolver: Arc::new(SystemResolver),
         })
+    }
+}
+
+/// The client settings as people write them (flags of `waymark run` and
+/// `waymark load`, keys of a `[[journey]]`), before they are checked.
+/// [`HttpSettings::build`] is the one place they become an [`HttpConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpSettings {
+    /// Allow-list patterns.
+    pub allow_hosts: Vec<String>,
+    /// `HOST:ADDR` overrides of DNS.
+    pub resolve: Vec<String>,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM) for mTLS.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Accept any server certificate.
+    pub insecure: bool,
+    /// Most requests per run.
+    pub max_requests: u32,
+    /// Largest response body.
+    pub max_body: u64,
+    /// Most body bytes per run.
+    pub max_total_bytes: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            allow_hosts: Vec::new(),
+            resolve: Vec::new(),
+            ca_file: None,
+            client_cert: None,
+            insecure: false,
+            max_requests: DEFAULT_MAX_REQUESTS,
+            max_body: DEFAULT_MAX_BODY,
+            max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
+        }
+    }
+}
+
+/// Settings that do not make a client; each case names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSettingsError {
+    /// A pattern of the allow-list.
+    #[error("allow-list: {0}")]
+    Allow(#[from] PatternError),
+    /// A DNS override.
+    #[error("resolve: {0}")]
+    Resolve(#[from] ResolveEntryError),
+    /// The CA file or the client certificate.
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+}
+
+impl HttpSettings {
+    /// The client configuration these settings describe.
+    pub fn build(&self) -> Result<HttpConfig, HttpSettingsError> {
+        let allow = AllowList::parse(&self.allow_hosts)?;
+        let tls = TlsOptions {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            insecure: self.insecure,
+        };
+        let mut http = HttpConfig::with_tls(allow, &tls)?;
+        if !self.resolve.is_empty() {
+            let map = self
+                .resolve
+                .iter()
+                .map(|e| Overrides::parse_entry(e))
+                .collect::<Result<HashMap<_, _>, _>>()?;
+            http.resolver = Arc::new(Overrides::new(map, http.resolver.clone()));
+        }
+        http.max_requests = self.max_requests;
+        http.max_body = self.max_body;
+        http.max_total_bytes = self.max_total_bytes;
+        Ok(http)
     }
 }
 
@@ -442,7 +519,7 @@ impl Client {
         let target = parse_url(&req.url)?;
         if !self.config.allow.allows(&target.host, target.port) {
             return Err(HttpError::Denied(format!(
-                "host '{}' is not in the allow-list (allow it with --allow-host {})",
+                "host '{}' is not in the allow-list (allow it with --allow-host {}, or in allow_hosts)",
                 target.authority, target.authority
             )));
         }
@@ -730,7 +807,7 @@ impl Client {
             })
             .collect();
         if let (true, Some(why)) = (addrs.is_empty(), refusal) {
-            return Err(HttpError::Denied(why));
+            return Err(HttpError::Denied(why.to_string()));
         }
         timings.resolve = resolved.saturating_duration_since(started);
 

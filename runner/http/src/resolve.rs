@@ -48,11 +48,11 @@ impl Overrides {
     }
 
     /// Parse `HOST:ADDR[,ADDR...]` (as curl's `--resolve`, without a port).
-    pub fn parse_entry(entry: &str) -> Result<(String, Vec<IpAddr>), String> {
+    pub fn parse_entry(entry: &str) -> Result<(String, Vec<IpAddr>), ResolveEntryError> {
         let (host, addrs) = entry
             .split_once(':')
             .filter(|(h, a)| !h.is_empty() && !a.is_empty())
-            .ok_or_else(|| format!("--resolve '{entry}': expected HOST:ADDR[,ADDR...]"))?;
+            .ok_or_else(|| ResolveEntryError::Shape(entry.to_string()))?;
         let addrs = addrs
             .split(',')
             .map(|a| {
@@ -60,11 +60,31 @@ impl Overrides {
                     .trim_start_matches('[')
                     .trim_end_matches(']')
                     .parse::<IpAddr>()
-                    .map_err(|_| format!("--resolve '{entry}': '{a}' is not an IP address"))
+                    .map_err(|_| ResolveEntryError::Address {
+                        entry: entry.to_string(),
+                        addr: a.to_string(),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok((host.to_ascii_lowercase(), addrs))
     }
+}
+
+/// A resolve entry (`HOST:ADDR[,ADDR...]`) that does not read; the CLI
+/// (`--resolve`) and the config (`resolve = [...]`) each say where it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveEntryError {
+    /// Not `HOST:ADDR…`.
+    #[error("'{0}': expected HOST:ADDR[,ADDR...]")]
+    Shape(String),
+    /// An address that is not an IP address.
+    #[error("'{entry}': '{addr}' is not an IP address")]
+    Address {
+        /// The whole entry.
+        entry: String,
+        /// The part that is not an address.
+        addr: String,
+    },
 }
 
 impl Resolve for Overrides {
@@ -92,6 +112,7 @@ mod tests {
         assert!(
             Overrides::parse_entry("h:not-an-ip")
                 .unwrap_err()
+                .to_string()
                 .contains("not an IP")
         );
     }

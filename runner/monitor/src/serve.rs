@@ -17,7 +17,7 @@ use crate::config::{Config, ConfigError, HttpSettings, JourneyConfig, Place};
 use crate::sinks::{Delivery, Exposed};
 use crate::store;
 use waymark_engine::{LoadedJourney, RunOptions, Runtime};
-use waymark_http::{AllowList, HttpConfig, Overrides, TlsOptions};
+use waymark_http::HttpConfig;
 use waymark_record::{RunRecord, Status};
 
 /// A journey ready to run: config, compiled code, run options.
@@ -45,29 +45,6 @@ fn error_at(place: &Place, key: String, message: String) -> ConfigError {
         key,
         message,
     }
-}
-
-/// Builds the client settings of one journey.
-fn http_config(s: &HttpSettings) -> Result<HttpConfig, String> {
-    let allow = AllowList::parse(&s.allow_hosts).map_err(|e| e.to_string())?;
-    let tls = TlsOptions {
-        ca_file: s.ca_file.clone(),
-        client_cert: s.client_cert.clone(),
-        insecure: s.insecure,
-    };
-    let mut http = HttpConfig::with_tls(allow, &tls).map_err(|e| e.to_string())?;
-    if !s.resolve.is_empty() {
-        let map = s
-            .resolve
-            .iter()
-            .map(|e| Overrides::parse_entry(e))
-            .collect::<Result<HashMap<_, _>, _>>()?;
-        http.resolver = Arc::new(Overrides::new(map, http.resolver.clone()));
-    }
-    http.max_requests = s.max_requests;
-    http.max_body = s.max_body;
-    http.max_total_bytes = s.max_total_bytes;
-    Ok(http)
 }
 
 /// Loads every journey of `config`: reads and compiles each distinct wasm
@@ -101,7 +78,10 @@ pub fn prepare_partial(
             by_hash.insert(p.wasm_hash, p.loaded.clone());
         }
     }
-    let mut https: HashMap<HttpSettings, Result<Arc<HttpConfig>, String>> = HashMap::new();
+    let mut https: HashMap<
+        HttpSettings,
+        Result<Arc<HttpConfig>, Arc<waymark_http::HttpSettingsError>>,
+    > = HashMap::new();
     let mut journeys = Vec::with_capacity(config.journeys.len());
     for j in &config.journeys {
         let label = format!("journey \"{}\"", j.name);
@@ -135,11 +115,11 @@ pub fn prepare_partial(
         loaded.name = j.name.clone();
         let http = match https
             .entry(j.http.clone())
-            .or_insert_with(|| http_config(&j.http).map(Arc::new))
+            .or_insert_with(|| j.http.build().map(Arc::new).map_err(Arc::new))
         {
             Ok(h) => h.clone(),
             Err(e) => {
-                errors.push(error_at(&j.wasm_at, label, e.clone()));
+                errors.push(error_at(&j.wasm_at, label, e.to_string()));
                 continue;
             }
         };

@@ -146,12 +146,12 @@ impl Reader<'_> {
         &mut self,
         span: Range<usize>,
         key: impl Into<String>,
-        message: impl Into<String>,
+        message: impl fmt::Display,
     ) {
         self.errors.push(ConfigError {
             place: Place::at(self.file, self.src, span),
             key: key.into(),
-            message: message.into(),
+            message: message.to_string(),
         });
     }
 

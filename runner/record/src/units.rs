@@ -2,20 +2,47 @@
 
 use std::time::Duration;
 
+/// A duration or size that does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// Not a duration.
+    #[error("'{text}' is not a duration like 30s or 500ms: {reason}")]
+    Duration {
+        /// What was written.
+        text: String,
+        /// humantime's reason.
+        reason: String,
+    },
+    /// Not a number followed by a unit.
+    #[error("'{0}' is not a size like 64MiB")]
+    Size(String),
+    /// A unit this parser does not know.
+    #[error("'{text}': unknown size unit '{unit}' (use KiB, MiB, GiB)")]
+    SizeUnit {
+        /// What was written.
+        text: String,
+        /// The unit.
+        unit: String,
+    },
+    /// More bytes than this machine can count.
+    #[error("'{0}' is too large")]
+    TooLarge(String),
+}
+
 /// Parse `30s`, `1m30s`, `250ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration like 30s or 500ms: {e}"))
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
+    humantime::parse_duration(s).map_err(|e| UnitError::Duration {
+        text: s.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Parse `64MiB`, `512KiB`, `1GiB`, `1000000` (bytes).
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<usize, UnitError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size like 64MiB"))?;
+    let n: usize = num.parse().map_err(|_| UnitError::Size(s.to_string()))?;
     let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kib" | "k" => 1 << 10,
@@ -25,13 +52,14 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         other => {
-            return Err(format!(
-                "'{s}': unknown size unit '{other}' (use KiB, MiB, GiB)"
-            ));
+            return Err(UnitError::SizeUnit {
+                text: s.to_string(),
+                unit: other.to_string(),
+            });
         }
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
+        .ok_or_else(|| UnitError::TooLarge(s.to_string()))
 }
 
 #[cfg(test)]
@@ -46,6 +74,7 @@ mod tests {
         assert!(
             parse_size("64 parsecs")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown size unit")
         );
         assert!(parse_size("MiB").is_err());

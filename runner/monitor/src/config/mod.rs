@@ -88,26 +88,7 @@ pub struct JourneyConfig {
     pub wasm_at: Place,
 }
 
-/// The HTTP side of a journey; journeys with equal settings share one client config.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HttpSettings {
-    /// Allow-list patterns.
-    pub allow_hosts: Vec<String>,
-    /// `HOST:ADDR` overrides of DNS.
-    pub resolve: Vec<String>,
-    /// Extra trusted CA certificates (PEM).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key (PEM) for mTLS.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-    /// Accept any server certificate.
-    pub insecure: bool,
-    /// Most requests per run.
-    pub max_requests: u32,
-    /// Largest response body.
-    pub max_body: u64,
-    /// Most body bytes per run.
-    pub max_total_bytes: u64,
-}
+pub use waymark_http::HttpSettings;
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     /// SQLite file; none keeps no history.

@@ -16,7 +16,7 @@ pub mod webhook;
 pub(crate) use registry::read;
 pub use registry::{DEFAULT_QUEUE, SinkConfig, SinkKind};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -42,14 +42,14 @@ pub trait Deliver: Send {
     /// Sends `batch`, all of it or an error (then the whole batch is tried
     /// again later; receivers see each record at least once, with its
     /// `run_id` and `attempt` as a stable id).
-    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), String>;
+    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), DeliverError>;
     /// Makes delivered records durable (files).
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), DeliverError> {
         Ok(())
     }
     /// Called about every 200 ms, for sinks that act on time (re-sending
     /// firing alerts).
-    fn tick(&mut self) -> Result<(), String> {
+    fn tick(&mut self) -> Result<(), DeliverError> {
         Ok(())
     }
     /// Most records per `deliver` call.
@@ -60,12 +60,70 @@ pub trait Deliver: Send {
 
 /// A sink could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("sink {name}: {message}")]
+#[error("sink {name}: {source}")]
 pub struct SinkError {
     /// Which sink.
     pub name: String,
     /// Why.
-    pub message: String,
+    #[source]
+    pub source: DeliverError,
+}
+
+/// Why a delivery (or opening a sink, or its spool) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// A file of the sink or its spool could not be used.
+    #[error("cannot {action} {}: {source}", path.display())]
+    File {
+        /// What was being done: `open`, `write`, `rotate`, …
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Standard output could not be written.
+    #[error("cannot write to standard output: {0}")]
+    Stdout(#[source] std::io::Error),
+    /// The receiver could not be reached or did not answer in time.
+    #[error("POST {url}: {source}")]
+    Transport {
+        /// Where.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// The receiver answered with a status other than 2xx.
+    #[error("POST {url}: status {status}")]
+    Status {
+        /// Where.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// A record could not be encoded as JSON.
+    #[error("cannot encode as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A payload could not be compressed.
+    #[error("cannot compress: {0}")]
+    Compress(#[from] snap::Error),
+    /// A thread holding the spool panicked.
+    #[error("the spool's lock was poisoned by a panic")]
+    Poisoned,
+}
+
+impl DeliverError {
+    /// `map_err` for an I/O error on `path`.
+    pub(crate) fn file(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| DeliverError::File {
+            action,
+            path,
+            source,
+        }
+    }
 }
 
 /// Counters of one sink.
@@ -138,17 +196,23 @@ fn post(
     url: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Result<(), String> {
+) -> Result<(), DeliverError> {
     let mut req = agent.post(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.send(body).map_err(|e| format!("POST {url}: {e}"))?;
+    let resp = req.send(body).map_err(|e| DeliverError::Transport {
+        url: url.to_string(),
+        source: Box::new(e),
+    })?;
     let code = resp.status().as_u16();
     if (200..300).contains(&code) {
         Ok(())
     } else {
-        Err(format!("POST {url}: status {code}"))
+        Err(DeliverError::Status {
+            url: url.to_string(),
+            status: code,
+        })
     }
 }
 
@@ -165,9 +229,9 @@ impl Sink {
         exposed: &mut Exposed,
     ) -> Result<Sink, SinkError> {
         let name = config.name.clone();
-        let err = |message: String| SinkError {
+        let err = |source: DeliverError| SinkError {
             name: name.clone(),
-            message,
+            source,
         };
         let out = registry::build(&config.kind, exposed).map_err(err)?;
         let spool = match spool_dir {
@@ -193,9 +257,9 @@ impl Sink {
         spool: Option<&Path>,
     ) -> Result<Sink, SinkError> {
         let spool = match spool {
-            Some(dir) => Some(Arc::new(Spool::open(dir).map_err(|message| SinkError {
+            Some(dir) => Some(Arc::new(Spool::open(dir).map_err(|source| SinkError {
                 name: name.to_string(),
-                message,
+                source,
             })?)),
             None => None,
         };

@@ -12,7 +12,9 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::{Deliver, Exposed, alertmanager, jsonl, otlp, pretty, prometheus, webhook};
+use super::{
+    Deliver, DeliverError, Exposed, alertmanager, jsonl, otlp, pretty, prometheus, webhook,
+};
 use crate::spans::{Reader, Size};
 
 /// One `[[sink]]`: where it sends, and its name (spool files are kept by name).
@@ -67,7 +69,10 @@ const REGISTRY: &[(&str, ReadFn)] = &[
 ];
 
 /// The running delivery of a sink; prometheus sinks register into `exposed`.
-pub(crate) fn build(kind: &SinkKind, exposed: &mut Exposed) -> Result<Box<dyn Deliver>, String> {
+pub(crate) fn build(
+    kind: &SinkKind,
+    exposed: &mut Exposed,
+) -> Result<Box<dyn Deliver>, DeliverError> {
     Ok(match kind {
         SinkKind::Pretty => Box::new(pretty::Pretty),
         SinkKind::Jsonl(c) => Box::new(jsonl::Jsonl::open(&c.path, c.max_size, c.keep)?),
@@ -109,13 +114,13 @@ impl SinkReader<'_, '_> {
     }
 
     /// A problem with the value of `key`.
-    pub(crate) fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, span: Range<usize>, key: &str, message: impl std::fmt::Display) {
         let key = self.key(key);
         self.r.error(span, key, message);
     }
 
     /// A required key is absent: reported at the sink's table.
-    pub(crate) fn missing(&mut self, message: impl Into<String>) {
+    pub(crate) fn missing(&mut self, message: impl std::fmt::Display) {
         let at = self.at.start..self.at.start;
         self.r.error(at, self.label.clone(), message);
     }

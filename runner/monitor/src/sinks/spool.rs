@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::Delivery;
+use super::{DeliverError, Delivery};
 
 pub struct Spool {
     dir: PathBuf,
@@ -28,13 +28,9 @@ pub struct Chunk {
     end: usize,
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> String {
-    format!("{what} {}: {e}", path.display())
-}
-
 impl Spool {
-    pub fn open(dir: &Path) -> Result<Spool, String> {
-        std::fs::create_dir_all(dir).map_err(|e| io("cannot create the spool", dir, e))?;
+    pub fn open(dir: &Path) -> Result<Spool, DeliverError> {
+        std::fs::create_dir_all(dir).map_err(DeliverError::file("create the spool", dir))?;
         Ok(Spool {
             dir: dir.to_path_buf(),
             append_lock: Mutex::new(()),
@@ -42,28 +38,31 @@ impl Spool {
         })
     }
 
-    pub fn append(&self, items: &[Arc<Delivery>]) -> Result<(), String> {
-        let _g = self.append_lock.lock().map_err(|_| "spool lock poisoned")?;
+    pub fn append(&self, items: &[Arc<Delivery>]) -> Result<(), DeliverError> {
+        let _g = self
+            .append_lock
+            .lock()
+            .map_err(|_| DeliverError::Poisoned)?;
         let path = self.dir.join("current.jsonl");
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|e| io("cannot open", &path, e))?;
+            .map_err(DeliverError::file("open", &path))?;
         let mut buf = Vec::new();
         for d in items {
-            serde_json::to_writer(&mut buf, d.as_ref()).map_err(|e| e.to_string())?;
+            serde_json::to_writer(&mut buf, d.as_ref())?;
             buf.push(b'\n');
         }
         f.write_all(&buf)
-            .map_err(|e| io("cannot write", &path, e))?;
+            .map_err(DeliverError::file("write", &path))?;
         // On disk before we count it as kept.
-        f.sync_data().map_err(|e| io("cannot sync", &path, e))
+        f.sync_data().map_err(DeliverError::file("sync", &path))
     }
 
     /// Up to `max` records, oldest first; none when the spool is empty.
-    pub fn take(&self, max: usize) -> Result<Option<Chunk>, String> {
-        let mut reading = self.reading.lock().map_err(|_| "spool lock poisoned")?;
+    pub fn take(&self, max: usize) -> Result<Option<Chunk>, DeliverError> {
+        let mut reading = self.reading.lock().map_err(|_| DeliverError::Poisoned)?;
         if reading.as_ref().is_none_or(|d| d.pos >= d.lines.len()) {
             if let Some(done) = reading.take() {
                 remove(&done.file);
@@ -87,8 +86,8 @@ impl Spool {
     }
 
     /// The records of `chunk` were delivered.
-    pub fn commit(&self, chunk: Chunk) -> Result<(), String> {
-        let mut reading = self.reading.lock().map_err(|_| "spool lock poisoned")?;
+    pub fn commit(&self, chunk: Chunk) -> Result<(), DeliverError> {
+        let mut reading = self.reading.lock().map_err(|_| DeliverError::Poisoned)?;
         let Some(d) = reading.as_mut() else {
             return Ok(());
         };
@@ -99,13 +98,13 @@ impl Spool {
             return Ok(());
         }
         let done = done_path(&d.file);
-        std::fs::write(&done, d.pos.to_string()).map_err(|e| io("cannot write", &done, e))
+        std::fs::write(&done, d.pos.to_string()).map_err(DeliverError::file("write", &done))
     }
 
     /// The oldest draining file, or `current.jsonl` made into one.
-    fn next_file(&self) -> Result<Option<Draining>, String> {
+    fn next_file(&self) -> Result<Option<Draining>, DeliverError> {
         let mut draining: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map_err(|e| io("cannot list", &self.dir, e))?
+            .map_err(DeliverError::file("list", &self.dir))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.file_name()
@@ -117,7 +116,10 @@ impl Spool {
         let file = match draining.into_iter().next() {
             Some(f) => f,
             None => {
-                let _g = self.append_lock.lock().map_err(|_| "spool lock poisoned")?;
+                let _g = self
+                    .append_lock
+                    .lock()
+                    .map_err(|_| DeliverError::Poisoned)?;
                 let current = self.dir.join("current.jsonl");
                 if std::fs::metadata(&current).map_or(true, |m| m.len() == 0) {
                     return Ok(None);
@@ -125,11 +127,11 @@ impl Spool {
                 let to = self
                     .dir
                     .join(format!("draining-{}.jsonl", ulid::Ulid::new()));
-                std::fs::rename(&current, &to).map_err(|e| io("cannot rename", &current, e))?;
+                std::fs::rename(&current, &to).map_err(DeliverError::file("rename", &current))?;
                 to
             }
         };
-        let f = File::open(&file).map_err(|e| io("cannot open", &file, e))?;
+        let f = File::open(&file).map_err(DeliverError::file("open", &file))?;
         let lines: Vec<String> = BufReader::new(f)
             .lines()
             .map_while(Result::ok)

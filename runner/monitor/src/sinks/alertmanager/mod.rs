@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::json;
 
 use super::webhook::failed_at;
-use super::{Deliver, Delivery};
+use super::{Deliver, DeliverError, Delivery};
 mod config;
 pub(crate) use config::read;
 pub use config::*;
@@ -44,12 +44,12 @@ impl Alertmanager {
         rfc3339(SystemTime::now() + self.cfg.resend_interval * 4)
     }
 
-    fn post(&self, alerts: &[serde_json::Value]) -> Result<(), String> {
+    fn post(&self, alerts: &[serde_json::Value]) -> Result<(), DeliverError> {
         if alerts.is_empty() {
             return Ok(());
         }
         let url = format!("{}/api/v2/alerts", self.cfg.url.trim_end_matches('/'));
-        let body = serde_json::to_vec(alerts).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(alerts)?;
         super::post(
             &self.agent,
             &url,
@@ -99,7 +99,7 @@ impl Alertmanager {
 }
 
 impl Deliver for Alertmanager {
-    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), String> {
+    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), DeliverError> {
         let mut firing = self.firing.clone();
         let mut out = Vec::new();
         for d in batch.iter().filter(|d| d.final_attempt) {
@@ -121,7 +121,7 @@ impl Deliver for Alertmanager {
         Ok(())
     }
 
-    fn tick(&mut self) -> Result<(), String> {
+    fn tick(&mut self) -> Result<(), DeliverError> {
         if self.firing.is_empty() || self.last_resend.elapsed() < self.cfg.resend_interval {
             return Ok(());
         }

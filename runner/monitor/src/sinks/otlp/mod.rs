@@ -24,7 +24,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 use prost::Message;
 
-use super::{Deliver, Delivery};
+use super::{Deliver, DeliverError, Delivery};
 mod config;
 pub(crate) use config::read;
 pub use config::*;
@@ -224,7 +224,7 @@ impl Otlp {
         })
     }
 
-    fn post(&self, path: &str, body: Vec<u8>) -> Result<(), String> {
+    fn post(&self, path: &str, body: Vec<u8>) -> Result<(), DeliverError> {
         let url = format!("{}{path}", self.cfg.endpoint.trim_end_matches('/'));
         let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/x-protobuf")];
         headers.extend(
@@ -238,7 +238,7 @@ impl Otlp {
 }
 
 impl Deliver for Otlp {
-    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), String> {
+    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), DeliverError> {
         // Traces: one ResourceSpans per location in the batch.
         let mut by_location: HashMap<String, Vec<Span>> = HashMap::new();
         for d in batch {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{Deliver, Delivery};
+use super::{Deliver, DeliverError, Delivery};
 use crate::sinks::registry::SinkReader;
 
 /// A `pretty` sink takes no keys besides `type`, `name` and `queue`.
@@ -22,12 +22,12 @@ pub(crate) fn read(_: &mut SinkReader<'_, '_>, _: Raw) -> Option<()> {
 pub struct Pretty;
 
 impl Deliver for Pretty {
-    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), String> {
+    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), DeliverError> {
         let mut out = std::io::stdout().lock();
         for d in batch {
             writeln!(out, "{}", crate::pretty::render(&d.record, false))
-                .map_err(|e| e.to_string())?;
+                .map_err(DeliverError::Stdout)?;
         }
-        out.flush().map_err(|e| e.to_string())
+        out.flush().map_err(DeliverError::Stdout)
     }
 }

@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::{Deliver, Delivery};
+use super::{Deliver, DeliverError, Delivery};
 use waymark_record::Status;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -240,7 +240,7 @@ impl Updater {
         }
     }
 
-    fn push(&mut self) -> Result<(), String> {
+    fn push(&mut self) -> Result<(), DeliverError> {
         let Some((url, agent)) = &self.remote else {
             return Ok(());
         };
@@ -271,7 +271,7 @@ impl Updater {
 }
 
 impl Deliver for Updater {
-    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), String> {
+    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), DeliverError> {
         for d in batch {
             self.metrics.observe(d);
         }
@@ -279,7 +279,7 @@ impl Deliver for Updater {
         Ok(())
     }
 
-    fn tick(&mut self) -> Result<(), String> {
+    fn tick(&mut self) -> Result<(), DeliverError> {
         if self.remote.is_some() && self.last_push.is_none_or(|t| t.elapsed() >= self.every) {
             return self.push();
         }
@@ -287,7 +287,7 @@ impl Deliver for Updater {
     }
 
     /// The last values go out before the process ends.
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), DeliverError> {
         if self.dirty {
             return self.push();
         }

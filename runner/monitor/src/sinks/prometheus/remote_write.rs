@@ -115,10 +115,8 @@ fn parse_labels(mut rest: &str) -> Option<Vec<Label>> {
 }
 
 /// The request body: protobuf, then snappy (block format).
-pub fn encode(req: &WriteRequest) -> Result<Vec<u8>, String> {
-    snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .map_err(|e| e.to_string())
+pub fn encode(req: &WriteRequest) -> Result<Vec<u8>, snap::Error> {
+    snap::raw::Encoder::new().compress_vec(&req.encode_to_vec())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-use super::{Deliver, Delivery};
+use super::{Deliver, DeliverError, Delivery};
 mod config;
 pub(crate) use config::read;
 pub use config::*;
@@ -108,7 +108,7 @@ impl Webhook {
         serde_json::to_vec(&v).unwrap_or_default()
     }
 
-    fn post(&self, body: &[u8]) -> Result<(), String> {
+    fn post(&self, body: &[u8]) -> Result<(), DeliverError> {
         let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         headers.extend(
             self.cfg
@@ -133,7 +133,7 @@ impl Webhook {
 }
 
 impl Deliver for Webhook {
-    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), String> {
+    fn deliver(&mut self, batch: &[Arc<Delivery>]) -> Result<(), DeliverError> {
         // The state moves only once the whole batch went out, so a retried
         // batch yields the same events again (at least once, never lost).
         let mut failing = self.failing.clone();
