@@ -19,7 +19,7 @@ pub struct Captured {
     url: String,
     request_headers: Vec<(String, String)>,
     request_body: Option<Vec<u8>>,
-    outcome: Result<CapturedResponse, String>,
+    outcome: Result<CapturedResponse, waymark_http::HttpError>,
     elapsed: Duration,
 }
 
@@ -61,7 +61,7 @@ impl Captured {
                 https: r.tls.is_some(),
                 server_ip: r.remote_addr.ip().to_string(),
             }),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.clone()),
         };
         let request_headers = match &ex.result {
             Ok(r) => r.request_headers.clone(),
@@ -206,7 +206,7 @@ fn entry(c: &Captured) -> Value {
                 "status": 0, "statusText": "", "httpVersion": "", "cookies": [], "headers": [],
                 "content": {"size": 0, "mimeType": "x-unknown"},
                 "redirectURL": "", "headersSize": -1, "bodySize": -1,
-                "_error": e,
+                "_error": e.to_string(),
             },
             "cache": {},
             "timings": {"blocked": -1, "dns": -1, "connect": -1, "ssl": -1, "send": 0, "wait": ms(c.elapsed), "receive": 0},

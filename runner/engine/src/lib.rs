@@ -41,6 +41,6 @@ pub mod bindings {
     });
 }
 
-pub use runtime::{EngineError, LoadError, LoadedJourney, RunOptions, Runtime};
+pub use runtime::{EngineError, InstantiateError, LoadError, LoadedJourney, RunOptions, Runtime};
 pub use waymark_http as http;
 pub use waymark_record as record;

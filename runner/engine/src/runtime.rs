@@ -120,6 +120,25 @@ impl RunOptions {
     }
 }
 
+/// Why a journey could not be instantiated (`waymark check`).
+#[derive(Debug, thiserror::Error)]
+pub enum InstantiateError {
+    /// Its memory at start is above its `memory_limit`.
+    #[error("it needs {asked} of memory at start, above its memory_limit of {limit}")]
+    Memory {
+        /// What it asked for.
+        asked: String,
+        /// The limit.
+        limit: String,
+    },
+    /// It does not link against the world, or its start traps.
+    #[error("it cannot be instantiated: {0}")]
+    Link(String),
+    /// Starting took longer than its `timeout`.
+    #[error("instantiating it took longer than its timeout")]
+    Timeout,
+}
+
 /// Why the epoch callback stopped the guest.
 #[derive(Debug, thiserror::Error)]
 #[error("wall-clock timeout")]
@@ -342,7 +361,7 @@ impl Runtime {
         &self,
         journey: &LoadedJourney,
         opts: &RunOptions,
-    ) -> Result<(), String> {
+    ) -> Result<(), InstantiateError> {
         let mut store = self.new_store(
             journey,
             opts,
@@ -354,16 +373,15 @@ impl Runtime {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
                 if let Some(asked) = store.data().limiter.exceeded {
-                    Err(format!(
-                        "it needs {} of memory at start, above its memory_limit of {}",
-                        human_bytes(asked),
-                        human_bytes(opts.memory_limit)
-                    ))
+                    Err(InstantiateError::Memory {
+                        asked: human_bytes(asked),
+                        limit: human_bytes(opts.memory_limit),
+                    })
                 } else {
-                    Err(format!("it cannot be instantiated: {e:#}"))
+                    Err(InstantiateError::Link(format!("{e:#}")))
                 }
             }
-            Err(_) => Err("instantiating it took longer than its timeout".into()),
+            Err(_) => Err(InstantiateError::Timeout),
         }
     }
 

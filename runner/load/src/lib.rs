@@ -87,9 +87,8 @@ impl Shard {
     pub const WHOLE: Shard = Shard { index: 0, count: 1 };
 
     /// Parses `I/N`.
-    pub fn parse(text: &str) -> Result<Shard, String> {
-        let bad =
-            || format!("'{text}' is not a shard like 0/3 (index from 0 to count−1, then count)");
+    pub fn parse(text: &str) -> Result<Shard, ShardError> {
+        let bad = || ShardError(text.to_string());
         let (i, n) = text.split_once('/').ok_or_else(bad)?;
         let index: u32 = i.trim().parse().map_err(|_| bad())?;
         let count: u32 = n.trim().parse().map_err(|_| bad())?;
@@ -111,8 +110,39 @@ impl Shard {
     }
 }
 
-/// Parses an arrival rate: `200/s`, `30/m`, `5000/h` or a bare number per second.
-pub fn parse_rate(text: &str) -> Result<f64, String> {
+/// A shard that does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a shard like 0/3 (index from 0 to count−1, then count)")]
+pub struct ShardError(pub String);
+
+/// The slowest arrival rate an open-model step can keep: one per hour.
+pub const MIN_RATE_PER_SEC: f64 = 1.0 / 3600.0;
+/// The fastest: one arrival per microsecond, the finest step the timetable
+/// is kept in.
+pub const MAX_RATE_PER_SEC: f64 = 1_000_000.0;
+
+/// An arrival rate that does not read or cannot be kept.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RateError {
+    /// Not `N/s`, `N/m` or `N/h`.
+    #[error("'{0}' is not a rate like 200/s, 30/m or 5000/h")]
+    Syntax(String),
+    /// Zero, negative or not a number.
+    #[error("'{0}': a rate must be above 0")]
+    NotPositive(String),
+    /// Slower than one per hour.
+    #[error("'{0}' is slower than one arrival per hour, the slowest rate a step can keep")]
+    TooSlow(String),
+    /// Faster than the timetable's resolution.
+    #[error(
+        "'{0}' is faster than 1,000,000/s, the fastest rate the timetable can keep (shard the load over processes with --shard)"
+    )]
+    TooFast(String),
+}
+
+/// Parses an arrival rate: `200/s`, `30/m`, `5000/h` or a bare number per
+/// second, in arrivals per second.
+pub fn parse_rate(text: &str) -> Result<f64, RateError> {
     let t = text.trim();
     let (num, per) = match t.split_once('/') {
         Some((n, u)) => (n.trim(), u.trim()),
@@ -122,15 +152,22 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
         "s" | "sec" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        _ => return Err(format!("'{text}' is not a rate like 200/s, 30/m or 5000/h")),
+        _ => return Err(RateError::Syntax(text.to_string())),
     };
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("'{text}' is not a rate like 200/s, 30/m or 5000/h"))?;
+        .map_err(|_| RateError::Syntax(text.to_string()))?;
     if !(n.is_finite() && n > 0.0) {
-        return Err(format!("'{text}': a rate must be above 0"));
+        return Err(RateError::NotPositive(text.to_string()));
     }
-    Ok(n / secs)
+    let per_sec = n / secs;
+    if per_sec < MIN_RATE_PER_SEC {
+        return Err(RateError::TooSlow(text.to_string()));
+    }
+    if per_sec > MAX_RATE_PER_SEC {
+        return Err(RateError::TooFast(text.to_string()));
+    }
+    Ok(per_sec)
 }
 
 /// What to run and for how long.

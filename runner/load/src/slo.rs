@@ -75,13 +75,32 @@ impl fmt::Display for Gate {
 const HELP: &str = "a gate is METRIC OP VALUE: p50/p90/p95/p99/max/mean (optionally p95(STEP)) with a duration, \
 errors with a percentage, peak with a concurrency, throughput with a rate; OP is <, <=, > or >=";
 
+/// A gate that does not read: what was written, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{text}': {reason}")]
+pub struct GateError {
+    /// The gate as written.
+    pub text: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl GateError {
+    fn new(text: &str, reason: String) -> Self {
+        GateError {
+            text: text.to_string(),
+            reason,
+        }
+    }
+}
+
 impl Gate {
     /// Parses `p95<500ms` and friends.
-    pub fn parse(text: &str) -> Result<Gate, String> {
+    pub fn parse(text: &str) -> Result<Gate, GateError> {
         let t: String = text.chars().filter(|c| !c.is_whitespace()).collect();
         let pos = t
             .find(['<', '>'])
-            .ok_or_else(|| format!("'{text}': no comparison; {HELP}"))?;
+            .ok_or_else(|| GateError::new(text, format!("no comparison; {HELP}")))?;
         let (name, rest) = t.split_at(pos);
         let (op, value) = if let Some(v) = rest.strip_prefix("<=") {
             (Op::Le, v)
@@ -93,21 +112,24 @@ impl Gate {
             (Op::Gt, &rest[1..])
         };
         if value.is_empty() {
-            return Err(format!("'{text}': no value after the comparison; {HELP}"));
+            return Err(GateError::new(
+                text,
+                format!("no value after the comparison; {HELP}"),
+            ));
         }
         let (base, step) = match name.split_once('(') {
             Some((b, s)) => {
                 let s = s
                     .strip_suffix(')')
                     .filter(|s| !s.is_empty())
-                    .ok_or_else(|| format!("'{text}': write a step as p95(NAME)"))?;
+                    .ok_or_else(|| GateError::new(text, "write a step as p95(NAME)".to_string()))?;
                 (b, Some(s.to_string()))
             }
             None => (name, None),
         };
-        let latency = |m: Metric| -> Result<(Metric, f64), String> {
+        let latency = |m: Metric| -> Result<(Metric, f64), GateError> {
             let d = waymark_record::units::parse_duration(value)
-                .map_err(|e| format!("'{text}': {e}"))?;
+                .map_err(|e| GateError::new(text, e.to_string()))?;
             Ok((m, d.as_secs_f64() * 1000.0))
         };
         let (metric, limit) = match base {
@@ -115,16 +137,23 @@ impl Gate {
             "max" => latency(Metric::Max(step))?,
             p if p.len() > 1 && p.starts_with('p') && p.as_bytes()[1].is_ascii_digit() => {
                 let q: f64 = p[1..].parse().map_err(|_| {
-                    format!("'{text}': '{p}' is not a percentile like p95 or p99.9; {HELP}")
+                    GateError::new(
+                        text,
+                        format!("'{p}' is not a percentile like p95 or p99.9; {HELP}"),
+                    )
                 })?;
                 if !(q > 0.0 && q < 100.0) {
-                    return Err(format!("'{text}': a percentile is between p0 and p100"));
+                    return Err(GateError::new(
+                        text,
+                        "a percentile is between p0 and p100".to_string(),
+                    ));
                 }
                 latency(Metric::Quantile(q / 100.0, step))?
             }
             _ if step.is_some() => {
-                return Err(format!(
-                    "'{text}': only latency gates take a step name; {HELP}"
+                return Err(GateError::new(
+                    text,
+                    format!("only latency gates take a step name; {HELP}"),
                 ));
             }
             "errors" | "error_rate" => {
@@ -132,20 +161,27 @@ impl Gate {
                     Some(p) => p.parse::<f64>().map(|p| p / 100.0),
                     None => value.parse::<f64>(),
                 }
-                .map_err(|_| format!("'{text}': '{value}' is not a share like 1% or 0.01"))?;
+                .map_err(|_| {
+                    GateError::new(text, format!("'{value}' is not a share like 1% or 0.01"))
+                })?;
                 (Metric::Errors, v)
             }
             "peak" => {
-                let v: f64 = value
-                    .parse()
-                    .map_err(|_| format!("'{text}': '{value}' is not a concurrency like 32"))?;
+                let v: f64 = value.parse().map_err(|_| {
+                    GateError::new(text, format!("'{value}' is not a concurrency like 32"))
+                })?;
                 (Metric::Peak, v)
             }
             "throughput" | "rps" => (
                 Metric::Throughput,
-                super::parse_rate(value).map_err(|e| format!("'{text}': {e}"))?,
+                super::parse_rate(value).map_err(|e| GateError::new(text, e.to_string()))?,
             ),
-            other => return Err(format!("'{text}': unknown metric '{other}'; {HELP}")),
+            other => {
+                return Err(GateError::new(
+                    text,
+                    format!("unknown metric '{other}'; {HELP}"),
+                ));
+            }
         };
         Ok(Gate {
             text: text.trim().to_string(),
@@ -292,7 +328,7 @@ mod tests {
             ("errors(login)<1%", "only latency gates"),
             ("p95()<1s", "p95(NAME)"),
         ] {
-            let e = Gate::parse(bad).expect_err(bad);
+            let e = Gate::parse(bad).expect_err(bad).to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
     }

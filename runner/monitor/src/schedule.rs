@@ -42,21 +42,41 @@ impl PartialEq for Schedule {
     }
 }
 
+/// A cron expression that cannot be a schedule.
+#[derive(Debug, thiserror::Error)]
+pub enum CronError {
+    /// Five fields, as classic cron: ours has seconds first.
+    #[error("'{0}' has 5 fields; waymark's cron has seconds first (6 fields), e.g. \"0 {0}\"")]
+    FiveFields(String),
+    /// Not a cron expression.
+    #[error("'{expr}' is not a cron expression with seconds: {source}")]
+    Syntax {
+        /// As written.
+        expr: String,
+        /// The cron crate's reason.
+        #[source]
+        source: cron::error::Error,
+    },
+    /// Valid, but no time ever matches (e.g. 30 February).
+    #[error("'{0}' never fires")]
+    Never(String),
+}
+
 impl Schedule {
     /// Parses a cron expression with seconds; a 5-field one gets a hint.
-    pub fn cron(expr: &str) -> Result<Schedule, String> {
+    pub fn cron(expr: &str) -> Result<Schedule, CronError> {
         let fields = expr.split_whitespace().count();
         if fields == 5 {
-            return Err(format!(
-                "'{expr}' has 5 fields; waymark's cron has seconds first (6 fields), e.g. \"0 {expr}\""
-            ));
+            return Err(CronError::FiveFields(expr.to_string()));
         }
-        let parsed = cron::Schedule::from_str(expr)
-            .map_err(|e| format!("'{expr}' is not a cron expression with seconds: {e}"))?;
+        let parsed = cron::Schedule::from_str(expr).map_err(|source| CronError::Syntax {
+            expr: expr.to_string(),
+            source,
+        })?;
         // An expression that can never fire (e.g. 30 February) would leave the
         // journey silent forever.
         if parsed.upcoming(Utc).next().is_none() {
-            return Err(format!("'{expr}' never fires"));
+            return Err(CronError::Never(expr.to_string()));
         }
         Ok(Schedule::Cron {
             expr: expr.to_string(),
@@ -121,11 +141,12 @@ mod tests {
 
     #[test]
     fn five_fields_get_a_hint() {
-        let e = Schedule::cron("*/5 * * * *").unwrap_err();
+        let e = Schedule::cron("*/5 * * * *").unwrap_err().to_string();
         assert!(e.contains("\"0 */5 * * * *\""), "{e}");
         assert!(
             Schedule::cron("0 0 0 30 2 *")
                 .unwrap_err()
+                .to_string()
                 .contains("never fires")
         );
         assert!(Schedule::cron("every minute").is_err());

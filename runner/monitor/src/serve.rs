@@ -161,7 +161,7 @@ pub async fn check(
                 errors.push(error_at(
                     &p.config.wasm_at,
                     format!("journey \"{}\" → wasm", p.config.name),
-                    e,
+                    e.to_string(),
                 ));
             }
         }
