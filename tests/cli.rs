@@ -55,7 +55,7 @@ async fn run_prints_the_record_and_exits_by_status() {
     let rec = record(&ok);
     assert_eq!((rec.journey.as_str(), rec.status), ("probe", Status::Pass));
     assert_eq!(rec.requests().count(), 1);
-    // The record is exactly DESIGN.md's shape: these keys, no others.
+    // The record's documented shape (README, *The result record*): these keys, no others.
     let v: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("json");
     let mut keys: Vec<&str> = v
         .as_object()

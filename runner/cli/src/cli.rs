@@ -15,6 +15,23 @@ use crate::http::{AllowList, HttpConfig, HttpSettingsError};
 use crate::record::{RunRecord, Status};
 use crate::{RunOptions, Runtime, demo, pretty};
 
+/// The help's defaults, written from the constants the libraries use, so the
+/// help, the config and the engine cannot disagree.
+mod defaults {
+    use std::sync::LazyLock;
+
+    use crate::units::format_size;
+
+    pub(super) static TIMEOUT: LazyLock<String> =
+        LazyLock::new(|| humantime::format_duration(waymark_engine::DEFAULT_TIMEOUT).to_string());
+    pub(super) static MEMORY_LIMIT: LazyLock<String> =
+        LazyLock::new(|| format_size(waymark_engine::DEFAULT_MEMORY_LIMIT as u64));
+    pub(super) static MAX_BODY: LazyLock<String> =
+        LazyLock::new(|| format_size(crate::http::DEFAULT_MAX_BODY));
+    pub(super) static MAX_TOTAL_BYTES: LazyLock<String> =
+        LazyLock::new(|| format_size(crate::http::DEFAULT_MAX_TOTAL_BYTES));
+}
+
 /// Synthetic journeys in a sandbox, timed phase by phase.
 #[derive(Parser, Debug)]
 #[command(name = "waymark", version, about)]
@@ -224,10 +241,10 @@ pub(crate) struct JourneyArgs {
     #[arg(long, default_value_t = crate::http::DEFAULT_MAX_REQUESTS)]
     max_requests: u32,
     /// Largest response body, e.g. 10MiB.
-    #[arg(long, default_value = "10MiB", value_parser = parse_size)]
+    #[arg(long, default_value = defaults::MAX_BODY.as_str(), value_parser = parse_size)]
     max_body: usize,
     /// Most body bytes the whole run may receive, e.g. 256MiB.
-    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    #[arg(long, default_value = defaults::MAX_TOTAL_BYTES.as_str(), value_parser = parse_size)]
     max_total_bytes: usize,
     /// Extra CA certificates (PEM) trusted for https, beside the webpki roots.
     #[arg(long, value_name = "FILE")]
@@ -242,10 +259,10 @@ pub(crate) struct JourneyArgs {
     #[arg(long)]
     insecure: bool,
     /// Wall-clock limit of the run, e.g. 30s, 500ms.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = defaults::TIMEOUT.as_str(), value_parser = parse_duration)]
     pub(crate) timeout: Duration,
     /// Memory limit of the journey, e.g. 64MiB.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, default_value = defaults::MEMORY_LIMIT.as_str(), value_parser = parse_size)]
     pub(crate) memory_limit: usize,
 }
 

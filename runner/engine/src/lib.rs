@@ -41,6 +41,9 @@ pub mod bindings {
     });
 }
 
-pub use runtime::{EngineError, InstantiateError, LoadError, LoadedJourney, RunOptions, Runtime};
+pub use runtime::{
+    DEFAULT_LOCATION, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EngineError, InstantiateError,
+    LoadError, LoadedJourney, RunOptions, Runtime,
+};
 pub use waymark_http as http;
 pub use waymark_record as record;

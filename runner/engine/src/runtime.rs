@@ -79,6 +79,14 @@ pub struct LoadedJourney {
     pub from_cache: bool,
 }
 
+/// Wall-clock limit of a run unless its settings say otherwise (every
+/// command and the config read this one).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Linear memory cap of a journey unless its settings say otherwise.
+pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
+/// The location label of a runner that names none.
+pub const DEFAULT_LOCATION: &str = "local";
+
 /// Per-run settings.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -104,15 +112,16 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    /// Defaults of DESIGN.md section 7: 30 s, 64 MiB, location `local`.
+    /// The defaults: [`DEFAULT_TIMEOUT`], [`DEFAULT_MEMORY_LIMIT`],
+    /// [`DEFAULT_LOCATION`], a first attempt.
     pub fn new(http: Arc<HttpConfig>) -> Self {
         RunOptions {
             vars: HashMap::new(),
             secrets: HashMap::new(),
             http,
-            timeout: Duration::from_secs(30),
-            memory_limit: 64 * 1024 * 1024,
-            location: "local".into(),
+            timeout: DEFAULT_TIMEOUT,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            location: DEFAULT_LOCATION.into(),
             attempt: 1,
             capture_bodies: None,
             run_id: None,

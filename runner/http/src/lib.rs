@@ -3,7 +3,7 @@
 //! reqwest and hyper-util's pooled client hide the moments we need, so this
 //! client drives the steps itself: resolve, TCP connect, TLS handshake, then a
 //! hyper HTTP/1.1 connection over an I/O wrapper that notes when the first
-//! response byte arrives. Phase definitions are DESIGN.md section 3, the same
+//! response byte arrives. Phase definitions are those of the README (*Phases*), the same
 //! as blackbox_exporter's and curl's `-w` timers.
 
 pub mod allow;
@@ -28,9 +28,9 @@ use io::{FirstByteProbe, TimedIo};
 pub use resolve::{Overrides, Resolve, ResolveEntryError, SystemResolver};
 pub use tls::{TlsConfigError, TlsInfo, TlsOptions};
 
-/// Default cap on one response body (DESIGN.md section 7).
+/// Default cap on one response body.
 pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
-/// Default cap on requests per run (DESIGN.md section 7).
+/// Default cap on requests per run.
 pub const DEFAULT_MAX_REQUESTS: u32 = 1000;
 /// Default cap on body bytes received per run.
 pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
@@ -190,7 +190,7 @@ pub struct Request {
     pub trace: bool,
 }
 
-/// Phase durations of one request (DESIGN.md section 3).
+/// Phase durations of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Timings {
     /// start → address resolved.

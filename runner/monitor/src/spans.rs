@@ -249,6 +249,19 @@ pub fn http_url(text: &str) -> Result<String, NotHttpUrl> {
     }
 }
 
+/// A listen address: `HOST:PORT`, or `:PORT` for every interface (as Go
+/// programs such as Prometheus and blackbox_exporter read it); port 0 picks a
+/// free one.
+pub fn listen_addr(text: &str) -> Option<std::net::SocketAddr> {
+    match text.strip_prefix(':') {
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .map(|p| std::net::SocketAddr::from(([0, 0, 0, 0], p))),
+        None => text.parse().ok(),
+    }
+}
+
 /// The key of `table` at byte `pos` (its key or its value), if any.
 pub(crate) fn key_at(table: &Spanned<DeValue<'_>>, pos: usize) -> Option<String> {
     let DeValue::Table(t) = table.get_ref() else {
@@ -308,5 +321,25 @@ pub(crate) fn substitute_env(
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_a_bare_port_as_every_interface() {
+        assert_eq!(listen_addr(":0"), Some("0.0.0.0:0".parse().expect("addr")));
+        assert_eq!(
+            listen_addr(":9464"),
+            Some("0.0.0.0:9464".parse().expect("addr"))
+        );
+        assert_eq!(
+            listen_addr("[::1]:80"),
+            Some("[::1]:80".parse().expect("addr"))
+        );
+        assert_eq!(listen_addr("localhost"), None);
+        assert_eq!(listen_addr(":http"), None);
     }
 }

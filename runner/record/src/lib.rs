@@ -1,4 +1,4 @@
-//! The result record (DESIGN.md section 4): one per run, what every sink gets.
+//! The result record: one per run, what every sink gets.
 
 use serde::{Deserialize, Serialize};
 
@@ -113,7 +113,7 @@ pub struct StepRecord {
     pub name: String,
     /// `pass`, `fail` (a check or a request failed) or `error` (the run stopped inside it).
     pub status: Status,
-    /// Offset of the step's start from the run's start (extension of DESIGN.md; used by waterfalls).
+    /// Offset of the step's start from the run's start (used by waterfalls).
     pub start_ms: f64,
     /// Step wall time.
     pub duration_ms: f64,
@@ -134,7 +134,7 @@ pub struct CheckRecord {
     pub detail: Option<String>,
 }
 
-/// The phase names of DESIGN.md section 3, in order, as in `timings_ms`
+/// The phase names, in order, as in `timings_ms`
 /// (blackbox_exporter's names); `total` spans them all.
 pub const PHASE_NAMES: [&str; 6] = [
     "resolve",
@@ -145,7 +145,7 @@ pub const PHASE_NAMES: [&str; 6] = [
     "total",
 ];
 
-/// Phase durations in milliseconds (DESIGN.md section 3).
+/// Phase durations in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseTimings {
     /// start → address resolved.

@@ -62,6 +62,16 @@ pub fn parse_size(s: &str) -> Result<usize, UnitError> {
         .ok_or_else(|| UnitError::TooLarge(s.to_string()))
 }
 
+/// `bytes` as [`parse_size`] reads it back: `64MiB`, `512KiB`, `1000`.
+pub fn format_size(bytes: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +88,8 @@ mod tests {
                 .contains("unknown size unit")
         );
         assert!(parse_size("MiB").is_err());
+        for n in [64 << 20, 512 << 10, 3 << 30, 1000, 1536] {
+            assert_eq!(parse_size(&format_size(n as u64)), Ok(n));
+        }
     }
 }

@@ -139,10 +139,7 @@ pub enum LoadConfigError {
     Invalid(#[from] ConfigErrors),
 }
 
-/// Defaults of DESIGN.md sections 5 and 7.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default memory cap of a journey.
-pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
+pub use waymark_engine::{DEFAULT_LOCATION, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT};
 /// Default history retention.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Shortest `every`: below this a journey would be a load test.

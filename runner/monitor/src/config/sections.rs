@@ -79,12 +79,12 @@ pub(super) fn read_runner(r: &mut Reader, base: &Path, raw: RawRunner) -> Runner
         if text.is_empty() || text == "off" {
             out.listen = None;
         } else {
-            match text.parse::<SocketAddr>() {
-                Ok(a) => out.listen = Some(a),
-                Err(_) => r.error(
+            match crate::spans::listen_addr(text) {
+                Some(a) => out.listen = Some(a),
+                None => r.error(
                     l.span(),
                     "[runner] → listen",
-                    format!("'{text}' is not an address like 127.0.0.1:9464 (or \"off\")"),
+                    format!("'{text}' is not an address like 127.0.0.1:9464 or :9464 (or \"off\")"),
                 ),
             }
         }

@@ -30,10 +30,13 @@ pub(crate) struct Raw {
 
 pub(crate) fn read(s: &mut SinkReader<'_, '_>, raw: Raw) -> Option<PrometheusConfig> {
     let listen = match &raw.listen {
-        Some(l) => match l.get_ref().parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                let msg = format!("'{}' is not an address like 127.0.0.1:9464", l.get_ref());
+        Some(l) => match crate::spans::listen_addr(l.get_ref()) {
+            Some(a) => Some(a),
+            None => {
+                let msg = format!(
+                    "'{}' is not an address like 127.0.0.1:9464 or :9464",
+                    l.get_ref()
+                );
                 s.error(l.span(), "listen", msg);
                 None
             }
