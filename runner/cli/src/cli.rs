@@ -114,7 +114,7 @@ struct LoadArgs {
     #[arg(long)]
     name: Option<String>,
     /// Location label.
-    #[arg(long, default_value = "local")]
+    #[arg(long, default_value = waymark_engine::DEFAULT_LOCATION)]
     location: String,
     /// No progress display (it is off anyway when standard error is not a terminal).
     #[arg(long, short = 'q')]
@@ -291,7 +291,7 @@ struct RunArgs {
     #[arg(long)]
     name: Option<String>,
     /// Location label in the record.
-    #[arg(long, default_value = "local")]
+    #[arg(long, default_value = waymark_engine::DEFAULT_LOCATION)]
     location: String,
     /// Also send the record to a sink: jsonl:FILE (appended), webhook:URL
     /// (a JSON POST of the run) or otlp:URL (the run as a trace, OTLP/HTTP);

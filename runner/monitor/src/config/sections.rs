@@ -52,7 +52,7 @@ pub(super) fn read_runner(r: &mut Reader, base: &Path, raw: RawRunner) -> Runner
                 .as_ref()
                 .map_or("spool", |s| s.get_ref().as_str()),
         ),
-        location: "local".into(),
+        location: waymark_engine::DEFAULT_LOCATION.into(),
         max_concurrent_runs: 64,
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
         shutdown_grace: Duration::from_secs(30),
