@@ -15,6 +15,7 @@
 //! it ends, but only what ended inside the window counts as throughput:
 //! an overloaded server's throughput is what it served, not what arrived).
 
+pub mod generator;
 pub mod hist;
 pub mod report;
 pub mod slo;
@@ -223,6 +224,9 @@ pub struct StepResult {
     pub waited_for_slot: u64,
     /// Iterations run but not measured (warm-up, or across the step's end).
     pub unmeasured: u64,
+    /// How hard waymark itself worked; a saturated step measured waymark.
+    #[serde(default)]
+    pub generator: generator::Generator,
 }
 
 impl StepResult {
@@ -315,13 +319,33 @@ impl Counts {
 fn record_into(map: &mut BTreeMap<String, Histo>, name: &str, ms: f64) {
     match map.get_mut(name) {
         Some(h) => h.record_ms(ms),
-        None => map.entry(name.to_string()).or_default().record_ms(ms),
+        None => fold(map, name).record_ms(ms),
     }
+}
+
+/// Most distinct journey-step names kept apart per step of the ramp; a
+/// journey naming more (an id in every name, say) would grow the generator
+/// without bound, so the rest share [`OTHER_STEPS`].
+pub const MAX_STEP_NAMES: usize = 200;
+/// The one histogram of the step names beyond [`MAX_STEP_NAMES`].
+pub const OTHER_STEPS: &str = "(other step names)";
+
+fn fold<'m>(map: &'m mut BTreeMap<String, Histo>, name: &str) -> &'m mut Histo {
+    // One place is kept for the fold itself.
+    let key = if map.len() + 1 < MAX_STEP_NAMES || name == OTHER_STEPS {
+        name
+    } else {
+        OTHER_STEPS
+    };
+    map.entry(key.to_string()).or_default()
 }
 
 fn merge_map(into: &mut BTreeMap<String, Histo>, from: &BTreeMap<String, Histo>) {
     for (k, h) in from {
-        into.entry(k.clone()).or_default().merge(h);
+        match into.get_mut(k) {
+            Some(mine) => mine.merge(h),
+            None => fold(into, k).merge(h),
+        }
     }
 }
 
@@ -372,10 +396,22 @@ impl LoadReport {
         let points: Vec<(f64, f64)> = self
             .steps
             .iter()
-            .filter(|s| s.counts.iterations > 0 && !s.cut_short)
+            .filter(|s| s.counts.iterations > 0 && !s.cut_short && !s.generator.is_saturated())
             .map(|s| (s.concurrency(), s.throughput))
             .collect();
+        let saturated = self
+            .steps
+            .iter()
+            .filter(|s| s.generator.is_saturated())
+            .count();
         match usl::fit(&points) {
+            Err(e) if saturated > 0 => {
+                self.usl = None;
+                self.usl_refused = Some(format!(
+                    "{e} ({saturated} step{} where waymark itself was saturated left out)",
+                    if saturated == 1 { "" } else { "s" }
+                ));
+            }
             Ok(f) => {
                 self.usl = Some(f);
                 self.usl_refused = None;
@@ -384,6 +420,21 @@ impl LoadReport {
                 self.usl = None;
                 self.usl_refused = Some(e.to_string());
             }
+        }
+        if let Some(f) = self.usl.as_mut()
+            && saturated > 0
+        {
+            let which: Vec<String> = self
+                .steps
+                .iter()
+                .filter(|s| s.generator.is_saturated())
+                .map(|s| (s.index + 1).to_string())
+                .collect();
+            f.notes.push(format!(
+                "fitted without step{} {}, where waymark itself was saturated",
+                if which.len() == 1 { "" } else { "s" },
+                which.join(", ")
+            ));
         }
     }
 
@@ -469,6 +520,7 @@ pub fn merge(parts: Vec<(String, LoadReport)>) -> Result<LoadReport, MergeError>
             a.mean_concurrency += b.mean_concurrency;
             a.waited_for_slot += b.waited_for_slot;
             a.unmeasured += b.unmeasured;
+            a.generator.merge(&b.generator);
         }
     }
     out.shard = None;
@@ -525,6 +577,8 @@ struct Acc {
     /// Measured iterations that ended inside the window: the throughput.
     /// (In the open model the others still count for latency.)
     completed_in_window: u64,
+    cpu_start: generator::CpuMark,
+    cpu_end: Option<generator::CpuMark>,
 }
 
 struct Collector {
@@ -548,18 +602,25 @@ impl Collector {
             by_arrival,
             busy: Duration::ZERO,
             completed_in_window: 0,
+            cpu_start: generator::CpuMark::now(),
+            cpu_end: None,
         });
     }
 
     fn end(&self, step: usize, at: Instant) {
+        let mark = generator::CpuMark::now();
         if let Some(a) = self.lock().get_mut(step) {
             a.ended = Some(at);
+            a.cpu_end = Some(mark);
         }
     }
 
+    /// One iteration: `ready` is when it could have started (none for a
+    /// closed user's first), `intended` when the timetable wanted it.
     fn record(
         &self,
         step: usize,
+        ready: Option<Instant>,
         intended: Instant,
         started: Instant,
         ended: Instant,
@@ -569,6 +630,12 @@ impl Collector {
         let Some(acc) = steps.get_mut(step) else {
             return;
         };
+        if let Some(ready) = ready {
+            acc.result
+                .generator
+                .start_delay
+                .record(started.saturating_duration_since(ready));
+        }
         let window_end = acc
             .ended
             .map_or(acc.planned_end, |e| e.min(acc.planned_end));
@@ -650,6 +717,12 @@ impl Collector {
             .map(|a| {
                 let mut r = a.result;
                 let ended = a.ended.unwrap_or_else(Instant::now);
+                let cores = generator::cores();
+                r.generator.cores = cores;
+                r.generator.cpu = a
+                    .cpu_start
+                    .share_until(&a.cpu_end.unwrap_or_else(generator::CpuMark::now), cores);
+                r.generator.judge();
                 r.duration_s = ended.saturating_duration_since(a.step_start).as_secs_f64();
                 let end = ended.min(a.planned_end);
                 let measured = end.saturating_duration_since(a.window_start).as_secs_f64();
@@ -856,6 +929,7 @@ pub async fn run(
                     if !shared.budget.take() {
                         break;
                     }
+                    let ready = Instant::now();
                     let shared = shared.clone();
                     let pool = pool.clone();
                     tasks.spawn(async move {
@@ -871,7 +945,9 @@ pub async fn run(
                         if let Ok(mut p) = pool.lock() {
                             p.push(conns);
                         }
-                        shared.collector.record(i, intended, started, ended, &rec);
+                        shared
+                            .collector
+                            .record(i, Some(ready), intended, started, ended, &rec);
                         shared.budget.finished();
                         drop(permit);
                     });
@@ -933,6 +1009,7 @@ fn blank_step(index: usize, users: Option<u32>, rate: Option<f64>, warmup: Durat
         mean_concurrency: 0.0,
         waited_for_slot: 0,
         unmeasured: 0,
+        generator: generator::Generator::default(),
     }
 }
 
@@ -973,6 +1050,8 @@ async fn wait_step(
 /// One virtual user of the closed model: loops while the step wants it.
 async fn closed_user(id: u32, shared: Arc<Shared>, mut ctl: watch::Receiver<Ctl>) {
     let mut conns = Connections::default();
+    // When this user's previous iteration ended: it was ready from then.
+    let mut ready: Option<Instant> = None;
     loop {
         let now = *ctl.borrow_and_update();
         if now.stop {
@@ -980,6 +1059,7 @@ async fn closed_user(id: u32, shared: Arc<Shared>, mut ctl: watch::Receiver<Ctl>
         }
         if id >= now.users || !shared.budget.take() {
             // Not wanted in this step, or its budget is spent: wait for the next.
+            ready = None;
             if ctl.changed().await.is_err() {
                 return;
             }
@@ -989,9 +1069,11 @@ async fn closed_user(id: u32, shared: Arc<Shared>, mut ctl: watch::Receiver<Ctl>
         let started = Instant::now();
         let (rec, c) = t.runtime.run_reusing(&t.journey, &t.opts, conns).await;
         conns = c;
+        let ended = Instant::now();
         shared
             .collector
-            .record(now.step, started, started, Instant::now(), &rec);
+            .record(now.step, ready, started, started, ended, &rec);
+        ready = Some(ended);
         shared.budget.finished();
         // A journey that never waits (no request, no sleep) would otherwise
         // hold its worker forever, and the timers ending the step would fire late.
@@ -1002,6 +1084,26 @@ async fn closed_user(id: u32, shared: Arc<Shared>, mut ctl: watch::Receiver<Ctl>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_names_beyond_the_cap_share_one_histogram() {
+        let mut m = BTreeMap::new();
+        for i in 0..(MAX_STEP_NAMES * 3) {
+            record_into(&mut m, &format!("item {i}"), 1.0);
+        }
+        assert_eq!(m.len(), MAX_STEP_NAMES);
+        assert_eq!(m[OTHER_STEPS].count(), (MAX_STEP_NAMES * 2 + 1) as u64);
+        let mut into = BTreeMap::new();
+        merge_map(&mut into, &m);
+        merge_map(&mut into, &m);
+        assert!(into.len() <= MAX_STEP_NAMES);
+        let total: u64 = into.values().map(Histo::count).sum();
+        assert_eq!(
+            total,
+            (MAX_STEP_NAMES * 3 * 2) as u64,
+            "nothing lost in the fold"
+        );
+    }
 
     #[test]
     fn shards_split_whole_things_exactly() {

@@ -82,14 +82,25 @@ pub fn terminal(r: &LoadReport) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:>4}  {:>10}  {:>10}  {:>9}  {:>9}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
-        "step", "load", "iterations", "it/s", "req/s", "errors", "p50", "p90", "p95", "p99", "max"
+        "{:>4}  {:>10}  {:>10}  {:>9}  {:>9}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>7}",
+        "step",
+        "load",
+        "iterations",
+        "it/s",
+        "req/s",
+        "errors",
+        "p50",
+        "p90",
+        "p95",
+        "p99",
+        "max",
+        "gen CPU"
     );
     for s in &r.steps {
         let p = s.counts.latency.percentiles();
         let _ = writeln!(
             out,
-            "{:>4}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}{}",
+            "{:>4}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>5.0} %{}{}",
             s.index + 1,
             s.label(),
             s.counts.iterations,
@@ -101,6 +112,12 @@ pub fn terminal(r: &LoadReport) -> String {
             ms(p.p95_ms),
             ms(p.p99_ms),
             ms(p.max_ms),
+            s.generator.cpu * 100.0,
+            if s.generator.is_saturated() {
+                "  (waymark saturated)"
+            } else {
+                ""
+            },
             if s.cut_short { "  (cut short)" } else { "" }
         );
     }
@@ -128,6 +145,9 @@ pub fn terminal(r: &LoadReport) -> String {
             let _ = writeln!(out, "  first {k}: {m}");
         }
     }
+    if let Some(words) = crate::generator::summary(&r.steps) {
+        let _ = writeln!(out, "{words}");
+    }
     let waited: u64 = r.steps.iter().map(|s| s.waited_for_slot).sum();
     if waited > 0 {
         let _ = writeln!(
@@ -138,6 +158,14 @@ pub fn terminal(r: &LoadReport) -> String {
 
     if !t.journey_steps.is_empty() {
         let _ = writeln!(out, "\njourney steps (all measured iterations)");
+        if t.journey_steps.contains_key(crate::OTHER_STEPS) {
+            let _ = writeln!(
+                out,
+                "  (the journey named more than {} distinct steps; the rest share \"{}\")",
+                crate::MAX_STEP_NAMES - 1,
+                crate::OTHER_STEPS
+            );
+        }
         for (name, h) in &t.journey_steps {
             let p = h.percentiles();
             let _ = writeln!(
@@ -362,11 +390,12 @@ fn concurrency_label(r: &LoadReport) -> &'static str {
 }
 
 fn throughput_chart(r: &LoadReport) -> String {
-    let points: Vec<(f64, f64)> = r
+    // Steps where waymark was saturated are drawn hollow: not the target's.
+    let points: Vec<(f64, f64, bool)> = r
         .steps
         .iter()
         .filter(|s| s.counts.iterations > 0)
-        .map(|s| (s.concurrency(), s.throughput))
+        .map(|s| (s.concurrency(), s.throughput, s.generator.is_saturated()))
         .collect();
     let max_n = points.iter().map(|p| p.0).fold(1.0, f64::max);
     let peak = r
@@ -386,8 +415,8 @@ fn throughput_chart(r: &LoadReport) -> String {
     };
     let ymax = points
         .iter()
-        .chain(curve.iter())
         .map(|p| p.1)
+        .chain(curve.iter().map(|p| p.1))
         .fold(1.0, f64::max)
         * 1.1;
     let f = Frame::new(xmax, ymax);
@@ -418,10 +447,11 @@ fn throughput_chart(r: &LoadReport) -> String {
             fit.predict(n)
         );
     }
-    for (n, x) in &points {
+    for (n, x, saturated) in &points {
+        let fill = if *saturated { "none" } else { colors::MEASURED };
         let _ = write!(
             svg,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="6" fill="{}"/>"#,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="6" fill="{fill}" stroke="{}" stroke-width="2"/>"#,
             f.x(*n),
             f.y(*x),
             colors::MEASURED
@@ -642,14 +672,19 @@ svg{{max-width:100%;height:auto;display:block}}
     h.push_str("<h2>Latency percentiles</h2>");
     h.push_str(&latency_chart(r));
 
-    h.push_str("<h2>Steps</h2><table><tr><th>step</th><th>load</th><th>measured</th><th>iterations</th><th>it/s</th><th>req/s</th><th>errors</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>max</th></tr>");
+    h.push_str("<h2>Steps</h2><table><tr><th>step</th><th>load</th><th>measured</th><th>iterations</th><th>it/s</th><th>req/s</th><th>errors</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>max</th><th>waymark CPU</th><th>start delay p99</th></tr>");
     for s in &r.steps {
         let p = s.counts.latency.percentiles();
         let _ = write!(
             h,
-            "<tr><td>{}{}</td><td>{}</td><td>{:.1} s</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}{}{}</td><td>{}</td><td>{:.1} s</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0} %</td><td>{}</td></tr>",
             s.index + 1,
             if s.cut_short { " (cut short)" } else { "" },
+            if s.generator.is_saturated() {
+                " (waymark saturated)"
+            } else {
+                ""
+            },
             esc(&s.label()),
             s.measured_s,
             s.counts.iterations,
@@ -660,10 +695,15 @@ svg{{max-width:100%;height:auto;display:block}}
             ms(p.p90_ms),
             ms(p.p95_ms),
             ms(p.p99_ms),
-            ms(p.max_ms)
+            ms(p.max_ms),
+            s.generator.cpu * 100.0,
+            ms(s.generator.start_delay.quantile_ms(0.99))
         );
     }
     h.push_str("</table>");
+    if let Some(words) = crate::generator::summary(&r.steps) {
+        let _ = write!(h, r#"<div class="note">{}</div>"#, esc(&words));
+    }
     if !r.total.errors.is_empty() {
         let kinds: Vec<String> = r
             .total
