@@ -4,14 +4,14 @@ call an authenticated endpoint with it and check the fields.
 vars: ``base_url``, ``user``; secrets: ``password``.
 """
 
-from waymark import check, check_eq, http, journey, step, vars
+from waymark import check, check_eq, http, journey, step, variables
 
 
 @journey
 def run():
-    base = vars.require("base_url")
-    user = vars.get("user", "qa")
-    password = vars.require("password")
+    base = variables.require("base_url")
+    user = variables.get("user", "qa")
+    password = variables.require("password")
 
     with step("log in"):
         resp = http.post(f"{base}/login", json={"user": user, "password": password})

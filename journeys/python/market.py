@@ -4,13 +4,13 @@ pairs, then fetch prices for the first few, with checks on both.
 vars: ``base_url``, optional ``pairs`` (how many prices to fetch, default 3).
 """
 
-from waymark import check, check_eq, http, journey, log, step, vars
+from waymark import check, check_eq, http, journey, log, step, variables
 
 
 @journey
 def run():
-    base = vars.require("base_url")
-    wanted = int(vars.get("pairs", "3"))
+    base = variables.require("base_url")
+    wanted = int(variables.get("pairs", "3"))
 
     with step("list pairs"):
         resp = http.get(f"{base}/pairs")

@@ -11,8 +11,8 @@ export function step<T>(name: string, body: () => T): T;
 export function check(name: string, passed: unknown, detail?: unknown): boolean;
 /** A check that `actual === expected`, saying both when it fails. */
 export function checkEq<T>(name: string, actual: T, expected: T): boolean;
-/** Think time: pause the journey for `ms` milliseconds. */
-export function sleep(ms: number): void;
+/** Think time: pause the journey for `seconds` seconds (fractions allowed), as k6's `sleep`. */
+export function sleep(seconds: number): void;
 
 export const log: {
   debug(message: unknown): void;

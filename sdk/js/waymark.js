@@ -68,9 +68,13 @@ export function checkEq(name, actual, expected) {
   return ok;
 }
 
-/** Think time: pause the journey for `ms` milliseconds. */
-export function sleep(ms) {
-  report.sleep(Math.max(0, Math.min(0xffffffff, Math.round(ms))));
+/**
+ * Think time: pause the journey for `seconds` seconds (fractions allowed),
+ * as k6's `sleep` does: `sleep(1)` is one second, `sleep(0.25)` 250 ms.
+ */
+export function sleep(seconds) {
+  const ms = Math.round(Number(seconds) * 1000);
+  report.sleep(Number.isFinite(ms) ? Math.max(0, Math.min(0xffffffff, ms)) : 0);
 }
 
 /** Log lines of the run. */

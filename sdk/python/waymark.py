@@ -3,11 +3,11 @@
 A thin layer over the ``waymark:journey`` world (wit/journey.wit) with the
 shape of the Rust SDK: steps, checks, logs, variables and timed HTTP::
 
-    from waymark import journey, step, check_eq, http, vars
+    from waymark import journey, step, check_eq, http, variables
 
     @journey
     def run():
-        base = vars.require("base_url")
+        base = variables.require("base_url")
         with step("health"):
             check_eq("status is 200", http.get(f"{base}/health").status, 200)
 
@@ -36,7 +36,8 @@ __all__ = [
     "check_eq",
     "sleep",
     "log",
-    "vars",
+    "variables",
+    "MissingVariable",
     "http",
     "HttpError",
     "Response",
@@ -112,8 +113,17 @@ class log:
         _report.log(_report.Level.ERROR, str(message))
 
 
-class vars:
-    """Variables and secrets given to the run."""
+class MissingVariable(LookupError):
+    """A variable the journey requires was not given to the run."""
+
+    def __init__(self, name):
+        super().__init__(f"variable '{name}' is not set (give it with --var {name}=... or in vars)")
+        self.name = name
+
+
+class variables:
+    """Variables and secrets given to the run. (Not ``vars``: that would
+    shadow Python's builtin of the same name.)"""
 
     @staticmethod
     def get(name, default=None):
@@ -124,7 +134,7 @@ class vars:
     def require(name):
         value = _vars.get(name)
         if value is None:
-            raise KeyError(f"variable '{name}' is not set")
+            raise MissingVariable(name)
         return value
 
 

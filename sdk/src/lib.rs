@@ -328,7 +328,7 @@ pub mod http {
                     reused_connection: r.reused_connection,
                     tls: r.tls,
                 })
-                .map_err(HttpError)
+                .map_err(HttpError::from_wit)
         }
     }
 
@@ -396,50 +396,115 @@ pub mod http {
         }
     }
 
-    /// Why a request got no response.
-    #[derive(Debug, Clone)]
-    pub struct HttpError(pub w::HttpError);
+    /// Why a request got no response: the world's `http-error` cases, each
+    /// with the host's message (or, for `TooLarge`, the cap in bytes).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum HttpError {
+        /// The sandbox refused the host or its address.
+        Denied(String),
+        /// The request could not be sent as written (bad URL, header, method).
+        InvalidRequest(String),
+        /// The name did not resolve.
+        Resolve(String),
+        /// No connection could be opened.
+        Connect(String),
+        /// The TLS handshake failed (certificate, protocol).
+        Tls(String),
+        /// A time limit expired.
+        Timeout(String),
+        /// The server broke HTTP.
+        Protocol(String),
+        /// The response could not be read (bad encoding, truncated).
+        Malformed(String),
+        /// The server closed or reset the connection.
+        Reset(String),
+        /// The body is larger than the cap, in bytes.
+        TooLarge(u64),
+        /// A per-run limit (requests, bytes) was reached.
+        Limit(String),
+    }
 
     impl HttpError {
-        /// True when the sandbox refused the host.
-        pub fn is_denied(&self) -> bool {
-            matches!(self.0, w::HttpError::Denied(_))
+        pub(crate) fn from_wit(e: w::HttpError) -> Self {
+            match e {
+                w::HttpError::Denied(m) => HttpError::Denied(m),
+                w::HttpError::InvalidRequest(m) => HttpError::InvalidRequest(m),
+                w::HttpError::Resolve(m) => HttpError::Resolve(m),
+                w::HttpError::Connect(m) => HttpError::Connect(m),
+                w::HttpError::Tls(m) => HttpError::Tls(m),
+                w::HttpError::Timeout(m) => HttpError::Timeout(m),
+                w::HttpError::Protocol(m) => HttpError::Protocol(m),
+                w::HttpError::Malformed(m) => HttpError::Malformed(m),
+                w::HttpError::Reset(m) => HttpError::Reset(m),
+                w::HttpError::TooLarge(n) => HttpError::TooLarge(n),
+                w::HttpError::Limit(m) => HttpError::Limit(m),
+            }
         }
 
-        /// The case's name: `denied`, `invalid-request`, `resolve`,
-        /// `connect`, `tls`, `timeout`, `protocol`, `malformed`, `reset`,
-        /// `too-large` or `limit`.
+        /// True when the sandbox refused the host.
+        pub fn is_denied(&self) -> bool {
+            matches!(self, HttpError::Denied(_))
+        }
+
+        /// True when a time limit expired.
+        pub fn is_timeout(&self) -> bool {
+            matches!(self, HttpError::Timeout(_))
+        }
+
+        /// True when the name did not resolve or no connection opened.
+        pub fn is_connect(&self) -> bool {
+            matches!(self, HttpError::Resolve(_) | HttpError::Connect(_))
+        }
+
+        /// True when the TLS handshake failed.
+        pub fn is_tls(&self) -> bool {
+            matches!(self, HttpError::Tls(_))
+        }
+
+        /// True when the server broke the exchange (protocol, malformed
+        /// response, reset).
+        pub fn is_server_fault(&self) -> bool {
+            matches!(
+                self,
+                HttpError::Protocol(_) | HttpError::Malformed(_) | HttpError::Reset(_)
+            )
+        }
+
+        /// The case's name as the world and the record write it: `denied`,
+        /// `invalid-request`, `resolve`, `connect`, `tls`, `timeout`,
+        /// `protocol`, `malformed`, `reset`, `too-large` or `limit`.
         pub fn kind(&self) -> &'static str {
-            match self.0 {
-                w::HttpError::Denied(_) => "denied",
-                w::HttpError::InvalidRequest(_) => "invalid-request",
-                w::HttpError::Resolve(_) => "resolve",
-                w::HttpError::Connect(_) => "connect",
-                w::HttpError::Tls(_) => "tls",
-                w::HttpError::Timeout(_) => "timeout",
-                w::HttpError::Protocol(_) => "protocol",
-                w::HttpError::Malformed(_) => "malformed",
-                w::HttpError::Reset(_) => "reset",
-                w::HttpError::TooLarge(_) => "too-large",
-                w::HttpError::Limit(_) => "limit",
+            match self {
+                HttpError::Denied(_) => "denied",
+                HttpError::InvalidRequest(_) => "invalid-request",
+                HttpError::Resolve(_) => "resolve",
+                HttpError::Connect(_) => "connect",
+                HttpError::Tls(_) => "tls",
+                HttpError::Timeout(_) => "timeout",
+                HttpError::Protocol(_) => "protocol",
+                HttpError::Malformed(_) => "malformed",
+                HttpError::Reset(_) => "reset",
+                HttpError::TooLarge(_) => "too-large",
+                HttpError::Limit(_) => "limit",
             }
         }
     }
 
     impl fmt::Display for HttpError {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            match &self.0 {
-                w::HttpError::Denied(m) => write!(f, "denied: {m}"),
-                w::HttpError::InvalidRequest(m) => write!(f, "invalid request: {m}"),
-                w::HttpError::Resolve(m) => write!(f, "could not resolve: {m}"),
-                w::HttpError::Connect(m) => write!(f, "could not connect: {m}"),
-                w::HttpError::Tls(m) => write!(f, "TLS failed: {m}"),
-                w::HttpError::Timeout(m) => write!(f, "timed out: {m}"),
-                w::HttpError::Protocol(m) => write!(f, "protocol error: {m}"),
-                w::HttpError::Malformed(m) => write!(f, "malformed response: {m}"),
-                w::HttpError::Reset(m) => write!(f, "connection reset: {m}"),
-                w::HttpError::TooLarge(n) => write!(f, "response body larger than {n} bytes"),
-                w::HttpError::Limit(m) => write!(f, "limit reached: {m}"),
+            match self {
+                HttpError::Denied(m) => write!(f, "denied: {m}"),
+                HttpError::InvalidRequest(m) => write!(f, "invalid request: {m}"),
+                HttpError::Resolve(m) => write!(f, "could not resolve: {m}"),
+                HttpError::Connect(m) => write!(f, "could not connect: {m}"),
+                HttpError::Tls(m) => write!(f, "TLS failed: {m}"),
+                HttpError::Timeout(m) => write!(f, "timed out: {m}"),
+                HttpError::Protocol(m) => write!(f, "protocol error: {m}"),
+                HttpError::Malformed(m) => write!(f, "malformed response: {m}"),
+                HttpError::Reset(m) => write!(f, "connection reset: {m}"),
+                HttpError::TooLarge(n) => write!(f, "response body larger than {n} bytes"),
+                HttpError::Limit(m) => write!(f, "limit reached: {m}"),
             }
         }
     }

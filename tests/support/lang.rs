@@ -46,7 +46,7 @@ pub fn build(src: &str) -> PathBuf {
             assert!(
                 root.join("sdk/js/node_modules/@bytecodealliance/componentize-js")
                     .is_dir(),
-                "componentize-js is not installed: run `npm install --prefix sdk/js` (as .ci/run does)"
+                "componentize-js is not installed: run `npm ci --prefix sdk/js` (as .ci/run does)"
             );
             Command::new("node")
                 .arg(root.join("sdk/js/build.mjs"))

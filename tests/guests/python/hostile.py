@@ -2,12 +2,12 @@
 ``oom`` allocates until memory runs out. The runner must stop it, say why,
 and go on."""
 
-from waymark import journey, vars
+from waymark import journey, variables
 
 
 @journey
 def run():
-    mode = vars.get("mode")
+    mode = variables.get("mode")
     if mode == "spin":
         n = 0
         while True:
