@@ -1,7 +1,7 @@
 // Types of the JavaScript helper (waymark.js). The world's own imports are
 // declared in types/, generated from wit/journey.wit by `npm run types`.
 /// <reference path="./types/journey.d.ts" />
-import type { Timings, TlsInfo } from 'waymark:journey/http@0.1.0';
+import type { Timings, TlsInfo } from 'waymark:journey/http@0.2.0';
 
 /** Wrap the journey's body (sync or async) as the world's `run` export. */
 export function journey(body: () => void | Promise<void>): () => Promise<void>;

@@ -7,9 +7,9 @@
 //   componentize-js journey.js --wit wit --world-name journey -o journey.wasm
 //
 // and run it with `waymark run journey.wasm`.
-import * as report from 'waymark:journey/report@0.1.0';
-import * as wvars from 'waymark:journey/vars@0.1.0';
-import * as whttp from 'waymark:journey/http@0.1.0';
+import * as report from 'waymark:journey/report@0.2.0';
+import * as wvars from 'waymark:journey/vars@0.2.0';
+import * as whttp from 'waymark:journey/http@0.2.0';
 
 // The world's `run` returns `result<_, string>`: anything thrown becomes the
 // run's error message, which must be a string.

@@ -1,7 +1,7 @@
 // A hostile JavaScript journey, by var `mode`: `spin` never returns,
 // `oom` allocates until memory runs out. The runner must stop it, say why,
 // and go on.
-import { get } from 'waymark:journey/vars@0.1.0';
+import { get } from 'waymark:journey/vars@0.2.0';
 
 export function run() {
   const mode = get('mode');

@@ -1,4 +1,4 @@
-declare module 'waymark:journey/http@0.1.0' {
+declare module 'waymark:journey/http@0.2.0' {
   /**
    * Send a request and read the whole response.
    */

@@ -1,4 +1,4 @@
-declare module 'waymark:journey/report@0.1.0' {
+declare module 'waymark:journey/report@0.2.0' {
   /**
    * Open a named step; requests and checks until `step-end` belong to it.
    */

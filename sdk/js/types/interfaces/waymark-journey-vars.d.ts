@@ -1,4 +1,4 @@
-declare module 'waymark:journey/vars@0.1.0' {
+declare module 'waymark:journey/vars@0.2.0' {
   /**
    * The value of a variable or secret, if set.
    */
