@@ -67,6 +67,9 @@ fn nginx(dir: &Path, port: u16) -> Option<support::Kill> {
 struct Figures {
     rps: f64,
     p99_ms: f64,
+    /// waymark only: its own CPU share over the step (of the cores it may
+    /// use) and CPU µs per iteration (getrusage over the whole step).
+    generator: Option<(f64, f64)>,
 }
 
 fn waymark_load(wasm: &Path, port: u16, users: u32, secs: u64, cache: &Path) -> Option<Figures> {
@@ -96,9 +99,15 @@ fn waymark_load(wasm: &Path, port: u16, users: u32, secs: u64, cache: &Path) -> 
     if s["passed"] != s["iterations"] {
         eprintln!("waymark load: not every iteration passed: {}", s["errors"]);
     }
+    let g = &s["generator"];
+    let share = g["cpu"].as_f64()?;
+    let cores = g["cores"].as_f64()?;
+    let iterations = s["iterations"].as_f64()? + s["unmeasured"].as_f64()?;
+    let cpu_us = share * cores * s["duration_s"].as_f64()? * 1e6 / iterations.max(1.0);
     Some(Figures {
         rps: s["request_rate"].as_f64()?,
         p99_ms: s["phases"]["total"]["p99_ms"].as_f64()?,
+        generator: Some((share, cpu_us)),
     })
 }
 
@@ -121,6 +130,7 @@ fn wrk(port: u16, users: u32, secs: u64) -> Option<Figures> {
     Some(Figures {
         rps,
         p99_ms: wrk_ms(p99.split_whitespace().nth(1)?)?,
+        generator: None,
     })
 }
 
@@ -148,6 +158,7 @@ fn oha(port: u16, users: u32, secs: u64) -> Option<Figures> {
     Some(Figures {
         rps: v["summary"]["requestsPerSec"].as_f64()?,
         p99_ms: v["latencyPercentiles"]["p99"].as_f64()? * 1000.0,
+        generator: None,
     })
 }
 
@@ -189,6 +200,7 @@ fn locust(port: u16, users: u32, secs: u64, dir: &Path) -> Option<Figures> {
     Some(Figures {
         rps: col("Requests/s")?,
         p99_ms: col("99%")?,
+        generator: None,
     })
 }
 
@@ -223,9 +235,17 @@ fn compare(secs: u64) {
         "\nclosed model, {secs} s per level, nginx 1 KiB file on loopback; requests/s and p99 (ms)\n"
     );
     println!(
-        "{:>5}  {:>18}  {:>18}  {:>18}  {:>18}  {:>8}  {:>9}",
-        "users", "waymark load", "wrk", "oha", "locust", "÷ oha", "× locust"
+        "{:>5}  {:>18}  {:>14}  {:>18}  {:>18}  {:>18}  {:>8}  {:>9}",
+        "users",
+        "waymark load",
+        "gen CPU, µs/it",
+        "wrk",
+        "oha",
+        "locust",
+        "÷ oha",
+        "× locust"
     );
+    let mut rows = Vec::new();
     for users in [1u32, 8, 32, 128] {
         let w = waymark_load(&wasm, port, users, secs, &cache);
         let k = have("wrk").then(|| wrk(port, users, secs)).flatten();
@@ -237,8 +257,12 @@ fn compare(secs: u64) {
             (Some(a), Some(b)) if b.rps > 0.0 => format!("{:.2}", a.rps / b.rps),
             _ => "-".into(),
         };
+        let gen_cell = match w.as_ref().and_then(|f| f.generator) {
+            Some((share, us)) => format!("{:>5.0} % {:>6.1}", share * 100.0, us),
+            None => "-".into(),
+        };
         println!(
-            "{users:>5}  {}  {}  {}  {}  {:>8}  {:>9}",
+            "{users:>5}  {}  {gen_cell:>14}  {}  {}  {}  {:>8}  {:>9}",
             cell(&w),
             cell(&k),
             cell(&o),
@@ -246,6 +270,32 @@ fn compare(secs: u64) {
             ratio(&w, &o),
             ratio(&w, &l)
         );
+        let js = |f: &Option<Figures>| match f {
+            Some(f) => serde_json::json!({"rps": f.rps, "p99_ms": f.p99_ms}),
+            None => serde_json::Value::Null,
+        };
+        rows.push(serde_json::json!({
+            "users": users,
+            "waymark": js(&w),
+            "waymark_cpu_share": w.as_ref().and_then(|f| f.generator).map(|g| g.0),
+            "waymark_cpu_us_per_iteration": w.as_ref().and_then(|f| f.generator).map(|g| g.1),
+            "wrk": js(&k),
+            "oha": js(&o),
+            "locust": js(&l),
+        }));
+    }
+    // Beside the printed table, a file two runs can be compared with.
+    let out = support::root().join("target/bench-load.json");
+    let doc = serde_json::json!({
+        "seconds_per_level": secs,
+        "waymark_version": env!("CARGO_PKG_VERSION"),
+        "rows": rows,
+    });
+    match serde_json::to_string_pretty(&doc).map(|s| std::fs::write(&out, s)) {
+        Ok(Ok(())) => println!("
+written: {}", out.display()),
+        _ => println!("
+could not write {}", out.display()),
     }
     println!(
         "\nwaymark's p99 is of the request's total phase time; each waymark iteration is a whole journey \
@@ -259,14 +309,16 @@ fn rss() {
     let hostile = support::hostile_wasm();
     let vars = ["mode=sleep", "ms=20000"];
     let one = support::idle_load_rss(hostile, &vars, 1, &cache);
-    let many = support::idle_load_rss(hostile, &vars, 1000, &cache);
-    let per = (many.saturating_sub(one)) as f64 / 999.0;
-    println!(
-        "\nRSS with users asleep in the journey (think time): 1 user {:.1} MiB, 1,000 users {:.1} MiB → {:.0} KiB per idle virtual user",
-        one as f64 / 1024.0,
-        many as f64 / 1024.0,
-        per
-    );
+    for users in [1000u32, 10_000] {
+        let many = support::idle_load_rss(hostile, &vars, users, &cache);
+        let per = (many.saturating_sub(one)) as f64 / f64::from(users - 1);
+        println!(
+            "\nRSS with users asleep in the journey (think time): 1 user {:.1} MiB, {users} users {:.1} MiB → {:.0} KiB per idle virtual user",
+            one as f64 / 1024.0,
+            many as f64 / 1024.0,
+            per
+        );
+    }
 }
 
 fn main() {
