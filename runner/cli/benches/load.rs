@@ -236,14 +236,7 @@ fn compare(secs: u64) {
     );
     println!(
         "{:>5}  {:>18}  {:>14}  {:>18}  {:>18}  {:>18}  {:>8}  {:>9}",
-        "users",
-        "waymark load",
-        "gen CPU, µs/it",
-        "wrk",
-        "oha",
-        "locust",
-        "÷ oha",
-        "× locust"
+        "users", "waymark load", "gen CPU, µs/it", "wrk", "oha", "locust", "÷ oha", "× locust"
     );
     let mut rows = Vec::new();
     for users in [1u32, 8, 32, 128] {
@@ -292,10 +285,16 @@ fn compare(secs: u64) {
         "rows": rows,
     });
     match serde_json::to_string_pretty(&doc).map(|s| std::fs::write(&out, s)) {
-        Ok(Ok(())) => println!("
-written: {}", out.display()),
-        _ => println!("
-could not write {}", out.display()),
+        Ok(Ok(())) => println!(
+            "
+written: {}",
+            out.display()
+        ),
+        _ => println!(
+            "
+could not write {}",
+            out.display()
+        ),
     }
     println!(
         "\nwaymark's p99 is of the request's total phase time; each waymark iteration is a whole journey \

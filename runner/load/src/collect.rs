@@ -167,7 +167,7 @@ impl Collector {
                 let ended = a.ended.unwrap_or_else(Instant::now);
                 let cores = generator::cores();
                 r.generator.cores = cores;
-                r.generator.cpu = a
+                (r.generator.cpu, r.generator.cpu_wait) = a
                     .cpu_start
                     .share_until(&a.cpu_end.unwrap_or_else(generator::CpuMark::now), cores);
                 r.generator.judge();

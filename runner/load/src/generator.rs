@@ -32,6 +32,11 @@ pub enum Saturation {
 pub struct Generator {
     /// Process CPU time ÷ the step's wall time ÷ the cores it may use, 0–1.
     pub cpu: f64,
+    /// Time its threads were ready to run but waited for a core (Linux's
+    /// schedstat run delay), on the same scale: CPU the generator wanted
+    /// and did not get, because of its own threads or other processes.
+    #[serde(default)]
+    pub cpu_wait: f64,
     /// The cores the process may use (affinity and quota).
     pub cores: u32,
     /// How late iterations started after they were ready: a closed user's
@@ -45,7 +50,9 @@ impl Generator {
     /// Judges the step from its CPU and start delays.
     pub fn judge(&mut self) {
         self.saturated.clear();
-        if self.cpu > CPU_LIMIT {
+        // What it used plus what it waited for: a generator starved by other
+        // processes is as much the bottleneck as one busy with its own work.
+        if self.cpu + self.cpu_wait > CPU_LIMIT {
             self.saturated.push(Saturation::Cpu);
         }
         if self.start_delay.count() > 0
@@ -64,6 +71,7 @@ impl Generator {
     /// one speaks for the step.
     pub fn merge(&mut self, other: &Generator) {
         self.cpu = self.cpu.max(other.cpu);
+        self.cpu_wait = self.cpu_wait.max(other.cpu_wait);
         self.cores += other.cores;
         self.start_delay.merge(&other.start_delay);
         self.judge();
@@ -93,11 +101,33 @@ pub fn cores() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
 }
 
+/// Time this process's threads spent runnable but waiting for a core,
+/// summed over its live threads (`/proc/self/task/*/schedstat`, second
+/// field, ns). Zero where the kernel does not say.
+pub fn process_run_delay() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut ns: u64 = 0;
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat"))
+            && let Some(delay) = s
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        {
+            ns = ns.saturating_add(delay);
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
 /// A CPU reading at one instant, to measure a step between two of them.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuMark {
     at: Instant,
     cpu: Duration,
+    waited: Duration,
 }
 
 impl CpuMark {
@@ -106,17 +136,21 @@ impl CpuMark {
         CpuMark {
             at: Instant::now(),
             cpu: process_cpu(),
+            waited: process_run_delay(),
         }
     }
 
-    /// The share of `cores` used from `self` to `end`.
-    pub fn share_until(&self, end: &CpuMark, cores: u32) -> f64 {
+    /// The shares of `cores` used, and waited for, from `self` to `end`.
+    pub fn share_until(&self, end: &CpuMark, cores: u32) -> (f64, f64) {
         let wall = end.at.saturating_duration_since(self.at).as_secs_f64();
-        let cpu = end.cpu.saturating_sub(self.cpu).as_secs_f64();
         if wall <= 0.0 || cores == 0 {
-            return 0.0;
+            return (0.0, 0.0);
         }
-        cpu / wall / f64::from(cores)
+        let per = |d: Duration| d.as_secs_f64() / wall / f64::from(cores);
+        (
+            per(end.cpu.saturating_sub(self.cpu)),
+            per(end.waited.saturating_sub(self.waited)),
+        )
     }
 }
 
@@ -133,10 +167,11 @@ pub fn summary(steps: &[crate::StepResult]) -> Option<String> {
         .iter()
         .map(|s| {
             format!(
-                "{} ({}: CPU {:.0} %, start delay p99 {:.2} ms)",
+                "{} ({}: CPU {:.0} % used, {:.0} % waited for, start delay p99 {:.2} ms)",
                 s.index + 1,
                 s.label(),
                 s.generator.cpu * 100.0,
+                s.generator.cpu_wait * 100.0,
                 s.generator.start_delay.quantile_ms(0.99)
             )
         })
@@ -172,7 +207,7 @@ mod tests {
         while t.elapsed() < Duration::from_millis(200) {
             x = std::hint::black_box(x.wrapping_add(1));
         }
-        let share = start.share_until(&CpuMark::now(), 1);
+        let (share, _) = start.share_until(&CpuMark::now(), 1);
         assert!(share > 0.5, "a busy loop on one core used {share}");
     }
 

@@ -112,7 +112,7 @@ pub fn terminal(r: &LoadReport) -> String {
             ms(p.p95_ms),
             ms(p.p99_ms),
             ms(p.max_ms),
-            s.generator.cpu * 100.0,
+            (s.generator.cpu + s.generator.cpu_wait) * 100.0,
             if s.generator.is_saturated() {
                 "  (waymark saturated)"
             } else {
@@ -677,7 +677,7 @@ svg{{max-width:100%;height:auto;display:block}}
         let p = s.counts.latency.percentiles();
         let _ = write!(
             h,
-            "<tr><td>{}{}{}</td><td>{}</td><td>{:.1} s</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0} %</td><td>{}</td></tr>",
+            "<tr><td>{}{}{}</td><td>{}</td><td>{:.1} s</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0} % + {:.0} % waited</td><td>{}</td></tr>",
             s.index + 1,
             if s.cut_short { " (cut short)" } else { "" },
             if s.generator.is_saturated() {
@@ -697,6 +697,7 @@ svg{{max-width:100%;height:auto;display:block}}
             ms(p.p99_ms),
             ms(p.max_ms),
             s.generator.cpu * 100.0,
+            s.generator.cpu_wait * 100.0,
             ms(s.generator.start_delay.quantile_ms(0.99))
         );
     }
