@@ -31,8 +31,11 @@ fn the_audit_tells_a_saturated_generator_from_a_slow_server() {
     a_slow_server_is_not_mistaken_for_a_busy_generator();
 }
 
-/// `waymark load` of the fetch guest, pinned to CPU 0 when `pin`.
-fn load_fetch_pinned(cache: &Path, server: &CountingServer, pin: bool, extra: &[&str]) -> Output {
+/// `waymark load` of the fetch guest against `server` at `users` (3 s
+/// steps), pinned to CPU 0 when `pin`: its JSON report and its stdout.
+fn audit(server: &CountingServer, pin: bool, users: &str) -> (Value, String) {
+    let cache = tempfile::tempdir().expect("temp");
+    let json = cache.path().join("out.json");
     let url_var = format!("url={}", server.url());
     let authority = server.addr.to_string();
     let wasm = hostile_wasm().to_str().expect("utf-8 path").to_string();
@@ -43,38 +46,32 @@ fn load_fetch_pinned(cache: &Path, server: &CountingServer, pin: bool, extra: &[
     } else {
         Command::new(env!("CARGO_BIN_EXE_waymark"))
     };
-    cmd.args(["load", &wasm, "--name", "fetch", "--var", "mode=fetch"])
+    let out: Output = cmd
+        .args(["load", &wasm, "--name", "fetch", "--var", "mode=fetch"])
         .args(["--var", &url_var, "--allow-host", &authority])
-        .args(extra)
-        .env("WAYMARK_CACHE_DIR", cache)
-        .output()
-        .expect("waymark (under taskset) runs; taskset is util-linux's")
-}
-
-fn a_generator_held_to_one_core_marks_its_steps_and_leaves_them_out_of_the_fit() {
-    let cache = tempfile::tempdir().expect("temp");
-    // No delay: at 16 users and more the server answers far faster than
-    // one core can start Wasm instances, so waymark is the bottleneck.
-    let server = CountingServer::start(0, Duration::ZERO);
-    let json = cache.path().join("out.json");
-    let out = load_fetch_pinned(
-        cache.path(),
-        &server,
-        true,
-        &[
+        .args([
             "--concurrency",
-            "16,32",
+            users,
             "--step-duration",
             "3s",
             "--warmup",
             "1s",
-            "--json",
-            json.to_str().expect("utf-8"),
-        ],
-    );
+        ])
+        .arg("--json")
+        .arg(&json)
+        .env("WAYMARK_CACHE_DIR", cache.path())
+        .output()
+        .expect("waymark (under taskset) runs; taskset is util-linux's");
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-    let v = read_json(&json);
+    (read_json(&json), stdout)
+}
+
+fn a_generator_held_to_one_core_marks_its_steps_and_leaves_them_out_of_the_fit() {
+    // No delay: at 16 users and more the server answers far faster than
+    // one core can start Wasm instances, so waymark is the bottleneck.
+    let server = CountingServer::start(0, Duration::ZERO);
+    let (v, stdout) = audit(&server, true, "16,32");
     for s in steps(&v) {
         let g = &s["generator"];
         assert_eq!(g["cores"], 1, "taskset leaves one core: {g}");
@@ -102,27 +99,8 @@ fn a_generator_held_to_one_core_marks_its_steps_and_leaves_them_out_of_the_fit()
 }
 
 fn a_slow_server_is_not_mistaken_for_a_busy_generator() {
-    let cache = tempfile::tempdir().expect("temp");
     let server = CountingServer::start(0, Duration::from_millis(20));
-    let json = cache.path().join("out.json");
-    let out = load_fetch_pinned(
-        cache.path(),
-        &server,
-        false,
-        &[
-            "--concurrency",
-            "4,16",
-            "--step-duration",
-            "3s",
-            "--warmup",
-            "1s",
-            "--json",
-            json.to_str().expect("utf-8"),
-        ],
-    );
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-    let v = read_json(&json);
+    let (v, stdout) = audit(&server, false, "4,16");
     for s in steps(&v) {
         let g = &s["generator"];
         assert!(
