@@ -67,9 +67,10 @@ fn nginx(dir: &Path, port: u16) -> Option<support::Kill> {
 struct Figures {
     rps: f64,
     p99_ms: f64,
-    /// waymark only: its own CPU share over the step (of the cores it may
-    /// use) and CPU µs per iteration (getrusage over the whole step).
-    generator: Option<(f64, f64)>,
+    /// waymark only: its CPU demand over the step (used plus waited for,
+    /// of the cores it may use), CPU µs per iteration (getrusage over the
+    /// whole step) and its runtime's busy share.
+    generator: Option<(f64, f64, f64)>,
 }
 
 fn waymark_load(wasm: &Path, port: u16, users: u32, secs: u64, cache: &Path) -> Option<Figures> {
@@ -101,13 +102,15 @@ fn waymark_load(wasm: &Path, port: u16, users: u32, secs: u64, cache: &Path) -> 
     }
     let g = &s["generator"];
     let share = g["cpu"].as_f64()?;
+    let demand = share + g["cpu_wait"].as_f64()?;
+    let busy = g["runtime_busy"].as_f64()?;
     let cores = g["cores"].as_f64()?;
     let iterations = s["iterations"].as_f64()? + s["unmeasured"].as_f64()?;
     let cpu_us = share * cores * s["duration_s"].as_f64()? * 1e6 / iterations.max(1.0);
     Some(Figures {
         rps: s["request_rate"].as_f64()?,
         p99_ms: s["phases"]["total"]["p99_ms"].as_f64()?,
-        generator: Some((share, cpu_us)),
+        generator: Some((demand, cpu_us, busy)),
     })
 }
 
@@ -235,8 +238,15 @@ fn compare(secs: u64) {
         "\nclosed model, {secs} s per level, nginx 1 KiB file on loopback; requests/s and p99 (ms)\n"
     );
     println!(
-        "{:>5}  {:>18}  {:>14}  {:>18}  {:>18}  {:>18}  {:>8}  {:>9}",
-        "users", "waymark load", "gen CPU, µs/it", "wrk", "oha", "locust", "÷ oha", "× locust"
+        "{:>5}  {:>18}  {:>20}  {:>18}  {:>18}  {:>18}  {:>8}  {:>9}",
+        "users",
+        "waymark load",
+        "gen CPU, busy, µs/it",
+        "wrk",
+        "oha",
+        "locust",
+        "÷ oha",
+        "× locust"
     );
     let mut rows = Vec::new();
     for users in [1u32, 8, 32, 128] {
@@ -251,11 +261,18 @@ fn compare(secs: u64) {
             _ => "-".into(),
         };
         let gen_cell = match w.as_ref().and_then(|f| f.generator) {
-            Some((share, us)) => format!("{:>5.0} % {:>6.1}", share * 100.0, us),
+            Some((demand, us, busy)) => {
+                format!(
+                    "{:>4.0} % {:>4.0} % {:>6.1}",
+                    demand * 100.0,
+                    busy * 100.0,
+                    us
+                )
+            }
             None => "-".into(),
         };
         println!(
-            "{users:>5}  {}  {gen_cell:>14}  {}  {}  {}  {:>8}  {:>9}",
+            "{users:>5}  {}  {gen_cell:>20}  {}  {}  {}  {:>8}  {:>9}",
             cell(&w),
             cell(&k),
             cell(&o),
@@ -270,7 +287,8 @@ fn compare(secs: u64) {
         rows.push(serde_json::json!({
             "users": users,
             "waymark": js(&w),
-            "waymark_cpu_share": w.as_ref().and_then(|f| f.generator).map(|g| g.0),
+            "waymark_cpu_demand": w.as_ref().and_then(|f| f.generator).map(|g| g.0),
+            "waymark_runtime_busy": w.as_ref().and_then(|f| f.generator).map(|g| g.2),
             "waymark_cpu_us_per_iteration": w.as_ref().and_then(|f| f.generator).map(|g| g.1),
             "wrk": js(&k),
             "oha": js(&o),

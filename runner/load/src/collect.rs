@@ -167,9 +167,9 @@ impl Collector {
                 let ended = a.ended.unwrap_or_else(Instant::now);
                 let cores = generator::cores();
                 r.generator.cores = cores;
-                (r.generator.cpu, r.generator.cpu_wait) = a
-                    .cpu_start
-                    .share_until(&a.cpu_end.unwrap_or_else(generator::CpuMark::now), cores);
+                let end = a.cpu_end.unwrap_or_else(generator::CpuMark::now);
+                (r.generator.cpu, r.generator.cpu_wait) = a.cpu_start.share_until(&end, cores);
+                r.generator.runtime_busy = a.cpu_start.runtime_busy_until(&end);
                 r.generator.judge();
                 r.duration_s = ended.saturating_duration_since(a.step_start).as_secs_f64();
                 let end = ended.min(a.planned_end);

@@ -25,6 +25,9 @@ pub enum Saturation {
     Cpu,
     /// Its p99 start delay was above [`START_DELAY_LIMIT`].
     StartDelay,
+    /// Its async runtime's workers were busy above [`CPU_LIMIT`] of the
+    /// time: no worker was free to start or resume a user.
+    Runtime,
 }
 
 /// The generator during one step.
@@ -37,6 +40,10 @@ pub struct Generator {
     /// and did not get, because of its own threads or other processes.
     #[serde(default)]
     pub cpu_wait: f64,
+    /// The share of the step its async runtime's workers spent running
+    /// tasks (tokio's busy time over wall time and workers), 0–1.
+    #[serde(default)]
+    pub runtime_busy: f64,
     /// The cores the process may use (affinity and quota).
     pub cores: u32,
     /// How late iterations started after they were ready: a closed user's
@@ -55,6 +62,9 @@ impl Generator {
         if self.cpu + self.cpu_wait > CPU_LIMIT {
             self.saturated.push(Saturation::Cpu);
         }
+        if self.runtime_busy > CPU_LIMIT {
+            self.saturated.push(Saturation::Runtime);
+        }
         if self.start_delay.count() > 0
             && self.start_delay.quantile_ms(0.99) > START_DELAY_LIMIT.as_secs_f64() * 1000.0
         {
@@ -72,6 +82,7 @@ impl Generator {
     pub fn merge(&mut self, other: &Generator) {
         self.cpu = self.cpu.max(other.cpu);
         self.cpu_wait = self.cpu_wait.max(other.cpu_wait);
+        self.runtime_busy = self.runtime_busy.max(other.runtime_busy);
         self.cores += other.cores;
         self.start_delay.merge(&other.start_delay);
         self.judge();
@@ -128,16 +139,43 @@ pub struct CpuMark {
     at: Instant,
     cpu: Duration,
     waited: Duration,
+    /// Summed busy time of the current tokio runtime's workers, and their number.
+    busy: Duration,
+    workers: usize,
+}
+
+/// Busy time of the current tokio runtime's workers so far, and how many.
+fn runtime_busy() -> (Duration, usize) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return (Duration::ZERO, 0);
+    };
+    let m = handle.metrics();
+    let workers = m.num_workers();
+    let busy = (0..workers).map(|w| m.worker_total_busy_duration(w)).sum();
+    (busy, workers)
 }
 
 impl CpuMark {
     /// Now.
     pub fn now() -> Self {
+        let (busy, workers) = runtime_busy();
         CpuMark {
             at: Instant::now(),
             cpu: process_cpu(),
             waited: process_run_delay(),
+            busy,
+            workers,
         }
+    }
+
+    /// The share of the time the runtime's workers were busy, from `self`
+    /// to `end`.
+    pub fn runtime_busy_until(&self, end: &CpuMark) -> f64 {
+        let wall = end.at.saturating_duration_since(self.at).as_secs_f64();
+        if wall <= 0.0 || end.workers == 0 {
+            return 0.0;
+        }
+        end.busy.saturating_sub(self.busy).as_secs_f64() / wall / end.workers as f64
     }
 
     /// The shares of `cores` used, and waited for, from `self` to `end`.
@@ -167,11 +205,12 @@ pub fn summary(steps: &[crate::StepResult]) -> Option<String> {
         .iter()
         .map(|s| {
             format!(
-                "{} ({}: CPU {:.0} % used, {:.0} % waited for, start delay p99 {:.2} ms)",
+                "{} ({}: CPU {:.0} % used, {:.0} % waited for, runtime busy {:.0} %, start delay p99 {:.2} ms)",
                 s.index + 1,
                 s.label(),
                 s.generator.cpu * 100.0,
                 s.generator.cpu_wait * 100.0,
+                s.generator.runtime_busy * 100.0,
                 s.generator.start_delay.quantile_ms(0.99)
             )
         })
