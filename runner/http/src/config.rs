@@ -100,21 +100,6 @@ pub struct HttpSettings {
     pub max_total_bytes: u64,
 }
 
-impl Default for HttpSettings {
-    fn default() -> Self {
-        HttpSettings {
-            allow_hosts: Vec::new(),
-            resolve: Vec::new(),
-            ca_file: None,
-            client_cert: None,
-            insecure: false,
-            max_requests: DEFAULT_MAX_REQUESTS,
-            max_body: DEFAULT_MAX_BODY,
-            max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
-        }
-    }
-}
-
 /// Settings that do not make a client; each case names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpSettingsError {

@@ -41,6 +41,8 @@ impl Collector {
     }
 
     pub(crate) fn begin(&self, result: StepResult, start: Instant, plan: &Plan, by_arrival: bool) {
+        // Read /proc before taking the lock the iterations record under.
+        let cpu_start = generator::CpuMark::now();
         self.lock().push(Acc {
             result,
             step_start: start,
@@ -50,7 +52,7 @@ impl Collector {
             by_arrival,
             busy: Duration::ZERO,
             completed_in_window: 0,
-            cpu_start: generator::CpuMark::now(),
+            cpu_start,
             cpu_end: None,
         });
     }

@@ -187,11 +187,6 @@ where
     read(s, raw)
 }
 
-/// Where a sink's `Option<T>` key sits, for messages about it.
-pub(crate) fn span_of<T>(v: &Option<Spanned<T>>, or: Range<usize>) -> Range<usize> {
-    v.as_ref().map_or(or, Spanned::span)
-}
-
 /// Reads `[[sink]]` number `i` (0-based) from its table; none if it has
 /// problems (which are in `r`).
 pub(crate) fn read(
@@ -246,7 +241,7 @@ pub(crate) fn read(
             .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
     {
         r.error(
-            span_of(&c.name, item.span()),
+            c.name.as_ref().map_or(item.span(), Spanned::span),
             format!("{label} → name"),
             "a sink name is letters, digits, '-', '_' and '.'",
         );

@@ -4,7 +4,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::sinks::registry::{SinkReader, span_of};
+use crate::sinks::registry::SinkReader;
 
 /// A webhook sink.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,14 +66,17 @@ pub(crate) fn read(s: &mut SinkReader<'_, '_>, raw: Raw) -> Option<WebhookConfig
     if raw.events.is_none() {
         events = vec!["failing".into(), "recovered".into()];
     }
-    let slack = match raw.format.as_ref().map(|f| f.get_ref().as_str()) {
-        None | Some("json") => false,
-        Some("slack") => true,
-        Some(other) => {
-            let msg = format!("unknown format '{other}' (json or slack)");
-            s.error(span_of(&raw.format, 0..0), "format", msg);
-            false
-        }
+    let slack = match &raw.format {
+        None => false,
+        Some(f) => match f.get_ref().as_str() {
+            "json" => false,
+            "slack" => true,
+            other => {
+                let msg = format!("unknown format '{other}' (json or slack)");
+                s.error(f.span(), "format", msg);
+                false
+            }
+        },
     };
     let timeout = raw
         .timeout
