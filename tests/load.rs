@@ -616,3 +616,64 @@ fn html_report_renders_its_charts_in_chromium() {
     assert!(curve > 300, "USL curve not drawn ({curve} pixels)");
     assert!(bars > 500, "phase bars not drawn ({bars} pixels)");
 }
+
+/// The counts of one closed step of the `counter` guest: passed, failed
+/// checks, traps, and the instance mode the report names.
+fn counter_run(cache: &Path, extra: &[&str]) -> (u64, u64, u64, String) {
+    let json = cache.join("counter.json");
+    let mut args = vec![
+        "load",
+        hostile_wasm().to_str().expect("utf-8"),
+        "--var",
+        "mode=counter",
+        "--concurrency",
+        "2",
+        "--iterations",
+        "40",
+        "--step-duration",
+        "20s",
+        "--warmup",
+        "0s",
+        "--json",
+        json.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    let out = waymark(cache, &args);
+    let v = read_json(&json);
+    let s = &steps(&v)[0];
+    assert_eq!(u(&s["iterations"]), 40, "{}", text(&out.stderr));
+    let errors = |k: &str| s["errors"][k].as_u64().unwrap_or(0);
+    (
+        u(&s["passed"]),
+        errors("check"),
+        errors("trap"),
+        v["instances"].as_str().expect("instances").to_string(),
+    )
+}
+
+#[test]
+fn reuse_instance_keeps_one_instance_per_user_and_replaces_a_trapped_one() {
+    let cache = tempfile::tempdir().expect("temp");
+    // The default: every iteration sees a fresh instance.
+    let (passed, check, trap, mode) = counter_run(cache.path(), &[]);
+    assert_eq!((passed, check, trap, mode.as_str()), (40, 0, 0, "fresh"));
+
+    // Kept: only each user's first run is in a fresh instance (on a busy
+    // machine one user may take the whole budget before the other starts).
+    let (passed, check, trap, mode) = counter_run(cache.path(), &["--reuse-instance"]);
+    assert_eq!((passed + check, trap, mode.as_str()), (40, 0, "reuse"));
+    assert!((1..=2).contains(&passed), "passed {passed}");
+
+    // A run that traps is not trusted again: every user's third run traps,
+    // and the next starts over in a new instance (pass, fail, trap, ...).
+    let (passed, check, trap, _) = counter_run(
+        cache.path(),
+        &["--reuse-instance", "--var", "trap_on=3"],
+    );
+    assert_eq!(passed + check + trap, 40);
+    assert!(trap >= 10, "traps {trap}");
+    assert!(
+        (0..=2).contains(&(passed - trap)) && (0..=2).contains(&(passed - check)),
+        "passed {passed}, failed checks {check}, traps {trap}"
+    );
+}

@@ -104,6 +104,12 @@ struct LoadArgs {
     /// Open model: most journeys in flight; an arrival beyond waits, and the wait is in its latency [default: 1000].
     #[arg(long)]
     max_vus: Option<u32>,
+    /// Each virtual user keeps one instance and calls the journey's `run`
+    /// again in it (memory and globals carry over), as k6's users keep
+    /// their runtime. Only for journeys written to allow it; the default is
+    /// a fresh instance per iteration.
+    #[arg(long)]
+    reuse_instance: bool,
     #[command(flatten)]
     out: LoadOutputs,
     /// Run part I of N (I from 0, as a Kubernetes Indexed Job's index): users,
@@ -648,6 +654,7 @@ pub fn main() -> ExitCode {
                     warmup: args.warmup,
                     iterations: args.iterations,
                     max_vus: args.max_vus,
+                    reuse_instance: args.reuse_instance,
                     slo: args.out.slo,
                     report: args.out.report,
                     json: args.out.json,

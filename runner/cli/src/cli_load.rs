@@ -32,6 +32,7 @@ pub(crate) struct LoadRequest {
     pub warmup: Option<Duration>,
     pub iterations: Option<u64>,
     pub max_vus: Option<u32>,
+    pub reuse_instance: bool,
     pub slo: Vec<String>,
     pub report: Option<PathBuf>,
     pub json: Option<PathBuf>,
@@ -192,6 +193,11 @@ pub(crate) fn load(req: LoadRequest) -> anyhow::Result<u8> {
         warmup,
         iterations: req.iterations.or(cfg.as_ref().and_then(|c| c.iterations)),
         shard,
+        instances: if req.reuse_instance || cfg.as_ref().is_some_and(|c| c.reuse_instance) {
+            load::InstanceMode::Reuse
+        } else {
+            load::InstanceMode::Fresh
+        },
     };
 
     let show = !req.quiet && std::io::stderr().is_terminal();
@@ -299,7 +305,7 @@ pub(crate) fn load(req: LoadRequest) -> anyhow::Result<u8> {
             }
         });
         load::run(target, &plan, stop_rx, &on_tick).await
-    });
+    })?;
     bar.finish_and_clear();
     finish(&mut report, &all_gates, html.as_deref(), json.as_deref())
 }

@@ -26,6 +26,10 @@ const MAX_LOG_LINES: usize = 1000;
 /// Longer log lines are cut.
 const MAX_LINE_BYTES: usize = 8 * 1024;
 
+/// The first log line of every run made with `--insecure`.
+const INSECURE: &str = "INSECURE: TLS certificate verification is off for this run (--insecure); \
+                        any server certificate is accepted";
+
 /// Everything one run's Store holds.
 pub struct RunState {
     wasi: WasiCtx,
@@ -42,6 +46,8 @@ pub struct RunState {
     pub(crate) captured: Vec<crate::har::Captured>,
     pub(crate) rec: Recorder,
     pub(crate) logs: Arc<Mutex<LogBuffer>>,
+    /// When the current run must stop (read by the epoch callback).
+    pub(crate) deadline: Instant,
 }
 
 impl RunState {
@@ -50,20 +56,20 @@ impl RunState {
         vars: Arc<HashMap<String, String>>,
         http: Arc<HttpConfig>,
         memory_limit: usize,
-        started: Instant,
+        // When the run starts, and when it must be stopped.
+        window: std::ops::Range<Instant>,
         capture: Option<(usize, std::time::SystemTime)>,
         conns: waymark_http::Connections,
     ) -> Self {
+        let std::ops::Range {
+            start: started,
+            end: deadline,
+        } = window;
         let logs = Arc::new(Mutex::new(LogBuffer::default()));
         if http.insecure
             && let Ok(mut l) = logs.lock()
         {
-            l.push(
-                Level::Warn,
-                "INSECURE: TLS certificate verification is off for this run (--insecure); \
-                 any server certificate is accepted"
-                    .into(),
-            );
+            l.push(Level::Warn, INSECURE.into());
         }
         let client = Arc::new(tokio::sync::Mutex::new(Client::with_connections(
             http.clone(),
@@ -105,7 +111,32 @@ impl RunState {
             vars,
             rec,
             logs,
+            deadline,
         }
+    }
+
+    /// Ready for another run of the same instance, started at `started`:
+    /// a fresh record, logs, trace id, cookie jar and request counters, and
+    /// the new deadline. Connections and the guest's memory carry over.
+    pub(crate) fn next_run(&mut self, journey: &str, started: Instant, deadline: Instant) {
+        let insecure = self.rec.insecure;
+        self.rec = Recorder::new(journey, started);
+        self.rec.insecure = insecure;
+        if let Ok(mut l) = self.logs.lock() {
+            *l = LogBuffer::default();
+            if insecure {
+                l.push(Level::Warn, INSECURE.into());
+            }
+        }
+        if let Ok(mut c) = self.client.try_lock() {
+            c.next_run();
+        }
+        self.captured.clear();
+        if let Some((_, wall, at)) = &mut self.capture {
+            *wall = std::time::SystemTime::now();
+            *at = started;
+        }
+        self.deadline = deadline;
     }
 }
 
@@ -145,6 +176,28 @@ impl RunState {
         self.record_finished(finished);
         for (_, method, url, started) in in_flight {
             self.rec.request_started(&method, &url, started);
+        }
+    }
+
+    /// A `wasi:http` request the guest left running still holds the
+    /// client (its task keeps a handle to it).
+    pub(crate) fn wasi_http_in_flight(&self) -> bool {
+        Arc::strong_count(&self.client) > 2
+    }
+
+    /// The open connections, unless a request still running holds them.
+    pub(crate) fn take_connections(self) -> waymark_http::Connections {
+        let RunState { client, hooks, .. } = self;
+        drop(hooks);
+        match Arc::try_unwrap(client) {
+            Ok(c) => c.into_inner().into_connections(),
+            Err(shared) => match shared.try_lock() {
+                Ok(mut c) => {
+                    let config = c.config_arc();
+                    std::mem::replace(&mut *c, Client::new(config)).into_connections()
+                }
+                Err(_) => Default::default(),
+            },
         }
     }
 

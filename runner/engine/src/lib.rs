@@ -28,7 +28,9 @@
 
 pub mod har;
 mod host;
+mod outcome;
 mod runtime;
+mod user;
 mod wasi_http;
 
 /// Host bindings generated from `wit/` (the one source of truth).
@@ -45,5 +47,6 @@ pub use runtime::{
     DEFAULT_LOCATION, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EngineError, InstantiateError,
     LoadError, LoadedJourney, RunOptions, Runtime,
 };
+pub use user::{InstanceMode, VirtualUser};
 pub use waymark_http as http;
 pub use waymark_record as record;

@@ -13,9 +13,10 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
 
 use crate::bindings::{Journey, JourneyPre};
-use crate::host::{MemoryExceeded, RunState, ms};
+use crate::host::RunState;
+use crate::outcome::conclude;
 use waymark_http::HttpConfig;
-use waymark_record::{ErrorKind, RunError, RunRecord, Status};
+use waymark_record::RunRecord;
 
 /// How often the epoch advances: the granularity of CPU-runaway checks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -74,7 +75,7 @@ impl Drop for Runtime {
 pub struct LoadedJourney {
     /// Journey name (used in records).
     pub name: String,
-    pre: JourneyPre<RunState>,
+    pub(crate) pre: JourneyPre<RunState>,
     /// True when the compiled code came from the disk cache.
     pub from_cache: bool,
 }
@@ -151,7 +152,7 @@ pub enum InstantiateError {
 /// Why the epoch callback stopped the guest.
 #[derive(Debug, thiserror::Error)]
 #[error("wall-clock timeout")]
-struct DeadlineReached;
+pub(crate) struct DeadlineReached;
 
 impl Runtime {
     /// The engine, with the compile cache in `cache_dir` (none: no cache).
@@ -329,7 +330,7 @@ impl Runtime {
     }
 
     /// A Store for one run of `journey`, with its limits armed.
-    fn new_store(
+    pub(crate) fn new_store(
         &self,
         journey: &LoadedJourney,
         opts: &RunOptions,
@@ -344,18 +345,19 @@ impl Runtime {
             Arc::new(all_vars),
             opts.http.clone(),
             opts.memory_limit,
-            t0,
+            t0..t0 + opts.timeout,
             opts.capture_bodies.map(|cap| (cap, started_at)),
             conns,
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let deadline = t0 + opts.timeout;
         store.set_epoch_deadline(1);
         // Each tick, a running guest yields to the executor (so other runs
         // and the timers go on) and stops for good once its time is up.
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+        // The deadline is read from the state: a kept instance's next run
+        // sets its own.
+        store.epoch_deadline_callback(move |ctx| {
+            if Instant::now() >= ctx.data().deadline {
                 Err(DeadlineReached.into())
             } else {
                 Ok(UpdateDeadline::Yield(1))
@@ -447,102 +449,18 @@ impl Runtime {
         let duration = t0.elapsed();
         let mut state = store.into_data();
         state.stop_wasi_http();
+        let captured = std::mem::take(&mut state.captured);
+        let record = conclude(
+            &journey.name,
+            opts,
+            &mut state,
+            outcome,
+            started_at,
+            duration,
+        );
         // A wasi:http request the guest left running may still hold the
         // client; its connections are then not handed on.
-        let conns = match state.client.try_lock() {
-            Ok(mut client) => {
-                std::mem::replace(&mut *client, waymark_http::Client::new(opts.http.clone()))
-                    .into_connections()
-            }
-            Err(_) => Default::default(),
-        };
-        let captured = std::mem::take(&mut state.captured);
-        let mut rec_state = state.rec;
-        let logs = state
-            .logs
-            .lock()
-            .map(|mut l| l.finish())
-            .unwrap_or_default();
-        let memory_exceeded = state.limiter.exceeded;
-
-        let (status, error) = match outcome {
-            Err(_) => (Status::Timeout, Some(timeout_error(opts.timeout))),
-            Ok(Err(e))
-                if memory_exceeded.is_some() || e.downcast_ref::<MemoryExceeded>().is_some() =>
-            {
-                (
-                    Status::Error,
-                    Some(RunError {
-                        kind: ErrorKind::Memory,
-                        message: format!(
-                            "the journey exceeded its memory limit of {} (it asked for {})",
-                            human_bytes(opts.memory_limit),
-                            human_bytes(memory_exceeded.unwrap_or(opts.memory_limit)),
-                        ),
-                    }),
-                )
-            }
-            Ok(Err(e)) if e.downcast_ref::<DeadlineReached>().is_some() => {
-                (Status::Timeout, Some(timeout_error(opts.timeout)))
-            }
-            Ok(Err(e)) => (
-                Status::Error,
-                Some(RunError {
-                    kind: ErrorKind::Trap,
-                    message: trap_message(&e, &logs),
-                }),
-            ),
-            Ok(Ok(Err(message))) => {
-                let kind = if rec_state.requests_denied > 0 {
-                    ErrorKind::Denied
-                } else if rec_state.requests_failed > 0 {
-                    ErrorKind::Http
-                } else {
-                    ErrorKind::Journey
-                };
-                let status = if kind == ErrorKind::Denied {
-                    Status::Error
-                } else {
-                    Status::Fail
-                };
-                (status, Some(RunError { kind, message }))
-            }
-            Ok(Ok(Ok(()))) => (Status::Pass, None),
-        };
-        let stopped = !matches!(status, Status::Pass | Status::Fail);
-        let steps = rec_state.finish(stopped);
-        let mut record = RunRecord {
-            journey: journey.name.clone(),
-            run_id: opts
-                .run_id
-                .clone()
-                .unwrap_or_else(|| ulid::Ulid::new().to_string()),
-            location: opts.location.clone(),
-            attempt: opts.attempt,
-            started_at: humantime::format_rfc3339_millis(started_at).to_string(),
-            duration_ms: ms(duration),
-            status,
-            error,
-            steps,
-            logs,
-        };
-        if record.status == Status::Pass {
-            let failed: Vec<&str> = record.failed_checks().map(|c| c.name.as_str()).collect();
-            if !failed.is_empty() {
-                record.error = Some(RunError {
-                    kind: ErrorKind::Check,
-                    message: format!(
-                        "{} check{} failed: {}",
-                        failed.len(),
-                        if failed.len() == 1 { "" } else { "s" },
-                        failed.join("; ")
-                    ),
-                });
-                record.status = Status::Fail;
-            }
-        }
-        let secrets: Vec<String> = opts.secrets.values().cloned().collect();
-        record.redact(&secrets);
+        let conns = state.take_connections();
         (record, captured, conns)
     }
 }
@@ -556,44 +474,7 @@ fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn timeout_error(limit: Duration) -> RunError {
-    RunError {
-        kind: ErrorKind::Timeout,
-        message: format!(
-            "the run exceeded its wall-clock timeout of {} and was stopped",
-            humantime::format_duration(limit)
-        ),
-    }
-}
-
-/// A trap in words: for a Rust panic, the panic message and where it was
-/// raised (from the guest's stderr), else wasmtime's description.
-fn trap_message(e: &wasmtime::Error, logs: &[waymark_record::LogRecord]) -> String {
-    let lines: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
-    if let Some(i) = lines.iter().rposition(|l| l.contains("panicked at")) {
-        let location = lines[i]
-            .split("panicked at ")
-            .nth(1)
-            .unwrap_or("")
-            .trim_end_matches(':');
-        let message: Vec<&str> = lines[i + 1..]
-            .iter()
-            .take_while(|l| !l.starts_with("note: "))
-            .copied()
-            .collect();
-        return format!(
-            "the journey panicked: {} (at {location})",
-            message.join(" ").trim()
-        );
-    }
-    let trap = e
-        .downcast_ref::<wasmtime::Trap>()
-        .map(|t| t.to_string())
-        .unwrap_or_else(|| format!("{e:#}"));
-    format!("the journey trapped: {trap}")
-}
-
-fn human_bytes(n: usize) -> String {
+pub(crate) fn human_bytes(n: usize) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
     let mib = n as f64 / MIB;
     if mib >= 1.0 {

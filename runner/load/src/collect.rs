@@ -31,6 +31,8 @@ pub(crate) struct Acc {
 
 pub(crate) struct Collector {
     pub(crate) steps: Mutex<Vec<Acc>>,
+    /// The generator's runtimes, whose busy time each step reports.
+    pub(crate) runtimes: Vec<tokio::runtime::Handle>,
 }
 
 impl Collector {
@@ -42,7 +44,7 @@ impl Collector {
 
     pub(crate) fn begin(&self, result: StepResult, start: Instant, plan: &Plan, by_arrival: bool) {
         // Read /proc before taking the lock the iterations record under.
-        let cpu_start = generator::CpuMark::now();
+        let cpu_start = generator::CpuMark::now(&self.runtimes);
         self.lock().push(Acc {
             result,
             step_start: start,
@@ -58,7 +60,7 @@ impl Collector {
     }
 
     pub(crate) fn end(&self, step: usize, at: Instant) {
-        let mark = generator::CpuMark::now();
+        let mark = generator::CpuMark::now(&self.runtimes);
         if let Some(a) = self.lock().get_mut(step) {
             a.ended = Some(at);
             a.cpu_end = Some(mark);
@@ -169,7 +171,9 @@ impl Collector {
                 let ended = a.ended.unwrap_or_else(Instant::now);
                 let cores = generator::cores();
                 r.generator.cores = cores;
-                let end = a.cpu_end.unwrap_or_else(generator::CpuMark::now);
+                let end = a
+                    .cpu_end
+                    .unwrap_or_else(|| generator::CpuMark::now(&self.runtimes));
                 (r.generator.cpu, r.generator.cpu_wait) = a.cpu_start.share_until(&end, cores);
                 r.generator.runtime_busy = a.cpu_start.runtime_busy_until(&end);
                 r.generator.judge();

@@ -144,21 +144,26 @@ pub struct CpuMark {
     workers: usize,
 }
 
-/// Busy time of the current tokio runtime's workers so far, and how many.
-fn runtime_busy() -> (Duration, usize) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return (Duration::ZERO, 0);
-    };
-    let m = handle.metrics();
-    let workers = m.num_workers();
-    let busy = (0..workers).map(|w| m.worker_total_busy_duration(w)).sum();
+/// Busy time so far of the workers of the runtimes `handles` lead to, and
+/// how many workers there are.
+pub fn runtime_busy(handles: &[tokio::runtime::Handle]) -> (Duration, usize) {
+    let mut busy = Duration::ZERO;
+    let mut workers = 0;
+    for h in handles {
+        let m = h.metrics();
+        let n = m.num_workers();
+        busy += (0..n)
+            .map(|w| m.worker_total_busy_duration(w))
+            .sum::<Duration>();
+        workers += n;
+    }
     (busy, workers)
 }
 
 impl CpuMark {
-    /// Now.
-    pub fn now() -> Self {
-        let (busy, workers) = runtime_busy();
+    /// Now, with the busy time of the runtimes in `handles`.
+    pub fn now(handles: &[tokio::runtime::Handle]) -> Self {
+        let (busy, workers) = runtime_busy(handles);
         CpuMark {
             at: Instant::now(),
             cpu: process_cpu(),
@@ -240,13 +245,13 @@ mod tests {
 
     #[test]
     fn a_busy_loop_shows_as_cpu() {
-        let start = CpuMark::now();
+        let start = CpuMark::now(&[]);
         let t = Instant::now();
         let mut x = 0u64;
         while t.elapsed() < Duration::from_millis(200) {
             x = std::hint::black_box(x.wrapping_add(1));
         }
-        let (share, _) = start.share_until(&CpuMark::now(), 1);
+        let (share, _) = start.share_until(&CpuMark::now(&[]), 1);
         assert!(share > 0.5, "a busy loop on one core used {share}");
     }
 

@@ -21,6 +21,8 @@ pub mod hist;
 pub mod report;
 mod runner;
 pub use runner::run;
+mod workers;
+pub use workers::WorkersError;
 pub mod slo;
 pub mod usl;
 
@@ -32,8 +34,8 @@ use serde::{Deserialize, Serialize};
 
 pub use hist::{Histo, Percentiles};
 pub use usl::UslFit;
-use waymark_engine::{LoadedJourney, RunOptions, Runtime};
-use waymark_http::Connections;
+pub use waymark_engine::InstanceMode;
+use waymark_engine::{LoadedJourney, RunOptions, Runtime, VirtualUser};
 use waymark_record::{RunRecord, Status};
 
 /// Version of the JSON written by `--json` (and read by `load merge`).
@@ -184,6 +186,8 @@ pub struct Plan {
     pub iterations: Option<u64>,
     /// This process's part.
     pub shard: Shard,
+    /// A fresh instance per iteration, or one kept per user.
+    pub instances: InstanceMode,
 }
 
 impl Plan {
@@ -191,6 +195,10 @@ impl Plan {
     pub fn default_warmup(step: Duration) -> Duration {
         (step / 5).min(Duration::from_secs(5))
     }
+}
+
+fn fresh() -> String {
+    InstanceMode::Fresh.as_str().into()
 }
 
 /// One step of the ramp, measured.
@@ -366,6 +374,10 @@ pub struct LoadReport {
     pub shards_merged: u32,
     /// Location label.
     pub location: String,
+    /// `fresh` (an instance per iteration) or `reuse` (one per user,
+    /// `--reuse-instance`); results from before this field are `fresh`.
+    #[serde(default = "fresh")]
+    pub instances: String,
     /// When the run started (RFC 3339).
     pub started_at: String,
     /// Planned length of each step, seconds.
@@ -482,6 +494,9 @@ pub fn merge(parts: Vec<(String, LoadReport)>) -> Result<LoadReport, MergeError>
         }
         if part.model != out.model {
             return Err(differs("model", &out.model, &part.model));
+        }
+        if part.instances != out.instances {
+            return Err(differs("instance mode", &out.instances, &part.instances));
         }
         if part.steps.len() != out.steps.len() {
             return Err(differs(

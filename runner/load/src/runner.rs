@@ -9,6 +9,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::collect::{Budget, Collector};
+use crate::workers::{Workers, WorkersError};
 use crate::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -26,13 +27,15 @@ pub(crate) struct Shared {
 
 /// Runs `plan` against `target`. `stop` turning true (Ctrl-C) ends the run
 /// early; what was measured is still reported. `on_tick` gets the live
-/// figures about four times a second.
+/// figures about four times a second. Iterations run on threads of their
+/// own, one per core this process may use.
 pub async fn run(
     target: Target,
     plan: &Plan,
     mut stop: watch::Receiver<bool>,
     on_tick: &(dyn Fn(&Live) + Send + Sync),
-) -> LoadReport {
+) -> Result<LoadReport, WorkersError> {
+    let workers = Workers::start(generator::cores() as usize)?;
     let journey = target.journey.name.clone();
     let location = target.opts.location.clone();
     let started_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
@@ -41,6 +44,7 @@ pub async fn run(
         target,
         collector: Collector {
             steps: Mutex::new(Vec::new()),
+            runtimes: workers.handles().to_vec(),
         },
         budget: Budget::new(budget_limit),
     });
@@ -72,7 +76,9 @@ pub async fn run(
                     stop: false,
                 });
                 while spawned < users {
-                    vus.spawn(closed_user(spawned, shared.clone(), ctl_tx.subscribe()));
+                    let user =
+                        closed_user(spawned, plan.instances, shared.clone(), ctl_tx.subscribe());
+                    workers.spawn(&mut vus, spawned as usize, user);
                     spawned += 1;
                 }
                 let cut = wait_step(&shared, plan, steps, start, &mut stop, on_tick).await;
@@ -94,7 +100,10 @@ pub async fn run(
         }
         Model::Open { rates, max_vus } => {
             let slots = Arc::new(Semaphore::new(*max_vus as usize));
-            let pool: Arc<Mutex<Vec<Connections>>> = Arc::new(Mutex::new(Vec::new()));
+            // Idle users, each with its open connections (and its instance
+            // under --reuse-instance), taken by the next arrival.
+            let pool: Arc<Mutex<Vec<VirtualUser>>> = Arc::new(Mutex::new(Vec::new()));
+            let mode = plan.instances;
             let mut tasks = JoinSet::new();
             'steps: for (i, &total_rate) in rates.iter().enumerate() {
                 let rate = total_rate / f64::from(plan.shard.count);
@@ -154,18 +163,19 @@ pub async fn run(
                     let ready = Instant::now();
                     let shared = shared.clone();
                     let pool = pool.clone();
-                    tasks.spawn(async move {
-                        let conns = pool
+                    let arrival = k as usize;
+                    workers.spawn(&mut tasks, arrival, async move {
+                        let mut user = pool
                             .lock()
                             .ok()
                             .and_then(|mut p| p.pop())
-                            .unwrap_or_default();
+                            .unwrap_or_else(|| VirtualUser::new(mode));
                         let started = Instant::now();
                         let t = &shared.target;
-                        let (rec, conns) = t.runtime.run_reusing(&t.journey, &t.opts, conns).await;
+                        let rec = user.run(&t.runtime, &t.journey, &t.opts).await;
                         let ended = Instant::now();
                         if let Ok(mut p) = pool.lock() {
-                            p.push(conns);
+                            p.push(user);
                         }
                         shared
                             .collector
@@ -202,6 +212,7 @@ pub async fn run(
         shard: plan.shard.label(),
         shards_merged: 1,
         location,
+        instances: plan.instances.as_str().to_string(),
         started_at,
         step_duration_s: plan.step_duration.as_secs_f64(),
         warmup_s: plan.warmup.as_secs_f64(),
@@ -213,7 +224,7 @@ pub async fn run(
         slo: Vec::new(),
     };
     report.analyse();
-    report
+    Ok(report)
 }
 
 fn blank_step(index: usize, users: Option<u32>, rate: Option<f64>, warmup: Duration) -> StepResult {
@@ -270,8 +281,13 @@ async fn wait_step(
 }
 
 /// One virtual user of the closed model: loops while the step wants it.
-async fn closed_user(id: u32, shared: Arc<Shared>, mut ctl: watch::Receiver<Ctl>) {
-    let mut conns = Connections::default();
+async fn closed_user(
+    id: u32,
+    mode: InstanceMode,
+    shared: Arc<Shared>,
+    mut ctl: watch::Receiver<Ctl>,
+) {
+    let mut user = VirtualUser::new(mode);
     // When this user's previous iteration ended: it was ready from then.
     let mut ready: Option<Instant> = None;
     loop {
@@ -289,8 +305,7 @@ async fn closed_user(id: u32, shared: Arc<Shared>, mut ctl: watch::Receiver<Ctl>
         }
         let t = &shared.target;
         let started = Instant::now();
-        let (rec, c) = t.runtime.run_reusing(&t.journey, &t.opts, conns).await;
-        conns = c;
+        let rec = user.run(&t.runtime, &t.journey, &t.opts).await;
         let ended = Instant::now();
         shared
             .collector

@@ -115,6 +115,8 @@ pub struct LoadConfig {
     pub iterations: Option<u64>,
     /// Open model: most journeys in flight.
     pub max_vus: Option<u32>,
+    /// Each virtual user keeps one instance and calls `run` in it again.
+    pub reuse_instance: bool,
     /// SLO gates.
     pub slo: Vec<waymark_load::slo::Gate>,
     /// HTML report file.

@@ -21,6 +21,18 @@ fn run() -> Result<()> {
                 black_box(&hoard);
             }
         }
+        // Counts its runs in a global: 1 in a fresh instance, more when
+        // `waymark load --reuse-instance` calls `run` again in the same one;
+        // traps on the run numbered `trap_on`.
+        "counter" => {
+            static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if vars::get("trap_on").and_then(|t| t.parse().ok()) == Some(n) {
+                panic!("run {n} of this instance");
+            }
+            check_detail("fresh instance", n == 1, format!("run {n} of this instance"));
+            Ok(())
+        }
         "panic" => panic!("the journey gave up: {}", vars::get_or("why", "on purpose")),
         // Calls whatever `url` says; a denied host comes back as an error.
         "fetch" => {
