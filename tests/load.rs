@@ -666,10 +666,8 @@ fn reuse_instance_keeps_one_instance_per_user_and_replaces_a_trapped_one() {
 
     // A run that traps is not trusted again: every user's third run traps,
     // and the next starts over in a new instance (pass, fail, trap, ...).
-    let (passed, check, trap, _) = counter_run(
-        cache.path(),
-        &["--reuse-instance", "--var", "trap_on=3"],
-    );
+    let (passed, check, trap, _) =
+        counter_run(cache.path(), &["--reuse-instance", "--var", "trap_on=3"]);
     assert_eq!(passed + check + trap, 40);
     assert!(trap >= 10, "traps {trap}");
     assert!(

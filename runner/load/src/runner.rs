@@ -99,13 +99,24 @@ pub async fn run(
             while vus.join_next().await.is_some() {}
         }
         Model::Open { rates, max_vus } => {
-            let slots = Arc::new(Semaphore::new(*max_vus as usize));
-            // Idle users, each with its open connections (and its instance
-            // under --reuse-instance), taken by the next arrival.
-            let pool: Arc<Mutex<Vec<VirtualUser>>> = Arc::new(Mutex::new(Vec::new()));
-            let mode = plan.instances;
-            let mut tasks = JoinSet::new();
-            'steps: for (i, &total_rate) in rates.iter().enumerate() {
+            let n = workers.handles().len();
+            // Each thread runs its share of the timetable and of the
+            // in-flight limit, and keeps its own idle users (with their
+            // connections, and instances under --reuse-instance): an arrival
+            // then starts on the thread that timed it, with no hand-over.
+            let lanes: Vec<Arc<Lane>> = (0..n)
+                .map(|w| {
+                    let share = (*max_vus as usize / n) + usize::from(w < *max_vus as usize % n);
+                    Arc::new(Lane {
+                        slots: Arc::new(Semaphore::new(share.max(1))),
+                        idle: Mutex::new(Vec::new()),
+                    })
+                })
+                .collect();
+            // The iterations each thread started, kept to be awaited (or
+            // cancelled) after the last step.
+            let mut in_flight: Vec<JoinSet<()>> = Vec::new();
+            for (i, &total_rate) in rates.iter().enumerate() {
                 let rate = total_rate / f64::from(plan.shard.count);
                 let start = Instant::now();
                 shared.budget.reset();
@@ -115,92 +126,60 @@ pub async fn run(
                     plan,
                     true,
                 );
-                let end = start + plan.step_duration;
-                let interval = Duration::from_secs_f64(1.0 / rate);
-                let mut next_tick = Instant::now();
-                let mut k: u32 = 0;
-                loop {
-                    let intended = start + interval * k;
-                    if intended >= end || shared.budget.exhausted() {
-                        break;
-                    }
-                    if Instant::now() >= next_tick {
-                        if let Some(l) = shared.collector.live(steps, plan.step_duration) {
-                            on_tick(&l);
-                        }
-                        next_tick = Instant::now() + Duration::from_millis(250);
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(intended.into()) => {}
-                        _ = stop.wait_for(|s| *s) => {
-                            interrupted.store(true, Ordering::SeqCst);
-                            shared.collector.end(i, Instant::now());
-                            mark_cut(&shared, i);
-                            break 'steps;
-                        }
-                    }
-                    let permit = match slots.clone().try_acquire_owned() {
-                        Ok(p) => p,
-                        Err(_) => {
-                            shared.collector.waited(i);
-                            tokio::select! {
-                                p = slots.clone().acquire_owned() => match p {
-                                    Ok(p) => p,
-                                    Err(_) => break 'steps,
-                                },
-                                _ = stop.wait_for(|s| *s) => {
-                                    interrupted.store(true, Ordering::SeqCst);
-                                    shared.collector.end(i, Instant::now());
-                                    mark_cut(&shared, i);
-                                    break 'steps;
-                                }
-                            }
-                        }
-                    };
-                    if !shared.budget.take() {
-                        break;
-                    }
-                    let ready = Instant::now();
-                    let shared = shared.clone();
-                    let pool = pool.clone();
-                    let arrival = k as usize;
-                    workers.spawn(&mut tasks, arrival, async move {
-                        let mut user = pool
-                            .lock()
-                            .ok()
-                            .and_then(|mut p| p.pop())
-                            .unwrap_or_else(|| VirtualUser::new(mode));
-                        let started = Instant::now();
-                        let t = &shared.target;
-                        let rec = user.run(&t.runtime, &t.journey, &t.opts).await;
-                        let ended = Instant::now();
-                        if let Ok(mut p) = pool.lock() {
-                            p.push(user);
-                        }
-                        shared
-                            .collector
-                            .record(i, Some(ready), intended, started, ended, &rec);
-                        shared.budget.finished();
-                        drop(permit);
-                    });
-                    k = k.saturating_add(1);
-                    // Finished tasks are reaped as we go, keeping the set small.
-                    while tasks.try_join_next().is_some() {}
+                let timetable = Timetable {
+                    step: i,
+                    start,
+                    end: start + plan.step_duration,
+                    interval: Duration::from_secs_f64(1.0 / rate),
+                    lanes: n,
+                    mode: plan.instances,
+                };
+                let mut arrivals = JoinSet::new();
+                for (w, lane) in lanes.iter().enumerate() {
+                    let fut = arrive(w, timetable, lane.clone(), shared.clone());
+                    workers.spawn(&mut arrivals, w, fut);
                 }
-                shared.collector.end(i, end.min(Instant::now()));
+                let cut = wait_step(&shared, plan, steps, start, &mut stop, on_tick).await;
+                if cut {
+                    arrivals.abort_all();
+                }
+                while let Some(r) = arrivals.join_next().await {
+                    if let Ok(set) = r {
+                        in_flight.push(set);
+                    }
+                }
+                shared.collector.end(i, timetable.end.min(Instant::now()));
+                for set in &mut in_flight {
+                    while set.try_join_next().is_some() {}
+                }
+                if cut {
+                    interrupted.store(true, Ordering::SeqCst);
+                    mark_cut(&shared, i);
+                    break;
+                }
             }
             if interrupted.load(Ordering::SeqCst) {
-                tasks.abort_all();
+                for set in &mut in_flight {
+                    set.abort_all();
+                }
             } else {
                 // Journeys that arrived in the last step finish and count;
                 // their own timeout bounds the wait.
                 let grace = shared.target.opts.timeout + Duration::from_secs(1);
-                let drain = async { while tasks.join_next().await.is_some() {} };
+                let drain = async {
+                    for set in &mut in_flight {
+                        while set.join_next().await.is_some() {}
+                    }
+                };
                 if tokio::time::timeout(grace, drain).await.is_err() {
-                    tasks.abort_all();
+                    for set in &mut in_flight {
+                        set.abort_all();
+                    }
                 }
             }
-            while tasks.join_next().await.is_some() {}
+            for set in &mut in_flight {
+                while set.join_next().await.is_some() {}
+            }
         }
     }
 
@@ -278,6 +257,77 @@ async fn wait_step(
             }
         }
     }
+}
+
+/// One thread's part of the open model: its in-flight limit and its idle users.
+struct Lane {
+    slots: Arc<Semaphore>,
+    idle: Mutex<Vec<VirtualUser>>,
+}
+
+/// An open step's arrivals: the k-th is due at `start + k × interval`, and
+/// thread `w` of `lanes` takes those with k ≡ w (mod lanes).
+#[derive(Clone, Copy)]
+struct Timetable {
+    step: usize,
+    start: Instant,
+    end: Instant,
+    interval: Duration,
+    lanes: usize,
+    mode: InstanceMode,
+}
+
+/// Starts thread `w`'s arrivals of one open step on time, each in a task
+/// of this thread; returns them, still running, when the step's time is up.
+async fn arrive(w: usize, tt: Timetable, lane: Arc<Lane>, shared: Arc<Shared>) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    let mut k = w as u64;
+    while let Some(intended) = u32::try_from(k)
+        .ok()
+        .and_then(|k| tt.interval.checked_mul(k))
+        .and_then(|d| tt.start.checked_add(d))
+    {
+        if intended >= tt.end || shared.budget.exhausted() {
+            break;
+        }
+        tokio::time::sleep_until(intended.into()).await;
+        let permit = match lane.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                shared.collector.waited(tt.step);
+                match lane.slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                }
+            }
+        };
+        if !shared.budget.take() {
+            break;
+        }
+        let ready = Instant::now();
+        let shared = shared.clone();
+        let lane = lane.clone();
+        tasks.spawn(async move {
+            let popped = lane.idle.lock().ok().and_then(|mut p| p.pop());
+            let mut user = popped.unwrap_or_else(|| VirtualUser::new(tt.mode));
+            let started = Instant::now();
+            let t = &shared.target;
+            let rec = user.run(&t.runtime, &t.journey, &t.opts).await;
+            let ended = Instant::now();
+            if let Ok(mut p) = lane.idle.lock() {
+                p.push(user);
+            }
+            shared
+                .collector
+                .record(tt.step, Some(ready), intended, started, ended, &rec);
+            shared.budget.finished();
+            drop(permit);
+        });
+        k = k.saturating_add(tt.lanes as u64);
+        // Finished tasks are reaped as we go, keeping the set small.
+        while tasks.try_join_next().is_some() {}
+    }
+    tasks
 }
 
 /// One virtual user of the closed model: loops while the step wants it.

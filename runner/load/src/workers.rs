@@ -55,10 +55,11 @@ impl Workers {
         })
     }
 
-    /// Runs `fut` on the thread chosen by `n` (round robin over users).
-    pub(crate) fn spawn<F>(&self, set: &mut JoinSet<()>, n: usize, fut: F) -> AbortHandle
+    /// Runs `fut` on the thread chosen by `n` (round robin), in `set`.
+    pub(crate) fn spawn<F, T>(&self, set: &mut JoinSet<T>, n: usize, fut: F) -> AbortHandle
     where
-        F: Future<Output = ()> + Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
     {
         let h = &self.handles[n % self.handles.len()];
         set.spawn_on(fut, h)

@@ -30,7 +30,11 @@ fn run() -> Result<()> {
             if vars::get("trap_on").and_then(|t| t.parse().ok()) == Some(n) {
                 panic!("run {n} of this instance");
             }
-            check_detail("fresh instance", n == 1, format!("run {n} of this instance"));
+            check_detail(
+                "fresh instance",
+                n == 1,
+                format!("run {n} of this instance"),
+            );
             Ok(())
         }
         "panic" => panic!("the journey gave up: {}", vars::get_or("why", "on purpose")),
