@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use support::CountingServer;
+use waymark_monitor::clock::Clock;
 use waymark_monitor::config::Config;
 use waymark_monitor::serve::{JourneyStatus, Plan, Service, prepare};
 use waymark_monitor::store::{Entry, Filter, Store};
@@ -51,6 +52,31 @@ fn started(e: &Entry) -> SystemTime {
     humantime::parse_rfc3339(&e.record.started_at).expect("rfc3339")
 }
 
+/// Waits (in real time, at most 10 s) until the journey's status meets `pred`.
+async fn until(
+    service: &Service,
+    name: &str,
+    pred: impl Fn(&JourneyStatus) -> bool,
+) -> JourneyStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status_of(service, name);
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A manual clock for the scheduler, on a round second.
+fn clock() -> Clock {
+    Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_on_schedule_and_every_run_is_stored() {
     let server = CountingServer::start(0, Duration::ZERO);
@@ -64,27 +90,30 @@ async fn runs_on_schedule_and_every_run_is_stored() {
             server.url()
         ),
     );
-    let service = Service::start(support::shared_runtime(), p)
+    let clock = clock();
+    let service = Service::start_with(support::shared_runtime(), p, clock.clone())
         .await
         .expect("start");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(status_of(&service, "ping").due, 0);
+    // Six steps of the interval: six ticks, each run to its end.
+    for k in 1..=6 {
+        clock.advance(Duration::from_millis(200));
+        until(&service, "ping", |s| s.runs == k && !s.running).await;
+    }
     let drained = service.shutdown(Duration::from_secs(5)).await;
     assert!(drained.abandoned.is_empty());
     let s = find(drained.status, "ping");
-    // 1.3 s of a 200 ms interval is 6 or 7 ticks.
-    assert!((5..=7).contains(&s.runs), "{s:?}");
-    assert_eq!(s.runs, s.due, "{s:?}");
-    assert_eq!(s.failures, 0, "{s:?}");
-    assert_eq!(s.skipped_overlap, 0);
+    assert_eq!(
+        (s.due, s.runs, s.failures, s.skipped_overlap, s.missed_ticks),
+        (6, 6, 0, 0, 0),
+        "{s:?}"
+    );
     let h = history(dir.path());
-    assert_eq!(h.len() as u64, s.runs, "every run is in the history");
-    assert_eq!(server.count() as u64, s.runs, "one request per run");
+    assert_eq!(h.len(), 6, "every run is in the history");
+    assert_eq!(server.count(), 6, "one request per run");
     for e in &h {
         assert_eq!(e.record.status, Status::Pass);
         assert!(e.final_attempt);
-        let due = e.scheduled_at.expect("scheduled_at");
-        let lag = started(e).duration_since(due).unwrap_or_default();
-        assert!(lag < Duration::from_millis(250), "lag {lag:?}");
     }
     // The jsonl sink got the same records, one line each.
     let lines: Vec<waymark_record::RunRecord> =
@@ -97,7 +126,17 @@ async fn runs_on_schedule_and_every_run_is_stored() {
         lines.iter().map(|r| &r.run_id).collect::<Vec<_>>(),
         h.iter().map(|e| &e.record.run_id).collect::<Vec<_>>()
     );
-    // The ticks are 200 ms apart.
+    // The ticks are 200 ms apart, and each within the step that made it due.
+    let start = clock.now() - Duration::from_millis(1200);
+    for (k, e) in h.iter().enumerate() {
+        let due = e.scheduled_at.expect("scheduled_at");
+        let after = due.duration_since(start).expect("after the start");
+        assert!(
+            after > Duration::from_millis(200 * k as u64)
+                && after <= Duration::from_millis(200 * (k as u64 + 1)),
+            "tick {k} at +{after:?}"
+        );
+    }
     for w in h.windows(2) {
         let gap = w[1]
             .scheduled_at
@@ -113,29 +152,61 @@ async fn a_run_still_going_is_not_doubled() {
     let p = plan(
         dir.path(),
         "[[journey]]\nname = \"slow\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\n\
-         vars = { mode = \"sleep\", ms = \"650\" }\n",
+         vars = { mode = \"sleep\", ms = \"800\" }\n",
     );
-    let service = Service::start(support::shared_runtime(), p)
+    let clock = clock();
+    let service = Service::start_with(support::shared_runtime(), p, clock.clone())
         .await
         .expect("start");
-    tokio::time::sleep(Duration::from_millis(1900)).await;
+    clock.advance(Duration::from_millis(200));
+    until(&service, "slow", |s| s.running).await;
+    // Four more ticks while the first run sleeps: each is skipped.
+    for k in 1..=4 {
+        clock.advance(Duration::from_millis(200));
+        until(&service, "slow", |s| s.skipped_overlap == k).await;
+    }
+    let s = until(&service, "slow", |s| s.runs == 1 && !s.running).await;
+    assert_eq!((s.due, s.skipped_overlap), (5, 4), "{s:?}");
+    // The next tick after it ended runs again.
+    clock.advance(Duration::from_millis(200));
+    until(&service, "slow", |s| s.running).await;
     let s = find(
         service.shutdown(Duration::from_secs(5)).await.status,
         "slow",
     );
-    assert!(s.skipped_overlap >= 4, "{s:?}");
-    assert_eq!(s.due, s.skipped_overlap + s.runs, "{s:?}");
+    assert_eq!(
+        (s.due, s.runs, s.skipped_overlap, s.missed_ticks),
+        (6, 2, 4, 0),
+        "{s:?}"
+    );
     let h = history(dir.path());
-    assert!((2..=4).contains(&h.len()), "{} runs", h.len());
+    assert_eq!(h.len(), 2);
     // Never two at once: each run ended before the next began.
-    for w in h.windows(2) {
-        let end = started(&w[0]) + Duration::from_secs_f64(w[0].record.duration_ms / 1000.0);
-        assert!(
-            end <= started(&w[1]),
-            "runs overlap: {:?}",
-            h.iter().map(|e| &e.record.started_at).collect::<Vec<_>>()
-        );
-    }
+    let end = started(&h[0]) + Duration::from_secs_f64(h[0].record.duration_ms / 1000.0);
+    assert!(end <= started(&h[1]), "runs overlap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_passed_while_paused_are_counted_not_replayed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = plan(
+        dir.path(),
+        "[[journey]]\nname = \"p\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\n\
+         vars = { mode = \"noop\" }\n",
+    );
+    let clock = clock();
+    let service = Service::start_with(support::shared_runtime(), p, clock.clone())
+        .await
+        .expect("start");
+    // A second passes at once (the process was stopped, or the machine
+    // slept): five ticks are due, one runs and four are missed.
+    clock.advance(Duration::from_secs(1));
+    let s = until(&service, "p", |s| s.runs == 1 && !s.running).await;
+    assert_eq!((s.due, s.missed_ticks), (1, 4), "{s:?}");
+    clock.advance(Duration::from_millis(200));
+    let s = until(&service, "p", |s| s.runs == 2 && !s.running).await;
+    assert_eq!((s.due, s.missed_ticks), (2, 4), "{s:?}");
+    service.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,22 +4,27 @@
 //! loopback port) serves a 1 KiB file. For each concurrency 1, 8, 32, 128
 //! every tool runs the closed model for `WAYMARK_BENCH_SECS` (default 10)
 //! seconds: `waymark load` with the `health` journey (one GET and two
-//! checks per iteration, a fresh Wasm instance each), `wrk`, `oha` and
+//! checks per iteration; a fresh Wasm instance each, then again with
+//! `--reuse-instance`), `wrk`, `oha` and
 //! `locust` (headless, `HttpUser`). Printed: requests/s and p99 of each,
 //! and waymark's requests/s as a share of oha's and a multiple of
 //! locust's. Then the RSS per idle virtual user: 1,000 users in a journey
-//! that sleeps, against one user of the same journey.
+//! that sleeps, against one user of the same journey. And the USL fit of
+//! a ramp against a loopback server whose serialization is known (a lock
+//! held for 0.5 ms of every 5 ms: σ = 10 %), and against nginx.
 //!
 //! `cargo bench -p waymark --bench load`; a tool that is not installed is
 //! skipped and said so (`apt-get install nginx-light wrk`, `cargo install
-//! oha`, `pip install locust`). `WAYMARK_BENCH=rss` or `=compare` runs one
-//! part. Linux only (reads /proc). Every run is bounded by its duration.
+//! oha`, `pip install locust`). `WAYMARK_BENCH=rss`, `=usl` or `=compare`
+//! runs one part. Linux only (reads /proc). Every run is bounded by its duration.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn have(tool: &str) -> bool {
@@ -73,11 +78,19 @@ struct Figures {
     generator: Option<(f64, f64, f64)>,
 }
 
-fn waymark_load(wasm: &Path, port: u16, users: u32, secs: u64, cache: &Path) -> Option<Figures> {
-    let json = cache.join(format!("load-{users}.json"));
+fn waymark_load(
+    wasm: &Path,
+    port: u16,
+    users: u32,
+    secs: u64,
+    cache: &Path,
+    reuse: bool,
+) -> Option<Figures> {
+    let json = cache.join(format!("load-{users}-{reuse}.json"));
     let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
         .arg("load")
         .arg(wasm)
+        .args(reuse.then_some("--reuse-instance"))
         .args(["--var", &format!("base_url=http://127.0.0.1:{port}")])
         .args(["--var", "health_path=/1k.txt"])
         .args(["--allow-host", &format!("127.0.0.1:{port}")])
@@ -238,19 +251,22 @@ fn compare(secs: u64) {
         "\nclosed model, {secs} s per level, nginx 1 KiB file on loopback; requests/s and p99 (ms)\n"
     );
     println!(
-        "{:>5}  {:>18}  {:>20}  {:>18}  {:>18}  {:>18}  {:>8}  {:>9}",
+        "{:>5}  {:>18}  {:>20}  {:>18}  {:>20}  {:>18}  {:>18}  {:>18}  {:>11}  {:>9}",
         "users",
-        "waymark load",
+        "waymark (fresh)",
+        "gen CPU, busy, µs/it",
+        "waymark (reuse)",
         "gen CPU, busy, µs/it",
         "wrk",
         "oha",
         "locust",
-        "÷ oha",
+        "÷ oha f / r",
         "× locust"
     );
     let mut rows = Vec::new();
     for users in [1u32, 8, 32, 128] {
-        let w = waymark_load(&wasm, port, users, secs, &cache);
+        let w = waymark_load(&wasm, port, users, secs, &cache, false);
+        let r = waymark_load(&wasm, port, users, secs, &cache, true);
         let k = have("wrk").then(|| wrk(port, users, secs)).flatten();
         let o = have("oha").then(|| oha(port, users, secs)).flatten();
         let l = have("locust")
@@ -260,7 +276,7 @@ fn compare(secs: u64) {
             (Some(a), Some(b)) if b.rps > 0.0 => format!("{:.2}", a.rps / b.rps),
             _ => "-".into(),
         };
-        let gen_cell = match w.as_ref().and_then(|f| f.generator) {
+        let gen_cell = |f: &Option<Figures>| match f.as_ref().and_then(|f| f.generator) {
             Some((demand, us, busy)) => {
                 format!(
                     "{:>4.0} % {:>4.0} % {:>6.1}",
@@ -272,12 +288,15 @@ fn compare(secs: u64) {
             None => "-".into(),
         };
         println!(
-            "{users:>5}  {}  {gen_cell:>20}  {}  {}  {}  {:>8}  {:>9}",
+            "{users:>5}  {}  {:>20}  {}  {:>20}  {}  {}  {}  {:>11}  {:>9}",
             cell(&w),
+            gen_cell(&w),
+            cell(&r),
+            gen_cell(&r),
             cell(&k),
             cell(&o),
             cell(&l),
-            ratio(&w, &o),
+            format!("{} / {}", ratio(&w, &o), ratio(&r, &o)),
             ratio(&w, &l)
         );
         let js = |f: &Option<Figures>| match f {
@@ -290,6 +309,9 @@ fn compare(secs: u64) {
             "waymark_cpu_demand": w.as_ref().and_then(|f| f.generator).map(|g| g.0),
             "waymark_runtime_busy": w.as_ref().and_then(|f| f.generator).map(|g| g.2),
             "waymark_cpu_us_per_iteration": w.as_ref().and_then(|f| f.generator).map(|g| g.1),
+            "waymark_reuse": js(&r),
+            "waymark_reuse_cpu_demand": r.as_ref().and_then(|f| f.generator).map(|g| g.0),
+            "waymark_reuse_cpu_us_per_iteration": r.as_ref().and_then(|f| f.generator).map(|g| g.1),
             "wrk": js(&k),
             "oha": js(&o),
             "locust": js(&l),
@@ -316,8 +338,145 @@ could not write {}",
     }
     println!(
         "\nwaymark's p99 is of the request's total phase time; each waymark iteration is a whole journey \
-         (fresh instance, one GET, two checks, a result record)."
+         (one GET, two checks, a result record): fresh = a new instance per iteration (the default), \
+         reuse = --reuse-instance."
     );
+}
+
+/// A loopback HTTP/1.1 server with a known serialization: each request
+/// waits `outside` (in parallel with the others), then holds one lock
+/// shared by all for `held`. Amdahl's serial fraction, and so the USL's σ,
+/// is then held ÷ (held + outside), and the throughput ceiling 1 ÷ held.
+/// Returns the port and the time actually spent (held, outside), in ns.
+fn lock_server(held: Duration, outside: Duration) -> (u16, Arc<(AtomicU64, AtomicU64)>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let lock = Arc::new(Mutex::new(()));
+    let spent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let counters = spent.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let lock = lock.clone();
+            let spent = spent.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                let mut have = Vec::new();
+                loop {
+                    let Ok(n) = conn.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    have.extend_from_slice(&buf[..n]);
+                    while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
+                        have.drain(..end + 4);
+                        let t = Instant::now();
+                        std::thread::sleep(outside);
+                        let out = t.elapsed();
+                        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        let h = Instant::now();
+                        std::thread::sleep(held);
+                        let h = h.elapsed();
+                        drop(guard);
+                        spent.0.fetch_add(h.as_nanos() as u64, Ordering::Relaxed);
+                        spent.1.fetch_add(out.as_nanos() as u64, Ordering::Relaxed);
+                        if conn
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, counters)
+}
+
+/// The USL fit `waymark load` makes of a ramp against `port`.
+fn fit(wasm: &Path, port: u16, path: &str, users: &str, cache: &Path) -> Option<serde_json::Value> {
+    let json = cache.join(format!("usl-{port}.json"));
+    let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .arg("load")
+        .arg(wasm)
+        .args(["--var", &format!("base_url=http://127.0.0.1:{port}")])
+        .args(["--var", &format!("health_path={path}")])
+        .args(["--allow-host", &format!("127.0.0.1:{port}")])
+        .args(["--concurrency", users])
+        .args([
+            "--step-duration",
+            "4s",
+            "--warmup",
+            "1s",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .env("WAYMARK_CACHE_DIR", cache)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "waymark load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    serde_json::from_str(&std::fs::read_to_string(&json).ok()?).ok()
+}
+
+fn show_fit(what: &str, v: &serde_json::Value) {
+    let usl = &v["usl"];
+    if usl.is_null() {
+        println!(
+            "{what}: no fit ({})",
+            v["usl_refused"].as_str().unwrap_or("no reason given")
+        );
+        return;
+    }
+    let f = |k: &str| usl[k].as_f64();
+    println!(
+        "{what}: σ {:.2} %, κ {:.5}, N* {}, λ {:.0}/s, R² {:.3}, {} points",
+        f("sigma").unwrap_or(f64::NAN) * 100.0,
+        f("kappa").unwrap_or(f64::NAN),
+        f("peak_concurrency").map_or("- (κ = 0)".into(), |n| format!("{n:.1}")),
+        f("lambda").unwrap_or(f64::NAN),
+        f("r_squared").unwrap_or(f64::NAN),
+        usl["points"]
+    );
+}
+
+/// The audit against a server whose σ is known, and against nginx.
+fn usl() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = dir.path().join("cache");
+    let wasm = dir.path().join("health.wasm");
+    std::fs::write(&wasm, waymark::demo::JOURNEYS[0].1).expect("write journey");
+    let (held, outside) = (Duration::from_micros(500), Duration::from_micros(4500));
+    let (port, spent) = lock_server(held, outside);
+    println!("\nUSL fit, closed ramp 1,2,4,8,16,32,64 users, 4 s per step (1 s warm-up):");
+    if let Some(v) = fit(&wasm, port, "/", "1,2,4,8,16,32,64", &cache) {
+        let h = spent.0.load(Ordering::Relaxed) as f64;
+        let o = spent.1.load(Ordering::Relaxed) as f64;
+        println!(
+            "lock server ({} µs held of every {} µs; slept as measured: σ = {:.2} %)",
+            held.as_micros(),
+            (held + outside).as_micros(),
+            100.0 * h / (h + o).max(1.0)
+        );
+        show_fit("  waymark's fit", &v);
+    }
+    if have("nginx") {
+        let port = support::free_port();
+        // The server is stopped when `_nginx` drops, after the fit.
+        if let Some(_nginx) = nginx(dir.path(), port)
+            && let Some(v) = fit(&wasm, port, "/1k.txt", "1,2,4,8,16,32,64", &cache)
+        {
+            show_fit("nginx, 1 KiB file", &v);
+        }
+    }
 }
 
 fn rss() {
@@ -349,6 +508,9 @@ fn main() {
     let only = std::env::var("WAYMARK_BENCH").unwrap_or_default();
     if only.is_empty() || only == "compare" {
         compare(secs);
+    }
+    if only.is_empty() || only == "usl" {
+        usl();
     }
     if only.is_empty() || only == "rss" {
         rss();

@@ -5,6 +5,7 @@
 //! Data flows one way: config → schedule → engine (`waymark-engine`) →
 //! record → sinks and store.
 
+pub mod clock;
 pub mod config;
 pub mod pretty;
 pub mod schedule;

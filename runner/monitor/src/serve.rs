@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::clock::Clock;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -244,6 +246,8 @@ struct Shared {
     metrics: Option<Arc<crate::sinks::prometheus::Metrics>>,
     /// How long sinks get at shutdown to deliver what they hold.
     grace: Duration,
+    /// What the schedule is read from.
+    clock: Clock,
 }
 
 enum Control {
@@ -301,8 +305,19 @@ pub enum StartError {
 }
 
 impl Service {
-    /// Opens the store and sinks, binds the listener, starts the scheduler.
+    /// Opens the store and sinks, binds the listener, starts the scheduler
+    /// on the system clock.
     pub async fn start(runtime: Arc<Runtime>, plan: Plan) -> Result<Service, StartError> {
+        Self::start_with(runtime, plan, Clock::system()).await
+    }
+
+    /// As [`Service::start`], with the schedule read from `clock` (a
+    /// [`Clock::manual`] lets a test step it tick by tick).
+    pub async fn start_with(
+        runtime: Arc<Runtime>,
+        plan: Plan,
+        clock: Clock,
+    ) -> Result<Service, StartError> {
         let cfg = &plan.config;
         let store = match &cfg.store.path {
             Some(p) => Some(store::Writer::start(p, cfg.store.retention)?),
@@ -326,6 +341,7 @@ impl Service {
             location: Mutex::new(cfg.runner.location.clone()),
             metrics: exposed.metrics.clone(),
             grace: cfg.runner.shutdown_grace,
+            clock,
         });
         let listener = match cfg.runner.listen {
             Some(addr) => {
@@ -356,7 +372,7 @@ impl Service {
         let config_path = cfg.path.clone();
         let (control, rx) = mpsc::channel(4);
         // Arranged here, not in the task, so `status()` answers from the start.
-        let (slots, heap) = arrange(&plan, &[], &HashMap::new());
+        let (slots, heap) = arrange(&plan, &[], &HashMap::new(), shared.clock.now());
         publish(&shared, &slots);
         let scheduler = tokio::spawn(schedule_loop(shared.clone(), plan, slots, heap, rx));
         Ok(Service {
@@ -510,12 +526,12 @@ fn arrange(
     plan: &Plan,
     old_slots: &[Slot],
     old_ticks: &HashMap<String, SystemTime>,
+    now: SystemTime,
 ) -> (Vec<Slot>, BinaryHeap<Due>) {
     let by_name: HashMap<&str, &Slot> = old_slots
         .iter()
         .map(|s| (s.prepared.config.name.as_str(), s))
         .collect();
-    let now = SystemTime::now();
     let mut slots = Vec::with_capacity(plan.journeys.len());
     let mut heap = BinaryHeap::with_capacity(plan.journeys.len());
     for p in &plan.journeys {
@@ -565,7 +581,7 @@ async fn schedule_loop(
     mut control: mpsc::Receiver<Control>,
 ) {
     loop {
-        let now = SystemTime::now();
+        let now = shared.clock.now();
         shared.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         while let Some(Reverse((at, idx, tick))) = heap.peek().copied() {
             if at > now {
@@ -607,13 +623,16 @@ async fn schedule_loop(
                 heap.push(Reverse((jittered(n, slot.prepared.config.jitter), idx, n)));
             }
         }
-        let wait = heap
-            .peek()
-            .map(|Reverse((at, _, _))| at.duration_since(SystemTime::now()).unwrap_or_default())
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1));
+        let next = heap.peek().map(|Reverse((at, _, _))| *at);
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = async {
+                match next {
+                    Some(at) => shared.clock.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            // The heartbeat goes on whatever the clock does.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             msg = control.recv() => match msg {
                 Some(Control::Reload(new_plan, done)) => {
                     let ticks: HashMap<String, SystemTime> = heap
@@ -622,7 +641,7 @@ async fn schedule_loop(
                         .collect();
                     let new_plan = *new_plan;
                     apply_runner(&shared, &plan, &new_plan);
-                    let (s, h) = arrange(&new_plan, &slots, &ticks);
+                    let (s, h) = arrange(&new_plan, &slots, &ticks, shared.clock.now());
                     slots = s;
                     heap = h;
                     publish(&shared, &slots);
@@ -700,7 +719,7 @@ async fn run_scheduled(shared: &Shared, p: &Prepared, state: &JourneyState, due:
     let Ok(_permit) = shared.semaphore.acquire().await else {
         return;
     };
-    let lag = SystemTime::now().duration_since(due).unwrap_or_default();
+    let lag = shared.clock.now().duration_since(due).unwrap_or_default();
     let mut opts = p.opts.clone();
     if let Ok(l) = shared.location.lock() {
         opts.location.clone_from(&l);
