@@ -1,0 +1,141 @@
+//! What goes in and comes out of the client: the request, its phase
+//! timings, the response, the error cases, and the exchange that holds them.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::TlsInfo;
+
+/// A request as the journey asked for it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// HTTP method.
+    pub method: String,
+    /// Absolute URL.
+    pub url: String,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body, if any.
+    pub body: Option<Vec<u8>>,
+    /// Per-request time limit.
+    pub timeout: Option<Duration>,
+    /// Send a `traceparent` header.
+    pub trace: bool,
+}
+
+/// Phase durations of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// start → address resolved.
+    pub resolve: Duration,
+    /// resolved → TCP established.
+    pub connect: Duration,
+    /// TCP established → TLS handshake done (zero for http).
+    pub tls: Duration,
+    /// connection ready → first response byte (request write included).
+    pub processing: Duration,
+    /// first response byte → last body byte.
+    pub transfer: Duration,
+    /// start → last body byte.
+    pub total: Duration,
+}
+
+/// A complete response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers in order, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// The whole body, decoded if the client asked for compression.
+    pub body: Bytes,
+    /// Body bytes as received (before decoding).
+    pub wire_bytes: u64,
+    /// The request headers as sent, ours included.
+    pub request_headers: Vec<(String, String)>,
+    /// Phase durations.
+    pub timings: Timings,
+    /// `HTTP/1.1`, ...
+    pub http_version: &'static str,
+    /// The peer address.
+    pub remote_addr: SocketAddr,
+    /// A kept-alive connection of this run was used.
+    pub reused_connection: bool,
+    /// The TLS session, for https.
+    pub tls: Option<TlsInfo>,
+}
+
+/// Why a request got no response; each maps to the WIT `http-error` case of
+/// the same name.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum HttpError {
+    /// The allow-list refused the host.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// Bad URL, method or header.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Name resolution failed.
+    #[error("resolve failed: {0}")]
+    Resolve(String),
+    /// TCP connect failed.
+    #[error("connect failed: {0}")]
+    Connect(String),
+    /// TLS handshake failed.
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    /// A time limit expired.
+    #[error("timeout: {0}")]
+    Timeout(String),
+    /// The peer broke HTTP.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The response could not be parsed.
+    #[error("malformed response: {0}")]
+    Malformed(String),
+    /// The connection was reset or closed before the response was complete.
+    #[error("connection reset: {0}")]
+    Reset(String),
+    /// The body exceeded the cap.
+    #[error("response body larger than the {0}-byte cap")]
+    TooLarge(u64),
+    /// A per-run limit was hit.
+    #[error("limit reached: {0}")]
+    Limit(String),
+}
+
+impl HttpError {
+    /// The variant's name, as in the WIT and the result record.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HttpError::Denied(_) => "denied",
+            HttpError::InvalidRequest(_) => "invalid-request",
+            HttpError::Resolve(_) => "resolve",
+            HttpError::Connect(_) => "connect",
+            HttpError::Tls(_) => "tls",
+            HttpError::Timeout(_) => "timeout",
+            HttpError::Protocol(_) => "protocol",
+            HttpError::Malformed(_) => "malformed",
+            HttpError::Reset(_) => "reset",
+            HttpError::TooLarge(_) => "too-large",
+            HttpError::Limit(_) => "limit",
+        }
+    }
+}
+
+/// What one `send` did, success or not: what the record needs.
+#[derive(Debug)]
+pub struct Exchange {
+    /// When the request started.
+    pub started: Instant,
+    /// The W3C trace id sent in `traceparent` (empty when none was sent).
+    pub trace_id: String,
+    /// This request's span id in `traceparent`.
+    pub span_id: Option<String>,
+    /// The response, or why there is none.
+    pub result: Result<Response, HttpError>,
+    /// Time from start to the end (success or failure).
+    pub elapsed: Duration,
+}

@@ -1,0 +1,81 @@
+//! The service's own HTTP endpoints.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Shared, now_ms, status};
+
+/// `/healthz`: 200 while the scheduler loop turned within the last 5 s;
+/// `/status`: every journey's counters as JSON.
+pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::service::service_fn;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let shared = shared.clone();
+                async move {
+                    let (code, ctype, body) = match req.uri().path() {
+                        "/healthz" => {
+                            let age = now_ms()
+                                .saturating_sub(shared.heartbeat_ms.load(Ordering::Relaxed));
+                            if shared.stopping.load(Ordering::SeqCst) {
+                                (503, "text/plain", "shutting down\n".to_string())
+                            } else if age > 5_000 {
+                                (
+                                    503,
+                                    "text/plain",
+                                    format!("scheduler stalled for {age} ms\n"),
+                                )
+                            } else {
+                                (200, "text/plain", "ok\n".to_string())
+                            }
+                        }
+                        "/status" => {
+                            let location = shared
+                                .location
+                                .lock()
+                                .map(|l| l.clone())
+                                .unwrap_or_default();
+                            let body = serde_json::json!({
+                                "location": location,
+                                "in_flight": shared.in_flight.load(Ordering::Relaxed),
+                                "journeys": status(&shared),
+                            });
+                            (200, "application/json", body.to_string())
+                        }
+                        "/metrics" if shared.metrics.is_some() => (
+                            200,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            shared
+                                .metrics
+                                .as_ref()
+                                .map(|m| m.encode())
+                                .unwrap_or_default(),
+                        ),
+                        _ => (
+                            404,
+                            "text/plain",
+                            "not found: try /healthz, /status or /metrics\n".to_string(),
+                        ),
+                    };
+                    hyper::Response::builder()
+                        .status(code)
+                        .header("content-type", ctype)
+                        .body(Full::new(Bytes::from(body)))
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}
