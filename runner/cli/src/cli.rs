@@ -54,7 +54,7 @@ enum Command {
     History(HistoryArgs),
     /// A scalability audit: virtual users loop the journey through a ramp;
     /// throughput, latency, a Universal Scalability Law fit and SLO gates.
-    Load(Box<LoadArgs>),
+    Load(Box<crate::cli_load::LoadArgs>),
     /// Start a journey project (Rust, JavaScript or Python) that builds with
     /// one command and passes `waymark run DIR --demo` as it is.
     New(NewArgs),
@@ -70,91 +70,6 @@ struct NewArgs {
     /// Where to write the project (default: ./NAME); must not exist or be empty.
     #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-#[derive(clap::Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
-struct LoadArgs {
-    #[command(subcommand)]
-    merge: Option<LoadCommand>,
-    /// The journey: a Wasm component or a project directory, built first (or
-    /// give -c with a [load] section).
-    journey: Option<PathBuf>,
-    /// A config whose [load] section names one of its [[journey]]s and the ramp.
-    #[arg(short = 'c', long)]
-    config: Option<PathBuf>,
-    #[command(flatten)]
-    settings: JourneyArgs,
-    /// Closed model: concurrent users of each step, e.g. 1,2,4,8,16,32,64 (the default).
-    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
-    concurrency: Vec<u32>,
-    /// Open model: arrivals of each step, e.g. 50/s,100/s,200/s; latency is
-    /// measured from each journey's intended start.
-    #[arg(long, value_delimiter = ',', value_name = "RATE,...")]
-    rate: Vec<String>,
-    /// Length of each step [default: 30s].
-    #[arg(long, value_parser = parse_duration)]
-    step_duration: Option<Duration>,
-    /// Start of each step not measured [default: a fifth of the step, at most 5s].
-    #[arg(long, value_parser = parse_duration)]
-    warmup: Option<Duration>,
-    /// Most iterations started in each step (a step ends at its time or at this count).
-    #[arg(long)]
-    iterations: Option<u64>,
-    /// Open model: most journeys in flight; an arrival beyond waits, and the wait is in its latency [default: 1000].
-    #[arg(long)]
-    max_vus: Option<u32>,
-    /// Each virtual user keeps one instance and calls the journey's `run`
-    /// again in it (memory and globals carry over), as k6's users keep
-    /// their runtime. Only for journeys written to allow it; the default is
-    /// a fresh instance per iteration.
-    #[arg(long)]
-    reuse_instance: bool,
-    #[command(flatten)]
-    out: LoadOutputs,
-    /// Run part I of N (I from 0, as a Kubernetes Indexed Job's index): users,
-    /// rates and iterations are split; merge the --json parts with `load merge`.
-    #[arg(long, value_name = "I/N")]
-    shard: Option<String>,
-    /// Journey name in the results (default: the file name).
-    #[arg(long)]
-    name: Option<String>,
-    /// Location label.
-    #[arg(long, default_value = waymark_engine::DEFAULT_LOCATION)]
-    location: String,
-    /// No progress display (it is off anyway when standard error is not a terminal).
-    #[arg(long, short = 'q')]
-    quiet: bool,
-}
-
-#[derive(Subcommand, Debug)]
-enum LoadCommand {
-    /// Merge the --json results of shards into one (histograms merged, USL fitted on the whole).
-    Merge(MergeArgs),
-}
-
-#[derive(clap::Args, Debug)]
-struct MergeArgs {
-    /// The parts (files written by `waymark load --shard I/N --json FILE`).
-    #[arg(required = true)]
-    parts: Vec<PathBuf>,
-    #[command(flatten)]
-    out: LoadOutputs,
-}
-
-/// Gates and output files, of a run or of a merge.
-#[derive(clap::Args, Debug)]
-struct LoadOutputs {
-    /// A gate for CI, e.g. 'p95<500ms', 'p99(login)<1s', 'errors<1%', 'peak>=32',
-    /// 'throughput>=100/s' (repeatable); exit 1 when one fails.
-    #[arg(long = "slo", value_name = "GATE")]
-    slo: Vec<String>,
-    /// Write a self-contained HTML report with charts.
-    #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
-    /// Write every figure (and the histograms, for `load merge`) as JSON.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -633,37 +548,7 @@ pub fn main() -> ExitCode {
         _ => init_logs("warn", LogFormat::Human),
     }
     let result = match cli.command {
-        Command::Load(args) => {
-            let args = *args;
-            let code = match args.merge {
-                Some(LoadCommand::Merge(m)) => crate::cli_load::merge(
-                    &m.parts,
-                    &m.out.slo,
-                    m.out.report.as_deref(),
-                    m.out.json.as_deref(),
-                ),
-                None => crate::cli_load::load(crate::cli_load::LoadRequest {
-                    journey: args.journey,
-                    config: args.config,
-                    settings: args.settings,
-                    name: args.name,
-                    location: args.location,
-                    concurrency: args.concurrency,
-                    rate: args.rate,
-                    step_duration: args.step_duration,
-                    warmup: args.warmup,
-                    iterations: args.iterations,
-                    max_vus: args.max_vus,
-                    reuse_instance: args.reuse_instance,
-                    slo: args.out.slo,
-                    report: args.out.report,
-                    json: args.out.json,
-                    shard: args.shard,
-                    quiet: args.quiet,
-                }),
-            };
-            return exit(code);
-        }
+        Command::Load(args) => return exit(crate::cli_load::dispatch(*args)),
         Command::Run(args) => run(*args),
         Command::New(args) => new(args),
         Command::Demo(args) => demo(args),

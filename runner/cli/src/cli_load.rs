@@ -2,12 +2,16 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::cli::JourneyArgs;
 use crate::load::{self, LoadReport, Model, Plan, Shard, slo::Gate};
+use crate::units::parse_duration;
 use crate::{Runtime, serve};
 
 /// Exit codes of `waymark load`.
@@ -19,25 +23,103 @@ const DEFAULT_USERS: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
 const DEFAULT_STEP: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_VUS: u32 = 1000;
 
-/// Everything `waymark load` was asked, flags over the config's `[load]`.
-pub(crate) struct LoadRequest {
+/// `waymark load`'s flags: everything it was asked, over the config's `[load]`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct LoadArgs {
+    #[command(subcommand)]
+    pub merge: Option<LoadCommand>,
+    /// The journey: a Wasm component or a project directory, built first (or
+    /// give -c with a [load] section).
     pub journey: Option<PathBuf>,
+    /// A config whose [load] section names one of its [[journey]]s and the ramp.
+    #[arg(short = 'c', long)]
     pub config: Option<PathBuf>,
-    pub settings: crate::cli::JourneyArgs,
-    pub name: Option<String>,
-    pub location: String,
+    #[command(flatten)]
+    pub settings: JourneyArgs,
+    /// Closed model: concurrent users of each step, e.g. 1,2,4,8,16,32,64 (the default).
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
     pub concurrency: Vec<u32>,
+    /// Open model: arrivals of each step, e.g. 50/s,100/s,200/s; latency is
+    /// measured from each journey's intended start.
+    #[arg(long, value_delimiter = ',', value_name = "RATE,...")]
     pub rate: Vec<String>,
+    /// Length of each step [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
     pub step_duration: Option<Duration>,
+    /// Start of each step not measured [default: a fifth of the step, at most 5s].
+    #[arg(long, value_parser = parse_duration)]
     pub warmup: Option<Duration>,
+    /// Most iterations started in each step (a step ends at its time or at this count).
+    #[arg(long)]
     pub iterations: Option<u64>,
+    /// Open model: most journeys in flight; an arrival beyond waits, and the wait is in its latency [default: 1000].
+    #[arg(long)]
     pub max_vus: Option<u32>,
+    /// Each virtual user keeps one instance and calls the journey's `run`
+    /// again in it (memory and globals carry over), as k6's users keep
+    /// their runtime. Only for journeys written to allow it; the default is
+    /// a fresh instance per iteration.
+    #[arg(long)]
     pub reuse_instance: bool,
-    pub slo: Vec<String>,
-    pub report: Option<PathBuf>,
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: LoadOutputs,
+    /// Run part I of N (I from 0, as a Kubernetes Indexed Job's index): users,
+    /// rates and iterations are split; merge the --json parts with `load merge`.
+    #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// Journey name in the results (default: the file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Location label.
+    #[arg(long, default_value = waymark_engine::DEFAULT_LOCATION)]
+    pub location: String,
+    /// No progress display (it is off anyway when standard error is not a terminal).
+    #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum LoadCommand {
+    /// Merge the --json results of shards into one (histograms merged, USL fitted on the whole).
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct MergeArgs {
+    /// The parts (files written by `waymark load --shard I/N --json FILE`).
+    #[arg(required = true)]
+    pub parts: Vec<PathBuf>,
+    #[command(flatten)]
+    pub out: LoadOutputs,
+}
+
+/// Gates and output files, of a run or of a merge.
+#[derive(clap::Args, Debug)]
+pub(crate) struct LoadOutputs {
+    /// A gate for CI, e.g. 'p95<500ms', 'p99(login)<1s', 'errors<1%', 'peak>=32',
+    /// 'throughput>=100/s' (repeatable); exit 1 when one fails.
+    #[arg(long = "slo", value_name = "GATE")]
+    pub slo: Vec<String>,
+    /// Write a self-contained HTML report with charts.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write every figure (and the histograms, for `load merge`) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// `waymark load` or `waymark load merge`, as asked.
+pub(crate) fn dispatch(args: LoadArgs) -> anyhow::Result<u8> {
+    match args.merge {
+        Some(LoadCommand::Merge(m)) => merge(
+            &m.parts,
+            &m.out.slo,
+            m.out.report.as_deref(),
+            m.out.json.as_deref(),
+        ),
+        None => load(args),
+    }
 }
 
 fn gates(texts: &[String]) -> anyhow::Result<Vec<Gate>> {
@@ -85,7 +167,7 @@ fn finish(
 }
 
 /// `waymark load`.
-pub(crate) fn load(req: LoadRequest) -> anyhow::Result<u8> {
+fn load(req: LoadArgs) -> anyhow::Result<u8> {
     let rt = multi_thread()?;
     // The config (if any) is read first: the engine's instance pool is sized
     // from the plan and the journey's memory limit, and the journey is
@@ -178,12 +260,14 @@ pub(crate) fn load(req: LoadRequest) -> anyhow::Result<u8> {
         None => Shard::WHOLE,
     };
     let mut all_gates = cfg.as_ref().map(|c| c.slo.clone()).unwrap_or_default();
-    all_gates.extend(gates(&req.slo)?);
+    all_gates.extend(gates(&req.out.slo)?);
     let html = req
+        .out
         .report
         .clone()
         .or(cfg.as_ref().and_then(|c| c.report.clone()));
     let json = req
+        .out
         .json
         .clone()
         .or(cfg.as_ref().and_then(|c| c.json.clone()));

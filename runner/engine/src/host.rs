@@ -560,9 +560,10 @@ impl Recorder {
                     self.requests_denied += 1;
                 }
                 self.requests_failed += 1;
+                // The kind is beside it in every output; the message is the detail.
                 rec.error = Some(RequestError {
                     kind: e.kind().to_string(),
-                    message: e.to_string(),
+                    message: e.detail(),
                 });
             }
         }

@@ -123,6 +123,24 @@ impl HttpError {
             HttpError::Limit(_) => "limit",
         }
     }
+
+    /// What happened, without the kind's prefix that `Display` adds: for
+    /// places that show the kind beside it (the record, the waterfall).
+    pub fn detail(&self) -> String {
+        match self {
+            HttpError::Denied(m)
+            | HttpError::InvalidRequest(m)
+            | HttpError::Resolve(m)
+            | HttpError::Connect(m)
+            | HttpError::Tls(m)
+            | HttpError::Timeout(m)
+            | HttpError::Protocol(m)
+            | HttpError::Malformed(m)
+            | HttpError::Reset(m)
+            | HttpError::Limit(m) => m.clone(),
+            HttpError::TooLarge(_) => self.to_string(),
+        }
+    }
 }
 
 /// What one `send` did, success or not: what the record needs.
