@@ -29,6 +29,7 @@
 pub mod har;
 mod host;
 mod outcome;
+mod recorder;
 mod runtime;
 mod user;
 mod wasi_http;

@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use waymark_record::{ErrorKind, RunError, RunRecord, Status};
 
-use crate::host::{MemoryExceeded, RunState, ms};
+use crate::host::{MemoryExceeded, RunState};
+use crate::recorder::ms;
 use crate::runtime::{DeadlineReached, RunOptions, human_bytes};
 
 /// What awaiting the guest's `run` gave: the wall-clock limit, a trap, or

@@ -1,0 +1,245 @@
+//! The run's record as the guest reports it: steps (explicit, and the
+//! implicit one named after the journey), their checks and requests, and
+//! what a stopped run leaves open.
+
+use std::time::{Duration, Instant};
+
+use waymark_http::{self as http, Exchange};
+use waymark_record::{
+    CheckRecord, PhaseTimings, RequestError, RequestRecord, Status, StepRecord, TlsRecord,
+};
+
+/// Steps, checks and requests as the guest reports them.
+pub(crate) struct Recorder {
+    pub(crate) journey: String,
+    pub(crate) started: Instant,
+    pub(crate) steps: Vec<StepState>,
+    pub(crate) open: Vec<usize>,
+    pub(crate) requests_denied: usize,
+    pub(crate) requests_failed: usize,
+    /// Requests sent and not answered yet (the SDK's one, and wasi:http's
+    /// in flight when the run stopped), so a stopped run still shows which
+    /// one hung.
+    pub(crate) pending: Vec<(String, String, Instant)>,
+    pub(crate) insecure: bool,
+}
+
+pub(crate) struct StepState {
+    pub(crate) record: StepRecord,
+    start: Instant,
+    end: Option<Instant>,
+    implicit: bool,
+}
+
+impl Recorder {
+    pub(crate) fn new(journey: &str, started: Instant) -> Self {
+        Recorder {
+            journey: journey.to_string(),
+            started,
+            steps: Vec::new(),
+            open: Vec::new(),
+            requests_denied: 0,
+            requests_failed: 0,
+            pending: Vec::new(),
+            insecure: false,
+        }
+    }
+
+    pub(crate) fn open_step(&mut self, name: String, implicit: bool) -> usize {
+        let now = Instant::now();
+        self.steps.push(StepState {
+            record: StepRecord {
+                name,
+                status: Status::Pass,
+                start_ms: ms(now.saturating_duration_since(self.started)),
+                duration_ms: 0.0,
+                checks: Vec::new(),
+                requests: Vec::new(),
+            },
+            start: now,
+            end: None,
+            implicit,
+        });
+        self.steps.len() - 1
+    }
+
+    /// The innermost open step, or the implicit step named after the
+    /// journey for activity outside any step. A new implicit step starts
+    /// whenever explicit steps came between, so the waterfall stays in order.
+    pub(crate) fn current(&mut self) -> usize {
+        if let Some(&i) = self.open.last() {
+            return i;
+        }
+        match self.steps.last() {
+            Some(last) if last.implicit => self.steps.len() - 1,
+            _ => {
+                let name = self.journey.clone();
+                self.open_step(name, true)
+            }
+        }
+    }
+
+    pub(crate) fn touch(&mut self, i: usize) {
+        if let Some(s) = self.steps.get_mut(i)
+            && s.implicit
+        {
+            s.end = Some(Instant::now());
+        }
+    }
+
+    pub(crate) fn step_start(&mut self, name: String) {
+        let i = self.open_step(name, false);
+        self.open.push(i);
+    }
+
+    pub(crate) fn step_end(&mut self) {
+        if let Some(i) = self.open.pop()
+            && let Some(s) = self.steps.get_mut(i)
+        {
+            s.end = Some(Instant::now());
+        }
+    }
+
+    pub(crate) fn check(&mut self, name: String, passed: bool, detail: Option<String>) {
+        let i = self.current();
+        if let Some(s) = self.steps.get_mut(i) {
+            if !passed {
+                s.record.status = Status::Fail;
+            }
+            s.record.checks.push(CheckRecord {
+                name,
+                passed,
+                detail,
+            });
+        }
+        self.touch(i);
+    }
+
+    pub(crate) fn request_started(&mut self, method: &str, url: &str, started: Instant) {
+        self.pending
+            .push((method.to_string(), url.to_string(), started));
+    }
+
+    pub(crate) fn request(&mut self, method: &str, url: &str, ex: &Exchange) {
+        if let Some(i) = self
+            .pending
+            .iter()
+            .position(|(m, u, _)| m == method && u == url)
+        {
+            self.pending.remove(i);
+        }
+        let i = self.current();
+        let mut rec = RequestRecord {
+            method: method.to_ascii_uppercase(),
+            url: url.to_string(),
+            status: None,
+            http_version: None,
+            remote_addr: None,
+            reused_connection: false,
+            start_ms: ms(ex.started.saturating_duration_since(self.started)),
+            timings_ms: PhaseTimings {
+                total: ms(ex.elapsed),
+                ..PhaseTimings::default()
+            },
+            bytes_received: 0,
+            bytes_decoded: 0,
+            tls: None,
+            trace_id: (!ex.trace_id.is_empty()).then(|| ex.trace_id.clone()),
+            span_id: ex.span_id.clone(),
+            error: None,
+        };
+        match &ex.result {
+            Ok(resp) => {
+                let t = &resp.timings;
+                rec.status = Some(resp.status);
+                rec.http_version = Some(resp.http_version.to_string());
+                rec.remote_addr = Some(resp.remote_addr.to_string());
+                rec.reused_connection = resp.reused_connection;
+                rec.timings_ms = PhaseTimings {
+                    resolve: ms(t.resolve),
+                    connect: ms(t.connect),
+                    tls: ms(t.tls),
+                    processing: ms(t.processing),
+                    transfer: ms(t.transfer),
+                    total: ms(t.total),
+                };
+                rec.bytes_received = resp.wire_bytes;
+                rec.bytes_decoded = resp.body.len() as u64;
+                rec.tls = resp.tls.as_ref().map(|t| TlsRecord {
+                    version: t.version.clone(),
+                    cipher: t.cipher.clone(),
+                    cert_not_after: t.not_after.and_then(rfc3339_from_unix),
+                    verified: !self.insecure,
+                });
+            }
+            Err(e) => {
+                if matches!(e, http::HttpError::Denied(_)) {
+                    self.requests_denied += 1;
+                }
+                self.requests_failed += 1;
+                // The kind is beside it in every output; the message is the detail.
+                rec.error = Some(RequestError {
+                    kind: e.kind().to_string(),
+                    message: e.detail(),
+                });
+            }
+        }
+        let run_start = self.started;
+        if let Some(s) = self.steps.get_mut(i) {
+            // An implicit step opens when its first request is recorded, which
+            // is after that request started.
+            if s.implicit && ex.started < s.start {
+                s.start = ex.started;
+                s.record.start_ms = ms(ex.started.saturating_duration_since(run_start));
+            }
+            if rec.error.is_some() {
+                s.record.status = Status::Fail;
+            }
+            s.record.requests.push(rec);
+        }
+        self.touch(i);
+    }
+
+    /// Close the record: durations, and steps left open by a stopped run.
+    pub(crate) fn finish(&mut self, stopped: bool) -> Vec<StepRecord> {
+        // Steps cut short: the open ones, and the one whose request hung.
+        let mut cut: Vec<usize> = self.open.clone();
+        for (method, url, started) in std::mem::take(&mut self.pending) {
+            let ex = Exchange {
+                started,
+                trace_id: String::new(),
+                span_id: None,
+                result: Err(http::HttpError::Timeout(
+                    "no response yet when the run was stopped".into(),
+                )),
+                elapsed: started.elapsed(),
+            };
+            cut.push(self.current());
+            self.request(&method, &url, &ex);
+        }
+        self.open.clear();
+        let now = Instant::now();
+        self.steps
+            .drain(..)
+            .enumerate()
+            .map(|(i, mut s)| {
+                let end = s.end.unwrap_or(now);
+                s.record.duration_ms = ms(end.saturating_duration_since(s.start));
+                if stopped && cut.contains(&i) {
+                    s.record.status = Status::Error;
+                }
+                s.record
+            })
+            .collect()
+    }
+}
+
+/// Milliseconds with microsecond precision.
+pub(crate) fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+pub(crate) fn rfc3339_from_unix(secs: i64) -> Option<String> {
+    let t = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(secs).ok()?))?;
+    Some(humantime::format_rfc3339_seconds(t).to_string())
+}
