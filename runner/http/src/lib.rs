@@ -328,10 +328,12 @@ impl Client {
                     )
                 })
                 .collect();
-            if let Some(url) = &target.cookie_url {
+            if headers.iter().any(|(k, _)| k == "set-cookie")
+                && let Some(url) = target.cookie_url()
+            {
                 for (_, v) in headers.iter().filter(|(k, _)| k == "set-cookie") {
                     // A cookie the jar refuses (bad domain, ...) is simply not kept.
-                    let _ = self.jar.parse(v, url);
+                    let _ = self.jar.parse(v, &url);
                 }
             }
             let mut body = resp.into_body();
@@ -440,11 +442,10 @@ impl Client {
                 format!("00-{}-{span}-01", self.trace_id),
             ));
         }
-        if !has("cookie") {
+        if !has("cookie") && self.jar.iter_any().next().is_some() {
             let cookies: Vec<String> = target
-                .cookie_url
-                .as_ref()
-                .map(|u| self.cookies_for(u))
+                .cookie_url()
+                .map(|u| self.cookies_for(&u))
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(k, v)| format!("{k}={v}"))

@@ -8,13 +8,22 @@ use bytes::Bytes;
 use crate::{HttpError, Request, Response, tls};
 
 pub(crate) struct Target {
-    /// The URL as the cookie jar needs it.
-    pub(crate) cookie_url: Option<url::Url>,
+    /// The URL as given, parsed again as the cookie jar needs it only
+    /// when cookies are involved (a full WHATWG parse costs more than the
+    /// rest of this split).
+    pub(crate) url: String,
     pub(crate) https: bool,
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) authority: String,
     pub(crate) path: String,
+}
+
+impl Target {
+    /// The URL as the cookie jar needs it.
+    pub(crate) fn cookie_url(&self) -> Option<url::Url> {
+        url::Url::parse(&self.url).ok()
+    }
 }
 
 /// The request a redirect response asks for, if it is one; `None` when
@@ -117,7 +126,7 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, HttpError> {
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "/".to_string());
     Ok(Target {
-        cookie_url: url::Url::parse(url).ok(),
+        url: url.to_string(),
         https,
         host,
         port,
