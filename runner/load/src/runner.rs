@@ -99,7 +99,9 @@ pub async fn run(
             while vus.join_next().await.is_some() {}
         }
         Model::Open { rates, max_vus } => {
-            let n = workers.handles().len();
+            // Never more lanes than --max-vus, so each has a slot and the
+            // slots add up to it.
+            let n = workers.handles().len().min(*max_vus as usize).max(1);
             // Each thread runs its share of the timetable and of the
             // in-flight limit, and keeps its own idle users (with their
             // connections, and instances under --reuse-instance): an arrival
