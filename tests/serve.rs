@@ -72,9 +72,14 @@ async fn until(
     }
 }
 
-/// A manual clock for the scheduler, on a round second.
-fn clock() -> Clock {
-    Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+/// Starts `p` with the scheduler on a manual clock (on a round second),
+/// which the test then moves.
+async fn start_on_manual_clock(p: Plan) -> (Service, Clock) {
+    let clock = Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let service = Service::start_with(support::shared_runtime(), p, clock.clone())
+        .await
+        .expect("start");
+    (service, clock)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,10 +95,7 @@ async fn runs_on_schedule_and_every_run_is_stored() {
             server.url()
         ),
     );
-    let clock = clock();
-    let service = Service::start_with(support::shared_runtime(), p, clock.clone())
-        .await
-        .expect("start");
+    let (service, clock) = start_on_manual_clock(p).await;
     assert_eq!(status_of(&service, "ping").due, 0);
     // Six steps of the interval: six ticks, each run to its end.
     for k in 1..=6 {
@@ -154,10 +156,7 @@ async fn a_run_still_going_is_not_doubled() {
         "[[journey]]\nname = \"slow\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\n\
          vars = { mode = \"sleep\", ms = \"800\" }\n",
     );
-    let clock = clock();
-    let service = Service::start_with(support::shared_runtime(), p, clock.clone())
-        .await
-        .expect("start");
+    let (service, clock) = start_on_manual_clock(p).await;
     clock.advance(Duration::from_millis(200));
     until(&service, "slow", |s| s.running).await;
     // Four more ticks while the first run sleeps: each is skipped.
@@ -194,10 +193,7 @@ async fn ticks_passed_while_paused_are_counted_not_replayed() {
         "[[journey]]\nname = \"p\"\nwasm = \"HOSTILE\"\nevery = \"200ms\"\n\
          vars = { mode = \"noop\" }\n",
     );
-    let clock = clock();
-    let service = Service::start_with(support::shared_runtime(), p, clock.clone())
-        .await
-        .expect("start");
+    let (service, clock) = start_on_manual_clock(p).await;
     // A second passes at once (the process was stopped, or the machine
     // slept): five ticks are due, one runs and four are missed.
     clock.advance(Duration::from_secs(1));

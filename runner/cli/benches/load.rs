@@ -78,26 +78,25 @@ struct Figures {
     generator: Option<(f64, f64, f64)>,
 }
 
-fn waymark_load(
+/// Runs `waymark load` with the health journey against `port` and reads
+/// back its `--json` result (`json`); none when it failed (said why).
+fn load_json(
     wasm: &Path,
     port: u16,
-    users: u32,
-    secs: u64,
+    path: &str,
+    extra: &[&str],
+    json: &Path,
     cache: &Path,
-    reuse: bool,
-) -> Option<Figures> {
-    let json = cache.join(format!("load-{users}-{reuse}.json"));
+) -> Option<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
         .arg("load")
         .arg(wasm)
-        .args(reuse.then_some("--reuse-instance"))
         .args(["--var", &format!("base_url=http://127.0.0.1:{port}")])
-        .args(["--var", "health_path=/1k.txt"])
+        .args(["--var", &format!("health_path={path}")])
         .args(["--allow-host", &format!("127.0.0.1:{port}")])
-        .args(["--concurrency", &users.to_string()])
-        .args(["--step-duration", &format!("{}s", secs + 1)])
-        .args(["--warmup", "1s", "--quiet", "--json"])
-        .arg(&json)
+        .args(extra)
+        .args(["--quiet", "--json"])
+        .arg(json)
         .env("WAYMARK_CACHE_DIR", cache)
         .output()
         .ok()?;
@@ -108,7 +107,32 @@ fn waymark_load(
         );
         return None;
     }
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).ok()?).ok()?;
+    serde_json::from_str(&std::fs::read_to_string(json).ok()?).ok()
+}
+
+fn waymark_load(
+    wasm: &Path,
+    port: u16,
+    users: u32,
+    secs: u64,
+    cache: &Path,
+    reuse: bool,
+) -> Option<Figures> {
+    let json = cache.join(format!("load-{users}-{reuse}.json"));
+    let users = users.to_string();
+    let step = format!("{}s", secs + 1);
+    let mut extra = vec![
+        "--concurrency",
+        &users,
+        "--step-duration",
+        &step,
+        "--warmup",
+        "1s",
+    ];
+    if reuse {
+        extra.push("--reuse-instance");
+    }
+    let v = load_json(wasm, port, "/1k.txt", &extra, &json, cache)?;
     let s = &v["steps"][0];
     if s["passed"] != s["iterations"] {
         eprintln!("waymark load: not every iteration passed: {}", s["errors"]);
@@ -398,33 +422,15 @@ fn lock_server(held: Duration, outside: Duration) -> (u16, Arc<(AtomicU64, Atomi
 /// The USL fit `waymark load` makes of a ramp against `port`.
 fn fit(wasm: &Path, port: u16, path: &str, users: &str, cache: &Path) -> Option<serde_json::Value> {
     let json = cache.join(format!("usl-{port}.json"));
-    let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
-        .arg("load")
-        .arg(wasm)
-        .args(["--var", &format!("base_url=http://127.0.0.1:{port}")])
-        .args(["--var", &format!("health_path={path}")])
-        .args(["--allow-host", &format!("127.0.0.1:{port}")])
-        .args(["--concurrency", users])
-        .args([
-            "--step-duration",
-            "4s",
-            "--warmup",
-            "1s",
-            "--quiet",
-            "--json",
-        ])
-        .arg(&json)
-        .env("WAYMARK_CACHE_DIR", cache)
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "waymark load failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    serde_json::from_str(&std::fs::read_to_string(&json).ok()?).ok()
+    let extra = [
+        "--concurrency",
+        users,
+        "--step-duration",
+        "4s",
+        "--warmup",
+        "1s",
+    ];
+    load_json(wasm, port, path, &extra, &json, cache)
 }
 
 fn show_fit(what: &str, v: &serde_json::Value) {
