@@ -54,7 +54,7 @@ async fn classify(
         format!("error {}", err.kind),
         "the journey sees the recorded case"
     );
-    (err.kind.clone(), err.message.clone())
+    (err.kind.as_str().to_string(), err.message.clone())
 }
 
 async fn faulty(fault: Fault) -> ScriptedServer {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::{Script, ScriptedServer, TestCa, ok_body, opts, runtime};
 use waymark::demo::{DemoApi, JOURNEYS};
-use waymark_record::{RunRecord, Status};
+use waymark_record::{HttpErrorKind, RunRecord, Status};
 
 fn journey(name: &str) -> &'static [u8] {
     JOURNEYS
@@ -42,8 +42,12 @@ async fn health_journey_passes_against_the_demo_api() {
     assert_eq!(req.status, Some(200));
     assert_eq!(req.http_version.as_deref(), Some("HTTP/1.1"));
     assert!(!req.reused_connection);
-    assert!(req.timings_ms.connect > 0.0, "{req:?}");
-    assert_eq!(req.timings_ms.tls, 0.0, "plain http has no tls phase");
+    assert!(req.timings.connect > Duration::ZERO, "{req:?}");
+    assert_eq!(
+        req.timings.tls,
+        Duration::ZERO,
+        "plain http has no tls phase"
+    );
 }
 
 #[tokio::test]
@@ -62,8 +66,12 @@ async fn api_journey_logs_in_and_uses_the_token() {
     let reused: Vec<bool> = rec.requests().map(|r| r.reused_connection).collect();
     assert_eq!(reused, vec![false, true, true]);
     for r in rec.requests().skip(1) {
-        let t = r.timings_ms;
-        assert_eq!((t.resolve, t.connect, t.tls), (0.0, 0.0, 0.0), "{r:?}");
+        let t = r.timings;
+        assert_eq!(
+            (t.resolve, t.connect, t.tls),
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO),
+            "{r:?}"
+        );
     }
     // The password is a secret: it reaches the journey, not the record.
     let json = serde_json::to_string(&rec).expect("json");
@@ -118,8 +126,11 @@ async fn health_journey_over_https_with_a_test_ca() {
     let tls = req.tls.as_ref().expect("tls facts");
     assert!(tls.version.starts_with("TLSv1."), "{tls:?}");
     assert!(!tls.cipher.is_empty());
-    assert_eq!(tls.cert_not_after.as_deref(), Some("2031-01-01T00:00:00Z"));
-    assert!(req.timings_ms.tls > 0.0);
+    assert_eq!(
+        tls.cert_not_after,
+        humantime::parse_rfc3339("2031-01-01T00:00:00Z").ok()
+    );
+    assert!(req.timings.tls > Duration::ZERO);
 
     // Without the CA the certificate is refused, in plain words.
     let rec = runtime()
@@ -127,7 +138,7 @@ async fn health_journey_over_https_with_a_test_ca() {
         .await;
     assert_eq!(rec.status, Status::Fail, "{rec:#?}");
     let err = rec.steps[0].requests[0].error.as_ref().expect("tls error");
-    assert_eq!(err.kind, "tls");
+    assert_eq!(err.kind, HttpErrorKind::Tls);
     assert!(err.message.contains("unknown issuer"), "{}", err.message);
 }
 
@@ -158,10 +169,14 @@ async fn https_keep_alive_skips_the_handshake() {
     assert_eq!(rec.status, Status::Pass, "{rec:#?}");
     let reqs: Vec<_> = rec.requests().collect();
     assert_eq!(reqs.len(), 5);
-    assert!(reqs[0].timings_ms.tls >= 30.0, "{:?}", reqs[0].timings_ms);
+    assert!(
+        reqs[0].timings.tls >= Duration::from_millis(30),
+        "{:?}",
+        reqs[0].timings
+    );
     for r in &reqs[1..] {
         assert!(r.reused_connection);
-        assert_eq!(r.timings_ms.tls, 0.0);
+        assert_eq!(r.timings.tls, Duration::ZERO);
         assert!(
             r.tls.is_some(),
             "a reused TLS connection still reports its session"

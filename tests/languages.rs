@@ -11,10 +11,11 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use support::{CountingServer, opts, runtime};
 use waymark::demo::{DemoApi, JOURNEYS, PASSWORD};
-use waymark_record::{ErrorKind, RunRecord, Status};
+use waymark_record::{ErrorKind, HttpErrorKind, RunRecord, Status};
 
 /// Steps with, for each, the names of its checks (and whether they passed)
 /// and its requests' methods and paths.
@@ -185,14 +186,17 @@ async fn plain_fetch_goes_through_the_timed_client() {
     assert_eq!(r.len(), 3);
     // Phases are measured: a new connection first, then kept alive.
     assert!(
-        !r[0].reused_connection && r[0].timings_ms.connect > 0.0,
+        !r[0].reused_connection && r[0].timings.connect > Duration::ZERO,
         "{:?}",
         r[0]
     );
     for req in &r[1..] {
         assert!(req.reused_connection, "{req:?}");
-        assert_eq!((req.timings_ms.connect, req.timings_ms.tls), (0.0, 0.0));
-        assert!(req.timings_ms.processing > 0.0, "{req:?}");
+        assert_eq!(
+            (req.timings.connect, req.timings.tls),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        assert!(req.timings.processing > Duration::ZERO, "{req:?}");
     }
     assert!(r.iter().all(|q| q.status.is_some() && q.trace_id.is_some()));
     assert_eq!(r[0].status, Some(200));
@@ -226,7 +230,7 @@ async fn fetch_and_the_helpers_are_held_to_the_allow_list() {
         assert_eq!(reqs.len(), checks, "{rec:#?}");
         for req in reqs {
             let err = req.error.as_ref().expect("denied");
-            assert_eq!(err.kind, "denied", "{err:?}");
+            assert_eq!(err.kind, HttpErrorKind::Denied, "{err:?}");
             assert!(err.message.contains("127.0.0.1"), "{err:?}");
         }
         let checks: Vec<(&str, bool, Option<&str>)> = rec.steps[0]
@@ -263,9 +267,13 @@ async fn a_fetch_cut_off_by_the_run_timeout_is_recorded_as_stopped() {
     let reqs: Vec<_> = rec.requests().collect();
     assert_eq!(reqs.len(), 1, "{rec:#?}");
     let err = reqs[0].error.as_ref().expect("stopped");
-    assert_eq!(err.kind, "timeout", "{err:?}");
+    assert_eq!(err.kind, HttpErrorKind::Timeout, "{err:?}");
     assert!(err.message.contains("when the run was stopped"), "{err:?}");
-    assert!(reqs[0].timings_ms.total >= 1500.0, "{:?}", reqs[0]);
+    assert!(
+        reqs[0].timings.total >= Duration::from_millis(1500),
+        "{:?}",
+        reqs[0]
+    );
     assert_eq!(rec.steps[0].status, Status::Error);
 }
 

@@ -9,14 +9,35 @@ use std::time::Duration;
 use support::{Script, ScriptedServer, TestCa, hostile_wasm, ok_body, opts, runtime};
 use waymark_record::{PhaseTimings, Status};
 
+/// A request's phases in milliseconds, as the injected delays are written.
+#[derive(Debug, Clone, Copy)]
+struct Ms {
+    resolve: f64,
+    connect: f64,
+    tls: f64,
+    processing: f64,
+    transfer: f64,
+    total: f64,
+}
+
+impl Ms {
+    fn of(t: &PhaseTimings) -> Ms {
+        let ms = waymark_record::serde_time::as_millis;
+        Ms {
+            resolve: ms(t.resolve),
+            connect: ms(t.connect),
+            tls: ms(t.tls),
+            processing: ms(t.processing),
+            transfer: ms(t.transfer),
+            total: ms(t.total),
+        }
+    }
+}
+
 /// Loopback work and scheduling noise on a loaded 2-core CI machine.
 const SLACK_MS: f64 = 40.0;
 
-async fn timings(
-    server: &ScriptedServer,
-    https: Option<&TestCa>,
-    n: u32,
-) -> Vec<(bool, PhaseTimings)> {
+async fn timings(server: &ScriptedServer, https: Option<&TestCa>, n: u32) -> Vec<(bool, Ms)> {
     let wasm = std::fs::read(hostile_wasm()).expect("guest");
     let j = runtime().load("phases", &wasm).expect("loads");
     let (url, allow) = match https {
@@ -39,7 +60,7 @@ async fn timings(
         .await;
     assert_eq!(rec.status, Status::Pass, "{rec:#?}");
     rec.requests()
-        .map(|r| (r.reused_connection, r.timings_ms))
+        .map(|r| (r.reused_connection, Ms::of(&r.timings)))
         .collect()
 }
 

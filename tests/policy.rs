@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use support::{Script, ScriptedServer, hostile_wasm, ok_body, runtime};
 use waymark_engine::RunOptions;
 use waymark_http::{AllowList, HttpConfig, Overrides, SystemResolver};
-use waymark_record::{ErrorKind, RunRecord, Status};
+use waymark_record::{ErrorKind, HttpErrorKind, RunRecord, Status};
 
 fn config(allow: &[String], resolve: &[(&str, &str)]) -> HttpConfig {
     let mut c = HttpConfig::new(AllowList::parse(allow).expect("valid"), None).expect("tls");
@@ -41,7 +41,7 @@ fn request_errors(rec: &RunRecord) -> Vec<(String, String)> {
         .filter_map(|r| {
             r.error
                 .as_ref()
-                .map(|e| (e.kind.clone(), e.message.clone()))
+                .map(|e| (e.kind.as_str().to_string(), e.message.clone()))
         })
         .collect()
 }
@@ -149,7 +149,7 @@ async fn a_redirect_to_the_metadata_address_is_denied() {
     assert_eq!(reqs[0].status, Some(302));
     assert_eq!(reqs[1].url, "http://169.254.169.254/latest/meta-data/");
     let err = reqs[1].error.as_ref().expect("denied");
-    assert_eq!(err.kind, "denied");
+    assert_eq!(err.kind, HttpErrorKind::Denied);
     assert!(
         err.message
             .contains("169.254.169.254:80 is a link-local address"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use support::{Script, ScriptedServer, hostile_wasm, ok_body, opts, runtime};
 use waymark_engine::{LoadedJourney, RunOptions};
-use waymark_record::{ErrorKind, Level, RunRecord, Status};
+use waymark_record::{ErrorKind, HttpErrorKind, Level, RunRecord, Status};
 
 fn guest() -> LoadedJourney {
     let wasm = std::fs::read(hostile_wasm()).expect("guest built");
@@ -101,7 +101,7 @@ async fn a_host_outside_the_allow_list_is_denied_without_a_connection() {
     assert_eq!(error_kind(&rec), ErrorKind::Denied);
     let req = rec.requests().next().expect("the attempt is recorded");
     let err = req.error.as_ref().expect("request error");
-    assert_eq!(err.kind, "denied");
+    assert_eq!(err.kind, HttpErrorKind::Denied);
     assert!(err.message.contains(&server.authority()), "{}", err.message);
     assert_eq!(
         server.connections.load(Ordering::SeqCst),
@@ -263,6 +263,10 @@ async fn a_run_stopped_while_waiting_shows_the_request_that_hung() {
     let req = rec.requests().next().expect("the hung request is recorded");
     assert_eq!(req.url, url);
     assert_eq!(req.error.as_ref().map(|e| e.kind.as_str()), Some("timeout"));
-    assert!(req.timings_ms.total >= 250.0, "{:?}", req.timings_ms);
+    assert!(
+        req.timings.total >= Duration::from_millis(250),
+        "{:?}",
+        req.timings
+    );
     assert_eq!(rec.steps[0].status, Status::Error, "the step was cut short");
 }

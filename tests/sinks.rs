@@ -605,7 +605,10 @@ fn otlp_trace_carries_the_traceparent_ids_and_the_phases() {
         Some(Value::DoubleValue(v)) => v,
         other => panic!("{other:?}"),
     };
-    assert_eq!(total, rec.steps[0].requests[0].timings_ms.total);
+    assert_eq!(
+        total,
+        waymark_record::serde_time::as_millis(rec.steps[0].requests[0].timings.total)
+    );
     assert!(request.end_time_unix_nano > request.start_time_unix_nano);
     assert!(request.start_time_unix_nano >= root.start_time_unix_nano);
 

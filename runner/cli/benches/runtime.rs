@@ -181,7 +181,7 @@ async fn phases_vs_curl(https: bool) {
     let mut ours: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for _ in 0..20 {
         let rec = runtime().run(&j, &o).await;
-        let t = rec.requests().next().expect("one request").timings_ms;
+        let t = rec.requests().next().expect("one request").timings;
         for (i, p) in [
             t.resolve,
             t.connect,
@@ -193,7 +193,7 @@ async fn phases_vs_curl(https: bool) {
         .iter()
         .enumerate()
         {
-            ours[i].push(*p);
+            ours[i].push(waymark_record::serde_time::as_millis(*p));
         }
     }
     println!("phases vs curl -w, {scheme}://localhost, 20 fresh connections each, medians:");
@@ -275,10 +275,11 @@ async fn keepalive_vs_oha() {
     let reqs: Vec<_> = rec.requests().collect();
     assert_eq!(reqs.len(), N as usize);
     assert!(reqs[1..].iter().all(|r| r.reused_connection));
-    let first = reqs[0].start_ms;
-    let last = reqs[reqs.len() - 1].start_ms + reqs[reqs.len() - 1].timings_ms.total;
+    let ms = waymark_record::serde_time::as_millis;
+    let first = ms(reqs[0].start);
+    let last = ms(reqs[reqs.len() - 1].start + reqs[reqs.len() - 1].timings.total);
     let ours = f64::from(N) / ((last - first) / 1000.0);
-    let in_flight: f64 = reqs.iter().map(|r| r.timings_ms.total).sum::<f64>() / f64::from(N);
+    let in_flight: f64 = reqs.iter().map(|r| ms(r.timings.total)).sum::<f64>() / f64::from(N);
     println!(
         "  per request: {:.1} µs in flight (start to last byte), {:.1} µs between requests",
         in_flight * 1000.0,

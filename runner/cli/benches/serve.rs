@@ -121,7 +121,7 @@ fn scenario(label: &str, n: usize, schedule: &str, window: Duration, interval: D
     let mut lags: Vec<f64> = entries
         .iter()
         .filter_map(|e| {
-            let started = humantime::parse_rfc3339(&e.record.started_at).ok()?;
+            let started = e.record.started_at;
             let due = e.scheduled_at?;
             Some(match started.duration_since(due) {
                 Ok(d) => d.as_secs_f64() * 1000.0,

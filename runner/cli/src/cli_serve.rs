@@ -276,11 +276,14 @@ pub fn history(q: HistoryQuery) -> anyhow::Result<()> {
             .map(|e| e.message.chars().take(80).collect())
             .unwrap_or_default();
         rows.push([
-            r.started_at.clone(),
+            humantime::format_rfc3339_millis(r.started_at).to_string(),
             r.journey.clone(),
             status,
             r.attempt.to_string(),
-            format!("{:.1} ms", r.duration_ms),
+            format!(
+                "{:.1} ms",
+                waymark_record::serde_time::as_millis(r.duration)
+            ),
             r.location.clone(),
             r.run_id.clone(),
             error,

@@ -6,6 +6,7 @@
 pub mod cli;
 mod cli_load;
 mod cli_serve;
+mod cli_sinks;
 pub mod demo;
 pub mod project;
 

@@ -79,9 +79,7 @@ impl Captured {
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    (d.as_micros() as f64) / 1000.0
-}
+use waymark_record::serde_time::as_millis as ms;
 
 fn headers(h: &[(String, String)]) -> Value {
     Value::Array(
@@ -221,10 +219,10 @@ pub fn to_har(record: &RunRecord, captured: &[Captured], secrets: &[String]) -> 
             "version": "1.2",
             "creator": {"name": "waymark", "version": env!("CARGO_PKG_VERSION")},
             "pages": [{
-                "startedDateTime": record.started_at,
+                "startedDateTime": humantime::format_rfc3339_millis(record.started_at).to_string(),
                 "id": record.run_id,
                 "title": format!("{} ({})", record.journey, record.status.as_str()),
-                "pageTimings": {"onContentLoad": -1, "onLoad": record.duration_ms},
+                "pageTimings": {"onContentLoad": -1, "onLoad": ms(record.duration)},
             }],
             "entries": captured.iter().map(|c| {
                 let mut e = entry(c);

@@ -456,7 +456,7 @@ impl whttp::Host for RunState {
                 tls: r.tls.map(|t| whttp::TlsInfo {
                     version: t.version,
                     cipher: t.cipher,
-                    peer_cert_not_after: t.not_after,
+                    peer_cert_not_after: t.not_after.map(unix_seconds),
                 }),
             }),
             Err(e) => Err(match e {
@@ -523,5 +523,13 @@ impl report::Host for RunState {
 impl vars::Host for RunState {
     async fn get(&mut self, name: String) -> Option<String> {
         self.vars.get(&name).cloned()
+    }
+}
+
+/// Seconds since 1970 as the WIT carries them (negative before).
+fn unix_seconds(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
     }
 }

@@ -19,7 +19,7 @@
 //! let mut opts = RunOptions::new(Arc::new(http));
 //! opts.vars.insert("base_url".into(), "http://127.0.0.1:8080".into());
 //! let record = runtime.run(&journey, &opts).await;
-//! println!("{} in {} ms", record.status.as_str(), record.duration_ms);
+//! println!("{} in {} ms", record.status.as_str(), record.duration.as_millis());
 //! # Ok(())
 //! # }
 //! ```
@@ -44,6 +44,7 @@ pub mod bindings {
     });
 }
 
+pub use outcome::{Observer, Verdict};
 pub use runtime::{
     DEFAULT_LOCATION, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EngineError, InstantiateError,
     LoadError, LoadedJourney, RunOptions, Runtime,

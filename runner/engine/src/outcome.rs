@@ -3,33 +3,32 @@
 
 use std::time::{Duration, SystemTime};
 
-use waymark_record::{ErrorKind, RunError, RunRecord, Status};
+use waymark_record::{ErrorKind, LogRecord, RunError, RunRecord, Status, StepRecord, redact_text};
 
 use crate::host::{MemoryExceeded, RunState};
-use crate::recorder::ms;
 use crate::runtime::{DeadlineReached, RunOptions, human_bytes};
 
 /// What awaiting the guest's `run` gave: the wall-clock limit, a trap, or
 /// the journey's own result.
 pub(crate) type Outcome = Result<wasmtime::Result<Result<(), String>>, tokio::time::error::Elapsed>;
 
-/// The record of a run of `journey` that ended with `outcome`. Takes the
-/// steps and logs out of `state`, which may then run again.
-pub(crate) fn conclude(
-    journey: &str,
+/// How a run ended, before anything is written about it.
+struct Ending {
+    status: Status,
+    error: Option<RunError>,
+    steps: Vec<StepRecord>,
+}
+
+/// Reads `outcome` and closes the steps in `state`. `logs` gives the
+/// guest's output, asked for only when a trap needs the panic's words.
+fn ending(
     opts: &RunOptions,
     state: &mut RunState,
     outcome: Outcome,
-    started_at: SystemTime,
-    duration: Duration,
-) -> RunRecord {
-    let logs = state
-        .logs
-        .lock()
-        .map(|mut l| l.finish())
-        .unwrap_or_default();
+    logs: impl FnOnce(&mut RunState) -> Vec<LogRecord>,
+) -> (Ending, Option<Vec<LogRecord>>) {
     let memory_exceeded = state.limiter.exceeded;
-
+    let mut logs_read = None;
     let (status, error) = match outcome {
         Err(_) => (Status::Timeout, Some(timeout_error(opts.timeout))),
         Ok(Err(e)) if memory_exceeded.is_some() || e.downcast_ref::<MemoryExceeded>().is_some() => {
@@ -48,13 +47,18 @@ pub(crate) fn conclude(
         Ok(Err(e)) if e.downcast_ref::<DeadlineReached>().is_some() => {
             (Status::Timeout, Some(timeout_error(opts.timeout)))
         }
-        Ok(Err(e)) => (
-            Status::Error,
-            Some(RunError {
-                kind: ErrorKind::Trap,
-                message: trap_message(&e, &logs),
-            }),
-        ),
+        Ok(Err(e)) => {
+            let read = logs(state);
+            let message = trap_message(&e, &read);
+            logs_read = Some(read);
+            (
+                Status::Error,
+                Some(RunError {
+                    kind: ErrorKind::Trap,
+                    message,
+                }),
+            )
+        }
         Ok(Ok(Err(message))) => {
             let kind = if state.rec.requests_denied > 0 {
                 ErrorKind::Denied
@@ -74,25 +78,21 @@ pub(crate) fn conclude(
     };
     let stopped = !matches!(status, Status::Pass | Status::Fail);
     let steps = state.rec.finish(stopped);
-    let mut record = RunRecord {
-        journey: journey.to_string(),
-        run_id: opts
-            .run_id
-            .clone()
-            .unwrap_or_else(|| ulid::Ulid::new().to_string()),
-        location: opts.location.clone(),
-        attempt: opts.attempt,
-        started_at: humantime::format_rfc3339_millis(started_at).to_string(),
-        duration_ms: ms(duration),
+    let mut end = Ending {
         status,
         error,
         steps,
-        logs,
     };
-    if record.status == Status::Pass {
-        let failed: Vec<&str> = record.failed_checks().map(|c| c.name.as_str()).collect();
+    if end.status == Status::Pass {
+        let failed: Vec<&str> = end
+            .steps
+            .iter()
+            .flat_map(|s| s.checks.iter())
+            .filter(|c| !c.passed)
+            .map(|c| c.name.as_str())
+            .collect();
         if !failed.is_empty() {
-            record.error = Some(RunError {
+            end.error = Some(RunError {
                 kind: ErrorKind::Check,
                 message: format!(
                     "{} check{} failed: {}",
@@ -101,12 +101,97 @@ pub(crate) fn conclude(
                     failed.join("; ")
                 ),
             });
-            record.status = Status::Fail;
+            end.status = Status::Fail;
         }
     }
+    (end, logs_read)
+}
+
+fn finish_logs(state: &mut RunState) -> Vec<LogRecord> {
+    state
+        .logs
+        .lock()
+        .map(|mut l| l.finish())
+        .unwrap_or_default()
+}
+
+/// The record of a run of `journey` that ended with `outcome`. Takes the
+/// steps and logs out of `state`, which may then run again.
+pub(crate) fn conclude(
+    journey: &str,
+    opts: &RunOptions,
+    state: &mut RunState,
+    outcome: Outcome,
+    started_at: SystemTime,
+    duration: Duration,
+) -> RunRecord {
+    let (end, logs) = ending(opts, state, outcome, finish_logs);
+    let logs = logs.unwrap_or_else(|| finish_logs(state));
+    let mut record = RunRecord {
+        journey: journey.to_string(),
+        run_id: opts
+            .run_id
+            .clone()
+            .unwrap_or_else(|| ulid::Ulid::new().to_string()),
+        location: opts.location.clone(),
+        attempt: opts.attempt,
+        started_at,
+        duration,
+        status: end.status,
+        error: end.error,
+        steps: end.steps,
+        logs,
+    };
     let secrets: Vec<String> = opts.secrets.values().cloned().collect();
     record.redact(&secrets);
     record
+}
+
+/// What a caller that aggregates many runs (`waymark load`) is told of one,
+/// in place of a record.
+pub trait Observer: Send {
+    /// One step of the run, closed, in the order steps started. Texts that
+    /// hold a secret are already redacted.
+    fn step(&mut self, step: &StepRecord);
+}
+
+/// How a run ended, without its record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Outcome.
+    pub status: Status,
+    /// Why it did not pass (secrets redacted).
+    pub error: Option<RunError>,
+}
+
+/// As [`conclude`], telling `observer` the steps instead of building a
+/// record: no run id, no timestamps, no logs, no JSON-shaped copies.
+pub(crate) fn observe(
+    opts: &RunOptions,
+    state: &mut RunState,
+    outcome: Outcome,
+    observer: &mut dyn Observer,
+) -> Verdict {
+    // The logs are read only to explain a trap; a reused instance starts
+    // its next run with an empty buffer.
+    let (mut end, _) = ending(opts, state, outcome, finish_logs);
+    let secrets: Vec<&str> = opts
+        .secrets
+        .values()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Some(e) = &mut end.error {
+        redact_text(&mut e.message, &secrets);
+    }
+    for step in &mut end.steps {
+        redact_text(&mut step.name, &secrets);
+        observer.step(step);
+    }
+    Verdict {
+        status: end.status,
+        error: end.error,
+    }
 }
 
 fn timeout_error(limit: Duration) -> RunError {
@@ -121,7 +206,7 @@ fn timeout_error(limit: Duration) -> RunError {
 
 /// A trap in words: for a Rust panic, the panic message and where it was
 /// raised (from the guest's stderr), else wasmtime's description.
-fn trap_message(e: &wasmtime::Error, logs: &[waymark_record::LogRecord]) -> String {
+fn trap_message(e: &wasmtime::Error, logs: &[LogRecord]) -> String {
     let lines: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
     if let Some(i) = lines.iter().rposition(|l| l.contains("panicked at")) {
         let location = lines[i]

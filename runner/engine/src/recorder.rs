@@ -51,8 +51,8 @@ impl Recorder {
             record: StepRecord {
                 name,
                 status: Status::Pass,
-                start_ms: ms(now.saturating_duration_since(self.started)),
-                duration_ms: 0.0,
+                start: now.saturating_duration_since(self.started),
+                duration: Duration::ZERO,
                 checks: Vec::new(),
                 requests: Vec::new(),
             },
@@ -136,9 +136,9 @@ impl Recorder {
             http_version: None,
             remote_addr: None,
             reused_connection: false,
-            start_ms: ms(ex.started.saturating_duration_since(self.started)),
-            timings_ms: PhaseTimings {
-                total: ms(ex.elapsed),
+            start: ex.started.saturating_duration_since(self.started),
+            timings: PhaseTimings {
+                total: ex.elapsed,
                 ..PhaseTimings::default()
             },
             bytes_received: 0,
@@ -155,20 +155,20 @@ impl Recorder {
                 rec.http_version = Some(resp.http_version.to_string());
                 rec.remote_addr = Some(resp.remote_addr.to_string());
                 rec.reused_connection = resp.reused_connection;
-                rec.timings_ms = PhaseTimings {
-                    resolve: ms(t.resolve),
-                    connect: ms(t.connect),
-                    tls: ms(t.tls),
-                    processing: ms(t.processing),
-                    transfer: ms(t.transfer),
-                    total: ms(t.total),
+                rec.timings = PhaseTimings {
+                    resolve: t.resolve,
+                    connect: t.connect,
+                    tls: t.tls,
+                    processing: t.processing,
+                    transfer: t.transfer,
+                    total: t.total,
                 };
                 rec.bytes_received = resp.wire_bytes;
                 rec.bytes_decoded = resp.body.len() as u64;
                 rec.tls = resp.tls.as_ref().map(|t| TlsRecord {
                     version: t.version.clone(),
                     cipher: t.cipher.clone(),
-                    cert_not_after: t.not_after.and_then(rfc3339_from_unix),
+                    cert_not_after: t.not_after,
                     verified: !self.insecure,
                 });
             }
@@ -179,7 +179,7 @@ impl Recorder {
                 self.requests_failed += 1;
                 // The kind is beside it in every output; the message is the detail.
                 rec.error = Some(RequestError {
-                    kind: e.kind().to_string(),
+                    kind: e.kind(),
                     message: e.detail(),
                 });
             }
@@ -190,7 +190,7 @@ impl Recorder {
             // is after that request started.
             if s.implicit && ex.started < s.start {
                 s.start = ex.started;
-                s.record.start_ms = ms(ex.started.saturating_duration_since(run_start));
+                s.record.start = ex.started.saturating_duration_since(run_start);
             }
             if rec.error.is_some() {
                 s.record.status = Status::Fail;
@@ -224,7 +224,7 @@ impl Recorder {
             .enumerate()
             .map(|(i, mut s)| {
                 let end = s.end.unwrap_or(now);
-                s.record.duration_ms = ms(end.saturating_duration_since(s.start));
+                s.record.duration = end.saturating_duration_since(s.start);
                 if stopped && cut.contains(&i) {
                     s.record.status = Status::Error;
                 }
@@ -232,14 +232,4 @@ impl Recorder {
             })
             .collect()
     }
-}
-
-/// Milliseconds with microsecond precision.
-pub(crate) fn ms(d: Duration) -> f64 {
-    (d.as_micros() as f64) / 1000.0
-}
-
-pub(crate) fn rfc3339_from_unix(secs: i64) -> Option<String> {
-    let t = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(secs).ok()?))?;
-    Some(humantime::format_rfc3339_seconds(t).to_string())
 }

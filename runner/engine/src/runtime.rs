@@ -14,7 +14,7 @@ use wasmtime::{Config, Engine, Store, UpdateDeadline};
 
 use crate::bindings::{Journey, JourneyPre};
 use crate::host::RunState;
-use crate::outcome::conclude;
+use crate::outcome::{Observer, Outcome, Verdict, conclude, observe};
 use waymark_http::HttpConfig;
 use waymark_record::RunRecord;
 
@@ -409,34 +409,46 @@ impl Runtime {
         journey: &LoadedJourney,
         opts: &RunOptions,
     ) -> (RunRecord, Vec<crate::har::Captured>) {
-        let (record, captured, _) = self.run_inner(journey, opts, Default::default()).await;
+        let (record, captured, _) = self
+            .run_inner(
+                journey,
+                opts,
+                Default::default(),
+                |state, outcome, started_at, duration| {
+                    conclude(&journey.name, opts, state, outcome, started_at, duration)
+                },
+            )
+            .await;
         (record, captured)
     }
 
     /// As [`Runtime::run`], starting with `conns`' open connections and
-    /// handing back those still open: `waymark load` keeps a virtual user's
+    /// handing back those still open, and telling `observer` the steps in
+    /// place of a record: `waymark load` keeps a virtual user's
     /// connections across its iterations. A reused connection's resolve,
     /// connect and tls phases are 0, as within one run.
-    pub async fn run_reusing(
+    pub(crate) async fn observe_reusing(
         &self,
         journey: &LoadedJourney,
         opts: &RunOptions,
         conns: waymark_http::Connections,
-    ) -> (RunRecord, waymark_http::Connections) {
-        let (record, _, conns) = self.run_inner(journey, opts, conns).await;
-        (record, conns)
+        observer: &mut dyn Observer,
+    ) -> (Verdict, waymark_http::Connections) {
+        let (verdict, _, conns) = self
+            .run_inner(journey, opts, conns, |state, outcome, _, _| {
+                observe(opts, state, outcome, observer)
+            })
+            .await;
+        (verdict, conns)
     }
 
-    async fn run_inner(
+    async fn run_inner<T>(
         &self,
         journey: &LoadedJourney,
         opts: &RunOptions,
         conns: waymark_http::Connections,
-    ) -> (
-        RunRecord,
-        Vec<crate::har::Captured>,
-        waymark_http::Connections,
-    ) {
+        finish: impl FnOnce(&mut RunState, Outcome, SystemTime, Duration) -> T,
+    ) -> (T, Vec<crate::har::Captured>, waymark_http::Connections) {
         let started_at = SystemTime::now();
         let t0 = Instant::now();
         let mut store = self.new_store(journey, opts, started_at, t0, conns);
@@ -450,18 +462,11 @@ impl Runtime {
         let mut state = store.into_data();
         state.stop_wasi_http();
         let captured = std::mem::take(&mut state.captured);
-        let record = conclude(
-            &journey.name,
-            opts,
-            &mut state,
-            outcome,
-            started_at,
-            duration,
-        );
+        let result = finish(&mut state, outcome, started_at, duration);
         // A wasi:http request the guest left running may still hold the
         // client; its connections are then not handed on.
         let conns = state.take_connections();
-        (record, captured, conns)
+        (result, captured, conns)
     }
 }
 

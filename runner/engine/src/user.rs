@@ -7,9 +7,9 @@ use wasmtime::Store;
 
 use crate::bindings::Journey;
 use crate::host::RunState;
-use crate::outcome::conclude;
+use crate::outcome::{Observer, Verdict, observe};
 use crate::runtime::{LoadedJourney, RunOptions, Runtime};
-use waymark_record::{RunRecord, Status};
+use waymark_record::Status;
 
 /// How a virtual user gets the instance each run calls `run` on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,22 +54,26 @@ impl VirtualUser {
         }
     }
 
-    /// Runs `journey` once under `opts`' limits. A connection kept from
-    /// the user's previous run shows resolve, connect and tls of 0.
+    /// Runs `journey` once under `opts`' limits, telling `observer` its
+    /// steps; no record is built. A connection kept from the user's
+    /// previous run shows resolve, connect and tls of 0.
     pub async fn run(
         &mut self,
         runtime: &Runtime,
         journey: &LoadedJourney,
         opts: &RunOptions,
-    ) -> RunRecord {
+        observer: &mut dyn Observer,
+    ) -> Verdict {
         match self.mode {
             InstanceMode::Fresh => {
                 let conns = std::mem::take(&mut self.conns);
-                let (record, conns) = runtime.run_reusing(journey, opts, conns).await;
+                let (verdict, conns) = runtime
+                    .observe_reusing(journey, opts, conns, observer)
+                    .await;
                 self.conns = conns;
-                record
+                verdict
             }
-            InstanceMode::Reuse => self.run_kept(runtime, journey, opts).await,
+            InstanceMode::Reuse => self.run_kept(runtime, journey, opts, observer).await,
         }
     }
 
@@ -78,7 +82,8 @@ impl VirtualUser {
         runtime: &Runtime,
         journey: &LoadedJourney,
         opts: &RunOptions,
-    ) -> RunRecord {
+        observer: &mut dyn Observer,
+    ) -> Verdict {
         let started_at = SystemTime::now();
         let t0 = Instant::now();
         let kept = self.kept.take();
@@ -107,7 +112,6 @@ impl VirtualUser {
             r.map(|r| (r, instance))
         })
         .await;
-        let duration = t0.elapsed();
         // Only an instance whose run came back (passed or failed) is sound
         // to call again; the others are dropped with their store.
         let (outcome, instance) = match outcome {
@@ -117,9 +121,9 @@ impl VirtualUser {
         };
         let state = store.data_mut();
         state.stop_wasi_http();
-        let record = conclude(&journey.name, opts, state, outcome, started_at, duration);
+        let verdict = observe(opts, state, outcome, observer);
         let sound =
-            matches!(record.status, Status::Pass | Status::Fail) && !state.wasi_http_in_flight();
+            matches!(verdict.status, Status::Pass | Status::Fail) && !state.wasi_http_in_flight();
         match instance {
             Some(i) if sound => self.kept = Some((store, i)),
             _ => {
@@ -129,6 +133,6 @@ impl VirtualUser {
                 self.conns = store.into_data().take_connections();
             }
         }
-        record
+        verdict
     }
 }

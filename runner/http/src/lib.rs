@@ -12,32 +12,26 @@ pub mod resolve;
 pub mod tls;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 
 pub use allow::{AddrDenied, AllowList, HostPattern, PatternError};
-use io::{FirstByteProbe, TimedIo};
 pub use resolve::{Overrides, Resolve, ResolveEntryError, SystemResolver};
 pub use tls::{TlsConfigError, TlsInfo, TlsOptions};
 
 mod config;
 pub use config::*;
+mod conn;
+use conn::{Conn, Sender};
 mod types;
 pub use types::*;
 mod wire;
 pub use wire::redirect;
-use wire::{
-    Target, connect_error, decode_body, header_value, headers_have, hyper_error, parse_url,
-    version_name,
-};
+use wire::{Target, decode_body, header_value, headers_have, hyper_error, parse_url, version_name};
 
 #[derive(Clone, Copy)]
 #[repr(u8)]
@@ -66,44 +60,6 @@ struct Built {
     request: hyper::Request<Full<Bytes>>,
     headers: Vec<(String, String)>,
     decode: bool,
-}
-
-/// One connection's request side, HTTP/1.1 or HTTP/2 as ALPN chose.
-enum Sender {
-    H1(http1::SendRequest<Full<Bytes>>),
-    H2(http2::SendRequest<Full<Bytes>>),
-}
-
-impl Sender {
-    fn is_closed(&self) -> bool {
-        match self {
-            Sender::H1(s) => s.is_closed(),
-            Sender::H2(s) => s.is_closed(),
-        }
-    }
-
-    async fn send(
-        &mut self,
-        req: hyper::Request<Full<Bytes>>,
-    ) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
-        match self {
-            Sender::H1(s) => {
-                s.ready().await?;
-                s.send_request(req).await
-            }
-            Sender::H2(s) => {
-                s.ready().await?;
-                s.send_request(req).await
-            }
-        }
-    }
-}
-
-struct Conn {
-    sender: Sender,
-    probe: Arc<FirstByteProbe>,
-    remote: SocketAddr,
-    tls: Option<TlsInfo>,
 }
 
 /// Open connections, handed from one run to the next by `waymark load` so a
@@ -477,146 +433,4 @@ impl Client {
             decode,
         })
     }
-
-    async fn handshake<S>(&self, io: TimedIo<S>, h2: bool) -> Result<Sender, HttpError>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let io = TokioIo::new(io);
-        if h2 {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .max_header_list_size(
-                    u32::try_from(self.config.max_header_bytes).unwrap_or(u32::MAX),
-                )
-                .handshake(io)
-                .await
-                .map_err(|e| hyper_error(&e))?;
-            drive(conn);
-            return Ok(Sender::H2(sender));
-        }
-        let (sender, conn) = http1::Builder::new()
-            .max_header_size(self.config.max_header_bytes)
-            .handshake(io)
-            .await
-            .map_err(|e| hyper_error(&e))?;
-        drive(conn);
-        Ok(Sender::H1(sender))
-    }
-
-    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, HttpError> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
-        }
-        let ips = self
-            .config
-            .resolver
-            .resolve(host)
-            .await
-            .map_err(|e| HttpError::Resolve(format!("could not resolve '{host}': {e}")))?;
-        if ips.is_empty() {
-            return Err(HttpError::Resolve(format!("'{host}' has no address")));
-        }
-        Ok(ips
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect())
-    }
-
-    async fn connect(
-        &self,
-        target: &Target,
-        started: Instant,
-        phase: &AtomicU8,
-        timings: &mut Timings,
-    ) -> Result<Conn, HttpError> {
-        phase.store(Phase::Resolve as u8, Ordering::Relaxed);
-        let resolved_addrs = self.resolve(&target.host, target.port).await?;
-        let resolved = Instant::now();
-        // The policy is checked on the addresses we will connect to, so a
-        // name cannot be rebound to a forbidden address after the check.
-        let mut refusal = None;
-        let addrs: Vec<SocketAddr> = resolved_addrs
-            .into_iter()
-            .filter(|a| match self.config.allow.check_addr(&target.host, *a) {
-                Ok(()) => true,
-                Err(why) => {
-                    refusal.get_or_insert(why);
-                    false
-                }
-            })
-            .collect();
-        if let (true, Some(why)) = (addrs.is_empty(), refusal) {
-            return Err(HttpError::Denied(why.to_string()));
-        }
-        timings.resolve = resolved.saturating_duration_since(started);
-
-        phase.store(Phase::Connect as u8, Ordering::Relaxed);
-        let mut last_err = None;
-        let mut tcp = None;
-        for addr in &addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    tcp = Some((s, *addr));
-                    break;
-                }
-                Err(e) => last_err = Some((*addr, e)),
-            }
-        }
-        let (tcp, remote) = match (tcp, last_err) {
-            (Some(t), _) => t,
-            (None, Some((addr, e))) => return Err(connect_error(addr, &e)),
-            (None, None) => {
-                return Err(HttpError::Resolve(format!(
-                    "'{}' resolved to no address",
-                    target.host
-                )));
-            }
-        };
-        // Small requests must not wait for Nagle's algorithm.
-        let _ = tcp.set_nodelay(true);
-        let connected = Instant::now();
-        timings.connect = connected.saturating_duration_since(resolved);
-
-        let probe = Arc::new(FirstByteProbe::default());
-        let (sender, tls_info) = if target.https {
-            phase.store(Phase::Tls as u8, Ordering::Relaxed);
-            let (stream, info) = tls::handshake(&self.config.tls, &target.host, tcp).await?;
-            timings.tls = connected.elapsed();
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            (
-                self.handshake(TimedIo::new(stream, probe.clone()), h2)
-                    .await?,
-                Some(info),
-            )
-        } else {
-            (
-                self.handshake(TimedIo::new(tcp, probe.clone()), false)
-                    .await?,
-                None,
-            )
-        };
-        Ok(Conn {
-            sender,
-            probe,
-            remote,
-            tls: tls_info,
-        })
-    }
-}
-
-/// Run a connection's I/O in its own task until the connection ends.
-///
-/// Driving an HTTP/1 connection inside the sending task instead was
-/// measured slower (load bench, 8 users: 38k → 30k requests/s): each
-/// readiness wake-up then resumes the guest's fiber, where a task of its
-/// own costs no more than a poll.
-fn drive<F>(conn: F)
-where
-    F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "connection ended with an error");
-        }
-    });
 }

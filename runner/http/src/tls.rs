@@ -18,8 +18,8 @@ pub struct TlsInfo {
     pub version: String,
     /// The cipher suite's IANA name.
     pub cipher: String,
-    /// The leaf certificate's notAfter (Unix seconds).
-    pub not_after: Option<i64>,
+    /// The leaf certificate's notAfter.
+    pub not_after: Option<std::time::SystemTime>,
 }
 
 /// The TLS settings could not be built.
@@ -218,9 +218,15 @@ pub async fn handshake(
     Ok((stream, info))
 }
 
-fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+fn not_after(cert: &CertificateDer<'_>) -> Option<std::time::SystemTime> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    Some(parsed.validity().not_after.timestamp())
+    let secs = parsed.validity().not_after.timestamp();
+    let offset = std::time::Duration::from_secs(secs.unsigned_abs());
+    if secs >= 0 {
+        std::time::UNIX_EPOCH.checked_add(offset)
+    } else {
+        std::time::UNIX_EPOCH.checked_sub(offset)
+    }
 }
 
 fn tls_error(host: &str, e: &std::io::Error) -> HttpError {

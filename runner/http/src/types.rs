@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::TlsInfo;
+pub use waymark_record::HttpErrorKind;
 
 /// A request as the journey asked for it.
 #[derive(Debug, Clone)]
@@ -67,60 +68,49 @@ pub struct Response {
     pub tls: Option<TlsInfo>,
 }
 
-/// Why a request got no response; each maps to the WIT `http-error` case of
-/// the same name.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+/// Why a request got no response; each variant is the WIT `http-error`
+/// case that [`HttpError::kind`] names.
+#[derive(Debug, Clone, PartialEq)]
 pub enum HttpError {
     /// The allow-list refused the host.
-    #[error("denied: {0}")]
     Denied(String),
     /// Bad URL, method or header.
-    #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// Name resolution failed.
-    #[error("resolve failed: {0}")]
     Resolve(String),
     /// TCP connect failed.
-    #[error("connect failed: {0}")]
     Connect(String),
     /// TLS handshake failed.
-    #[error("TLS failed: {0}")]
     Tls(String),
     /// A time limit expired.
-    #[error("timeout: {0}")]
     Timeout(String),
     /// The peer broke HTTP.
-    #[error("protocol error: {0}")]
     Protocol(String),
     /// The response could not be parsed.
-    #[error("malformed response: {0}")]
     Malformed(String),
     /// The connection was reset or closed before the response was complete.
-    #[error("connection reset: {0}")]
     Reset(String),
-    /// The body exceeded the cap.
-    #[error("response body larger than the {0}-byte cap")]
+    /// The body exceeded the cap, in bytes.
     TooLarge(u64),
     /// A per-run limit was hit.
-    #[error("limit reached: {0}")]
     Limit(String),
 }
 
 impl HttpError {
-    /// The variant's name, as in the WIT and the result record.
-    pub fn kind(&self) -> &'static str {
+    /// The WIT case, whose name the record and every output use.
+    pub fn kind(&self) -> HttpErrorKind {
         match self {
-            HttpError::Denied(_) => "denied",
-            HttpError::InvalidRequest(_) => "invalid-request",
-            HttpError::Resolve(_) => "resolve",
-            HttpError::Connect(_) => "connect",
-            HttpError::Tls(_) => "tls",
-            HttpError::Timeout(_) => "timeout",
-            HttpError::Protocol(_) => "protocol",
-            HttpError::Malformed(_) => "malformed",
-            HttpError::Reset(_) => "reset",
-            HttpError::TooLarge(_) => "too-large",
-            HttpError::Limit(_) => "limit",
+            HttpError::Denied(_) => HttpErrorKind::Denied,
+            HttpError::InvalidRequest(_) => HttpErrorKind::InvalidRequest,
+            HttpError::Resolve(_) => HttpErrorKind::Resolve,
+            HttpError::Connect(_) => HttpErrorKind::Connect,
+            HttpError::Tls(_) => HttpErrorKind::Tls,
+            HttpError::Timeout(_) => HttpErrorKind::Timeout,
+            HttpError::Protocol(_) => HttpErrorKind::Protocol,
+            HttpError::Malformed(_) => HttpErrorKind::Malformed,
+            HttpError::Reset(_) => HttpErrorKind::Reset,
+            HttpError::TooLarge(_) => HttpErrorKind::TooLarge,
+            HttpError::Limit(_) => HttpErrorKind::Limit,
         }
     }
 
@@ -138,10 +128,18 @@ impl HttpError {
             | HttpError::Malformed(m)
             | HttpError::Reset(m)
             | HttpError::Limit(m) => m.clone(),
-            HttpError::TooLarge(_) => self.to_string(),
+            HttpError::TooLarge(cap) => format!("the body is larger than the {cap}-byte cap"),
         }
     }
 }
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind().prefix(), self.detail())
+    }
+}
+
+impl std::error::Error for HttpError {}
 
 /// What one `send` did, success or not: what the record needs.
 #[derive(Debug)]

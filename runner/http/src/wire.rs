@@ -250,7 +250,7 @@ mod tests {
     fn bad_urls_are_invalid_requests() {
         for bad in ["/relative", "ftp://x/", "not a url", "http://"] {
             let e = parse_url(bad).err().expect(bad);
-            assert_eq!(e.kind(), "invalid-request", "{bad}: {e}");
+            assert_eq!(e.kind(), crate::HttpErrorKind::InvalidRequest, "{bad}: {e}");
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::collect::{Budget, Collector};
+use crate::collect::{Budget, Collector, Scratch, When};
 use crate::workers::{Workers, WorkersError};
 use crate::*;
 
@@ -42,10 +42,7 @@ pub async fn run(
     let budget_limit = plan.iterations.map(|n| plan.shard.share(n));
     let shared = Arc::new(Shared {
         target,
-        collector: Collector {
-            steps: Mutex::new(Vec::new()),
-            runtimes: workers.handles().to_vec(),
-        },
+        collector: Collector::new(workers.handles().to_vec()),
         budget: Budget::new(budget_limit),
     });
     let interrupted = AtomicBool::new(false);
@@ -63,7 +60,7 @@ pub async fn run(
             for (i, &total_users) in users.iter().enumerate() {
                 let users = u32::try_from(plan.shard.share(u64::from(total_users))).unwrap_or(0);
                 let start = Instant::now();
-                shared.budget.reset();
+                shared.budget.reset(i);
                 shared.collector.begin(
                     blank_step(i, Some(users), None, plan.warmup),
                     start,
@@ -121,7 +118,7 @@ pub async fn run(
             for (i, &total_rate) in rates.iter().enumerate() {
                 let rate = total_rate / f64::from(plan.shard.count);
                 let start = Instant::now();
-                shared.budget.reset();
+                shared.budget.reset(i);
                 shared.collector.begin(
                     blank_step(i, None, Some(rate), plan.warmup),
                     start,
@@ -228,9 +225,7 @@ fn blank_step(index: usize, users: Option<u32>, rate: Option<f64>, warmup: Durat
 }
 
 fn mark_cut(shared: &Shared, step: usize) {
-    if let Some(a) = shared.collector.lock().get_mut(step) {
-        a.result.cut_short = true;
-    }
+    shared.collector.cut_short(step);
 }
 
 /// Waits for the closed step to end (its time, or its iteration budget
@@ -264,7 +259,7 @@ async fn wait_step(
 /// One thread's part of the open model: its in-flight limit and its idle users.
 struct Lane {
     slots: Arc<Semaphore>,
-    idle: Mutex<Vec<VirtualUser>>,
+    idle: Mutex<Vec<(VirtualUser, Scratch)>>,
 }
 
 /// An open step's arrivals: the k-th is due at `start + k × interval`, and
@@ -296,14 +291,14 @@ async fn arrive(w: usize, tt: Timetable, lane: Arc<Lane>, shared: Arc<Shared>) -
         let permit = match lane.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                shared.collector.waited(tt.step);
+                shared.collector.waited(w, tt.step);
                 match lane.slots.clone().acquire_owned().await {
                     Ok(p) => p,
                     Err(_) => break,
                 }
             }
         };
-        if !shared.budget.take() {
+        if !shared.budget.take(tt.step) {
             break;
         }
         let ready = Instant::now();
@@ -311,18 +306,27 @@ async fn arrive(w: usize, tt: Timetable, lane: Arc<Lane>, shared: Arc<Shared>) -
         let lane = lane.clone();
         tasks.spawn(async move {
             let popped = lane.idle.lock().ok().and_then(|mut p| p.pop());
-            let mut user = popped.unwrap_or_else(|| VirtualUser::new(tt.mode));
+            let (mut user, mut scratch) =
+                popped.unwrap_or_else(|| (VirtualUser::new(tt.mode), Scratch::default()));
             let started = Instant::now();
             let t = &shared.target;
-            let rec = user.run(&t.runtime, &t.journey, &t.opts).await;
+            let verdict = user
+                .run(&t.runtime, &t.journey, &t.opts, &mut scratch)
+                .await;
             let ended = Instant::now();
-            if let Ok(mut p) = lane.idle.lock() {
-                p.push(user);
-            }
+            let when = When {
+                ready: Some(ready),
+                intended,
+                started,
+                ended,
+            };
             shared
                 .collector
-                .record(tt.step, Some(ready), intended, started, ended, &rec);
-            shared.budget.finished();
+                .record(w, tt.step, when, &verdict, &mut scratch);
+            if let Ok(mut p) = lane.idle.lock() {
+                p.push((user, scratch));
+            }
+            shared.budget.finished(tt.step);
             drop(permit);
         });
         k = k.saturating_add(tt.lanes as u64);
@@ -340,6 +344,7 @@ async fn closed_user(
     mut ctl: watch::Receiver<Ctl>,
 ) {
     let mut user = VirtualUser::new(mode);
+    let mut scratch = Scratch::default();
     // When this user's previous iteration ended: it was ready from then.
     let mut ready: Option<Instant> = None;
     loop {
@@ -347,7 +352,7 @@ async fn closed_user(
         if now.stop {
             return;
         }
-        if id >= now.users || !shared.budget.take() {
+        if id >= now.users || !shared.budget.take(now.step) {
             // Not wanted in this step, or its budget is spent: wait for the next.
             ready = None;
             if ctl.changed().await.is_err() {
@@ -357,13 +362,21 @@ async fn closed_user(
         }
         let t = &shared.target;
         let started = Instant::now();
-        let rec = user.run(&t.runtime, &t.journey, &t.opts).await;
+        let verdict = user
+            .run(&t.runtime, &t.journey, &t.opts, &mut scratch)
+            .await;
         let ended = Instant::now();
+        let when = When {
+            ready,
+            intended: started,
+            started,
+            ended,
+        };
         shared
             .collector
-            .record(now.step, ready, started, started, ended, &rec);
+            .record(id as usize, now.step, when, &verdict, &mut scratch);
         ready = Some(ended);
-        shared.budget.finished();
+        shared.budget.finished(now.step);
         // A journey that never waits (no request, no sleep) would otherwise
         // hold its worker forever, and the timers ending the step would fire late.
         tokio::task::consume_budget().await;

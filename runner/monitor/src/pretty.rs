@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use waymark_record::serde_time::as_millis as ms;
 use waymark_record::{Level, RequestRecord, RunRecord, Status};
 
 /// Width of the time axis, in columns.
@@ -61,7 +62,7 @@ pub fn render(rec: &RunRecord, color: bool) -> String {
         p.mark(rec.status == Status::Pass),
         p.status(rec.status),
         p.code("1", &rec.journey),
-        rec.duration_ms,
+        ms(rec.duration),
         p.dim(&format!(
             "run {} · {} · attempt {}",
             rec.run_id, rec.location, rec.attempt
@@ -80,7 +81,7 @@ pub fn render(rec: &RunRecord, color: bool) -> String {
             )
         );
     }
-    let axis = rec.duration_ms.max(0.001);
+    let axis = ms(rec.duration).max(0.001);
     for step in &rec.steps {
         let _ = writeln!(
             out,
@@ -91,7 +92,7 @@ pub fn render(rec: &RunRecord, color: bool) -> String {
                 Status::Fail => p.mark(false),
                 other => p.status(other),
             },
-            p.dim(&format!("{:.1} ms", step.duration_ms)),
+            p.dim(&format!("{:.1} ms", ms(step.duration))),
         );
         for req in &step.requests {
             render_request(&mut out, &p, req, axis);
@@ -118,10 +119,7 @@ pub fn render(rec: &RunRecord, color: bool) -> String {
         }
     }
     if let Some(e) = &rec.error {
-        let kind = serde_json::to_value(&e.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let kind = e.kind.as_str();
         let _ = writeln!(
             out,
             "  {} {}",
@@ -160,13 +158,15 @@ fn plural(n: usize, what: &str) -> String {
 }
 
 fn render_request(out: &mut String, p: &Paint, req: &RequestRecord, axis: f64) {
-    let t = &req.timings_ms;
+    let t = &req.timings;
+    let total = ms(t.total);
+    let start = ms(req.start);
     let head = match (&req.status, &req.error) {
         (Some(status), _) => {
             let code = if *status < 400 { "32" } else { "31" };
             p.code(code, &status.to_string())
         }
-        (None, Some(e)) => p.code("31", &e.kind),
+        (None, Some(e)) => p.code("31", e.kind.as_str()),
         (None, None) => "-".into(),
     };
     let conn = if req.reused_connection {
@@ -181,7 +181,7 @@ fn render_request(out: &mut String, p: &Paint, req: &RequestRecord, axis: f64) {
         "      {} {}  {head}  {:.1} ms  {}",
         req.method,
         req.url,
-        t.total,
+        total,
         p.dim(
             &[req.http_version.as_deref().unwrap_or(""), conn]
                 .iter()
@@ -191,19 +191,19 @@ fn render_request(out: &mut String, p: &Paint, req: &RequestRecord, axis: f64) {
                 .join(" · ")
         ),
     );
-    let phases = [t.resolve, t.connect, t.tls, t.processing, t.transfer];
+    let phases = [t.resolve, t.connect, t.tls, t.processing, t.transfer].map(ms);
     let scale = BAR_WIDTH as f64 / axis;
     let mut bar = String::new();
-    let offset = ((req.start_ms * scale).round() as usize).min(BAR_WIDTH - 1);
+    let offset = ((start * scale).round() as usize).min(BAR_WIDTH - 1);
     bar.push_str(&" ".repeat(offset));
     let mut used = offset;
     if req.error.is_some() {
-        let width = ((t.total * scale).round() as usize).clamp(1, BAR_WIDTH - used);
+        let width = ((total * scale).round() as usize).clamp(1, BAR_WIDTH - used);
         bar.push_str(&p.code("31", &"╳".repeat(width)));
         used += width;
     } else {
         // Cumulative rounding keeps the bar's end where the request ended.
-        let mut acc = req.start_ms;
+        let mut acc = start;
         for (i, d) in phases.iter().enumerate() {
             let end = ((acc + d) * scale).round() as usize;
             let width = end.saturating_sub(used).min(BAR_WIDTH - used);
@@ -239,9 +239,11 @@ fn render_request(out: &mut String, p: &Paint, req: &RequestRecord, axis: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use waymark_record::*;
 
     fn request(start: f64, total: f64, reused: bool) -> RequestRecord {
+        let d = |ms: f64| Duration::from_secs_f64(ms / 1000.0);
         RequestRecord {
             method: "GET".into(),
             url: "http://127.0.0.1:1/pairs".into(),
@@ -249,14 +251,14 @@ mod tests {
             http_version: Some("HTTP/1.1".into()),
             remote_addr: None,
             reused_connection: reused,
-            start_ms: start,
-            timings_ms: PhaseTimings {
-                resolve: 0.0,
-                connect: if reused { 0.0 } else { total / 4.0 },
-                tls: 0.0,
-                processing: total / 2.0,
-                transfer: if reused { total / 2.0 } else { total / 4.0 },
-                total,
+            start: d(start),
+            timings: PhaseTimings {
+                resolve: Duration::ZERO,
+                connect: d(if reused { 0.0 } else { total / 4.0 }),
+                tls: Duration::ZERO,
+                processing: d(total / 2.0),
+                transfer: d(if reused { total / 2.0 } else { total / 4.0 }),
+                total: d(total),
             },
             bytes_received: 10,
             bytes_decoded: 10,
@@ -274,8 +276,8 @@ mod tests {
             run_id: "01".into(),
             location: "local".into(),
             attempt: 1,
-            started_at: "t".into(),
-            duration_ms: 100.0,
+            started_at: std::time::SystemTime::UNIX_EPOCH,
+            duration: Duration::from_millis(100),
             status: Status::Fail,
             error: Some(RunError {
                 kind: ErrorKind::Check,
@@ -284,8 +286,8 @@ mod tests {
             steps: vec![StepRecord {
                 name: "list pairs".into(),
                 status: Status::Fail,
-                start_ms: 0.0,
-                duration_ms: 100.0,
+                start: Duration::ZERO,
+                duration: Duration::from_millis(100),
                 checks: vec![
                     CheckRecord {
                         name: "a".into(),

@@ -204,9 +204,7 @@ impl Store {
                 .map_err(err)?;
             for e in entries {
                 let r = &e.record;
-                let started = humantime::parse_rfc3339(&r.started_at)
-                    .map(millis)
-                    .unwrap_or_else(|_| millis(SystemTime::now()));
+                let started = millis(r.started_at);
                 let json = serde_json::to_string(r).map_err(|source| StoreError::Record {
                     path: path.clone(),
                     source,
@@ -218,7 +216,7 @@ impl Store {
                     r.location,
                     started,
                     e.scheduled_at.map(millis),
-                    r.duration_ms,
+                    waymark_record::serde_time::as_millis(r.duration),
                     r.status.as_str(),
                     e.final_attempt,
                     r.error.as_ref().map(|e| e.kind.as_str()),

@@ -1,6 +1,13 @@
 //! The result record: one per run, what every sink gets.
+//!
+//! Inside it is typed (`Duration`, `SystemTime`, enums); only its JSON form
+//! writes milliseconds as numbers and instants as RFC 3339, as it always has.
+
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+
+pub mod serde_time;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,10 +99,12 @@ pub struct RunRecord {
     pub location: String,
     /// 1 for the first try, 2 for the first retry, ...
     pub attempt: u32,
-    /// RFC 3339, UTC, milliseconds.
-    pub started_at: String,
-    /// Wall time of the whole run.
-    pub duration_ms: f64,
+    /// When the run started (RFC 3339, UTC, milliseconds in JSON).
+    #[serde(with = "serde_time::rfc3339_millis")]
+    pub started_at: SystemTime,
+    /// Wall time of the whole run (`duration_ms` in JSON).
+    #[serde(rename = "duration_ms", with = "serde_time::millis")]
+    pub duration: Duration,
     /// Outcome.
     pub status: Status,
     /// Why it did not pass.
@@ -113,10 +122,13 @@ pub struct StepRecord {
     pub name: String,
     /// `pass`, `fail` (a check or a request failed) or `error` (the run stopped inside it).
     pub status: Status,
-    /// Offset of the step's start from the run's start (used by waterfalls).
-    pub start_ms: f64,
-    /// Step wall time.
-    pub duration_ms: f64,
+    /// Offset of the step's start from the run's start (used by waterfalls;
+    /// `start_ms` in JSON).
+    #[serde(rename = "start_ms", with = "serde_time::millis")]
+    pub start: Duration,
+    /// Step wall time (`duration_ms` in JSON).
+    #[serde(rename = "duration_ms", with = "serde_time::millis")]
+    pub duration: Duration,
     /// Checks in order.
     pub checks: Vec<CheckRecord>,
     /// Requests in order.
@@ -145,21 +157,27 @@ pub const PHASE_NAMES: [&str; 6] = [
     "total",
 ];
 
-/// Phase durations in milliseconds.
+/// Phase durations (milliseconds in JSON).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseTimings {
     /// start → address resolved.
-    pub resolve: f64,
+    #[serde(with = "serde_time::millis")]
+    pub resolve: Duration,
     /// resolved → TCP established.
-    pub connect: f64,
+    #[serde(with = "serde_time::millis")]
+    pub connect: Duration,
     /// TCP established → TLS done.
-    pub tls: f64,
+    #[serde(with = "serde_time::millis")]
+    pub tls: Duration,
     /// ready → first response byte.
-    pub processing: f64,
+    #[serde(with = "serde_time::millis")]
+    pub processing: Duration,
     /// first → last body byte.
-    pub transfer: f64,
+    #[serde(with = "serde_time::millis")]
+    pub transfer: Duration,
     /// start → last body byte.
-    pub total: f64,
+    #[serde(with = "serde_time::millis")]
+    pub total: Duration,
 }
 
 impl PhaseTimings {
@@ -167,7 +185,7 @@ impl PhaseTimings {
     pub const PHASES: [&'static str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
 
     /// Each phase and `total` with its name, as metrics and reports label them.
-    pub fn named(&self) -> [(&'static str, f64); 6] {
+    pub fn named(&self) -> [(&'static str, Duration); 6] {
         [
             ("resolve", self.resolve),
             ("connect", self.connect),
@@ -186,17 +204,105 @@ pub struct TlsRecord {
     pub version: String,
     /// Cipher suite.
     pub cipher: String,
-    /// Leaf certificate's notAfter, RFC 3339.
-    pub cert_not_after: Option<String>,
+    /// Leaf certificate's notAfter (RFC 3339 in JSON).
+    #[serde(with = "serde_time::rfc3339_seconds_opt")]
+    pub cert_not_after: Option<SystemTime>,
     /// False when the run was told not to verify certificates (`--insecure`).
     pub verified: bool,
+}
+
+/// The cases of the WIT's `http-error`, as the record names them. The
+/// host's errors, the wasi:http error codes and every output take their
+/// names from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpErrorKind {
+    /// The allow-list refused the host.
+    Denied,
+    /// Bad URL, method or header.
+    InvalidRequest,
+    /// Name resolution failed.
+    Resolve,
+    /// TCP connect failed.
+    Connect,
+    /// TLS handshake failed.
+    Tls,
+    /// A time limit expired.
+    Timeout,
+    /// The peer broke HTTP.
+    Protocol,
+    /// The response could not be parsed.
+    Malformed,
+    /// The connection was reset or closed before the response was complete.
+    Reset,
+    /// The body exceeded the cap.
+    TooLarge,
+    /// A per-run limit was hit.
+    Limit,
+}
+
+impl HttpErrorKind {
+    /// Every case, in the WIT's order.
+    pub const ALL: [HttpErrorKind; 11] = [
+        HttpErrorKind::Denied,
+        HttpErrorKind::InvalidRequest,
+        HttpErrorKind::Resolve,
+        HttpErrorKind::Connect,
+        HttpErrorKind::Tls,
+        HttpErrorKind::Timeout,
+        HttpErrorKind::Protocol,
+        HttpErrorKind::Malformed,
+        HttpErrorKind::Reset,
+        HttpErrorKind::TooLarge,
+        HttpErrorKind::Limit,
+    ];
+
+    /// The case's name, as in the WIT and the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpErrorKind::Denied => "denied",
+            HttpErrorKind::InvalidRequest => "invalid-request",
+            HttpErrorKind::Resolve => "resolve",
+            HttpErrorKind::Connect => "connect",
+            HttpErrorKind::Tls => "tls",
+            HttpErrorKind::Timeout => "timeout",
+            HttpErrorKind::Protocol => "protocol",
+            HttpErrorKind::Malformed => "malformed",
+            HttpErrorKind::Reset => "reset",
+            HttpErrorKind::TooLarge => "too-large",
+            HttpErrorKind::Limit => "limit",
+        }
+    }
+
+    /// How a message of this kind starts when it stands alone.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            HttpErrorKind::Denied => "denied",
+            HttpErrorKind::InvalidRequest => "invalid request",
+            HttpErrorKind::Resolve => "resolve failed",
+            HttpErrorKind::Connect => "connect failed",
+            HttpErrorKind::Tls => "TLS failed",
+            HttpErrorKind::Timeout => "timeout",
+            HttpErrorKind::Protocol => "protocol error",
+            HttpErrorKind::Malformed => "malformed response",
+            HttpErrorKind::Reset => "connection reset",
+            HttpErrorKind::TooLarge => "response too large",
+            HttpErrorKind::Limit => "limit reached",
+        }
+    }
+}
+
+impl std::fmt::Display for HttpErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A request's error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestError {
     /// The `http-error` case: denied, resolve, connect, tls, timeout, ...
-    pub kind: String,
+    pub kind: HttpErrorKind,
     /// In plain words.
     pub message: String,
 }
@@ -216,10 +322,13 @@ pub struct RequestRecord {
     pub remote_addr: Option<String>,
     /// A kept-alive connection was used (resolve/connect/tls are then 0).
     pub reused_connection: bool,
-    /// Offset of the request's start from the run's start (extension; for waterfalls).
-    pub start_ms: f64,
-    /// Phase durations; on error only `total` is set.
-    pub timings_ms: PhaseTimings,
+    /// Offset of the request's start from the run's start (extension; for
+    /// waterfalls; `start_ms` in JSON).
+    #[serde(rename = "start_ms", with = "serde_time::millis")]
+    pub start: Duration,
+    /// Phase durations (`timings_ms` in JSON); on error only `total` is set.
+    #[serde(rename = "timings_ms")]
+    pub timings: PhaseTimings,
     /// Body bytes received on the wire (compressed, if it was).
     pub bytes_received: u64,
     /// Body bytes after decoding (equal to `bytes_received` when not compressed).
@@ -257,6 +366,15 @@ pub struct LogRecord {
     pub message: String,
 }
 
+/// Replaces every occurrence of each (non-empty) secret in `text` with `***`.
+pub fn redact_text(text: &mut String, secrets: &[&str]) {
+    for secret in secrets {
+        if !secret.is_empty() && text.contains(secret) {
+            *text = text.replace(secret, "***");
+        }
+    }
+}
+
 impl RunRecord {
     /// Replace every occurrence of each secret with `***` in every text of
     /// the record, so no sink ever sees one.
@@ -269,13 +387,7 @@ impl RunRecord {
         if secrets.is_empty() {
             return;
         }
-        let r = |s: &mut String| {
-            for secret in &secrets {
-                if s.contains(secret) {
-                    *s = s.replace(secret, "***");
-                }
-            }
-        };
+        let r = |s: &mut String| redact_text(s, &secrets);
         if let Some(e) = &mut self.error {
             r(&mut e.message);
         }
@@ -324,8 +436,8 @@ mod tests {
             run_id: "r".into(),
             location: "l".into(),
             attempt: 1,
-            started_at: "t".into(),
-            duration_ms: 1.0,
+            started_at: SystemTime::UNIX_EPOCH,
+            duration: Duration::from_millis(1),
             status: Status::Fail,
             error: Some(RunError {
                 kind: ErrorKind::Journey,
@@ -334,8 +446,8 @@ mod tests {
             steps: vec![StepRecord {
                 name: "step s3cret".into(),
                 status: Status::Fail,
-                start_ms: 0.0,
-                duration_ms: 1.0,
+                start: Duration::ZERO,
+                duration: Duration::from_millis(1),
                 checks: vec![CheckRecord {
                     name: "c s3cret".into(),
                     passed: false,
@@ -348,15 +460,15 @@ mod tests {
                     http_version: None,
                     remote_addr: None,
                     reused_connection: false,
-                    start_ms: 0.0,
-                    timings_ms: PhaseTimings::default(),
+                    start: Duration::ZERO,
+                    timings: PhaseTimings::default(),
                     bytes_received: 0,
                     bytes_decoded: 0,
                     tls: None,
                     trace_id: None,
                     span_id: None,
                     error: Some(RequestError {
-                        kind: "connect".into(),
+                        kind: HttpErrorKind::Connect,
                         message: "s3cret".into(),
                     }),
                 }],
@@ -366,6 +478,17 @@ mod tests {
                 message: "token s3cret".into(),
             }],
         };
+        let json = serde_json::to_value(&rec).expect("serializes");
+        // The JSON form every sink and stored history has used since 0.1.
+        assert_eq!(json["started_at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(json["duration_ms"], 1.0);
+        assert_eq!(json["steps"][0]["start_ms"], 0.0);
+        assert_eq!(json["steps"][0]["duration_ms"], 1.0);
+        let q = &json["steps"][0]["requests"][0];
+        assert_eq!(q["timings_ms"]["total"], 0.0);
+        assert_eq!(q["error"]["kind"], "connect");
+        let back: RunRecord = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, rec);
         rec.redact(&["s3cret".into(), String::new()]);
         let json = serde_json::to_string(&rec).expect("serializes");
         assert!(!json.contains("s3cret"), "{json}");

@@ -13,8 +13,12 @@ use crate::clock::Clock;
 
 mod listen;
 mod prepare;
+mod run;
+mod schedule;
 use listen::listen;
 pub use prepare::{Plan, Prepared, check, prepare, prepare_partial};
+use run::dispatch;
+use schedule::{Slot, arrange, publish, schedule_loop};
 
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -41,8 +45,7 @@ pub struct JourneyState {
 #[derive(Clone, Serialize)]
 struct LastRun {
     status: Status,
-    started_at: String,
-    duration_ms: f64,
+    started_at: SystemTime,
     attempts: u32,
 }
 
@@ -70,10 +73,12 @@ pub struct JourneyStatus {
     pub missed_ticks: u64,
     /// Last finished run's status.
     pub last_status: Option<Status>,
-    /// Its start (RFC 3339).
-    pub last_started_at: Option<String>,
-    /// Next due time (RFC 3339).
-    pub next_due: Option<String>,
+    /// Its start (RFC 3339 in JSON).
+    #[serde(with = "waymark_record::serde_time::rfc3339_millis_opt")]
+    pub last_started_at: Option<SystemTime>,
+    /// Next due time (RFC 3339 in JSON).
+    #[serde(with = "waymark_record::serde_time::rfc3339_millis_opt")]
+    pub next_due: Option<SystemTime>,
 }
 
 struct Outputs {
@@ -132,8 +137,8 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn rfc3339_ms(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+fn from_unix_ms(ms: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
 /// A service could not start.
@@ -349,161 +354,10 @@ fn status(shared: &Shared) -> Vec<JourneyStatus> {
                 missed_ticks: s.missed_ticks.load(Ordering::Relaxed),
                 last_status: last.as_ref().map(|l| l.status),
                 last_started_at: last.map(|l| l.started_at),
-                next_due: (next > 0).then(|| rfc3339_ms(next)),
+                next_due: (next > 0).then(|| from_unix_ms(next)).flatten(),
             }
         })
         .collect()
-}
-
-/// One heap entry: when, which slot, and the tick it stands for (the due
-/// time before jitter).
-type Due = Reverse<(SystemTime, usize, SystemTime)>;
-
-struct Slot {
-    prepared: Arc<Prepared>,
-    state: Arc<JourneyState>,
-}
-
-fn jittered(tick: SystemTime, jitter: Duration) -> SystemTime {
-    if jitter.is_zero() {
-        return tick;
-    }
-    tick + jitter.mul_f64(rand::random::<f64>())
-}
-
-/// Builds the slots and the heap for `plan`, keeping each journey's state
-/// (by name) and, when its schedule did not change, its next tick.
-fn arrange(
-    plan: &Plan,
-    old_slots: &[Slot],
-    old_ticks: &HashMap<String, SystemTime>,
-    now: SystemTime,
-) -> (Vec<Slot>, BinaryHeap<Due>) {
-    let by_name: HashMap<&str, &Slot> = old_slots
-        .iter()
-        .map(|s| (s.prepared.config.name.as_str(), s))
-        .collect();
-    let mut slots = Vec::with_capacity(plan.journeys.len());
-    let mut heap = BinaryHeap::with_capacity(plan.journeys.len());
-    for p in &plan.journeys {
-        let name = p.config.name.as_str();
-        let old = by_name.get(name);
-        let state = old.map_or_else(|| Arc::new(JourneyState::default()), |s| s.state.clone());
-        let kept = old
-            .filter(|s| s.prepared.config.schedule == p.config.schedule)
-            .and_then(|_| old_ticks.get(name).copied());
-        let tick = kept.or_else(|| p.config.schedule.next_after(now, name));
-        if let Some(tick) = tick {
-            state.next_due_ms.store(
-                tick.duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
-                Ordering::Relaxed,
-            );
-            heap.push(Reverse((
-                jittered(tick, p.config.jitter),
-                slots.len(),
-                tick,
-            )));
-        }
-        slots.push(Slot {
-            prepared: p.clone(),
-            state,
-        });
-    }
-    (slots, heap)
-}
-
-fn publish(shared: &Shared, slots: &[Slot]) {
-    if let Ok(mut s) = shared.states.lock() {
-        *s = slots
-            .iter()
-            .map(|s| (s.prepared.clone(), s.state.clone()))
-            .collect();
-    }
-}
-
-/// The scheduler: one task, a heap of due times. It wakes at least every
-/// second so `/healthz` can tell it is alive.
-async fn schedule_loop(
-    shared: Arc<Shared>,
-    mut plan: Plan,
-    mut slots: Vec<Slot>,
-    mut heap: BinaryHeap<Due>,
-    mut control: mpsc::Receiver<Control>,
-) {
-    loop {
-        let now = shared.clock.now();
-        shared.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-        while let Some(Reverse((at, idx, tick))) = heap.peek().copied() {
-            if at > now {
-                break;
-            }
-            heap.pop();
-            let slot = &slots[idx];
-            dispatch(&shared, slot, at);
-            // The next tick after now, not after the last one: ticks missed
-            // while the process was paused are counted, not replayed.
-            let name = slot.prepared.config.name.as_str();
-            let schedule = &slot.prepared.config.schedule;
-            let mut next = schedule.next_after(tick, name);
-            let mut missed = 0u64;
-            while let Some(n) = next
-                && n <= now
-            {
-                missed += 1;
-                if missed > 1_000 {
-                    next = schedule.next_after(now, name);
-                    break;
-                }
-                next = schedule.next_after(n, name);
-            }
-            if missed > 0 {
-                slot.state.missed_ticks.fetch_add(missed, Ordering::Relaxed);
-                tracing::warn!(
-                    journey = name,
-                    missed,
-                    "ticks passed without a run (the process was paused or overloaded); not replayed"
-                );
-            }
-            if let Some(n) = next {
-                slot.state.next_due_ms.store(
-                    n.duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
-                    Ordering::Relaxed,
-                );
-                heap.push(Reverse((jittered(n, slot.prepared.config.jitter), idx, n)));
-            }
-        }
-        let next = heap.peek().map(|Reverse((at, _, _))| *at);
-        tokio::select! {
-            _ = async {
-                match next {
-                    Some(at) => shared.clock.sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-            // The heartbeat goes on whatever the clock does.
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            msg = control.recv() => match msg {
-                Some(Control::Reload(new_plan, done)) => {
-                    let ticks: HashMap<String, SystemTime> = heap
-                        .iter()
-                        .map(|Reverse((_, idx, tick))| (slots[*idx].prepared.config.name.clone(), *tick))
-                        .collect();
-                    let new_plan = *new_plan;
-                    apply_runner(&shared, &plan, &new_plan);
-                    let (s, h) = arrange(&new_plan, &slots, &ticks, shared.clock.now());
-                    slots = s;
-                    heap = h;
-                    publish(&shared, &slots);
-                    plan = new_plan;
-                    tracing::debug!(journeys = slots.len(), "scheduler swapped in the new config");
-                    let _ = done.send(());
-                }
-                Some(Control::Stop) | None => break,
-            }
-        }
-    }
 }
 
 /// Settings of `[runner]` that take effect on reload.
@@ -529,123 +383,5 @@ fn apply_runner(shared: &Shared, old: &Plan, new: &Plan) {
         tracing::warn!(
             "changes to [runner] listen, [[sink]] and [store] take effect at the next restart"
         );
-    }
-}
-
-/// Holds the in-flight count up while a run task lives, even if it panics.
-struct InFlight(Arc<Shared>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-fn dispatch(shared: &Arc<Shared>, slot: &Slot, due: SystemTime) {
-    let state = slot.state.clone();
-    state.due.fetch_add(1, Ordering::Relaxed);
-    if state.running.swap(true, Ordering::SeqCst) {
-        let n = state.skipped_overlap.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::warn!(
-            journey = %slot.prepared.config.name,
-            skipped = n,
-            "the previous run is still going; this tick is skipped"
-        );
-        return;
-    }
-    shared.in_flight.fetch_add(1, Ordering::SeqCst);
-    let guard = InFlight(shared.clone());
-    let prepared = slot.prepared.clone();
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let _guard = guard;
-        run_scheduled(&shared, &prepared, &state, due).await;
-        state.running.store(false, Ordering::SeqCst);
-    });
-}
-
-async fn run_scheduled(shared: &Shared, p: &Prepared, state: &JourneyState, due: SystemTime) {
-    let Ok(_permit) = shared.semaphore.acquire().await else {
-        return;
-    };
-    let lag = shared.clock.now().duration_since(due).unwrap_or_default();
-    let mut opts = p.opts.clone();
-    if let Ok(l) = shared.location.lock() {
-        opts.location.clone_from(&l);
-    }
-    opts.run_id = Some(ulid::Ulid::new().to_string());
-    let attempts = 1 + p.config.retries;
-    let mut first_started = None;
-    for attempt in 1..=attempts {
-        opts.attempt = attempt;
-        let rec = shared.runtime.run(&p.loaded, &opts).await;
-        state.attempts.fetch_add(1, Ordering::Relaxed);
-        first_started.get_or_insert_with(|| rec.started_at.clone());
-        let done = rec.status == Status::Pass
-            || attempt == attempts
-            || shared.stopping.load(Ordering::SeqCst);
-        tracing::info!(
-            journey = %rec.journey,
-            run_id = %rec.run_id,
-            attempt,
-            status = rec.status.as_str(),
-            duration_ms = rec.duration_ms,
-            lag_ms = (lag.as_secs_f64() * 1e6).round() / 1e3,
-            error = rec.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
-            "{}",
-            if done { "run finished" } else { "attempt failed; retrying" }
-        );
-        if done {
-            state.runs.fetch_add(1, Ordering::Relaxed);
-            if rec.status != Status::Pass {
-                state.failures.fetch_add(1, Ordering::Relaxed);
-            }
-            if let Ok(mut last) = state.last.lock() {
-                *last = Some(LastRun {
-                    status: rec.status,
-                    started_at: first_started.clone().unwrap_or_default(),
-                    duration_ms: rec.duration_ms,
-                    attempts: attempt,
-                });
-            }
-        }
-        deliver(shared, rec, done, due).await;
-        if done {
-            break;
-        }
-        tokio::time::sleep(p.config.retry_delay).await;
-    }
-}
-
-async fn deliver(shared: &Shared, rec: RunRecord, final_attempt: bool, due: SystemTime) {
-    let rec = Arc::new(Delivery {
-        record: rec,
-        final_attempt,
-    });
-    if let Ok(sinks) = shared.outputs.sinks.read() {
-        for s in sinks.iter() {
-            s.send(rec.clone());
-        }
-    }
-    if let Some(tx) = &shared.outputs.store {
-        let entry = store::Entry {
-            record: rec.record.clone(),
-            final_attempt,
-            scheduled_at: Some(due),
-        };
-        match tx.try_send(Some(entry)) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(e)) => {
-                // The writer is behind: wait for room off the async threads
-                // rather than lose the record.
-                let tx = tx.clone();
-                let _ = tokio::task::spawn_blocking(move || tx.send(e).is_ok()).await;
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                tracing::error!(run_id = %rec.record.run_id, "the history writer has stopped; run not stored");
-            }
-        }
     }
 }

@@ -88,7 +88,7 @@ impl Alertmanager {
         let mut a = json!({
             "labels": labels,
             "annotations": annotations,
-            "startsAt": r.started_at,
+            "startsAt": humantime::format_rfc3339_millis(r.started_at).to_string(),
             "endsAt": self.ends_at(),
         });
         if let Some(l) = link {

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -28,6 +28,7 @@ use super::{Deliver, DeliverError, Delivery};
 mod config;
 pub(crate) use config::read;
 pub use config::*;
+use waymark_record::serde_time::as_millis as ms;
 use waymark_record::{RunRecord, Status as RunStatus};
 
 pub struct Otlp {
@@ -76,8 +77,8 @@ fn hex_id(h: Option<&str>, n: usize) -> Option<Vec<u8>> {
     (v.len() == n && v.iter().any(|b| *b != 0)).then_some(v)
 }
 
-fn ms_to_ns(ms: f64) -> u64 {
-    (ms.max(0.0) * 1e6) as u64
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn error_status(message: &str) -> Option<Status> {
@@ -89,7 +90,7 @@ fn error_status(message: &str) -> Option<Status> {
 
 /// The spans of one record, all in one trace.
 pub fn spans(r: &RunRecord) -> Vec<Span> {
-    let start = humantime::parse_rfc3339_weak(&r.started_at).map_or(0, nanos);
+    let start = nanos(r.started_at);
     let trace_id = r
         .steps
         .iter()
@@ -103,7 +104,7 @@ pub fn spans(r: &RunRecord) -> Vec<Span> {
         name: r.journey.clone(),
         kind: span::SpanKind::Internal as i32,
         start_time_unix_nano: start,
-        end_time_unix_nano: start + ms_to_ns(r.duration_ms),
+        end_time_unix_nano: start.saturating_add(ns(r.duration)),
         attributes: vec![
             s("waymark.journey", r.journey.clone()),
             s("waymark.run_id", r.run_id.clone()),
@@ -126,7 +127,7 @@ pub fn spans(r: &RunRecord) -> Vec<Span> {
     let mut out = vec![root];
     for step in &r.steps {
         let step_id = random_id(8);
-        let step_start = start + ms_to_ns(step.start_ms);
+        let step_start = start.saturating_add(ns(step.start));
         let mut sp = Span {
             trace_id: trace_id.clone(),
             span_id: step_id.clone(),
@@ -134,7 +135,7 @@ pub fn spans(r: &RunRecord) -> Vec<Span> {
             name: step.name.clone(),
             kind: span::SpanKind::Internal as i32,
             start_time_unix_nano: step_start,
-            end_time_unix_nano: step_start + ms_to_ns(step.duration_ms),
+            end_time_unix_nano: step_start.saturating_add(ns(step.duration)),
             attributes: vec![s("waymark.step.status", step.status.as_str())],
             ..Default::default()
         };
@@ -158,17 +159,17 @@ pub fn spans(r: &RunRecord) -> Vec<Span> {
         }
         out.push(sp);
         for q in &step.requests {
-            let qs = start + ms_to_ns(q.start_ms);
-            let t = &q.timings_ms;
+            let qs = start.saturating_add(ns(q.start));
+            let t = &q.timings;
             let mut attrs = vec![
                 s("http.request.method", q.method.clone()),
                 s("url.full", q.url.clone()),
-                f("waymark.phase.resolve_ms", t.resolve),
-                f("waymark.phase.connect_ms", t.connect),
-                f("waymark.phase.tls_ms", t.tls),
-                f("waymark.phase.processing_ms", t.processing),
-                f("waymark.phase.transfer_ms", t.transfer),
-                f("waymark.phase.total_ms", t.total),
+                f("waymark.phase.resolve_ms", ms(t.resolve)),
+                f("waymark.phase.connect_ms", ms(t.connect)),
+                f("waymark.phase.tls_ms", ms(t.tls)),
+                f("waymark.phase.processing_ms", ms(t.processing)),
+                f("waymark.phase.transfer_ms", ms(t.transfer)),
+                f("waymark.phase.total_ms", ms(t.total)),
                 i("waymark.bytes_received", q.bytes_received as i64),
             ];
             if let Some(code) = q.status {
@@ -181,12 +182,12 @@ pub fn spans(r: &RunRecord) -> Vec<Span> {
                 name: q.method.clone(),
                 kind: span::SpanKind::Client as i32,
                 start_time_unix_nano: qs,
-                end_time_unix_nano: qs + ms_to_ns(t.total),
+                end_time_unix_nano: qs.saturating_add(ns(t.total)),
                 attributes: attrs,
                 ..Default::default()
             };
             if let Some(e) = &q.error {
-                rs.attributes.push(s("error.type", e.kind.clone()));
+                rs.attributes.push(s("error.type", e.kind.as_str()));
                 rs.status = error_status(&e.message);
             }
             out.push(rs);
@@ -295,7 +296,7 @@ impl Deliver for Otlp {
                 name: "waymark.journey.duration".into(),
                 unit: "s".into(),
                 data: Some(metric::Data::Gauge(Gauge {
-                    data_points: vec![point(r.duration_ms / 1000.0, attrs.clone())],
+                    data_points: vec![point(r.duration.as_secs_f64(), attrs.clone())],
                 })),
                 ..Default::default()
             });

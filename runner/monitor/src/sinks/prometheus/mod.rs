@@ -148,7 +148,7 @@ impl Metrics {
         for step in &r.steps {
             for req in &step.requests {
                 if req.error.is_none() {
-                    for (phase, ms) in req.timings_ms.named() {
+                    for (phase, d) in req.timings.named() {
                         self.phases
                             .get_or_create(&PhaseLabels {
                                 journey: r.journey.clone(),
@@ -156,12 +156,11 @@ impl Metrics {
                                 phase: phase.into(),
                                 location: r.location.clone(),
                             })
-                            .observe(ms / 1000.0);
+                            .observe(d.as_secs_f64());
                     }
                 }
                 if let Some(tls) = &req.tls
-                    && let Some(na) = &tls.cert_not_after
-                    && let Ok(t) = humantime::parse_rfc3339_weak(na)
+                    && let Some(t) = tls.cert_not_after
                     && let Ok(host) = url::Url::parse(&req.url)
                 {
                     let secs = t
@@ -187,7 +186,9 @@ impl Metrics {
         self.success
             .get_or_create(&jl)
             .set(i64::from(r.status == Status::Pass));
-        self.duration.get_or_create(&jl).set(r.duration_ms / 1000.0);
+        self.duration
+            .get_or_create(&jl)
+            .set(r.duration.as_secs_f64());
         self.runs
             .get_or_create(&RunLabels {
                 journey: r.journey.clone(),
