@@ -109,6 +109,9 @@ pub enum DeliverError {
     /// A payload could not be compressed.
     #[error("cannot compress: {0}")]
     Compress(#[from] snap::Error),
+    /// The metrics registry could not be read into its typed model.
+    #[error("cannot read the metrics registry")]
+    Metrics,
     /// A thread holding the spool panicked.
     #[error("the spool's lock was poisoned by a panic")]
     Poisoned,

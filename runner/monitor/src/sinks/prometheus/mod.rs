@@ -248,7 +248,10 @@ impl Updater {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let req = remote_write::from_exposition(&self.metrics.encode(), "waymark", now_ms);
+        let families =
+            prometheus_client::encoding::prometheus_protobuf::encode(&self.metrics.registry)
+                .map_err(|_| DeliverError::Metrics)?;
+        let req = remote_write::from_families(&families, "waymark", now_ms);
         if req.timeseries.is_empty() {
             return Ok(());
         }

@@ -2,6 +2,7 @@
 //! pushed as a snappy-compressed protobuf `WriteRequest`, for runners that
 //! cannot be scraped.
 
+use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily;
 use prost::Message;
 
 #[derive(Clone, PartialEq, Message)]
@@ -34,84 +35,103 @@ pub struct Sample {
     pub timestamp: i64,
 }
 
-/// Samples of the exposition text (our own encoder's output), with `job`
-/// added, all stamped `timestamp_ms`. Remote write wants labels sorted by name.
-pub fn from_exposition(text: &str, job: &str, timestamp_ms: i64) -> WriteRequest {
+/// The sink's metric families (prometheus-client's typed model of the
+/// registry) as series, with `job` added, all stamped `timestamp_ms`: a
+/// counter or gauge is one series, a histogram its `_bucket`s, `_sum` and
+/// `_count`, as a scrape would see them. Remote write wants labels sorted
+/// by name.
+pub fn from_families(families: &[MetricFamily], job: &str, timestamp_ms: i64) -> WriteRequest {
     let mut timeseries = Vec::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let Some((series, value)) = parse_line(line) else {
-            continue;
+    let mut push =
+        |name: String, labels: &[(&str, &str)], extra: Option<(&str, String)>, value: f64| {
+            let mut all: Vec<Label> = labels
+                .iter()
+                .map(|(n, v)| Label {
+                    name: (*n).to_string(),
+                    value: (*v).to_string(),
+                })
+                .collect();
+            if let Some((n, v)) = extra {
+                all.push(Label {
+                    name: n.to_string(),
+                    value: v,
+                });
+            }
+            all.push(Label {
+                name: "__name__".into(),
+                value: name,
+            });
+            all.push(Label {
+                name: "job".into(),
+                value: job.into(),
+            });
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            timeseries.push(TimeSeries {
+                labels: all,
+                samples: vec![Sample {
+                    value,
+                    timestamp: timestamp_ms,
+                }],
+            });
         };
-        let (name, mut labels) = series;
-        labels.push(Label {
-            name: "__name__".into(),
-            value: name,
-        });
-        labels.push(Label {
-            name: "job".into(),
-            value: job.into(),
-        });
-        labels.sort_by(|a, b| a.name.cmp(&b.name));
-        timeseries.push(TimeSeries {
-            labels,
-            samples: vec![Sample {
-                value,
-                timestamp: timestamp_ms,
-            }],
-        });
+    for family in families {
+        let name = &family.name;
+        for m in &family.metric {
+            let labels: Vec<(&str, &str)> = m
+                .label
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .collect();
+            if let Some(c) = &m.counter {
+                push(name.clone(), &labels, None, c.value);
+            }
+            if let Some(g) = &m.gauge {
+                push(name.clone(), &labels, None, g.value);
+            }
+            if let Some(u) = &m.untyped {
+                push(name.clone(), &labels, None, u.value);
+            }
+            if let Some(h) = &m.histogram {
+                for b in &h.bucket {
+                    push(
+                        format!("{name}_bucket"),
+                        &labels,
+                        Some(("le", le(b.upper_bound))),
+                        b.cumulative_count as f64,
+                    );
+                }
+                if h.bucket
+                    .last()
+                    .is_none_or(|b| b.upper_bound != f64::INFINITY)
+                {
+                    push(
+                        format!("{name}_bucket"),
+                        &labels,
+                        Some(("le", le(f64::INFINITY))),
+                        h.sample_count as f64,
+                    );
+                }
+                push(format!("{name}_sum"), &labels, None, h.sample_sum);
+                push(
+                    format!("{name}_count"),
+                    &labels,
+                    None,
+                    h.sample_count as f64,
+                );
+            }
+        }
     }
     WriteRequest { timeseries }
 }
 
-/// `name{a="x",b="y"} 1.5` → ((name, labels), value). Our encoder writes
-/// no timestamps or exemplars, so the value is the last field.
-fn parse_line(line: &str) -> Option<((String, Vec<Label>), f64)> {
-    let (series, value) = line.trim_end().rsplit_once(' ')?;
-    let (name, labels) = match series.split_once('{') {
-        None => (series, Vec::new()),
-        Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}')?)?),
-    };
-    let v = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        v => v.parse().ok()?,
-    };
-    Some(((name.to_string(), labels), v))
-}
-
-/// `a="x",b="y \"q\""` → labels, unescaping `\\`, `\"` and `\n`.
-fn parse_labels(mut rest: &str) -> Option<Vec<Label>> {
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let (name, after) = rest.split_once("=\"")?;
-        let mut value = String::new();
-        let mut escaped = false;
-        let mut end = None;
-        for (i, c) in after.char_indices() {
-            if escaped {
-                value.push(if c == 'n' { '\n' } else { c });
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                end = Some(i);
-                break;
-            } else {
-                value.push(c);
-            }
-        }
-        out.push(Label {
-            name: name.to_string(),
-            value,
-        });
-        rest = &after[end? + 1..];
-        rest = rest.strip_prefix(',').unwrap_or(rest);
+/// A bucket bound as the exposition text writes it, so pushed and scraped
+/// series carry the same `le`.
+fn le(bound: f64) -> String {
+    if bound == f64::INFINITY {
+        "+Inf".into()
+    } else {
+        dtoa::Buffer::new().format(bound).to_string()
     }
-    Some(out)
 }
 
 /// The request body: protobuf, then snappy (block format).
@@ -122,32 +142,60 @@ pub fn encode(req: &WriteRequest) -> Result<Vec<u8>, snap::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::encoding::prometheus_protobuf::encode as families;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::histogram::Histogram;
+    use prometheus_client::registry::Registry;
 
     #[test]
-    fn exposition_lines_become_series() {
-        let text = "# TYPE x counter\nwaymark_journey_runs_total{journey=\"a \\\"b\\\"\",location=\"l\",status=\"pass\"} 3\n\
-                    waymark_http_phase_duration_seconds_bucket{journey=\"a\",le=\"+Inf\"} 7\nup 1\n# EOF\n";
-        let w = from_exposition(text, "waymark", 1000);
-        assert_eq!(w.timeseries.len(), 3);
-        let first: Vec<(&str, &str)> = w.timeseries[0]
-            .labels
+    fn families_become_the_series_a_scrape_sees() {
+        let mut registry = Registry::default();
+        let runs = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register("waymark_journey_runs", "Runs", runs.clone());
+        let phase = Histogram::new([0.005, 1.0]);
+        registry.register("waymark_phase_seconds", "Phases", phase.clone());
+        runs.get_or_create(&vec![
+            ("journey".into(), "a \"b\"".into()),
+            ("status".into(), "pass".into()),
+        ])
+        .inc_by(3);
+        phase.observe(0.5);
+        let w = from_families(&families(&registry).expect("encodes"), "waymark", 1000);
+        let series: Vec<(Vec<(&str, &str)>, f64)> = w
+            .timeseries
             .iter()
-            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .map(|t| {
+                let labels = t
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str()))
+                    .collect();
+                (labels, t.samples[0].value)
+            })
             .collect();
         assert_eq!(
-            first,
-            [
-                ("__name__", "waymark_journey_runs_total"),
-                ("job", "waymark"),
-                ("journey", "a \"b\""),
-                ("location", "l"),
-                ("status", "pass")
-            ]
+            series[0],
+            (
+                vec![
+                    ("__name__", "waymark_journey_runs_total"),
+                    ("job", "waymark"),
+                    ("journey", "a \"b\""),
+                    ("status", "pass")
+                ],
+                3.0
+            )
         );
-        assert_eq!(w.timeseries[0].samples[0].value, 3.0);
-        assert_eq!(w.timeseries[1].labels[2].value, "a");
-        assert_eq!(w.timeseries[1].labels[3].value, "+Inf");
-        assert_eq!(w.timeseries[2].labels.len(), 2);
+        let buckets: Vec<(&str, f64)> = series[1..4]
+            .iter()
+            .map(|(l, v)| (l.iter().find(|(n, _)| *n == "le").expect("le").1, *v))
+            .collect();
+        assert_eq!(buckets, [("0.005", 0.0), ("1.0", 1.0), ("+Inf", 1.0)]);
+        assert_eq!(series[4].0[0], ("__name__", "waymark_phase_seconds_sum"));
+        assert_eq!(series[4].1, 0.5);
+        assert_eq!(series[5].0[0], ("__name__", "waymark_phase_seconds_count"));
+        assert_eq!(series.len(), 6);
+        assert!(w.timeseries.iter().all(|t| t.samples[0].timestamp == 1000));
         let body = encode(&w).expect("encode");
         let back = snap::raw::Decoder::new()
             .decompress_vec(&body)
