@@ -71,6 +71,7 @@ struct Setup {
     _serve: Kill,
     _prom: Kill,
     prom_addr: String,
+    serve_addr: String,
     server: support::CountingServer,
 }
 
@@ -158,6 +159,7 @@ fn setup(scrape: bool, sink_extra: &str) -> Setup {
         _serve: serve,
         _prom: prom,
         prom_addr,
+        serve_addr,
         server,
     }
 }
@@ -237,4 +239,33 @@ fn prometheus_scrapes_waymark_serve() {
     assert!(p95 < 1.0, "{p95}");
     // The server saw the requests behind those figures.
     assert!(s.server.count() >= 2);
+
+    // A reader that does not ask for OpenMetrics gets the classic text
+    // format, and promtool (Debian's, beside Prometheus) finds nothing wrong.
+    let classic = http_get(&s.serve_addr, "/metrics").expect("/metrics");
+    assert!(!classic.contains("# EOF"), "not OpenMetrics: {classic}");
+    assert!(
+        classic.contains("# TYPE waymark_journey_runs_total counter"),
+        "{classic}"
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(classic.as_bytes())
+        .expect("write");
+    let out = promtool.wait_with_output().expect("promtool ends");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{classic}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -51,15 +51,15 @@ pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared
                             });
                             (200, "application/json", body.to_string())
                         }
-                        "/metrics" if shared.metrics.is_some() => (
-                            200,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            shared
-                                .metrics
-                                .as_ref()
-                                .map(|m| m.encode())
-                                .unwrap_or_default(),
-                        ),
+                        "/metrics" if let Some(m) = &shared.metrics => {
+                            let accept = req
+                                .headers()
+                                .get(hyper::header::ACCEPT)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            let (ctype, body) = m.exposition(accept);
+                            (200, ctype, body)
+                        }
                         _ => (
                             404,
                             "text/plain",

@@ -2,6 +2,7 @@
 //! `/metrics` in the exposition format (by `waymark serve`'s listener, or the
 //! sink's own `listen`).
 
+pub mod classic;
 mod config;
 pub mod remote_write;
 pub(crate) use config::read;
@@ -133,7 +134,22 @@ impl Metrics {
         }
     }
 
-    /// The exposition text.
+    /// The exposition for a scraper that sent `accept`: OpenMetrics when
+    /// it asks for it (as Prometheus does), else the classic text format,
+    /// which every other reader of `/metrics` understands.
+    pub fn exposition(&self, accept: &str) -> (&'static str, String) {
+        if accept.contains("application/openmetrics-text") {
+            return (
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.encode(),
+            );
+        }
+        let families = prometheus_client::encoding::prometheus_protobuf::encode(&self.registry)
+            .unwrap_or_default();
+        (classic::CONTENT_TYPE, classic::encode(&families))
+    }
+
+    /// The OpenMetrics exposition text.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -5,6 +5,8 @@
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily;
 use prost::Message;
 
+use super::classic::bound;
+
 #[derive(Clone, PartialEq, Message)]
 pub struct WriteRequest {
     #[prost(message, repeated, tag = "1")]
@@ -96,7 +98,7 @@ pub fn from_families(families: &[MetricFamily], job: &str, timestamp_ms: i64) ->
                     push(
                         format!("{name}_bucket"),
                         &labels,
-                        Some(("le", le(b.upper_bound))),
+                        Some(("le", bound(b.upper_bound))),
                         b.cumulative_count as f64,
                     );
                 }
@@ -107,7 +109,7 @@ pub fn from_families(families: &[MetricFamily], job: &str, timestamp_ms: i64) ->
                     push(
                         format!("{name}_bucket"),
                         &labels,
-                        Some(("le", le(f64::INFINITY))),
+                        Some(("le", bound(f64::INFINITY))),
                         h.sample_count as f64,
                     );
                 }
@@ -122,16 +124,6 @@ pub fn from_families(families: &[MetricFamily], job: &str, timestamp_ms: i64) ->
         }
     }
     WriteRequest { timeseries }
-}
-
-/// A bucket bound as the exposition text writes it, so pushed and scraped
-/// series carry the same `le`.
-fn le(bound: f64) -> String {
-    if bound == f64::INFINITY {
-        "+Inf".into()
-    } else {
-        dtoa::Buffer::new().format(bound).to_string()
-    }
 }
 
 /// The request body: protobuf, then snappy (block format).
