@@ -58,6 +58,26 @@ async fn an_endless_loop_is_stopped_by_the_epoch_deadline() {
 }
 
 #[tokio::test]
+async fn a_stopped_run_with_many_open_steps_closes_its_record_in_linear_time() {
+    // 200,000 nested steps left open, then a spin until the timeout. Closing
+    // them was quadratic (4e10 comparisons here); it must take next to nothing.
+    let t = Instant::now();
+    let rec = run_mode("nest", &[("n", "200000")], |o| {
+        o.timeout = Duration::from_secs(2)
+    })
+    .await;
+    let took = t.elapsed();
+    assert_eq!(rec.status, Status::Timeout, "{:?}", rec.error);
+    assert_eq!(rec.steps.len(), 200_000);
+    assert!(rec.steps.iter().all(|s| s.status == Status::Error));
+    assert!(
+        took < Duration::from_secs(3),
+        "the record took {:?} past the 2 s timeout",
+        took.saturating_sub(Duration::from_secs(2))
+    );
+}
+
+#[tokio::test]
 async fn an_endless_loop_does_not_block_other_runs() {
     // On a single-threaded executor a spinning guest must still yield at
     // every epoch tick, or the second run would wait for the first to die.

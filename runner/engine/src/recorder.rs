@@ -203,7 +203,14 @@ impl Recorder {
     /// Close the record: durations, and steps left open by a stopped run.
     pub(crate) fn finish(&mut self, stopped: bool) -> Vec<StepRecord> {
         // Steps cut short: the open ones, and the one whose request hung.
-        let mut cut: Vec<usize> = self.open.clone();
+        // Marked in a table, not searched in a list: a guest can leave a
+        // million steps open, and the record must close in linear time.
+        let mut cut = vec![false; self.steps.len()];
+        for &i in &self.open {
+            if let Some(c) = cut.get_mut(i) {
+                *c = true;
+            }
+        }
         for (method, url, started) in std::mem::take(&mut self.pending) {
             let ex = Exchange {
                 started,
@@ -214,7 +221,11 @@ impl Recorder {
                 )),
                 elapsed: started.elapsed(),
             };
-            cut.push(self.current());
+            let i = self.current();
+            if cut.len() <= i {
+                cut.resize(i + 1, false);
+            }
+            cut[i] = true;
             self.request(&method, &url, &ex);
         }
         self.open.clear();
@@ -225,7 +236,7 @@ impl Recorder {
             .map(|(i, mut s)| {
                 let end = s.end.unwrap_or(now);
                 s.record.duration = end.saturating_duration_since(s.start);
-                if stopped && cut.contains(&i) {
+                if stopped && cut.get(i).copied().unwrap_or(false) {
                     s.record.status = Status::Error;
                 }
                 s.record

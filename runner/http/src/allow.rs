@@ -8,7 +8,7 @@
 //! resolves to such an address (DNS rebinding) is refused.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// One allow-list entry: `host`, `*.domain`, `*`, an IP, or a CIDR range,
 /// each with an optional `:port`.
@@ -160,7 +160,8 @@ impl AllowList {
     /// not. Public addresses of an allowed host pass; special ones (loopback,
     /// private, ...) only when a pattern names the address itself.
     pub fn check_addr(&self, host: &str, addr: SocketAddr) -> Result<(), AddrDenied> {
-        let ip = canonical(addr.ip());
+        let original = addr.ip();
+        let ip = canonical(original);
         let Some(range) = special_range(ip) else {
             return Ok(());
         };
@@ -181,13 +182,13 @@ impl AllowList {
         if named {
             return Ok(());
         }
-        let shown = match ip {
-            IpAddr::V6(_) => format!("[{ip}]:{}", addr.port()),
-            IpAddr::V4(_) => format!("{ip}:{}", addr.port()),
+        let shown = match original {
+            IpAddr::V6(_) => format!("[{original}]:{}", addr.port()),
+            IpAddr::V4(_) => format!("{original}:{}", addr.port()),
         };
         Err(AddrDenied {
             host: host.parse::<IpAddr>().is_err().then_some(host),
-            ip,
+            ip: original,
             shown,
             range,
         })
@@ -217,15 +218,45 @@ fn split_cidr(p: &str) -> Option<(&str, Option<&str>)> {
     }
 }
 
-/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+/// An IPv6 address that carries an IPv4 address is judged as that address:
+/// on a network that routes it, it reaches the IPv4 host.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        IpAddr::V6(v6) => embedded_ipv4(v6).map_or(ip, |(v4, _)| IpAddr::V4(v4)),
         v4 => v4,
     }
 }
 
-/// The kind of a non-public address, or `None` for a public one.
+/// The IPv4 address an IPv6 address carries, and how: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, deprecated), NAT64
+/// (`64:ff9b::/96`, RFC 6052), 6to4 (`2002::/16`, RFC 3056) and Teredo
+/// (`2001::/32`, RFC 4380: the client's address, bits inverted).
+pub fn embedded_ipv4(v6: Ipv6Addr) -> Option<(Ipv4Addr, &'static str)> {
+    let s = v6.segments();
+    let o = v6.octets();
+    let low = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some((v4, "IPv4-mapped"));
+    }
+    if s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+        return Some((low, "IPv4-compatible"));
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some((low, "NAT64"));
+    }
+    if s[0] == 0x2002 {
+        return Some((Ipv4Addr::new(o[2], o[3], o[4], o[5]), "6to4"));
+    }
+    if s[0] == 0x2001 && s[1] == 0 {
+        let client = !u32::from(low);
+        return Some((Ipv4Addr::from(client), "Teredo"));
+    }
+    None
+}
+
+/// The kind of a non-public address, or `None` for a public one: the
+/// special-purpose ranges of IANA's IPv4 and IPv6 registries that are not
+/// reachable on the internet or reach somewhere else.
 pub fn special_range(ip: IpAddr) -> Option<&'static str> {
     match canonical(ip) {
         IpAddr::V4(v4) => {
@@ -244,6 +275,19 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
                 Some("broadcast")
             } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
                 Some("shared (carrier-grade NAT)")
+            } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
+                Some("IETF protocol assignment")
+            } else if (o[0], o[1], o[2]) == (192, 0, 2)
+                || (o[0], o[1], o[2]) == (198, 51, 100)
+                || (o[0], o[1], o[2]) == (203, 0, 113)
+            {
+                Some("documentation")
+            } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
+                Some("benchmarking")
+            } else if (o[0], o[1], o[2]) == (192, 88, 99) {
+                Some("6to4 relay anycast")
+            } else if o[0] >= 240 {
+                Some("reserved")
             } else {
                 None
             }
@@ -258,8 +302,24 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
                 Some("private (unique local)")
             } else if (seg[0] & 0xffc0) == 0xfe80 {
                 Some("link-local")
+            } else if (seg[0] & 0xffc0) == 0xfec0 {
+                Some("site-local")
             } else if v6.is_multicast() {
                 Some("multicast")
+            } else if seg[..3] == [0x64, 0xff9b, 1] {
+                // RFC 8215: NAT64 for local use, at a prefix length only the
+                // network knows, so the IPv4 address cannot be read back.
+                Some("NAT64 (local use)")
+            } else if seg[..4] == [0x100, 0, 0, 0] {
+                Some("discard-only")
+            } else if (seg[0] == 0x2001 && seg[1] == 0xdb8) || (seg[0] & 0xfff0) == 0x3ff0 {
+                Some("documentation")
+            } else if seg[0] == 0x2001 && seg[1] == 2 && seg[2] == 0 {
+                Some("benchmarking")
+            } else if seg[0] == 0x2001 && (seg[1] & 0xfe00) == 0 {
+                Some("IETF protocol assignment")
+            } else if seg[0] == 0x5f00 {
+                Some("segment routing (SRv6)")
             } else {
                 None
             }
@@ -287,6 +347,11 @@ impl std::fmt::Display for AddrDenied {
         match &self.host {
             None => write!(f, "{shown} is a {} address", self.range)?,
             Some(h) => write!(f, "'{h}' resolved to {}, a {} address", self.ip, self.range)?,
+        }
+        if let IpAddr::V6(v6) = self.ip
+            && let Some((v4, how)) = embedded_ipv4(v6)
+        {
+            write!(f, " ({how}, carrying {v4})")?;
         }
         write!(
             f,
@@ -370,6 +435,27 @@ mod tests {
             ("[fe80::1]:80", "link-local"),
             ("[::ffff:127.0.0.1]:80", "loopback"),
             ("[::]:80", "unspecified"),
+            // IPv6 forms that carry an IPv4 address are judged by it.
+            ("[::127.0.0.1]:80", "loopback"),
+            ("[::a9fe:a9fe]:80", "link-local"),
+            ("[64:ff9b::10.0.0.1]:80", "private"),
+            ("[64:ff9b::169.254.169.254]:80", "link-local"),
+            ("[2002:7f00:1::]:80", "loopback"),
+            ("[2002:c0a8:101::1]:80", "private"),
+            // Teredo: the client's address, bits inverted (here 10.0.0.1).
+            ("[2001:0:4136:e378:8000:63bf:f5ff:fffe]:80", "private"),
+            ("[64:ff9b:1::a00:1]:80", "NAT64 (local use)"),
+            ("[fec0::1]:80", "site-local"),
+            ("[100::1]:80", "discard-only"),
+            ("[2001:db8::1]:80", "documentation"),
+            ("[3fff::1]:80", "documentation"),
+            ("[2001:2::1]:80", "benchmarking"),
+            ("[2001:10::1]:80", "IETF protocol assignment"),
+            ("[5f00::1]:80", "segment routing"),
+            ("192.0.2.1:80", "documentation"),
+            ("198.18.0.1:80", "benchmarking"),
+            ("240.0.0.1:80", "reserved"),
+            ("192.0.0.8:80", "IETF protocol assignment"),
         ] {
             let e = a
                 .check_addr("api.example.com", addr(ip))
@@ -390,6 +476,23 @@ mod tests {
                 .is_err()
         );
         assert!(a.check_addr("::1", addr("[::1]:9000")).is_ok());
+        // A pattern naming the IPv4 address allows its IPv6 carriers too.
+        assert!(
+            a.check_addr("nat64", addr("[64:ff9b::a09:807]:443"))
+                .is_ok()
+        );
+        let e = list(&["*"])
+            .check_addr("x", addr("[64:ff9b::a00:1]:80"))
+            .expect_err("carried private");
+        assert!(e.to_string().contains("NAT64, carrying 10.0.0.1"), "{e}");
+        // Public addresses carried in them stay public.
+        for ip in [
+            "[2002:808:808::1]:80",
+            "[64:ff9b::808:808]:80",
+            "[::ffff:8.8.8.8]:80",
+        ] {
+            assert!(list(&["*"]).check_addr("x", addr(ip)).is_ok(), "{ip}");
+        }
     }
 
     #[test]

@@ -182,6 +182,18 @@ fn run() -> Result<()> {
         }
         // No request at all: the cost of a run itself.
         "noop" => Ok(()),
+        // Opens `n` steps, each inside the last, ends none, then spins until
+        // the run's timeout: the record must still close in linear time.
+        "nest" => {
+            let n: u32 = vars::get_or("n", "1000").parse()?;
+            for _ in 0..n {
+                waymark_sdk::__bindings::waymark::journey::report::step_start("deeper");
+            }
+            let mut x: u64 = 0;
+            loop {
+                x = black_box(x.wrapping_add(1));
+            }
+        }
         other => Err(waymark_sdk::Error::msg(format!("unknown mode {other}"))),
     }
 }
