@@ -163,6 +163,7 @@ fn hops(path: &str) -> (u16, Vec<(String, String)>) {
         "/a" => (301, vec![("location".into(), "/b".into())]),
         "/b" => (307, vec![("location".into(), "c".into())]),
         "/loop" => (302, vec![("location".into(), "/loop".into())]),
+        "/bad-location" => (302, vec![("location".into(), "http://[::1".into())]),
         _ => (200, vec![]),
     }
 }
@@ -202,6 +203,25 @@ async fn redirects_are_followed_hop_by_hop_and_bounded() {
     );
     let msg = &rec.error.as_ref().expect("error").message;
     assert!(msg.contains("redirects: more than 10"), "{msg}");
+    // The error is on the hop that went one too far, and the run's kind
+    // says a request failed.
+    assert_eq!(rec.error.as_ref().map(|e| &e.kind), Some(&ErrorKind::Http));
+    let last = rec.requests().last().expect("a hop");
+    let err = last.error.as_ref().expect("the last hop carries the error");
+    assert_eq!(err.kind, HttpErrorKind::Limit);
+    assert!(err.message.contains("more than 10"), "{}", err.message);
+    assert!(rec.requests().take(10).all(|r| r.error.is_none()));
+
+    // A Location that is no URL: the error is on the hop that sent it.
+    let url = format!("{}/bad-location", server.url(false));
+    let rec = run(config(&allow, &[]), &[("mode", "fetch"), ("url", &url)]).await;
+    assert_eq!(rec.error.as_ref().map(|e| &e.kind), Some(&ErrorKind::Http));
+    let reqs: Vec<_> = rec.requests().collect();
+    assert_eq!(reqs.len(), 1, "{rec:#?}");
+    assert_eq!(reqs[0].status, Some(302));
+    let err = reqs[0].error.as_ref().expect("on the hop");
+    assert_eq!(err.kind, HttpErrorKind::Protocol);
+    assert!(err.message.contains("invalid Location"), "{}", err.message);
 }
 
 fn big_header(_: &str) -> (u16, Vec<(String, String)>) {

@@ -423,12 +423,17 @@ impl whttp::Host for RunState {
             };
             match next {
                 None => break ex.result,
-                Some(Err(e)) => break Err(e),
+                Some(Err(e)) => {
+                    self.rec.hop_failed(&e);
+                    break Err(e);
+                }
                 Some(Ok(_)) if hops >= client.config().max_redirects => {
-                    break Err(http::HttpError::Limit(format!(
+                    let e = http::HttpError::Limit(format!(
                         "redirects: more than {} for one request",
                         client.config().max_redirects
-                    )));
+                    ));
+                    self.rec.hop_failed(&e);
+                    break Err(e);
                 }
                 Some(Ok(next)) => {
                     hops += 1;

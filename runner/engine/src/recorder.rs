@@ -200,6 +200,22 @@ impl Recorder {
         self.touch(i);
     }
 
+    /// The request just recorded could not be followed (a redirect with a
+    /// bad Location, or one hop too many): the error belongs on that hop.
+    pub(crate) fn hop_failed(&mut self, e: &http::HttpError) {
+        let i = self.current();
+        if let Some(s) = self.steps.get_mut(i)
+            && let Some(q) = s.record.requests.last_mut()
+        {
+            q.error = Some(RequestError {
+                kind: e.kind(),
+                message: e.detail(),
+            });
+            s.record.status = Status::Fail;
+        }
+        self.requests_failed += 1;
+    }
+
     /// Close the record: durations, and steps left open by a stopped run.
     pub(crate) fn finish(&mut self, stopped: bool) -> Vec<StepRecord> {
         // Steps cut short: the open ones, and the one whose request hung.
