@@ -345,7 +345,7 @@ impl Runtime {
             Arc::new(all_vars),
             opts.http.clone(),
             opts.memory_limit,
-            t0..t0 + opts.timeout,
+            t0..waymark_record::units::later(t0, opts.timeout),
             opts.capture_bodies.map(|cap| (cap, started_at)),
             conns,
         );

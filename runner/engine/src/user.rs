@@ -90,9 +90,11 @@ impl VirtualUser {
         let fresh = kept.is_none();
         let (mut store, instance) = match kept {
             Some((mut store, instance)) => {
-                store
-                    .data_mut()
-                    .next_run(&journey.name, t0, t0 + opts.timeout);
+                store.data_mut().next_run(
+                    &journey.name,
+                    t0,
+                    waymark_record::units::later(t0, opts.timeout),
+                );
                 (store, Some(instance))
             }
             None => {

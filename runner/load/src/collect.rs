@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use waymark_engine::{Observer, Verdict};
+use waymark_record::units::later;
 use waymark_record::{PhaseTimings, StepRecord};
 
 use crate::*;
@@ -128,8 +129,8 @@ impl Collector {
 
     pub(crate) fn begin(&self, result: StepResult, start: Instant, plan: &Plan, by_arrival: bool) {
         let cpu_start = generator::CpuMark::now(&self.runtimes);
-        let window_start = start + plan.warmup;
-        let planned_end = start + plan.step_duration;
+        let window_start = later(start, plan.warmup);
+        let planned_end = later(start, plan.step_duration);
         for t in &self.tallies {
             lock(t).push(Tally {
                 window_start,

@@ -128,7 +128,7 @@ pub async fn run(
                 let timetable = Timetable {
                     step: i,
                     start,
-                    end: start + plan.step_duration,
+                    end: waymark_record::units::later(start, plan.step_duration),
                     interval: Duration::from_secs_f64(1.0 / rate),
                     lanes: n,
                     mode: plan.instances,
@@ -238,7 +238,7 @@ async fn wait_step(
     stop: &mut watch::Receiver<bool>,
     on_tick: &(dyn Fn(&Live) + Send + Sync),
 ) -> bool {
-    let end = start + plan.step_duration;
+    let end = waymark_record::units::later(start, plan.step_duration);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let budget_done = shared.budget.all_done.notified();
     tokio::pin!(budget_done);

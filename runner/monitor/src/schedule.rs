@@ -97,12 +97,18 @@ impl Schedule {
                 let offset = phase(name) % period;
                 let now = after.duration_since(UNIX_EPOCH).ok()?.as_nanos();
                 // The next t > now with t ≡ offset (mod period).
+                // u128 nanoseconds hold any Duration times two; a tick past
+                // what SystemTime can say is no tick (`None`), not a panic.
                 let k = (now.saturating_sub(offset)) / period + 1;
-                let t = k * period + offset;
-                let t = if t > now + period { t - period } else { t };
-                let secs = (t / 1_000_000_000) as u64;
-                let nanos = (t % 1_000_000_000) as u32;
-                Some(UNIX_EPOCH + Duration::new(secs, nanos))
+                let t = k.checked_mul(period)?.checked_add(offset)?;
+                let t = if t > now.saturating_add(period) {
+                    t - period
+                } else {
+                    t
+                };
+                let secs = u64::try_from(t / 1_000_000_000).ok()?;
+                let nanos = u32::try_from(t % 1_000_000_000).ok()?;
+                UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
             }
         }
     }
@@ -170,5 +176,14 @@ mod tests {
             })
             .collect();
         assert!(phases.len() > 40, "{} distinct seconds", phases.len());
+    }
+
+    #[test]
+    fn an_interval_past_the_clock_never_ticks_and_does_not_panic() {
+        for every in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            let s = Schedule::Every(every);
+            let next = s.next_after(at(1_000_000_000), "x");
+            assert!(next.is_none_or(|t| t > at(1_000_000_000)), "{next:?}");
+        }
     }
 }

@@ -29,6 +29,21 @@ pub enum UnitError {
     TooLarge(String),
 }
 
+/// `t + d`, or the farthest instant this machine can count when a user's
+/// duration (a timeout of a million years, say) goes past it: a setting
+/// that large means "never", not a panic.
+pub fn later(t: std::time::Instant, d: Duration) -> std::time::Instant {
+    t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
+}
+
+/// As [`later`], for wall-clock times.
+pub fn later_wall(t: std::time::SystemTime, d: Duration) -> std::time::SystemTime {
+    t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
+}
+
+/// About 136 years: past any run, and within every platform's clocks.
+const FAR: Duration = Duration::from_secs(u32::MAX as u64);
+
 /// Parse `30s`, `1m30s`, `250ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     humantime::parse_duration(s).map_err(|e| UnitError::Duration {
@@ -75,6 +90,19 @@ pub fn format_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_durations_saturate() {
+        let now = std::time::Instant::now();
+        let never = later(now, Duration::MAX);
+        assert!(never > now + Duration::from_secs(100 * 365 * 86_400));
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        let wall = std::time::SystemTime::now();
+        assert!(later_wall(wall, Duration::MAX) > wall);
+    }
 
     #[test]
     fn sizes_parse() {

@@ -277,7 +277,10 @@ impl Service {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = self.control.send(Control::Stop).await;
         let _ = (&mut self.scheduler).await;
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline = tokio::time::Instant::from_std(waymark_record::units::later(
+            std::time::Instant::now(),
+            grace,
+        ));
         loop {
             let idle = self.shared.idle.notified();
             if self.shared.in_flight.load(Ordering::SeqCst) == 0 {

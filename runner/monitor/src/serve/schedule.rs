@@ -16,7 +16,7 @@ pub(super) fn jittered(tick: SystemTime, jitter: Duration) -> SystemTime {
     if jitter.is_zero() {
         return tick;
     }
-    tick + jitter.mul_f64(rand::random::<f64>())
+    waymark_record::units::later_wall(tick, jitter.mul_f64(rand::random::<f64>()))
 }
 
 /// Builds the slots and the heap for `plan`, keeping each journey's state

@@ -371,7 +371,7 @@ impl Sink {
     /// Delivers what is queued for up to `grace`, spools what is left, stops.
     pub fn close(mut self, grace: Duration) {
         if let Ok(mut d) = self.close_at.lock() {
-            *d = Some(Instant::now() + grace);
+            *d = Some(waymark_record::units::later(Instant::now(), grace));
         }
         // Blocking send: the close mark goes behind everything queued (a
         // worker giving up empties the queue, so this cannot hang).
@@ -480,7 +480,7 @@ impl Worker {
                 }
             }
             // While this waits, the queue fills and overflows to the spool.
-            let mut until = Instant::now() + wait;
+            let mut until = waymark_record::units::later(Instant::now(), wait);
             if let Some(d) = self.deadline() {
                 if Instant::now() >= d {
                     return false;
