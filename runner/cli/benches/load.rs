@@ -362,7 +362,7 @@ could not write {}",
     }
     println!(
         "\nwaymark's p99 is of the request's total phase time; each waymark iteration is a whole journey \
-         (one GET, two checks, a result record): fresh = a new instance per iteration (the default), \
+         (one GET, two checks; figures through the engine's observer, no record): fresh = a new instance per iteration (the default), \
          reuse = --reuse-instance."
     );
 }
