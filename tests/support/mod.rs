@@ -697,9 +697,41 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// RSS (KiB) of `waymark load` with `users` users asleep in `wasm` (its
-/// `vars` make it sleep), read in the middle of a 15 s step (benches).
+/// A process's memory, KiB: RSS as `ps` shows it; PSS, which counts a page
+/// mapped N times once (wasmtime maps each instance's copy-on-write memory
+/// image from one file, and RSS counts those shared pages once per
+/// instance); and its page tables, which neither includes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    pub rss: u64,
+    pub pss: u64,
+    pub page_tables: u64,
+}
+
+pub fn memory_kib(pid: u32) -> Memory {
+    let field = |file: &str, key: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    Memory {
+        rss: field("status", "VmRSS:"),
+        pss: field("smaps_rollup", "Pss:"),
+        page_tables: field("status", "VmPTE:"),
+    }
+}
+
+/// RSS (KiB) of `waymark load` with `users` users asleep in `wasm`.
 pub fn idle_load_rss(wasm: &Path, vars: &[&str], users: u32, cache: &Path) -> u64 {
+    idle_load_memory(wasm, vars, users, cache).rss
+}
+
+/// Memory of `waymark load` with `users` users asleep in `wasm` (its
+/// `vars` make it sleep), read in the middle of a 15 s step (benches).
+pub fn idle_load_memory(wasm: &Path, vars: &[&str], users: u32, cache: &Path) -> Memory {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_waymark"));
     cmd.arg("load").arg(wasm);
     for v in vars {
@@ -715,5 +747,5 @@ pub fn idle_load_rss(wasm: &Path, vars: &[&str], users: u32, cache: &Path) -> u6
         .expect("waymark load starts");
     let kill = Kill(child);
     std::thread::sleep(Duration::from_secs(10));
-    rss_kib(kill.0.id())
+    memory_kib(kill.0.id())
 }

@@ -490,15 +490,18 @@ fn rss() {
     let cache = dir.path().join("cache");
     let hostile = support::hostile_wasm();
     let vars = ["mode=sleep", "ms=20000"];
-    let one = support::idle_load_rss(hostile, &vars, 1, &cache);
+    let one = support::idle_load_memory(hostile, &vars, 1, &cache);
     for users in [1000u32, 10_000] {
-        let many = support::idle_load_rss(hostile, &vars, users, &cache);
-        let per = (many.saturating_sub(one)) as f64 / f64::from(users - 1);
+        let many = support::idle_load_memory(hostile, &vars, users, &cache);
+        let per = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / f64::from(users - 1);
         println!(
-            "\nRSS with users asleep in the journey (think time): 1 user {:.1} MiB, {users} users {:.1} MiB → {:.0} KiB per idle virtual user",
-            one as f64 / 1024.0,
-            many as f64 / 1024.0,
-            per
+            "\nRSS with users asleep in the journey (think time): 1 user {:.1} MiB, {users} users {:.1} MiB → {:.0} KiB per idle virtual user \
+             (PSS {:.0} KiB: RSS counts the shared memory image once per instance; page tables {:.0} KiB more)",
+            one.rss as f64 / 1024.0,
+            many.rss as f64 / 1024.0,
+            per(many.rss, one.rss),
+            per(many.pss, one.pss),
+            per(many.page_tables, one.page_tables),
         );
     }
 }
