@@ -63,7 +63,9 @@ async fn a_stopped_run_with_many_open_steps_closes_its_record_in_linear_time() {
     // them was quadratic (4e10 comparisons here); it must take next to nothing.
     let t = Instant::now();
     let rec = run_mode("nest", &[("n", "200000")], |o| {
-        o.timeout = Duration::from_secs(2)
+        o.timeout = Duration::from_secs(2);
+        // Room for them all: this is about closing them, not the budget.
+        o.max_record = 256 << 20;
     })
     .await;
     let took = t.elapsed();
@@ -74,6 +76,84 @@ async fn a_stopped_run_with_many_open_steps_closes_its_record_in_linear_time() {
         took < Duration::from_secs(3),
         "the record took {:?} past the 2 s timeout",
         took.saturating_sub(Duration::from_secs(2))
+    );
+}
+
+/// The record of a guest that reports without end stays within its
+/// budget, and the run is stopped with kind `limit` naming what overflowed.
+#[tokio::test]
+async fn a_flood_of_reports_is_stopped_at_the_record_budget() {
+    for (what, n, len) in [
+        ("checks", "10000000", "64"),
+        ("steps", "10000000", "64"),
+        ("requests", "10000000", "64"),
+        // Few, but each name as large as the guest's memory allows.
+        ("checks", "200", "1000000"),
+    ] {
+        let t = Instant::now();
+        let rec = run_mode("flood", &[("what", what), ("n", n), ("len", len)], |o| {
+            o.max_record = 1 << 20;
+            o.timeout = Duration::from_secs(20);
+            let mut http = (*o.http).clone();
+            http.max_requests = u32::MAX;
+            o.http = std::sync::Arc::new(http);
+        })
+        .await;
+        let took = t.elapsed();
+        let json = serde_json::to_string(&rec).expect("json");
+        assert_eq!(rec.status, Status::Error, "{what}: {:?}", rec.error);
+        assert_eq!(error_kind(&rec), ErrorKind::Limit, "{what}");
+        let message = &rec.error.as_ref().expect("error").message;
+        assert!(
+            message.contains(what) && message.contains("max_record"),
+            "{message}"
+        );
+        assert!(
+            json.len() < 2 << 20,
+            "{what} × {n} of {len} bytes: a {} byte record for a 1 MiB budget",
+            json.len()
+        );
+        assert!(took < Duration::from_secs(10), "{what}: {took:?}");
+    }
+    // Long names are cut with a marker saying how much went.
+    let rec = run_mode(
+        "flood",
+        &[("what", "checks"), ("n", "1"), ("len", "100000")],
+        |_| {},
+    )
+    .await;
+    let check = &rec.steps[0].checks[0];
+    assert!(check.name.len() < 2048, "{}", check.name.len());
+    assert!(
+        check.name.ends_with("bytes cut)"),
+        "{}",
+        &check.name[1000..]
+    );
+    assert!(check.detail.as_ref().is_some_and(|d| d.len() < 9 * 1024));
+}
+
+/// Requests the allow-list refuses count toward `max_requests`, as every
+/// other request does.
+#[tokio::test]
+async fn denied_requests_count_toward_the_request_limit() {
+    let rec = run_mode("flood", &[("what", "requests"), ("n", "50")], |o| {
+        let mut http = (*o.http).clone();
+        http.max_requests = 10;
+        o.http = std::sync::Arc::new(http);
+    })
+    .await;
+    let kinds: Vec<HttpErrorKind> = rec
+        .requests()
+        .filter_map(|r| r.error.as_ref().map(|e| e.kind))
+        .collect();
+    assert_eq!(kinds.len(), 50);
+    assert!(
+        kinds[..10].iter().all(|k| *k == HttpErrorKind::Denied),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds[10..].iter().all(|k| *k == HttpErrorKind::Limit),
+        "{kinds:?}"
     );
 }
 

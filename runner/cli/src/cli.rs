@@ -26,6 +26,8 @@ mod defaults {
         LazyLock::new(|| humantime::format_duration(waymark_engine::DEFAULT_TIMEOUT).to_string());
     pub(super) static MEMORY_LIMIT: LazyLock<String> =
         LazyLock::new(|| format_size(waymark_engine::DEFAULT_MEMORY_LIMIT as u64));
+    pub(super) static MAX_RECORD: LazyLock<String> =
+        LazyLock::new(|| format_size(waymark_engine::DEFAULT_MAX_RECORD as u64));
     pub(super) static MAX_BODY: LazyLock<String> =
         LazyLock::new(|| format_size(crate::http::DEFAULT_MAX_BODY));
     pub(super) static MAX_TOTAL_BYTES: LazyLock<String> =
@@ -185,6 +187,10 @@ pub(crate) struct JourneyArgs {
     /// Memory limit of the journey, e.g. 64MiB.
     #[arg(long, default_value = defaults::MEMORY_LIMIT.as_str(), value_parser = parse_size)]
     pub(crate) memory_limit: usize,
+    /// Budget of the run's record (steps, checks, requests the host keeps
+    /// for the journey); a journey that reports more is stopped (kind limit).
+    #[arg(long, default_value = defaults::MAX_RECORD.as_str(), value_parser = parse_size)]
+    pub(crate) max_record: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -298,6 +304,7 @@ impl JourneyArgs {
         opts.secrets = secrets;
         opts.timeout = self.timeout;
         opts.memory_limit = self.memory_limit;
+        opts.max_record = self.max_record;
         Ok(opts)
     }
 

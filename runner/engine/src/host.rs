@@ -15,7 +15,7 @@ use crate::bindings::waymark::journey::{http as whttp, report, vars};
 use crate::recorder::Recorder;
 use crate::wasi_http::Hooks;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
-use waymark_http::{self as http, Client, Exchange, HttpConfig};
+use waymark_http::{self as http, Client, Exchange};
 use waymark_record::{Level, LogRecord};
 
 /// Guest output beyond this many log lines is counted, not kept: a journey
@@ -52,17 +52,19 @@ impl RunState {
     pub(crate) fn new(
         journey: &str,
         vars: Arc<HashMap<String, String>>,
-        http: Arc<HttpConfig>,
-        memory_limit: usize,
+        opts: &crate::RunOptions,
         // When the run starts, and when it must be stopped.
         window: std::ops::Range<Instant>,
-        capture: Option<(usize, std::time::SystemTime)>,
+        started_at: std::time::SystemTime,
         conns: waymark_http::Connections,
     ) -> Self {
         let std::ops::Range {
             start: started,
             end: deadline,
         } = window;
+        let http = opts.http.clone();
+        let memory_limit = opts.memory_limit;
+        let capture = opts.capture_bodies.map(|cap| (cap, started_at));
         let logs = Arc::new(Mutex::new(LogBuffer::default()));
         if http.insecure
             && let Ok(mut l) = logs.lock()
@@ -73,7 +75,7 @@ impl RunState {
             http.clone(),
             conns,
         )));
-        let mut rec = Recorder::new(journey, started);
+        let mut rec = Recorder::new(journey, started, opts.max_record);
         rec.insecure = http.insecure;
         // WASI with nothing behind it: no preopened directories, no env, no
         // args, no sockets; stdout/stderr become log lines of the run.
@@ -105,6 +107,7 @@ impl RunState {
                 client,
                 exchanges: Default::default(),
                 used: false,
+                body_cap: http.max_body,
             },
             vars,
             rec,
@@ -118,7 +121,7 @@ impl RunState {
     /// the new deadline. Connections and the guest's memory carry over.
     pub(crate) fn next_run(&mut self, journey: &str, started: Instant, deadline: Instant) {
         let insecure = self.rec.insecure;
-        self.rec = Recorder::new(journey, started);
+        self.rec = Recorder::new(journey, started, self.rec.budget.limit());
         self.rec.insecure = insecure;
         if let Ok(mut l) = self.logs.lock() {
             *l = LogBuffer::default();
@@ -306,18 +309,31 @@ impl LogBuffer {
             _ => &mut self.partial_out,
         };
         partial.extend_from_slice(bytes);
-        let mut complete = Vec::new();
-        while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=pos).collect();
-            complete.push(String::from_utf8_lossy(&line[..pos]).trim_end().to_string());
+        let mut buf = std::mem::take(partial);
+        // One pass over the buffer: a write of a million newlines must not
+        // shift the rest of it a million times.
+        let mut start = 0;
+        while let Some(off) = buf[start..].iter().position(|&b| b == b'\n') {
+            let end = start + off;
+            if self.lines.len() < MAX_LOG_LINES {
+                let line = String::from_utf8_lossy(&buf[start..end])
+                    .trim_end()
+                    .to_string();
+                self.push(level, line);
+            } else {
+                self.dropped += 1;
+            }
+            start = end + 1;
         }
+        buf.drain(..start);
         // A runaway line without a newline is cut rather than kept growing.
-        if partial.len() > MAX_LINE_BYTES {
-            complete.push(String::from_utf8_lossy(partial).into_owned());
-            partial.clear();
+        if buf.len() > MAX_LINE_BYTES {
+            self.push(level, String::from_utf8_lossy(&buf).into_owned());
+            buf.clear();
         }
-        for line in complete {
-            self.push(level, line);
+        match level {
+            Level::Warn => self.partial_err = buf,
+            _ => self.partial_out = buf,
         }
     }
 

@@ -46,8 +46,8 @@ pub mod bindings {
 
 pub use outcome::{Observer, Verdict};
 pub use runtime::{
-    DEFAULT_LOCATION, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EngineError, InstantiateError,
-    LoadError, LoadedJourney, RunOptions, Runtime,
+    DEFAULT_LOCATION, DEFAULT_MAX_RECORD, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EngineError,
+    InstantiateError, LoadError, LoadedJourney, RunOptions, Runtime,
 };
 pub use user::{InstanceMode, VirtualUser};
 pub use waymark_http as http;

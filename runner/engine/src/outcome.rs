@@ -29,7 +29,10 @@ fn ending(
 ) -> (Ending, Option<Vec<LogRecord>>) {
     let memory_exceeded = state.limiter.exceeded;
     let mut logs_read = None;
+    let full = state.rec.budget.full;
     let (status, error) = match outcome {
+        // A record with entries dropped cannot say the run passed.
+        _ if full.is_some() => (Status::Error, Some(record_full(state))),
         Err(_) => (Status::Timeout, Some(timeout_error(opts.timeout))),
         Ok(Err(e)) if memory_exceeded.is_some() || e.downcast_ref::<MemoryExceeded>().is_some() => {
             (
@@ -191,6 +194,22 @@ pub(crate) fn observe(
     Verdict {
         status: end.status,
         error: end.error,
+    }
+}
+
+fn record_full(state: &RunState) -> RunError {
+    let b = &state.rec.budget;
+    RunError {
+        kind: ErrorKind::Limit,
+        message: format!(
+            "the record reached its budget of {} (max_record) with the journey's {}; \
+             the run was stopped, and {} steps, {} checks and {} requests were not recorded",
+            human_bytes(b.limit()),
+            b.full.unwrap_or("entries"),
+            b.dropped_steps,
+            b.dropped_checks,
+            b.dropped_requests,
+        ),
     }
 }
 

@@ -85,6 +85,9 @@ pub struct LoadedJourney {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Linear memory cap of a journey unless its settings say otherwise.
 pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
+/// Budget of a run's record (steps, checks, requests) unless its settings
+/// say otherwise.
+pub const DEFAULT_MAX_RECORD: usize = 16 << 20;
 /// The location label of a runner that names none.
 pub const DEFAULT_LOCATION: &str = "local";
 
@@ -101,6 +104,9 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// Linear memory cap, bytes.
     pub memory_limit: usize,
+    /// Budget of the record, bytes: what the host keeps of the guest's
+    /// steps, checks and requests ([`DEFAULT_MAX_RECORD`]).
+    pub max_record: usize,
     /// Runner location label.
     pub location: String,
     /// Attempt number (1 = first try).
@@ -122,6 +128,7 @@ impl RunOptions {
             http,
             timeout: DEFAULT_TIMEOUT,
             memory_limit: DEFAULT_MEMORY_LIMIT,
+            max_record: DEFAULT_MAX_RECORD,
             location: DEFAULT_LOCATION.into(),
             attempt: 1,
             capture_bodies: None,
@@ -153,6 +160,11 @@ pub enum InstantiateError {
 #[derive(Debug, thiserror::Error)]
 #[error("wall-clock timeout")]
 pub(crate) struct DeadlineReached;
+
+/// The record's budget is spent: the epoch callback stops the guest.
+#[derive(Debug, thiserror::Error)]
+#[error("the record's budget is spent")]
+pub(crate) struct RecordFull;
 
 impl Runtime {
     /// The engine, with the compile cache in `cache_dir` (none: no cache).
@@ -343,10 +355,9 @@ impl Runtime {
         let state = RunState::new(
             &journey.name,
             Arc::new(all_vars),
-            opts.http.clone(),
-            opts.memory_limit,
+            opts,
             t0..waymark_record::units::later(t0, opts.timeout),
-            opts.capture_bodies.map(|cap| (cap, started_at)),
+            started_at,
             conns,
         );
         let mut store = Store::new(&self.engine, state);
@@ -359,6 +370,8 @@ impl Runtime {
         store.epoch_deadline_callback(move |ctx| {
             if Instant::now() >= ctx.data().deadline {
                 Err(DeadlineReached.into())
+            } else if ctx.data().rec.budget.full.is_some() {
+                Err(RecordFull.into())
             } else {
                 Ok(UpdateDeadline::Yield(1))
             }

@@ -37,6 +37,9 @@ pub(crate) struct Hooks {
     /// A wasi:http request was made: until then the run's host calls need
     /// not look at `exchanges` (most journeys never make one).
     pub(crate) used: bool,
+    /// Largest request body the guest may stream (the run's body cap):
+    /// the body is held whole before it is sent.
+    pub(crate) body_cap: u64,
 }
 
 /// Takes a request off `in_flight` however its task ends (answered, failed
@@ -105,11 +108,23 @@ impl WasiHttpHooks for Hooks {
             exchanges: self.exchanges.clone(),
             id,
         };
+        let cap = self.body_cap;
         Box::new(async move {
             let (parts, body) = request.into_parts();
             // The guest may still be writing the body; the timed client sends
-            // whole bodies, so the request starts once the guest finishes it.
-            let body = body.collect().await?.to_bytes();
+            // whole bodies, so the request starts once the guest finishes it,
+            // and a body past the cap is refused as it streams in.
+            let limited =
+                http_body_util::Limited::new(body, usize::try_from(cap).unwrap_or(usize::MAX));
+            let body = match limited.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return Err(match e.downcast::<WasiError>() {
+                        Ok(w) => *w,
+                        Err(_) => WasiError::HttpRequestBodySize(Some(cap)),
+                    });
+                }
+            };
             let req = Request {
                 method: parts.method.to_string(),
                 url: parts.uri.to_string(),

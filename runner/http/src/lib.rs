@@ -210,6 +210,15 @@ impl Client {
         started: Instant,
         phase: &AtomicU8,
     ) -> Result<Response, HttpError> {
+        // Every request counts, the denied and the malformed too: each is
+        // an entry the host keeps in the record.
+        if self.requests >= self.config.max_requests {
+            return Err(HttpError::Limit(format!(
+                "request count: at most {} requests per run",
+                self.config.max_requests
+            )));
+        }
+        self.requests += 1;
         let target = parse_url(&req.url)?;
         if !self.config.allow.allows(&target.host, target.port) {
             return Err(HttpError::Denied(format!(
@@ -219,13 +228,6 @@ impl Client {
         }
         let method = hyper::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| HttpError::InvalidRequest(format!("bad method '{}'", req.method)))?;
-        if self.requests >= self.config.max_requests {
-            return Err(HttpError::Limit(format!(
-                "request count: at most {} requests per run",
-                self.config.max_requests
-            )));
-        }
-        self.requests += 1;
         let key = (target.https, target.host.clone(), target.port);
 
         // A kept-alive connection may have been closed by the server while

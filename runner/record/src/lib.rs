@@ -62,6 +62,8 @@ pub enum ErrorKind {
     Denied,
     /// A request failed and the journey gave up on it.
     Http,
+    /// A limit of the host was reached: the record's budget.
+    Limit,
 }
 
 impl ErrorKind {
@@ -75,6 +77,7 @@ impl ErrorKind {
             ErrorKind::Memory => "memory",
             ErrorKind::Denied => "denied",
             ErrorKind::Http => "http",
+            ErrorKind::Limit => "limit",
         }
     }
 }

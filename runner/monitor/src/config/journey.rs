@@ -26,6 +26,7 @@ pub(super) struct RawJourney {
     pub(super) retries: Option<Spanned<i64>>,
     pub(super) retry_delay: Option<Spanned<String>>,
     pub(super) memory_limit: Option<Spanned<Size>>,
+    pub(super) max_record: Option<Spanned<Size>>,
     pub(super) allow_hosts: Option<Vec<Spanned<String>>>,
     pub(super) resolve: Option<Vec<Spanned<String>>>,
     pub(super) ca_file: Option<Spanned<String>>,
@@ -147,6 +148,11 @@ pub(super) fn read_journey(
         v.and_then(|v| r.size(v, &k)).unwrap_or(default)
     };
     let memory_limit = size(field!(memory_limit), DEFAULT_MEMORY_LIMIT as u64) as usize;
+    let max_record = usize::try_from(size(
+        field!(max_record),
+        waymark_engine::DEFAULT_MAX_RECORD as u64,
+    ))
+    .unwrap_or(usize::MAX);
     let max_body = size(field!(max_body), waymark_http::DEFAULT_MAX_BODY);
     let max_total_bytes = size(
         field!(max_total_bytes),
@@ -213,6 +219,7 @@ pub(super) fn read_journey(
         retries,
         retry_delay,
         memory_limit,
+        max_record,
         vars,
         secrets,
         http: HttpSettings {

@@ -77,6 +77,8 @@ pub struct JourneyConfig {
     pub retry_delay: Duration,
     /// Linear memory cap, bytes.
     pub memory_limit: usize,
+    /// Budget of each run's record, bytes.
+    pub max_record: usize,
     /// Plain variables.
     pub vars: BTreeMap<String, String>,
     /// Secrets: `***` in every output.

@@ -123,6 +123,7 @@ pub fn prepare_partial(
             .collect();
         opts.timeout = j.timeout;
         opts.memory_limit = j.memory_limit;
+        opts.max_record = j.max_record;
         opts.location = config.runner.location.clone();
         journeys.push(Arc::new(Prepared {
             config: j.clone(),

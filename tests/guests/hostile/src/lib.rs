@@ -182,6 +182,30 @@ fn run() -> Result<()> {
         }
         // No request at all: the cost of a run itself.
         "noop" => Ok(()),
+        // Reports without end: `what` = checks, steps or requests (to a
+        // host outside the allow-list), `n` of them, names `len` bytes long.
+        "flood" => {
+            use waymark_sdk::__bindings::waymark::journey::report;
+            let n: u64 = vars::get_or("n", "1000").parse()?;
+            let len: usize = vars::get_or("len", "16").parse()?;
+            let name = "x".repeat(len);
+            let what = vars::get_or("what", "checks");
+            for _ in 0..n {
+                match what.as_str() {
+                    "checks" => {
+                        check_detail(&name, false, name.clone());
+                    }
+                    "steps" => {
+                        report::step_start(&name);
+                        report::step_end();
+                    }
+                    _ => {
+                        let _ = http::get(format!("http://denied.invalid/{name}")).send();
+                    }
+                }
+            }
+            Ok(())
+        }
         // Opens `n` steps, each inside the last, ends none, then spins until
         // the run's timeout: the record must still close in linear time.
         "nest" => {
