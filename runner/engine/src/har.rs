@@ -231,21 +231,15 @@ pub fn to_har(record: &RunRecord, captured: &[Captured], secrets: &[String]) -> 
             }).collect::<Vec<_>>(),
         }
     });
-    redact(&mut har, secrets);
+    redact(&mut har, &waymark_record::Redactor::new(secrets));
     har
 }
 
-fn redact(v: &mut Value, secrets: &[String]) {
+fn redact(v: &mut Value, r: &waymark_record::Redactor) {
     match v {
-        Value::String(s) => {
-            for secret in secrets.iter().filter(|s| !s.is_empty()) {
-                if s.contains(secret.as_str()) {
-                    *s = s.replace(secret.as_str(), "***");
-                }
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|x| redact(x, secrets)),
-        Value::Object(o) => o.values_mut().for_each(|x| redact(x, secrets)),
+        Value::String(s) => r.redact(s),
+        Value::Array(a) => a.iter_mut().for_each(|x| redact(x, r)),
+        Value::Object(o) => o.values_mut().for_each(|x| redact(x, r)),
         _ => {}
     }
 }

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use waymark_record::{ErrorKind, LogRecord, RunError, RunRecord, Status, StepRecord, redact_text};
+use waymark_record::Redactor;
+use waymark_record::{ErrorKind, LogRecord, RunError, RunRecord, Status, StepRecord};
 
 use crate::host::{MemoryExceeded, RunState};
 use crate::runtime::{DeadlineReached, RunOptions, human_bytes};
@@ -178,17 +179,13 @@ pub(crate) fn observe(
     // The logs are read only to explain a trap; a reused instance starts
     // its next run with an empty buffer.
     let (mut end, _) = ending(opts, state, outcome, finish_logs);
-    let secrets: Vec<&str> = opts
-        .secrets
-        .values()
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-        .collect();
+    let secrets: Vec<&str> = opts.secrets.values().map(String::as_str).collect();
+    let redactor = Redactor::new(&secrets);
     if let Some(e) = &mut end.error {
-        redact_text(&mut e.message, &secrets);
+        redactor.redact(&mut e.message);
     }
     for step in &mut end.steps {
-        redact_text(&mut step.name, &secrets);
+        redactor.redact(&mut step.name);
         observer.step(step);
     }
     Verdict {

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+mod redact;
 pub mod serde_time;
+pub use redact::Redactor;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,28 +371,25 @@ pub struct LogRecord {
     pub message: String,
 }
 
-/// Replaces every occurrence of each (non-empty) secret in `text` with `***`.
+/// Replaces every form of each (non-empty) secret in `text` with `***`
+/// (see [`Redactor`]).
 pub fn redact_text(text: &mut String, secrets: &[&str]) {
-    for secret in secrets {
-        if !secret.is_empty() && text.contains(secret) {
-            *text = text.replace(secret, "***");
-        }
-    }
+    Redactor::new(secrets).redact(text);
 }
 
 impl RunRecord {
-    /// Replace every occurrence of each secret with `***` in every text of
-    /// the record, so no sink ever sees one.
+    /// Replace every form of each secret with `***` in every text of the
+    /// record (see [`Redactor`]), so no sink ever sees one.
     pub fn redact(&mut self, secrets: &[String]) {
-        let secrets: Vec<&str> = secrets
-            .iter()
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if secrets.is_empty() {
+        self.redact_with(&Redactor::new(secrets));
+    }
+
+    /// As [`RunRecord::redact`], with the secrets' forms already found.
+    pub fn redact_with(&mut self, redactor: &Redactor) {
+        if redactor.is_empty() {
             return;
         }
-        let r = |s: &mut String| redact_text(s, &secrets);
+        let r = |s: &mut String| redactor.redact(s);
         if let Some(e) = &mut self.error {
             r(&mut e.message);
         }
@@ -403,6 +402,7 @@ impl RunRecord {
                 }
             }
             for q in &mut step.requests {
+                r(&mut q.method);
                 r(&mut q.url);
                 if let Some(e) = &mut q.error {
                     r(&mut e.message);
@@ -411,6 +411,14 @@ impl RunRecord {
         }
         for l in &mut self.logs {
             r(&mut l.message);
+        }
+        // A line cut at the length cap may hold half a secret, the next
+        // line the other half.
+        for i in 1..self.logs.len() {
+            let (before, after) = self.logs.split_at_mut(i);
+            if let (Some(a), Some(b)) = (before.last_mut(), after.first_mut()) {
+                redactor.redact_across(&mut a.message, &mut b.message);
+            }
         }
     }
 

