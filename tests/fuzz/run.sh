@@ -12,6 +12,6 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(config units allow)
 for t in "${targets[@]}"; do
   echo "== $t for ${secs}s"
-  cargo +nightly fuzz run "$t" "corpus/$t" -- \
+  cargo +nightly fuzz run --fuzz-dir . "$t" "corpus/$t" -- \
     -max_total_time="$secs" -max_len=4096 -rss_limit_mb=2048 -timeout=5
 done

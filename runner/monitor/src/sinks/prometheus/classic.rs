@@ -25,56 +25,77 @@ pub fn encode(families: &[MetricFamily]) -> String {
         };
         let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(&f.help));
         let _ = writeln!(out, "# TYPE {} {kind}", f.name);
-        for m in &f.metric {
-            let labels: Vec<(&str, &str)> = m
-                .label
-                .iter()
-                .map(|l| (l.name.as_str(), l.value.as_str()))
-                .collect();
-            let mut line = |suffix: &str, extra: Option<(&str, &str)>, v: f64| {
-                out.push_str(&f.name);
-                out.push_str(suffix);
-                write_labels(&mut out, &labels, extra);
-                out.push(' ');
-                out.push_str(&value(v));
-                out.push('\n');
-            };
-            if let Some(c) = &m.counter {
-                line("", None, c.value);
-            }
-            if let Some(g) = &m.gauge {
-                line("", None, g.value);
-            }
-            if let Some(u) = &m.untyped {
-                line("", None, u.value);
-            }
-            if let Some(h) = &m.histogram {
-                for b in &h.bucket {
-                    line(
-                        "_bucket",
-                        Some(("le", &bound(b.upper_bound))),
-                        b.cumulative_count as f64,
-                    );
-                }
-                if h.bucket
-                    .last()
-                    .is_none_or(|b| b.upper_bound != f64::INFINITY)
-                {
-                    line("_bucket", Some(("le", "+Inf")), h.sample_count as f64);
-                }
-                line("_sum", None, h.sample_sum);
-                line("_count", None, h.sample_count as f64);
-            }
-            if let Some(s) = &m.summary {
-                for q in &s.quantile {
-                    line("", Some(("quantile", &bound(q.quantile))), q.value);
-                }
-                line("_sum", None, s.sample_sum);
-                line("_count", None, s.sample_count as f64);
-            }
-        }
+        for_each_sample(f, |suffix, labels, extra, v| {
+            out.push_str(&f.name);
+            out.push_str(suffix);
+            write_labels(
+                &mut out,
+                labels,
+                extra.as_ref().map(|(k, v)| (*k, v.as_str())),
+            );
+            out.push(' ');
+            out.push_str(&value(v));
+            out.push('\n');
+        });
     }
     out
+}
+
+/// Each sample of `family` as a scrape sees it: the suffix of its series
+/// name (`""`, `_bucket`, `_sum`, `_count`), the family's labels, the
+/// sample's own label (`le`, `quantile`) and its value. The one walk of the
+/// model, for this text and for remote write.
+pub fn for_each_sample(
+    family: &MetricFamily,
+    mut f: impl FnMut(&str, &[(&str, &str)], Option<(&'static str, String)>, f64),
+) {
+    for m in &family.metric {
+        let labels: Vec<(&str, &str)> = m
+            .label
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        let labels = labels.as_slice();
+        if let Some(c) = &m.counter {
+            f("", labels, None, c.value);
+        }
+        if let Some(g) = &m.gauge {
+            f("", labels, None, g.value);
+        }
+        if let Some(u) = &m.untyped {
+            f("", labels, None, u.value);
+        }
+        if let Some(h) = &m.histogram {
+            for b in &h.bucket {
+                f(
+                    "_bucket",
+                    labels,
+                    Some(("le", bound(b.upper_bound))),
+                    b.cumulative_count as f64,
+                );
+            }
+            if h.bucket
+                .last()
+                .is_none_or(|b| b.upper_bound != f64::INFINITY)
+            {
+                f(
+                    "_bucket",
+                    labels,
+                    Some(("le", bound(f64::INFINITY))),
+                    h.sample_count as f64,
+                );
+            }
+            f("_sum", labels, None, h.sample_sum);
+            f("_count", labels, None, h.sample_count as f64);
+        }
+        if let Some(s) = &m.summary {
+            for q in &s.quantile {
+                f("", labels, Some(("quantile", bound(q.quantile))), q.value);
+            }
+            f("_sum", labels, None, s.sample_sum);
+            f("_count", labels, None, s.sample_count as f64);
+        }
+    }
 }
 
 fn write_labels(out: &mut String, labels: &[(&str, &str)], extra: Option<(&str, &str)>) {

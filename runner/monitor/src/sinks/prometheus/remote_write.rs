@@ -5,7 +5,7 @@
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily;
 use prost::Message;
 
-use super::classic::bound;
+use super::classic::for_each_sample;
 
 #[derive(Clone, PartialEq, Message)]
 pub struct WriteRequest {
@@ -44,8 +44,8 @@ pub struct Sample {
 /// by name.
 pub fn from_families(families: &[MetricFamily], job: &str, timestamp_ms: i64) -> WriteRequest {
     let mut timeseries = Vec::new();
-    let mut push =
-        |name: String, labels: &[(&str, &str)], extra: Option<(&str, String)>, value: f64| {
+    for family in families {
+        for_each_sample(family, |suffix, labels, extra, value| {
             let mut all: Vec<Label> = labels
                 .iter()
                 .map(|(n, v)| Label {
@@ -61,7 +61,7 @@ pub fn from_families(families: &[MetricFamily], job: &str, timestamp_ms: i64) ->
             }
             all.push(Label {
                 name: "__name__".into(),
-                value: name,
+                value: format!("{}{suffix}", family.name),
             });
             all.push(Label {
                 name: "job".into(),
@@ -75,53 +75,7 @@ pub fn from_families(families: &[MetricFamily], job: &str, timestamp_ms: i64) ->
                     timestamp: timestamp_ms,
                 }],
             });
-        };
-    for family in families {
-        let name = &family.name;
-        for m in &family.metric {
-            let labels: Vec<(&str, &str)> = m
-                .label
-                .iter()
-                .map(|l| (l.name.as_str(), l.value.as_str()))
-                .collect();
-            if let Some(c) = &m.counter {
-                push(name.clone(), &labels, None, c.value);
-            }
-            if let Some(g) = &m.gauge {
-                push(name.clone(), &labels, None, g.value);
-            }
-            if let Some(u) = &m.untyped {
-                push(name.clone(), &labels, None, u.value);
-            }
-            if let Some(h) = &m.histogram {
-                for b in &h.bucket {
-                    push(
-                        format!("{name}_bucket"),
-                        &labels,
-                        Some(("le", bound(b.upper_bound))),
-                        b.cumulative_count as f64,
-                    );
-                }
-                if h.bucket
-                    .last()
-                    .is_none_or(|b| b.upper_bound != f64::INFINITY)
-                {
-                    push(
-                        format!("{name}_bucket"),
-                        &labels,
-                        Some(("le", bound(f64::INFINITY))),
-                        h.sample_count as f64,
-                    );
-                }
-                push(format!("{name}_sum"), &labels, None, h.sample_sum);
-                push(
-                    format!("{name}_count"),
-                    &labels,
-                    None,
-                    h.sample_count as f64,
-                );
-            }
-        }
+        });
     }
     WriteRequest { timeseries }
 }
