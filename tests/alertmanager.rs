@@ -133,6 +133,24 @@ fn a_failing_journey_fires_in_alertmanager_and_resolves() {
         "http://waymark.test/status?journey=flaky"
     );
 
+    // Later failing runs update what the alert points at, not when it started.
+    let first_run = fired["annotations"]["run_id"].clone();
+    let t = Instant::now();
+    loop {
+        let list = alerts(&am_addr);
+        if let Some(a) = active_for(&list, "flaky")
+            && a["annotations"]["run_id"] != first_run
+        {
+            assert_eq!(a["startsAt"], fired["startsAt"], "{a}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the alert still names the first failing run: {list:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Once the server answers 200, the journey passes and the alert resolves.
     let t = Instant::now();
     while active_for(&alerts(&am_addr), "flaky").is_some() {

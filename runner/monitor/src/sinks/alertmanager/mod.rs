@@ -110,9 +110,14 @@ impl Deliver for Alertmanager {
                     a["endsAt"] = json!(rfc3339(SystemTime::now()));
                     out.push(a);
                 }
-            } else if let std::collections::btree_map::Entry::Vacant(slot) = firing.entry(key) {
-                let a = self.alert(d);
-                slot.insert(a.clone());
+            } else {
+                // Each failing run updates what the alert points at (run id,
+                // message, failing step and check); it started with the first.
+                let mut a = self.alert(d);
+                if let Some(first) = firing.get(&key) {
+                    a["startsAt"] = first["startsAt"].clone();
+                }
+                firing.insert(key, a.clone());
                 out.push(a);
             }
         }
