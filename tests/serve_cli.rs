@@ -554,6 +554,28 @@ fn history_lists_filters_and_computes_incidents() {
     let out = waymark(&["history", "--db", db_s, "login"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("fail (retried)"));
 
+    // `-c` reads only [store]: a sink's secret this shell does not set is
+    // not the history reader's problem; a bad [store] is.
+    let config = dir.path().join("waymark.toml");
+    std::fs::write(
+        &config,
+        "[store]\npath = \"h.db\"\n\n[[sink]]\ntype = \"webhook\"\n\
+         url = \"https://hooks.example.com/${env:WAYMARK_TEST_UNSET_HOOK}\"\n",
+    )
+    .expect("config");
+    let config_s = config.to_str().expect("utf-8");
+    let out = waymark(&["history", "-c", config_s, "login"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fail (retried)"));
+    std::fs::write(&config, "[store]\nretention = \"0s\"\n").expect("config");
+    let out = waymark(&["history", "-c", config_s]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retention"));
+
     let out = waymark(&[
         "history",
         "--db",

@@ -210,9 +210,9 @@ pub fn history(q: HistoryQuery) -> anyhow::Result<()> {
     let path = match &q.db {
         Some(p) => p.clone(),
         None => {
-            let config = Config::load(&q.config)
+            let store = Config::load_store(&q.config)
                 .with_context(|| "finding the history store (or give --db FILE)".to_string())?;
-            config.store.path.ok_or_else(|| {
+            store.path.ok_or_else(|| {
                 anyhow!(
                     "{}: [store] path is off, so no history is kept",
                     q.config.display()

@@ -166,6 +166,21 @@ impl Config {
         }))
     }
 
+    /// Only the `[store]` section of `path`, for readers of the history
+    /// (`waymark history`): problems elsewhere in the file, such as a
+    /// sink's secret whose environment variable this shell does not set,
+    /// are not theirs to fix.
+    pub fn load_store(path: &Path) -> Result<StoreConfig, LoadConfigError> {
+        let (config, errors) = Config::load_partial(path)?;
+        let (theirs, _): (Vec<ConfigError>, Vec<ConfigError>) = errors
+            .into_iter()
+            .partition(|e| e.key.starts_with("[store]") || e.key == "syntax");
+        match config {
+            Some(c) if theirs.is_empty() => Ok(c.store),
+            _ => Err(ConfigErrors(theirs).into()),
+        }
+    }
+
     /// Validates `src` as if read from `path` (relative paths in it are
     /// resolved against `path`'s directory).
     pub fn parse(
