@@ -49,13 +49,12 @@ pub enum CronError {
     #[error("'{0}' has 5 fields; waymark's cron has seconds first (6 fields), e.g. \"0 {0}\"")]
     FiveFields(String),
     /// Not a cron expression.
-    #[error("'{expr}' is not a cron expression with seconds: {source}")]
+    #[error("'{expr}' is not a cron expression with seconds: {reason}")]
     Syntax {
         /// As written.
         expr: String,
-        /// The cron crate's reason.
-        #[source]
-        source: cron::error::Error,
+        /// Why, on one line.
+        reason: String,
     },
     /// Valid, but no time ever matches (e.g. 30 February).
     #[error("'{0}' never fires")]
@@ -69,9 +68,9 @@ impl Schedule {
         if fields == 5 {
             return Err(CronError::FiveFields(expr.to_string()));
         }
-        let parsed = cron::Schedule::from_str(expr).map_err(|source| CronError::Syntax {
+        let parsed = cron::Schedule::from_str(expr).map_err(|e| CronError::Syntax {
             expr: expr.to_string(),
-            source,
+            reason: cron_reason(expr, &e),
         })?;
         // An expression that can never fire (e.g. 30 February) would leave the
         // journey silent forever.
@@ -112,6 +111,28 @@ impl Schedule {
             }
         }
     }
+}
+
+/// The cron crate's reason on one line, in our words: its message spans
+/// lines (the expression, a caret, the reason) and says "less than 59"
+/// where 59 is allowed.
+fn cron_reason(expr: &str, e: &cron::error::Error) -> String {
+    let text = e.to_string();
+    let reason = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != expr.trim() && !l.chars().all(|c| c == '^' || c == ' '))
+        .last()
+        .unwrap_or("not understood")
+        .to_string();
+    // "Minutes must be less than 59. ('60' specified.)"
+    if let Some((field, rest)) = reason.split_once(" must be less than ")
+        && let Some(max) = rest.split('.').next()
+        && let Some(given) = rest.split('\'').nth(1)
+    {
+        return format!("{field} must be at most {max}; '{given}' is outside");
+    }
+    reason
 }
 
 /// Where in its interval a journey falls: a stable, well-spread hash of its
@@ -156,6 +177,25 @@ mod tests {
                 .contains("never fires")
         );
         assert!(Schedule::cron("every minute").is_err());
+    }
+
+    #[test]
+    fn cron_errors_are_one_line_in_our_words() {
+        for (expr, want) in [
+            (
+                "0 60 * * * *",
+                "Minutes must be at most 59; '60' is outside",
+            ),
+            ("0 0 25 * * *", "Hours must be at most 23; '25' is outside"),
+        ] {
+            let e = Schedule::cron(expr).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "{e}");
+            assert!(e.ends_with(want), "{e}");
+        }
+        // 59 is a minute.
+        assert!(Schedule::cron("0 59 * * * *").is_ok());
+        let e = Schedule::cron("0 x * * * *").unwrap_err().to_string();
+        assert!(!e.contains('\n') && !e.contains('^'), "{e}");
     }
 
     #[test]
