@@ -122,7 +122,7 @@ fn cron_reason(expr: &str, e: &cron::error::Error) -> String {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && *l != expr.trim() && !l.chars().all(|c| c == '^' || c == ' '))
-        .last()
+        .next_back()
         .unwrap_or("not understood")
         .to_string();
     // "Minutes must be less than 59. ('60' specified.)"
