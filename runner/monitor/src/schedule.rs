@@ -121,8 +121,7 @@ fn cron_reason(expr: &str, e: &cron::error::Error) -> String {
     let reason = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && *l != expr.trim() && !l.chars().all(|c| c == '^' || c == ' '))
-        .next_back()
+        .rfind(|l| !l.is_empty() && *l != expr.trim() && !l.chars().all(|c| c == '^' || c == ' '))
         .unwrap_or("not understood")
         .to_string();
     // "Minutes must be less than 59. ('60' specified.)"
