@@ -402,6 +402,12 @@ fn check_lists_every_problem_including_journeys_that_do_not_load() {
             .map(|i| i + 1)
             .expect("line")
     };
+    // Errors found by loading carry the journey's number as the others do.
+    assert!(
+        err.contains("journey \"missing\" (#2) → wasm")
+            && err.contains("journey \"garbage\" (#3) → wasm"),
+        "{err}"
+    );
     for (needle, col, what) in [
         ("nowhere.wasm", 8, "cannot read"),
         ("garbage.wasm", 8, "is not a Wasm component"),
@@ -415,7 +421,7 @@ fn check_lists_every_problem_including_journeys_that_do_not_load() {
     }
     // The memory limit too small to even start the guest is found by instantiating it.
     assert!(
-        err.contains("journey \"big\" → wasm") && err.contains("memory_limit"),
+        err.contains("journey \"big\" (#4) → wasm") && err.contains("memory_limit"),
         "{err}"
     );
     assert!(err.contains("4 problems"), "{err}");

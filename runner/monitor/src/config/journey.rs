@@ -233,6 +233,7 @@ pub(super) fn read_journey(
             max_total_bytes,
         },
         wasm_at,
+        label: label.to_string(),
     })
 }
 

@@ -88,6 +88,8 @@ pub struct JourneyConfig {
     /// Where `wasm` is written in the file, for errors found later
     /// (a file that does not load).
     pub wasm_at: Place,
+    /// `journey "name" (#N)`, as every error about it starts.
+    pub label: String,
 }
 
 pub use waymark_http::HttpSettings;

@@ -75,7 +75,7 @@ pub fn prepare_partial(
     > = HashMap::new();
     let mut journeys = Vec::with_capacity(config.journeys.len());
     for j in &config.journeys {
-        let label = format!("journey \"{}\"", j.name);
+        let label = j.label.clone();
         let loaded = by_path
             .entry(j.wasm.clone())
             .or_insert_with(|| {
@@ -152,7 +152,7 @@ pub async fn check(
             if let Err(e) = runtime.instantiate(&p.loaded, &p.opts).await {
                 errors.push(error_at(
                     &p.config.wasm_at,
-                    format!("journey \"{}\" → wasm", p.config.name),
+                    format!("{} → wasm", p.config.label),
                     e.to_string(),
                 ));
             }
