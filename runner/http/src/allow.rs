@@ -83,6 +83,12 @@ impl HostPattern {
             })
             .transpose()?;
         let host = host.to_ascii_lowercase();
+        if host != "*" && !valid_host(host.strip_prefix("*.").unwrap_or(&host)) {
+            return Err(err(
+                "not a host name or IP address (letters, digits, '-', '_' and dots; \
+                 an IPv6 address in [brackets] when a port follows; punycode for other scripts)",
+            ));
+        }
         let host = if host == "*" {
             HostMatch::Any
         } else if let Some(suffix) = host.strip_prefix("*.") {
@@ -198,6 +204,24 @@ impl AllowList {
     pub fn patterns(&self) -> &[HostPattern] {
         &self.patterns
     }
+}
+
+/// A DNS name (labels of letters, digits, `-` and `_`, an optional final
+/// dot) or an IP address. Anything else could never match a URL's host, and
+/// would not read back from its own display.
+fn valid_host(h: &str) -> bool {
+    if h.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let name = h.strip_suffix('.').unwrap_or(h);
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*')
+        })
 }
 
 /// `10.0.0.0/8` or `10.0.0.0/8:443` or `[fd00::/8]:443` or `fd00::/8`.
@@ -516,6 +540,17 @@ mod tests {
     #[test]
     fn empty_list_allows_nothing() {
         assert!(!AllowList::default().allows("localhost", 80));
+    }
+
+    #[test]
+    fn hosts_that_are_neither_names_nor_addresses_are_refused() {
+        for bad in ["1][::1:", "a b", "exa/mple.com", "a..b", "ex@mple.com", "[::1", "é.com"] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad}");
+        }
+        for good in ["api.example.com", "example.com.", "_svc.local", "::1", "[::1]:80", "x-1"] {
+            let p = HostPattern::parse(good).expect(good);
+            assert!(HostPattern::parse(&p.to_string()).is_ok(), "{good} → {p}");
+        }
     }
 
     #[test]
