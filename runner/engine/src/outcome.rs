@@ -175,12 +175,11 @@ pub(crate) fn observe(
     state: &mut RunState,
     outcome: Outcome,
     observer: &mut dyn Observer,
+    redactor: &Redactor,
 ) -> Verdict {
     // The logs are read only to explain a trap; a reused instance starts
     // its next run with an empty buffer.
     let (mut end, _) = ending(opts, state, outcome, finish_logs);
-    let secrets: Vec<&str> = opts.secrets.values().map(String::as_str).collect();
-    let redactor = Redactor::new(&secrets);
     if let Some(e) = &mut end.error {
         redactor.redact(&mut e.message);
     }

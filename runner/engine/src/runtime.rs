@@ -446,10 +446,11 @@ impl Runtime {
         opts: &RunOptions,
         conns: waymark_http::Connections,
         observer: &mut dyn Observer,
+        redactor: &waymark_record::Redactor,
     ) -> (Verdict, waymark_http::Connections) {
         let (verdict, _, conns) = self
             .run_inner(journey, opts, conns, |state, outcome, _, _| {
-                observe(opts, state, outcome, observer)
+                observe(opts, state, outcome, observer, redactor)
             })
             .await;
         (verdict, conns)

@@ -9,7 +9,7 @@ use crate::bindings::Journey;
 use crate::host::RunState;
 use crate::outcome::{Observer, Verdict, observe};
 use crate::runtime::{LoadedJourney, RunOptions, Runtime};
-use waymark_record::Status;
+use waymark_record::{Redactor, Status};
 
 /// How a virtual user gets the instance each run calls `run` on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,6 +43,9 @@ pub struct VirtualUser {
     mode: InstanceMode,
     conns: waymark_http::Connections,
     kept: Option<(Store<RunState>, Journey)>,
+    /// The forms of the secrets it redacts, found once for the secrets they
+    /// were found for rather than on every run.
+    redactor: Option<(Vec<String>, Redactor)>,
 }
 
 impl VirtualUser {
@@ -51,6 +54,24 @@ impl VirtualUser {
         VirtualUser {
             mode,
             ..Default::default()
+        }
+    }
+
+    /// The redactor for `opts`' secrets, taken out of the user (put it
+    /// back when done); found again only when the secrets change.
+    fn take_redactor(&mut self, opts: &RunOptions) -> (Vec<String>, Redactor) {
+        match self.redactor.take() {
+            Some((secrets, r))
+                if secrets.len() == opts.secrets.len()
+                    && opts.secrets.values().all(|v| secrets.contains(v)) =>
+            {
+                (secrets, r)
+            }
+            _ => {
+                let secrets: Vec<String> = opts.secrets.values().cloned().collect();
+                let r = Redactor::new(&secrets);
+                (secrets, r)
+            }
         }
     }
 
@@ -64,17 +85,23 @@ impl VirtualUser {
         opts: &RunOptions,
         observer: &mut dyn Observer,
     ) -> Verdict {
-        match self.mode {
+        let (secrets, redactor) = self.take_redactor(opts);
+        let verdict = match self.mode {
             InstanceMode::Fresh => {
                 let conns = std::mem::take(&mut self.conns);
                 let (verdict, conns) = runtime
-                    .observe_reusing(journey, opts, conns, observer)
+                    .observe_reusing(journey, opts, conns, observer, &redactor)
                     .await;
                 self.conns = conns;
                 verdict
             }
-            InstanceMode::Reuse => self.run_kept(runtime, journey, opts, observer).await,
-        }
+            InstanceMode::Reuse => {
+                self.run_kept(runtime, journey, opts, observer, &redactor)
+                    .await
+            }
+        };
+        self.redactor = Some((secrets, redactor));
+        verdict
     }
 
     async fn run_kept(
@@ -83,6 +110,7 @@ impl VirtualUser {
         journey: &LoadedJourney,
         opts: &RunOptions,
         observer: &mut dyn Observer,
+        redactor: &Redactor,
     ) -> Verdict {
         let started_at = SystemTime::now();
         let t0 = Instant::now();
@@ -123,7 +151,7 @@ impl VirtualUser {
         };
         let state = store.data_mut();
         state.stop_wasi_http();
-        let verdict = observe(opts, state, outcome, observer);
+        let verdict = observe(opts, state, outcome, observer, redactor);
         let sound =
             matches!(verdict.status, Status::Pass | Status::Fail) && !state.wasi_http_in_flight();
         match instance {

@@ -371,12 +371,6 @@ pub struct LogRecord {
     pub message: String,
 }
 
-/// Replaces every form of each (non-empty) secret in `text` with `***`
-/// (see [`Redactor`]).
-pub fn redact_text(text: &mut String, secrets: &[&str]) {
-    Redactor::new(secrets).redact(text);
-}
-
 impl RunRecord {
     /// Replace every form of each secret with `***` in every text of the
     /// record (see [`Redactor`]), so no sink ever sees one.
