@@ -112,7 +112,13 @@ fn closed_ramp_measures_every_iteration_on_kept_alive_connections() {
     assert!(server.max_concurrent.load(Ordering::SeqCst) <= 4);
     // Three levels: the USL is fitted (or says why not) and printed.
     assert!(stdout.contains("Universal Scalability Law fit"), "{stdout}");
-    assert!(v["usl"]["lambda"].as_f64().expect("a fit") > 0.0);
+    // Beside the other tests on two cores, a step may find waymark itself
+    // saturated; it is then left out and the refusal says so.
+    let fitted = v["usl"]["lambda"].as_f64().is_some_and(|l| l > 0.0);
+    let refused_for_saturation = v["usl_refused"]
+        .as_str()
+        .is_some_and(|r| r.contains("waymark itself was saturated"));
+    assert!(fitted || refused_for_saturation, "{}", v["usl_refused"]);
 }
 
 #[test]
