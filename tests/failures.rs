@@ -12,17 +12,25 @@ use std::sync::Arc;
 use support::{Fault, Script, ScriptedServer, TestCa, hostile_wasm, ok_body, runtime};
 use waymark_engine::RunOptions;
 use waymark_http::{AllowList, HttpConfig, Overrides, SystemResolver};
-use waymark_record::Status;
+use waymark_record::{Phase, PhaseTimings, Status};
 
-/// Run the classifying guest on `url`; return (the case the journey saw,
-/// the recorded message).
+/// What was recorded of a failed request.
+struct Failed {
+    kind: String,
+    message: String,
+    /// The phase it failed in.
+    phase: Option<Phase>,
+    timings: PhaseTimings,
+}
+
+/// Run the classifying guest on `url`; return what was recorded of its request.
 async fn classify(
     url: &str,
     allow: &[String],
     resolve: &[(&str, &[&str])],
     ca: Option<&TestCa>,
     timeout_ms: Option<&str>,
-) -> (String, String) {
+) -> Failed {
     let mut http = HttpConfig::new(
         AllowList::parse(allow).expect("valid"),
         ca.map(|c| c.ca_file.as_path()),
@@ -54,7 +62,12 @@ async fn classify(
         format!("error {}", err.kind),
         "the journey sees the recorded case"
     );
-    (err.kind.as_str().to_string(), err.message.clone())
+    Failed {
+        kind: err.kind.as_str().to_string(),
+        message: err.message.clone(),
+        phase: err.phase,
+        timings: req.timings,
+    }
 }
 
 async fn faulty(fault: Fault) -> ScriptedServer {
@@ -69,9 +82,35 @@ async fn faulty(fault: Fault) -> ScriptedServer {
 #[tokio::test]
 async fn every_failure_has_its_own_case_and_words() {
     let mut kinds = Vec::new();
-    let mut check = |(kind, msg): (String, String), want_kind: &str, want_words: &str| {
+    let mut check = |f: Failed, want_kind: &str, want_words: &str, want_phase: Phase| {
+        let (kind, msg, t) = (f.kind, f.message, f.timings);
         assert_eq!(kind, want_kind, "{msg}");
         assert!(msg.contains(want_words), "{want_kind}: {msg}");
+        // The phases it got through are kept, the one it failed in timed
+        // to the failure, and those it never reached are zero.
+        assert_eq!(
+            f.phase,
+            Some(want_phase),
+            "{want_kind}: the phase it failed in"
+        );
+        let reached: std::time::Duration = t.reached(want_phase).map(|(_, d)| d).sum();
+        assert!(reached <= t.total, "{want_kind}: {t:?}");
+        assert!(
+            t.total - reached < std::time::Duration::from_millis(5),
+            "{want_kind}: the phases reached make up the total: {t:?}"
+        );
+        for p in Phase::ALL.into_iter().filter(|p| *p > want_phase) {
+            assert!(
+                t.get(p).is_zero(),
+                "{want_kind}: {p} was never reached: {t:?}"
+            );
+        }
+        if want_kind == "timeout" {
+            assert!(
+                t.processing >= std::time::Duration::from_millis(290),
+                "{t:?}"
+            );
+        }
         kinds.push(kind);
     };
 
@@ -87,6 +126,23 @@ async fn every_failure_has_its_own_case_and_words() {
         .await,
         "resolve",
         "'nx.example.test' has no address",
+        Phase::Resolve,
+    );
+
+    // Denied after resolving: an allowed name whose address is not (the
+    // time spent resolving it is kept).
+    check(
+        classify(
+            "http://rebind.example.test/",
+            &["rebind.example.test".into()],
+            &[("rebind.example.test", &["169.254.169.254"])],
+            None,
+            None,
+        )
+        .await,
+        "denied",
+        "169.254.169.254",
+        Phase::Resolve,
     );
 
     // Connection refused: a port nobody listens on any more.
@@ -105,6 +161,7 @@ async fn every_failure_has_its_own_case_and_words() {
         .await,
         "connect",
         "connection refused",
+        Phase::Connect,
     );
 
     // TLS failure: a certificate for another name.
@@ -122,6 +179,7 @@ async fn every_failure_has_its_own_case_and_words() {
         .await,
         "tls",
         "not valid for 'wrong.example.test' (wrong host)",
+        Phase::Tls,
     );
 
     let reset = faulty(Fault::ResetMidBody).await;
@@ -136,6 +194,7 @@ async fn every_failure_has_its_own_case_and_words() {
         .await,
         "reset",
         "after 15 of 1015 body bytes",
+        Phase::Transfer,
     );
 
     let silent = faulty(Fault::NeverAnswer).await;
@@ -150,6 +209,7 @@ async fn every_failure_has_its_own_case_and_words() {
         .await,
         "timeout",
         "request timeout of 300 ms expired during processing",
+        Phase::Processing,
     );
 
     let extra = faulty(Fault::ExtraBody).await;
@@ -164,6 +224,7 @@ async fn every_failure_has_its_own_case_and_words() {
         .await,
         "protocol",
         "20 bytes more than its Content-Length of 15",
+        Phase::Transfer,
     );
 
     let garbled = faulty(Fault::MalformedStatus).await;
@@ -178,6 +239,7 @@ async fn every_failure_has_its_own_case_and_words() {
         .await,
         "malformed",
         "could not be parsed",
+        Phase::Processing,
     );
 
     let mut distinct = kinds.clone();
@@ -191,7 +253,9 @@ async fn certificate_errors_are_in_plain_words() {
     let expired = TestCa::expired();
     let server = ScriptedServer::ok(Some(expired.server.clone())).await;
     let p = server.addr.port();
-    let (kind, msg) = classify(
+    let Failed {
+        kind, message: msg, ..
+    } = classify(
         &format!("https://localhost:{p}/"),
         &[format!("localhost:{p}")],
         &[],
@@ -209,7 +273,9 @@ async fn certificate_errors_are_in_plain_words() {
     let ca = TestCa::new();
     let server = ScriptedServer::ok(Some(ca.server.clone())).await;
     let p = server.addr.port();
-    let (kind, msg) = classify(
+    let Failed {
+        kind, message: msg, ..
+    } = classify(
         &format!("https://localhost:{p}/"),
         &[format!("localhost:{p}")],
         &[],

@@ -65,6 +65,12 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
+/// A port nobody listens on any more.
+fn refused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
     _cache: tempfile::TempDir,
@@ -96,8 +102,11 @@ fn setup(scrape: bool, sink_extra: &str) -> Setup {
              [[journey]]\nname = \"ok\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nallow_hosts = [\"127.0.0.1\"]\n\
              vars = {{ mode = \"fetch\", url = \"{}\" }}\n\n\
              [[journey]]\nname = \"bad\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nvars = {{ mode = \"fail\" }}\n\n\
+             [[journey]]\nname = \"down\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nallow_hosts = [\"127.0.0.1\"]\n\
+             vars = {{ mode = \"fetch\", url = \"http://127.0.0.1:{}/\" }}\n\n\
              [[sink]]\ntype = \"prometheus\"\n{}\n",
             server.url(),
+            refused_port(),
             sink_extra.replace("PROM", &prom_addr)
         ),
     )
@@ -227,6 +236,24 @@ fn prometheus_scrapes_waymark_serve() {
     wait(
         r#"sum(waymark_http_phase_duration_seconds_count{journey="ok",phase="total",location="lab-1"})"#,
         &|v| v >= 2.0,
+    );
+    // A failed request counts for the phases it got through, under its
+    // error's kind, and not for those it never reached.
+    wait(
+        r#"sum(waymark_http_phase_duration_seconds_count{journey="down",phase="connect",result="connect"})"#,
+        &|v| v >= 2.0,
+    );
+    wait(
+        r#"sum(waymark_http_phase_duration_seconds_count{journey="ok",phase="total",result="ok"})"#,
+        &|v| v >= 2.0,
+    );
+    assert_eq!(
+        query(
+            prom_addr,
+            r#"count(waymark_http_phase_duration_seconds_count{journey="down",phase="processing"})"#
+        ),
+        None,
+        "a refused connection never reached processing"
     );
     let d = wait(r#"waymark_journey_duration_seconds{journey="ok"}"#, &|v| {
         v > 0.0

@@ -255,19 +255,11 @@ impl Recorder {
         };
         match &ex.result {
             Ok(resp) => {
-                let t = &resp.timings;
                 rec.status = Some(resp.status);
                 rec.http_version = Some(resp.http_version.to_string());
                 rec.remote_addr = Some(resp.remote_addr.to_string());
                 rec.reused_connection = resp.reused_connection;
-                rec.timings = PhaseTimings {
-                    resolve: t.resolve,
-                    connect: t.connect,
-                    tls: t.tls,
-                    processing: t.processing,
-                    transfer: t.transfer,
-                    total: t.total,
-                };
+                rec.timings = resp.timings;
                 rec.bytes_received = resp.wire_bytes;
                 rec.bytes_decoded = resp.body.len() as u64;
                 rec.tls = resp.tls.as_ref().map(|t| TlsRecord {
@@ -279,9 +271,13 @@ impl Recorder {
             }
             Err(e) => {
                 // The kind is beside it in every output; the message is the detail.
+                if let Some(r) = &ex.reached {
+                    rec.timings = r.timings;
+                }
                 rec.error = Some(RequestError {
                     kind: e.kind(),
                     message: cut(e.detail(), MAX_TEXT),
+                    phase: ex.reached.map(|r| r.phase),
                 });
             }
         }
@@ -311,6 +307,7 @@ impl Recorder {
             q.error = Some(RequestError {
                 kind: e.kind(),
                 message: e.detail(),
+                phase: None,
             });
             s.record.status = Status::Fail;
         }
@@ -337,6 +334,7 @@ impl Recorder {
                     "no response yet when the run was stopped".into(),
                 )),
                 elapsed: started.elapsed(),
+                reached: None,
             };
             if let Some(i) = self.current() {
                 if stopped_in.len() <= i {

@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -14,7 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::io::{FirstByteProbe, TimedIo};
 use crate::wire::{Target, connect_error, hyper_error};
-use crate::{Client, HttpError, Phase, Timings, TlsInfo, tls};
+use crate::{Client, HttpError, Phase, Progress, Timings, TlsInfo, tls};
 
 /// One connection's request side, HTTP/1.1 or HTTP/2 as ALPN chose.
 pub(crate) enum Sender {
@@ -103,10 +102,10 @@ impl Client {
         &self,
         target: &Target,
         started: Instant,
-        phase: &AtomicU8,
+        progress: &Progress,
         timings: &mut Timings,
     ) -> Result<Conn, HttpError> {
-        phase.store(Phase::Resolve as u8, Ordering::Relaxed);
+        progress.enter(Phase::Resolve);
         let resolved_addrs = self.resolve(&target.host, target.port).await?;
         let resolved = Instant::now();
         // The policy is checked on the addresses we will connect to, so a
@@ -127,7 +126,7 @@ impl Client {
         }
         timings.resolve = resolved.saturating_duration_since(started);
 
-        phase.store(Phase::Connect as u8, Ordering::Relaxed);
+        progress.enter(Phase::Connect);
         let mut last_err = None;
         let mut tcp = None;
         for addr in &addrs {
@@ -156,7 +155,7 @@ impl Client {
 
         let probe = Arc::new(FirstByteProbe::default());
         let (sender, tls_info) = if target.https {
-            phase.store(Phase::Tls as u8, Ordering::Relaxed);
+            progress.enter(Phase::Tls);
             let (stream, info) = tls::handshake(&self.config.tls, &target.host, tcp).await?;
             timings.tls = connected.elapsed();
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");

@@ -14,7 +14,9 @@ pub mod tls;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+
 use std::time::Instant;
+pub use waymark_record::Phase;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
@@ -33,22 +35,20 @@ mod wire;
 pub use wire::redirect;
 use wire::{Target, decode_body, header_value, headers_have, hyper_error, parse_url, version_name};
 
-#[derive(Clone, Copy)]
-#[repr(u8)]
-enum Phase {
-    Resolve,
-    Connect,
-    Tls,
-    Processing,
-    Transfer,
-}
+/// Where a request is, for a timeout's message and a failure's timings:
+/// 0 before it touched the network, else 1 + the [`Phase`]'s index.
+#[derive(Default)]
+pub(crate) struct Progress(AtomicU8);
 
-impl Phase {
-    fn name(v: u8) -> &'static str {
-        waymark_record::PhaseTimings::PHASES
-            .get(usize::from(v))
-            .copied()
-            .unwrap_or("request")
+impl Progress {
+    pub(crate) fn enter(&self, phase: Phase) {
+        self.0.store(phase as u8 + 1, Ordering::Relaxed);
+    }
+
+    fn current(&self) -> Option<Phase> {
+        usize::from(self.0.load(Ordering::Relaxed))
+            .checked_sub(1)
+            .and_then(Phase::from_index)
     }
 }
 
@@ -167,28 +167,33 @@ impl Client {
     /// Send `req`, read the whole response, and time every phase.
     pub async fn send(&mut self, req: &Request) -> Exchange {
         let started = Instant::now();
-        let phase = AtomicU8::new(Phase::Resolve as u8);
+        let progress = Progress::default();
+        let mut timings = Timings::default();
         // One span per request, in the run's one trace.
         let span = req.trace.then(|| hex::encode(rand::random::<[u8; 8]>()));
         let sp = span.as_deref();
+        let inner = self.send_inner(req, sp, started, &progress, &mut timings);
         let result = match req.timeout {
-            Some(limit) => {
-                match tokio::time::timeout(limit, self.send_inner(req, sp, started, &phase)).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        let key_phase = Phase::name(phase.load(Ordering::Relaxed));
-                        // A half-used connection cannot carry the next request.
-                        if let Ok(t) = parse_url(&req.url) {
-                            self.pool.remove(&(t.https, t.host, t.port));
-                        }
-                        Err(HttpError::Timeout(format!(
-                            "request timeout of {} ms expired during {key_phase}",
-                            limit.as_millis()
-                        )))
+            Some(limit) => match tokio::time::timeout(limit, inner).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let during = progress.current().map_or("request", Phase::as_str);
+                    // A half-used connection cannot carry the next request.
+                    if let Ok(t) = parse_url(&req.url) {
+                        self.pool.remove(&(t.https, t.host, t.port));
                     }
+                    Err(HttpError::Timeout(format!(
+                        "request timeout of {} ms expired during {during}",
+                        limit.as_millis()
+                    )))
                 }
-            }
-            None => self.send_inner(req, sp, started, &phase).await,
+            },
+            None => inner.await,
+        };
+        let elapsed = started.elapsed();
+        let reached = match (&result, progress.current()) {
+            (Err(_), Some(phase)) => Some(Reached::new(timings, phase, elapsed)),
+            _ => None,
         };
         Exchange {
             started,
@@ -199,7 +204,8 @@ impl Client {
             },
             span_id: span,
             result,
-            elapsed: started.elapsed(),
+            elapsed,
+            reached,
         }
     }
 
@@ -208,7 +214,8 @@ impl Client {
         req: &Request,
         span: Option<&str>,
         started: Instant,
-        phase: &AtomicU8,
+        progress: &Progress,
+        timings: &mut Timings,
     ) -> Result<Response, HttpError> {
         // Every request counts, the denied and the malformed too: each is
         // an entry the host keeps in the record.
@@ -237,13 +244,13 @@ impl Client {
             attempt += 1;
             let pooled = self.pool.remove(&key).filter(|c| !c.sender.is_closed());
             let reused = pooled.is_some();
-            let mut timings = Timings::default();
+            *timings = Timings::default();
             let mut conn = match pooled {
                 Some(c) => c,
-                None => self.connect(&target, started, phase, &mut timings).await?,
+                None => self.connect(&target, started, progress, timings).await?,
             };
             let ready = Instant::now();
-            phase.store(Phase::Processing as u8, Ordering::Relaxed);
+            progress.enter(Phase::Processing);
             let Built {
                 request,
                 headers: sent_headers,
@@ -272,7 +279,8 @@ impl Client {
             } else {
                 conn.probe.first_byte().unwrap_or_else(Instant::now)
             };
-            phase.store(Phase::Transfer as u8, Ordering::Relaxed);
+            timings.processing = first_byte.saturating_duration_since(ready);
+            progress.enter(Phase::Transfer);
 
             let status = resp.status().as_u16();
             let http_version = version_name(resp.version());
@@ -343,7 +351,6 @@ impl Client {
                 Some(encoding) => decode_body(encoding, raw, self.config.max_body)?,
                 None => raw,
             };
-            timings.processing = first_byte.saturating_duration_since(ready);
             timings.transfer = done.saturating_duration_since(first_byte);
             timings.total = done.saturating_duration_since(started);
 
@@ -353,7 +360,7 @@ impl Client {
                 body,
                 wire_bytes: wire,
                 request_headers: sent_headers,
-                timings,
+                timings: *timings,
                 http_version,
                 remote_addr: conn.remote,
                 reused_connection: reused,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::TlsInfo;
+use crate::{Phase, TlsInfo};
 pub use waymark_record::HttpErrorKind;
 
 /// A request as the journey asked for it.
@@ -26,22 +26,9 @@ pub struct Request {
     pub trace: bool,
 }
 
-/// Phase durations of one request.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Timings {
-    /// start → address resolved.
-    pub resolve: Duration,
-    /// resolved → TCP established.
-    pub connect: Duration,
-    /// TCP established → TLS handshake done (zero for http).
-    pub tls: Duration,
-    /// connection ready → first response byte (request write included).
-    pub processing: Duration,
-    /// first response byte → last body byte.
-    pub transfer: Duration,
-    /// start → last body byte.
-    pub total: Duration,
-}
+/// Phase durations of one request: the record's type, so the client's
+/// timings go into the record as they are.
+pub use waymark_record::PhaseTimings as Timings;
 
 /// A complete response.
 #[derive(Debug, Clone)]
@@ -154,4 +141,38 @@ pub struct Exchange {
     pub result: Result<Response, HttpError>,
     /// Time from start to the end (success or failure).
     pub elapsed: Duration,
+    /// How far a failed request got; `None` for a response (its timings
+    /// say it all) and for a request refused before it touched the network.
+    pub reached: Option<Reached>,
+}
+
+/// The phases a failed request went through.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reached {
+    /// The phases it completed, and the one it failed in timed up to the
+    /// failure; `total` is the whole request.
+    pub timings: Timings,
+    /// The phase it failed in.
+    pub phase: Phase,
+}
+
+impl Reached {
+    /// The failing phase gets what the completed ones leave of `elapsed`.
+    pub(crate) fn new(mut timings: Timings, phase: Phase, elapsed: Duration) -> Reached {
+        let before: Duration = Phase::ALL
+            .into_iter()
+            .take_while(|p| *p < phase)
+            .map(|p| timings.get(p))
+            .sum();
+        let rest = elapsed.saturating_sub(before);
+        match phase {
+            Phase::Resolve => timings.resolve = rest,
+            Phase::Connect => timings.connect = rest,
+            Phase::Tls => timings.tls = rest,
+            Phase::Processing => timings.processing = rest,
+            Phase::Transfer => timings.transfer = rest,
+        }
+        timings.total = elapsed;
+        Reached { timings, phase }
+    }
 }

@@ -225,10 +225,17 @@ fn render_request(out: &mut String, p: &Paint, req: &RequestRecord, axis: f64) {
         .filter(|(name, d)| *d > 0.0 || matches!(**name, "processing" | "transfer"))
         .map(|(name, d)| format!("{name} {d:.2}"))
         .collect();
-    let figures = if req.error.is_some() {
-        String::new()
-    } else {
-        figures.join("  ")
+    let figures = match &req.error {
+        None => figures.join("  "),
+        // A failure shows how far it got: the phases it went through, the
+        // last one timed up to the failure.
+        Some(e) => e.phase.map_or_else(String::new, |failed_in| {
+            t.reached(failed_in)
+                .map(|(phase, d)| format!("{phase} {:.2}", ms(d)))
+                .collect::<Vec<_>>()
+                .join("  ")
+                + " ✗"
+        }),
     };
     let _ = writeln!(out, "        │{bar}│ {}", p.dim(&figures));
     if let Some(e) = &req.error {

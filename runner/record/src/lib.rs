@@ -185,9 +185,72 @@ pub struct PhaseTimings {
     pub total: Duration,
 }
 
+/// A phase of a request, in the order they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Name resolution (and the address check).
+    Resolve,
+    /// TCP connect.
+    Connect,
+    /// TLS handshake.
+    Tls,
+    /// Request written, waiting for the first response byte.
+    Processing,
+    /// Reading the body.
+    Transfer,
+}
+
+impl Phase {
+    /// Every phase, in order.
+    pub const ALL: [Phase; 5] = [
+        Phase::Resolve,
+        Phase::Connect,
+        Phase::Tls,
+        Phase::Processing,
+        Phase::Transfer,
+    ];
+
+    /// The name metrics, reports and the record use.
+    pub fn as_str(self) -> &'static str {
+        PhaseTimings::PHASES[self as usize]
+    }
+
+    /// The phase at `index` in [`Phase::ALL`].
+    pub fn from_index(index: usize) -> Option<Phase> {
+        Phase::ALL.get(index).copied()
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl PhaseTimings {
     /// Names of the phases, in order (`total` is not one of them).
     pub const PHASES: [&'static str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
+
+    /// One phase's duration.
+    pub fn get(&self, phase: Phase) -> Duration {
+        match phase {
+            Phase::Resolve => self.resolve,
+            Phase::Connect => self.connect,
+            Phase::Tls => self.tls,
+            Phase::Processing => self.processing,
+            Phase::Transfer => self.transfer,
+        }
+    }
+
+    /// The phases a failed request went through, up to and including the
+    /// one it failed in, with their durations.
+    pub fn reached(&self, failed_in: Phase) -> impl Iterator<Item = (Phase, Duration)> + '_ {
+        Phase::ALL
+            .into_iter()
+            .take_while(move |p| *p <= failed_in)
+            .map(|p| (p, self.get(p)))
+    }
 
     /// Each phase and `total` with its name, as metrics and reports label them.
     pub fn named(&self) -> [(&'static str, Duration); 6] {
@@ -310,6 +373,12 @@ pub struct RequestError {
     pub kind: HttpErrorKind,
     /// In plain words.
     pub message: String,
+    /// The phase it failed in; absent when it failed before reaching the
+    /// network (a bad URL, a host outside the allow-list, a limit). The
+    /// request's timings then hold the phases it completed and this one
+    /// up to the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
 }
 
 /// One HTTP request.
@@ -331,7 +400,8 @@ pub struct RequestRecord {
     /// waterfalls; `start_ms` in JSON).
     #[serde(rename = "start_ms", with = "serde_time::millis")]
     pub start: Duration,
-    /// Phase durations (`timings_ms` in JSON); on error only `total` is set.
+    /// Phase durations (`timings_ms` in JSON); on error, those it got
+    /// through (see [`RequestError::phase`]) and `total`.
     #[serde(rename = "timings_ms")]
     pub timings: PhaseTimings,
     /// Body bytes received on the wire (compressed, if it was).
@@ -475,6 +545,7 @@ mod tests {
                     error: Some(RequestError {
                         kind: HttpErrorKind::Connect,
                         message: "s3cret".into(),
+                        phase: Some(Phase::Connect),
                     }),
                 }],
             }],

@@ -40,6 +40,9 @@ struct PhaseLabels {
     step: String,
     phase: String,
     location: String,
+    /// `ok` for a response, else the error's kind: failures keep their
+    /// phases out of the success latencies.
+    result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -110,7 +113,7 @@ impl Metrics {
         );
         registry.register(
             "waymark_http_phase_duration_seconds",
-            "Request phases: resolve, connect, tls, processing, transfer, total",
+            "Request phases (resolve, connect, tls, processing, transfer, total) by result: ok, or the error kind of a failed request for the phases it got through",
             phases.clone(),
         );
         registry.register(
@@ -163,16 +166,32 @@ impl Metrics {
         let r = &d.record;
         for step in &r.steps {
             for req in &step.requests {
-                if req.error.is_none() {
-                    for (phase, d) in req.timings.named() {
-                        self.phases
-                            .get_or_create(&PhaseLabels {
-                                journey: r.journey.clone(),
-                                step: step.name.clone(),
-                                phase: phase.into(),
-                                location: r.location.clone(),
-                            })
-                            .observe(d.as_secs_f64());
+                let observe = |phase: &str, d: std::time::Duration, result: &str| {
+                    self.phases
+                        .get_or_create(&PhaseLabels {
+                            journey: r.journey.clone(),
+                            step: step.name.clone(),
+                            phase: phase.into(),
+                            location: r.location.clone(),
+                            result: result.into(),
+                        })
+                        .observe(d.as_secs_f64());
+                };
+                match &req.error {
+                    None => {
+                        for (phase, d) in req.timings.named() {
+                            observe(phase, d, "ok");
+                        }
+                    }
+                    // Only what the request got through: a phase it never
+                    // reached is absent, not a zero.
+                    Some(e) => {
+                        if let Some(failed_in) = e.phase {
+                            for (phase, d) in req.timings.reached(failed_in) {
+                                observe(phase.as_str(), d, e.kind.as_str());
+                            }
+                            observe("total", req.timings.total, e.kind.as_str());
+                        }
                     }
                 }
                 if let Some(tls) = &req.tls
