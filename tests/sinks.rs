@@ -17,11 +17,16 @@ use waymark_monitor::sinks::{Delivery, Exposed, Sink};
 use waymark_monitor::sinks::{SinkConfig, SinkKind};
 use waymark_record::RunRecord;
 
+/// Requests for journey `busy` answered 429 so far (the first two are).
+static BUSY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Each request's path, headers and body, in arrival order.
 type Received = Arc<Mutex<Vec<(String, HashMap<String, String>, Vec<u8>)>>>;
 
 /// A webhook receiver on its own thread. While `up` is false it closes every
 /// connection at once, as a crashed service behind a load balancer would.
+/// It refuses records of journey `poison` with 400, and answers the first
+/// two of journey `busy` with 429.
 struct Receiver {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
@@ -91,9 +96,21 @@ impl Receiver {
                                             .await
                                             .map(|b| b.to_bytes().to_vec())
                                             .unwrap_or_default();
-                                        got.lock().expect("got").push((path, headers, body));
+                                        // A record it can never take, and one it
+                                        // takes once it is less busy.
+                                        let text = String::from_utf8_lossy(&body);
+                                        let code = if text.contains("\"journey\":\"poison\"") {
+                                            400
+                                        } else if text.contains("\"journey\":\"busy\"")
+                                            && BUSY.fetch_add(1, Ordering::SeqCst) < 2
+                                        {
+                                            429
+                                        } else {
+                                            got.lock().expect("got").push((path, headers, body));
+                                            204
+                                        };
                                         hyper::Response::builder()
-                                            .status(204)
+                                            .status(code)
                                             .body(http_body_util::Full::new(bytes::Bytes::new()))
                                             .map_err(std::io::Error::other)
                                     }
@@ -177,6 +194,7 @@ fn webhook(
     SinkConfig {
         name: "hook".into(),
         queue,
+        spool_max: waymark_monitor::sinks::DEFAULT_SPOOL_MAX,
         kind: SinkKind::Webhook(WebhookConfig {
             url,
             events: events.iter().map(|s| s.to_string()).collect(),
@@ -392,6 +410,7 @@ fn jsonl_rotates_by_size_and_keeps_whole_lines() {
     let cfg = SinkConfig {
         name: "jsonl".into(),
         queue: 1000,
+        spool_max: waymark_monitor::sinks::DEFAULT_SPOOL_MAX,
         kind: SinkKind::Jsonl(JsonlConfig {
             path: path.clone(),
             max_size: one * 10,
@@ -627,4 +646,128 @@ fn otlp_trace_carries_the_traceparent_ids_and_the_phases() {
             "waymark.journey.runs"
         ]
     );
+}
+
+#[test]
+fn a_refused_record_is_set_aside_and_the_rest_go_on() {
+    let rx = Receiver::start();
+    let spool = tempfile::tempdir().expect("tmp");
+    let sink = Sink::start(
+        &webhook(rx.url(), &["run"], 100, None, false),
+        Some(spool.path()),
+        &mut Exposed::default(),
+    )
+    .expect("sink");
+    // In one batch: good records, one the receiver refuses (400) and one it
+    // is too busy for at first (429).
+    for i in 0..5 {
+        sink.send(delivery("good", &format!("g{i}"), "pass"));
+    }
+    sink.send(delivery("poison", "p0", "pass"));
+    sink.send(delivery("busy", "b0", "pass"));
+    for i in 5..10 {
+        sink.send(delivery("good", &format!("g{i}"), "pass"));
+    }
+    rx.wait_for(11, Duration::from_secs(30));
+    // And the sink is not stuck: later records go out too.
+    sink.send(delivery("good", "after", "pass"));
+    rx.wait_for(12, Duration::from_secs(30));
+    let stats = sink.stats_handle();
+    sink.close(Duration::from_secs(5));
+    let journeys: Vec<String> = rx
+        .bodies()
+        .iter()
+        .map(|b| b["journey"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(!journeys.contains(&"poison".to_string()), "{journeys:?}");
+    assert!(
+        journeys.contains(&"busy".to_string()),
+        "429 was retried: {journeys:?}"
+    );
+    assert_eq!(stats.dead_lettered.load(Ordering::SeqCst), 1);
+    assert!(stats.retries.load(Ordering::SeqCst) >= 2, "429 twice");
+    let dead = std::fs::read_to_string(spool.path().join("hook").join("dead-letter.jsonl"))
+        .expect("dead-letter file");
+    let lines: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{dead}");
+    assert_eq!(lines[0]["delivery"]["record"]["run_id"], "p0");
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("status 400"),
+        "{dead}"
+    );
+    // Nothing is waiting in the spool for a retry.
+    let pending: Vec<_> = std::fs::read_dir(spool.path().join("hook"))
+        .expect("spool dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("draining-") || (n == "current.jsonl"))
+        .collect();
+    assert!(pending.is_empty(), "{pending:?}");
+}
+
+#[test]
+fn the_spool_stays_within_its_bound_dropping_the_oldest() {
+    let rx = Receiver::start();
+    rx.up.store(false, Ordering::SeqCst);
+    let spool = tempfile::tempdir().expect("tmp");
+    let max = 1u64 << 20;
+    let mut cfg = webhook(rx.url(), &["run"], 10, None, false);
+    cfg.spool_max = max;
+    let sink = Sink::start(&cfg, Some(spool.path()), &mut Exposed::default()).expect("sink");
+    let n = 6_000;
+    for i in 0..n {
+        sink.send(delivery("j", &format!("run{i:05}"), "pass"));
+        if i % 500 == 0 {
+            // Let the spool's thread keep up, as a scheduler's pace would.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // Shut down while the receiver is still down: the rest is spooled too.
+    let stats = sink.stats_handle();
+    sink.close(Duration::from_millis(300));
+    let dir = spool.path().join("hook");
+    let mut bytes = 0;
+    let mut kept = Vec::new();
+    for e in std::fs::read_dir(&dir)
+        .expect("spool dir")
+        .filter_map(|e| e.ok())
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "current.jsonl" || name.starts_with("draining-") && name.ends_with(".jsonl") {
+            let text = std::fs::read_to_string(e.path()).expect("read");
+            bytes += text.len() as u64;
+            for l in text.lines() {
+                let d: serde_json::Value = serde_json::from_str(l).expect("whole records");
+                kept.push(d["record"]["run_id"].as_str().unwrap_or("").to_string());
+            }
+        }
+    }
+    let evicted = stats.spool_evicted.load(Ordering::SeqCst);
+    let spooled = stats.spooled.load(Ordering::SeqCst);
+    let delivered = stats.delivered.load(Ordering::SeqCst);
+    // One segment (an eighth of the bound) may be over while the next is written.
+    assert!(
+        bytes <= max + max / 8,
+        "{bytes} bytes on disk for a bound of {max}"
+    );
+    assert!(evicted > 0, "the bound was reached and counted");
+    assert_eq!(delivered, 0);
+    assert_eq!(
+        spooled - evicted,
+        kept.len() as u64,
+        "every record is delivered, kept or counted as dropped"
+    );
+    // The newest survive; the oldest spooled went (the first few were in
+    // the worker's hands, and were spooled last, at the close).
+    assert!(
+        kept.contains(&format!("run{:05}", n - 1)),
+        "the newest is kept"
+    );
+    assert!(!kept.contains(&"run00500".to_string()), "an early one went");
 }

@@ -82,6 +82,7 @@ fn main() {
         SinkConfig {
             name: "jsonl".into(),
             queue: N,
+            spool_max: waymark_monitor::sinks::DEFAULT_SPOOL_MAX,
             kind: SinkKind::Jsonl(JsonlConfig {
                 path: dir.path().join("runs.jsonl"),
                 max_size: 0,
@@ -91,6 +92,7 @@ fn main() {
         SinkConfig {
             name: "prometheus".into(),
             queue: N,
+            spool_max: waymark_monitor::sinks::DEFAULT_SPOOL_MAX,
             kind: SinkKind::Prometheus(PrometheusConfig {
                 listen: None,
                 remote_write: None,
@@ -100,6 +102,7 @@ fn main() {
         SinkConfig {
             name: "otlp".into(),
             queue: N,
+            spool_max: waymark_monitor::sinks::DEFAULT_SPOOL_MAX,
             kind: SinkKind::Otlp(OtlpConfig {
                 endpoint: format!("http://{addr}"),
                 headers: Default::default(),
@@ -110,6 +113,7 @@ fn main() {
         SinkConfig {
             name: "webhook".into(),
             queue: N,
+            spool_max: waymark_monitor::sinks::DEFAULT_SPOOL_MAX,
             kind: SinkKind::Webhook(WebhookConfig {
                 url: format!("http://{addr}/hook"),
                 events: vec!["run".into()],

@@ -66,6 +66,7 @@ pub(crate) fn sink_specs(specs: &[String]) -> anyhow::Result<Vec<crate::sinks::S
         out.push(SinkConfig {
             name: format!("{}-{digest}", spec.split(':').next().unwrap_or("sink")),
             queue: 16,
+            spool_max: waymark_monitor::sinks::DEFAULT_SPOOL_MAX,
             kind,
         });
     }

@@ -1,8 +1,11 @@
 //! Where finished runs go besides the history. Each sink has its own thread
 //! and bounded queue, so a slow or dead sink never delays the scheduler or
-//! the other sinks. A failed delivery is retried with backoff; records that
-//! do not fit the queue meanwhile go to a spool on disk and are sent once
-//! the sink is back; at shutdown what is still queued is spooled.
+//! the other sinks. A delivery that failed for a reason that may pass (no
+//! answer, 408, 429, 5xx) is retried with jittered exponential backoff;
+//! records that do not fit the queue meanwhile go to a bounded spool on disk
+//! and are sent once the sink is back; at shutdown what is still queued is
+//! spooled. A record the receiver refuses for good (another 4xx) is set
+//! aside in the dead-letter file and counted, so it cannot block the sink.
 
 pub mod alertmanager;
 pub mod jsonl;
@@ -14,7 +17,7 @@ mod spool;
 pub mod webhook;
 
 pub(crate) use registry::read;
-pub use registry::{DEFAULT_QUEUE, SinkConfig, SinkKind};
+pub use registry::{DEFAULT_QUEUE, DEFAULT_SPOOL_MAX, SinkConfig, SinkKind};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,6 +121,24 @@ pub enum DeliverError {
 }
 
 impl DeliverError {
+    /// Whether trying again may succeed: the receiver was unreachable, busy
+    /// (408, 429) or failing (5xx), or a file or lock could not be used. A
+    /// receiver that refused the content (another status) or a record that
+    /// cannot be encoded will fail the same way every time.
+    pub fn retryable(&self) -> bool {
+        match self {
+            DeliverError::Status { status, .. } => {
+                matches!(status, 408 | 429) || (500..600).contains(status)
+            }
+            DeliverError::Json(_) | DeliverError::Compress(_) => false,
+            DeliverError::File { .. }
+            | DeliverError::Stdout(_)
+            | DeliverError::Transport { .. }
+            | DeliverError::Metrics
+            | DeliverError::Poisoned => true,
+        }
+    }
+
     /// `map_err` for an I/O error on `path`.
     pub(crate) fn file(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.to_path_buf();
@@ -138,8 +159,19 @@ pub struct SinkStats {
     pub spooled: AtomicU64,
     /// Delivery attempts that failed.
     pub failures: AtomicU64,
-    /// Records lost: the queue was full and there is no spool.
+    /// Delivery attempts made again after a failure that may pass.
+    pub retries: AtomicU64,
+    /// Records lost: the queue was full and there is no spool, or the spool
+    /// could not be written.
     pub dropped: AtomicU64,
+    /// Records the receiver refused for good, set aside in the dead-letter
+    /// file.
+    pub dead_lettered: AtomicU64,
+    /// Spooled records dropped, oldest first, to keep the spool within
+    /// `spool_max`.
+    pub spool_evicted: AtomicU64,
+    /// Records waiting in the in-memory queue.
+    pub queued: AtomicU64,
 }
 
 enum Msg {
@@ -222,6 +254,19 @@ fn post(
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// Waits between tries: doubling from 100 ms to 30 s, each with up to as
+/// much again at random, so sinks that failed together do not come back in
+/// step.
+fn backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(BACKOFF_START)
+        .with_max_delay(BACKOFF_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 impl Sink {
     /// Opens the sink and starts its thread. With `spool_dir`, records that
     /// do not fit the queue go to `spool_dir/NAME/` (and what is found there
@@ -245,7 +290,9 @@ impl Sink {
                     SinkKind::Webhook(_) | SinkKind::Otlp(_) | SinkKind::Alertmanager(_)
                 ) =>
             {
-                Some(Arc::new(Spool::open(&dir.join(&name)).map_err(err)?))
+                Some(Arc::new(
+                    Spool::open(&dir.join(&name), config.spool_max).map_err(err)?,
+                ))
             }
             _ => None,
         };
@@ -260,10 +307,12 @@ impl Sink {
         spool: Option<&Path>,
     ) -> Result<Sink, SinkError> {
         let spool = match spool {
-            Some(dir) => Some(Arc::new(Spool::open(dir).map_err(|source| SinkError {
-                name: name.to_string(),
-                source,
-            })?)),
+            Some(dir) => Some(Arc::new(Spool::open(dir, DEFAULT_SPOOL_MAX).map_err(
+                |source| SinkError {
+                    name: name.to_string(),
+                    source,
+                },
+            )?)),
             None => None,
         };
         Ok(Self::run(name.to_string(), queue, out, spool))
@@ -305,8 +354,9 @@ impl Sink {
                             }
                             let k = batch.len() as u64;
                             match spool.append(&batch) {
-                                Ok(()) => {
+                                Ok(evicted) => {
                                     st.spooled.fetch_add(k, Ordering::Relaxed);
+                                    st.spool_evicted.fetch_add(evicted, Ordering::Relaxed);
                                 }
                                 Err(e) => {
                                     st.dropped.fetch_add(k, Ordering::Relaxed);
@@ -350,7 +400,9 @@ impl Sink {
     /// none, drops and counts it).
     pub fn send(&self, d: Arc<Delivery>) {
         match self.tx.try_send(Msg::Item(d)) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(Msg::Item(d)) | TrySendError::Disconnected(Msg::Item(d))) => {
                 self.overflow(&d)
             }
@@ -408,7 +460,7 @@ impl Worker {
             let mut batch: Vec<Arc<Delivery>> = Vec::new();
             if !closed {
                 match self.rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Msg::Item(d)) => batch.push(d),
+                    Ok(Msg::Item(d)) => self.took(&mut batch, d),
                     Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => closed = true,
                     Err(RecvTimeoutError::Timeout) => {}
                 }
@@ -417,16 +469,16 @@ impl Worker {
                 }
                 while batch.len() < max && !closed {
                     match self.rx.try_recv() {
-                        Ok(Msg::Item(d)) => batch.push(d),
+                        Ok(Msg::Item(d)) => self.took(&mut batch, d),
                         Ok(Msg::Close) => closed = true,
                         Err(_) => break,
                     }
                 }
             }
             if !batch.is_empty() {
-                if !self.deliver_with_retry(&batch) {
+                if let Err(rest) = self.deliver_with_retry(batch) {
                     // Out of time while the sink is down: keep it all on disk.
-                    self.spool_rest(batch);
+                    self.spool_rest(rest);
                     break;
                 }
                 continue;
@@ -438,7 +490,7 @@ impl Worker {
             if let Some(spool) = self.spool.clone() {
                 match spool.take(max) {
                     Ok(Some(chunk)) => {
-                        if !self.deliver_with_retry(&chunk.items) {
+                        if self.deliver_with_retry(chunk.items.clone()).is_err() {
                             // Still in the spool file for the next start.
                             self.spool_rest(Vec::new());
                             break;
@@ -463,27 +515,56 @@ impl Worker {
         }
     }
 
-    /// True once delivered; false when the close deadline passed first.
-    fn deliver_with_retry(&mut self, batch: &[Arc<Delivery>]) -> bool {
-        let mut wait = BACKOFF_START;
+    fn took(&self, batch: &mut Vec<Arc<Delivery>>, d: Arc<Delivery>) {
+        self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        batch.push(d);
+    }
+
+    /// Delivers `batch`, retrying what may pass and setting aside what the
+    /// receiver refuses for good. `Err` holds what was not delivered when
+    /// the close deadline came first.
+    fn deliver_with_retry(&mut self, batch: Vec<Arc<Delivery>>) -> Result<(), Vec<Arc<Delivery>>> {
+        let mut waits = backoff();
+        let mut tries = 0u64;
         loop {
-            match self.out.deliver(batch) {
+            tries += 1;
+            if tries > 1 {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let e = match self.out.deliver(&batch) {
                 Ok(()) => {
                     self.stats
                         .delivered
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    return true;
+                    return Ok(());
                 }
-                Err(e) => {
-                    let n = self.stats.failures.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(sink = %self.name, error = %e, failures = n, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
+                Err(e) => e,
+            };
+            let n = self.stats.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if !e.retryable() {
+                if batch.len() > 1 {
+                    // One refused record must not take the others with it:
+                    // each goes alone, and only the refused are set aside.
+                    tracing::warn!(sink = %self.name, error = %e, records = batch.len(), "the receiver refused a batch; sending its records one by one");
+                    let mut rest = batch.into_iter();
+                    while let Some(d) = rest.next() {
+                        if let Err(mut left) = self.deliver_with_retry(vec![d]) {
+                            left.extend(rest);
+                            return Err(left);
+                        }
+                    }
+                    return Ok(());
                 }
+                self.dead_letter(&batch, &e);
+                return Ok(());
             }
+            let wait = waits.next().unwrap_or(BACKOFF_MAX);
+            tracing::warn!(sink = %self.name, error = %e, failures = n, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
             // While this waits, the queue fills and overflows to the spool.
             let mut until = waymark_record::units::later(Instant::now(), wait);
             if let Some(d) = self.deadline() {
                 if Instant::now() >= d {
-                    return false;
+                    return Err(batch);
                 }
                 until = until.min(d);
             }
@@ -494,7 +575,27 @@ impl Worker {
                     break;
                 }
             }
-            wait = (wait * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Sets aside records the receiver refused for good: to the dead-letter
+    /// file beside the spool when there is one, and counted either way.
+    fn dead_letter(&self, items: &[Arc<Delivery>], why: &DeliverError) {
+        let n = items.len() as u64;
+        self.stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
+        let ids: Vec<&str> = items.iter().map(|d| d.record.run_id.as_str()).collect();
+        match &self.spool {
+            Some(spool) => match spool.dead_letter(items, why) {
+                Ok(path) => {
+                    tracing::error!(sink = %self.name, error = %why, run_ids = ?ids, file = %path.display(), "the receiver refused a record for good; it is kept in the dead-letter file, not retried")
+                }
+                Err(e) => {
+                    tracing::error!(sink = %self.name, error = %why, run_ids = ?ids, dead_letter_error = %e, "the receiver refused a record for good, and the dead-letter file could not be written; record dropped")
+                }
+            },
+            None => {
+                tracing::error!(sink = %self.name, error = %why, run_ids = ?ids, "the receiver refused a record for good; dropped (this sink has no spool)")
+            }
         }
     }
 
@@ -502,7 +603,7 @@ impl Worker {
     fn spool_rest(&mut self, mut items: Vec<Arc<Delivery>>) {
         while let Ok(m) = self.rx.try_recv() {
             if let Msg::Item(d) = m {
-                items.push(d);
+                self.took(&mut items, d);
             }
         }
         if items.is_empty() {
@@ -511,8 +612,11 @@ impl Worker {
         let n = items.len() as u64;
         match &self.spool {
             Some(s) => match s.append(&items) {
-                Ok(()) => {
+                Ok(evicted) => {
                     self.stats.spooled.fetch_add(n, Ordering::Relaxed);
+                    self.stats
+                        .spool_evicted
+                        .fetch_add(evicted, Ordering::Relaxed);
                     tracing::warn!(sink = %self.name, records = n, "sink unreachable at shutdown; records kept in the spool for the next start");
                 }
                 Err(e) => {

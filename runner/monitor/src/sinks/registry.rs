@@ -24,12 +24,21 @@ pub struct SinkConfig {
     pub name: String,
     /// Records waiting in memory before new ones spill to the disk spool.
     pub queue: usize,
+    /// Bytes the sink's spool may hold; beyond that the oldest spooled
+    /// records are dropped (and counted).
+    pub spool_max: u64,
     /// What kind, with its own settings.
     pub kind: SinkKind,
 }
 
 /// Records waiting in memory per sink unless `queue` says otherwise.
 pub const DEFAULT_QUEUE: usize = 10_000;
+
+/// A sink's spool on disk unless `spool_max` says otherwise: 1 GiB.
+pub const DEFAULT_SPOOL_MAX: u64 = 1 << 30;
+
+/// Below this a spool could not keep even one large record.
+const MIN_SPOOL_MAX: u64 = 1 << 20;
 
 /// The kinds of sink, each with the config its folder defines.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +163,7 @@ struct Common {
     kind: Spanned<String>,
     name: Option<Spanned<String>>,
     queue: Option<Spanned<i64>>,
+    spool_max: Option<Spanned<Size>>,
 }
 
 /// Reads the keys of one sink type: keys it does not have are reported as
@@ -207,7 +217,7 @@ pub(crate) fn read(
     let mut rest = DeTable::new();
     for (k, v) in t.iter() {
         let name: &str = k.get_ref().as_ref();
-        if matches!(name, "type" | "name" | "queue") {
+        if matches!(name, "type" | "name" | "queue" | "spool_max") {
             common.insert(k.clone(), v.clone());
         } else {
             rest.insert(k.clone(), v.clone());
@@ -258,6 +268,23 @@ pub(crate) fn read(
         .as_ref()
         .and_then(|q| s.count(q, "queue", 1, 10_000_000))
         .map_or(DEFAULT_QUEUE, |q| q as usize);
+    let spool_max = c
+        .spool_max
+        .as_ref()
+        .and_then(|v| s.size(v, "spool_max"))
+        .unwrap_or(DEFAULT_SPOOL_MAX);
+    if spool_max < MIN_SPOOL_MAX
+        && let Some(v) = &c.spool_max
+    {
+        s.error(
+            v.span(),
+            "spool_max",
+            format!(
+                "at least {} KiB: a spool must hold a record",
+                MIN_SPOOL_MAX / 1024
+            ),
+        );
+    }
     let rest_v = Spanned::new(item.span(), DeValue::Table(rest));
     let kind = read_kind(&mut s, &rest_v);
     if s.r.errors.len() > before {
@@ -266,6 +293,7 @@ pub(crate) fn read(
     Some(SinkConfig {
         name,
         queue,
+        spool_max,
         kind: kind?,
     })
 }
@@ -307,6 +335,9 @@ mod tests {
 
     #[test]
     fn fields_are_the_raw_structs() {
-        assert_eq!(fields_of::<Common>(), ["type", "name", "queue"]);
+        assert_eq!(
+            fields_of::<Common>(),
+            ["type", "name", "queue", "spool_max"]
+        );
     }
 }

@@ -2,6 +2,12 @@
 //! scheduler side when the queue is full, or by the worker at shutdown);
 //! the worker renames it to `draining-*.jsonl` and sends it from there,
 //! keeping its place in `*.done` so a restart does not resend much.
+//!
+//! The spool is bounded: `current.jsonl` becomes a `draining-*` segment
+//! once it holds an eighth of the bound (16 MiB at most, so the reader's
+//! memory stays small), and when the files pass the bound the oldest
+//! segments go, counted. A process killed mid-write leaves at most a torn
+//! last line, which the next start cuts off before appending.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -10,10 +16,18 @@ use std::sync::{Arc, Mutex};
 
 use super::{DeliverError, Delivery};
 
+/// The dead-letter file stops growing here and starts afresh, keeping the
+/// one before as `dead-letter.1.jsonl`.
+const DEAD_LETTER_MAX: u64 = 64 << 20;
+
 pub struct Spool {
     dir: PathBuf,
+    max: u64,
     append_lock: Mutex<()>,
     reading: Mutex<Option<Draining>>,
+    /// The segment the reader holds, which eviction leaves alone (a lock of
+    /// its own: `append` may not wait on `reading`, which waits on it).
+    reading_file: Mutex<Option<PathBuf>>,
 }
 
 struct Draining {
@@ -29,21 +43,82 @@ pub struct Chunk {
 }
 
 impl Spool {
-    pub fn open(dir: &Path) -> Result<Spool, DeliverError> {
+    /// The spool in `dir`, holding at most about `max` bytes.
+    pub fn open(dir: &Path, max: u64) -> Result<Spool, DeliverError> {
         std::fs::create_dir_all(dir).map_err(DeliverError::file("create the spool", dir))?;
+        let current = dir.join("current.jsonl");
+        cut_torn_tail(&current)?;
         Ok(Spool {
             dir: dir.to_path_buf(),
+            max,
             append_lock: Mutex::new(()),
             reading: Mutex::new(None),
+            reading_file: Mutex::new(None),
         })
     }
 
-    pub fn append(&self, items: &[Arc<Delivery>]) -> Result<(), DeliverError> {
+    fn segment_max(&self) -> u64 {
+        (self.max / 8).clamp(64 << 10, 16 << 20)
+    }
+
+    /// Appends `items` with why they were refused to the dead-letter file;
+    /// returns its path.
+    pub fn dead_letter(
+        &self,
+        items: &[Arc<Delivery>],
+        why: &DeliverError,
+    ) -> Result<PathBuf, DeliverError> {
+        let _g = self
+            .append_lock
+            .lock()
+            .map_err(|_| DeliverError::Poisoned)?;
+        let path = self.dir.join("dead-letter.jsonl");
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= DEAD_LETTER_MAX) {
+            let old = self.dir.join("dead-letter.1.jsonl");
+            std::fs::rename(&path, &old).map_err(DeliverError::file("rotate", &path))?;
+        }
+        let at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let mut buf = Vec::new();
+        for d in items {
+            #[derive(serde::Serialize)]
+            struct Dead<'a> {
+                at: &'a str,
+                error: String,
+                delivery: &'a Delivery,
+            }
+            serde_json::to_writer(
+                &mut buf,
+                &Dead {
+                    at: &at,
+                    error: why.to_string(),
+                    delivery: d,
+                },
+            )?;
+            buf.push(b'\n');
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(DeliverError::file("open", &path))?;
+        f.write_all(&buf)
+            .map_err(DeliverError::file("write", &path))?;
+        f.sync_data().map_err(DeliverError::file("sync", &path))?;
+        Ok(path)
+    }
+
+    /// Appends `items`; returns how many older records were dropped to
+    /// stay within the bound.
+    pub fn append(&self, items: &[Arc<Delivery>]) -> Result<u64, DeliverError> {
         let _g = self
             .append_lock
             .lock()
             .map_err(|_| DeliverError::Poisoned)?;
         let path = self.dir.join("current.jsonl");
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= self.segment_max()) {
+            let to = self.segment_name();
+            std::fs::rename(&path, &to).map_err(DeliverError::file("rename", &path))?;
+        }
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -57,7 +132,63 @@ impl Spool {
         f.write_all(&buf)
             .map_err(DeliverError::file("write", &path))?;
         // On disk before we count it as kept.
-        f.sync_data().map_err(DeliverError::file("sync", &path))
+        f.sync_data().map_err(DeliverError::file("sync", &path))?;
+        Ok(self.evict())
+    }
+
+    fn segment_name(&self) -> PathBuf {
+        self.dir
+            .join(format!("draining-{}.jsonl", ulid::Ulid::new()))
+    }
+
+    /// Drops the oldest segments until the spool is within its bound
+    /// (the one being read stays); returns the records dropped.
+    fn evict(&self) -> u64 {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut segments: Vec<(PathBuf, u64)> = Vec::new();
+        let mut total = 0u64;
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let len = e.metadata().map_or(0, |m| m.len());
+            if name == "current.jsonl" {
+                total += len;
+            } else if name.starts_with("draining-") && name.ends_with(".jsonl") {
+                total += len;
+                segments.push((p, len));
+            }
+        }
+        if total <= self.max {
+            return 0;
+        }
+        segments.sort();
+        let reading = self.reading_file.lock().ok().and_then(|r| r.clone());
+        let mut dropped = 0u64;
+        for (p, len) in segments {
+            if total <= self.max {
+                break;
+            }
+            if reading.as_ref() == Some(&p) {
+                continue;
+            }
+            let lines =
+                std::fs::read(&p).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64);
+            let done = std::fs::read_to_string(done_path(&p))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            remove(&p);
+            total = total.saturating_sub(len);
+            dropped += lines.saturating_sub(done);
+        }
+        if dropped > 0 {
+            tracing::warn!(dir = %self.dir.display(), dropped, max_bytes = self.max, "the spool is full; its oldest records were dropped");
+        }
+        dropped
     }
 
     /// Up to `max` records, oldest first; none when the spool is empty.
@@ -68,6 +199,9 @@ impl Spool {
                 remove(&done.file);
             }
             *reading = self.next_file()?;
+            if let Ok(mut f) = self.reading_file.lock() {
+                *f = reading.as_ref().map(|d| d.file.clone());
+            }
         }
         let Some(d) = reading.as_mut() else {
             return Ok(None);
@@ -124,9 +258,7 @@ impl Spool {
                 if std::fs::metadata(&current).map_or(true, |m| m.len() == 0) {
                     return Ok(None);
                 }
-                let to = self
-                    .dir
-                    .join(format!("draining-{}.jsonl", ulid::Ulid::new()));
+                let to = self.segment_name();
                 std::fs::rename(&current, &to).map_err(DeliverError::file("rename", &current))?;
                 to
             }
@@ -143,6 +275,26 @@ impl Spool {
             .unwrap_or(0);
         Ok(Some(Draining { file, lines, pos }))
     }
+}
+
+/// A process killed while appending may leave the last line half written;
+/// it is cut off so the next record starts on a line of its own.
+fn cut_torn_tail(path: &Path) -> Result<(), DeliverError> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(());
+    };
+    if bytes.last().is_none_or(|&b| b == b'\n') {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    tracing::warn!(file = %path.display(), bytes = bytes.len() - keep, "cutting a half-written record off the spool (the process was stopped while writing it)");
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(DeliverError::file("open", path))?;
+    f.set_len(keep as u64)
+        .map_err(DeliverError::file("truncate", path))?;
+    f.sync_data().map_err(DeliverError::file("sync", path))
 }
 
 fn done_path(file: &Path) -> PathBuf {
