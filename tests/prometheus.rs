@@ -99,6 +99,7 @@ fn setup(scrape: bool, sink_extra: &str) -> Setup {
         &config,
         format!(
             "[runner]\nlocation = \"lab-1\"\nlisten = \"127.0.0.1:{serve_port}\"\nwatch = false\n\n\
+             [store]\npath = \"history.db\"\n\n\
              [[journey]]\nname = \"ok\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nallow_hosts = [\"127.0.0.1\"]\n\
              vars = {{ mode = \"fetch\", url = \"{}\" }}\n\n\
              [[journey]]\nname = \"bad\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nvars = {{ mode = \"fail\" }}\n\n\
@@ -266,6 +267,33 @@ fn prometheus_scrapes_waymark_serve() {
     assert!(p95 < 1.0, "{p95}");
     // The server saw the requests behind those figures.
     assert!(s.server.count() >= 2);
+
+    // The runner's own metrics, beside the journeys'.
+    wait(r#"sum(waymark_schedule_lag_seconds_count)"#, &|v| v >= 3.0);
+    let lag_p99 = wait(
+        r#"histogram_quantile(0.99, sum by (le) (rate(waymark_schedule_lag_seconds_bucket[30s])))"#,
+        &|v| v.is_finite(),
+    );
+    assert!(lag_p99 < 1.0, "schedule lag p99 {lag_p99} s");
+    wait(
+        r#"waymark_sink_records_total{sink="prometheus",outcome="delivered"}"#,
+        &|v| v >= 3.0,
+    );
+    wait(
+        r#"waymark_sink_records_total{sink="prometheus",outcome="dead_lettered"}"#,
+        &|v| v == 0.0,
+    );
+    wait(r#"waymark_sink_queued_records{sink="prometheus"}"#, &|v| {
+        v >= 0.0
+    });
+    wait(r#"waymark_store_records_total{outcome="written"}"#, &|v| {
+        v >= 3.0
+    });
+    wait(r#"sum(waymark_store_batch_duration_seconds_count)"#, &|v| {
+        v >= 1.0
+    });
+    wait(r#"waymark_runs_in_flight"#, &|v| v >= 0.0);
+    wait(r#"count(waymark_build_info)"#, &|v| v == 1.0);
 
     // A reader that does not ask for OpenMetrics gets the classic text
     // format, and promtool (Debian's, beside Prometheus) finds nothing wrong.

@@ -437,6 +437,15 @@ const BATCH: usize = 1_000;
 impl Writer {
     /// Opens `path` and starts the thread; prunes runs older than `retention` first.
     pub fn start(path: &Path, retention: Duration) -> Result<Writer, StoreError> {
+        Self::start_observed(path, retention, None)
+    }
+
+    /// As [`Writer::start`], timing each batch into `telemetry`.
+    pub(crate) fn start_observed(
+        path: &Path,
+        retention: Duration,
+        telemetry: Option<std::sync::Arc<crate::serve::Telemetry>>,
+    ) -> Result<Writer, StoreError> {
         let mut store = Store::open(path)?;
         prune(&store, retention);
         // `None` asks the thread to commit what it has and stop, even while
@@ -460,7 +469,12 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    if let Err(e) = store.insert(&batch) {
+                    let t = Instant::now();
+                    let stored = store.insert(&batch);
+                    if let Some(m) = &telemetry {
+                        m.stored(t.elapsed(), batch.len(), stored.is_ok());
+                    }
+                    if let Err(e) = stored {
                         // The records still went to the sinks; the history
                         // misses them, and says so.
                         tracing::error!(error = %e, runs = batch.len(), "could not store runs");

@@ -7,7 +7,8 @@ use std::time::Duration;
 use super::{Shared, now_ms, status};
 
 /// `/healthz`: 200 while the scheduler loop turned within the last 5 s;
-/// `/status`: every journey's counters as JSON.
+/// `/status`: every journey's counters as JSON; `/metrics`: the runner's
+/// own metrics, and the journeys' when a prometheus sink is configured.
 pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     use http_body_util::Full;
     use hyper::body::Bytes;
@@ -51,13 +52,18 @@ pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared
                             });
                             (200, "application/json", body.to_string())
                         }
-                        "/metrics" if let Some(m) = &shared.metrics => {
+                        "/metrics" => {
                             let accept = req
                                 .headers()
                                 .get(hyper::header::ACCEPT)
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or("");
-                            let (ctype, body) = m.exposition(accept);
+                            let mut registries = vec![shared.telemetry.registry()];
+                            if let Some(m) = &shared.metrics {
+                                registries.insert(0, m.registry());
+                            }
+                            let (ctype, body) =
+                                crate::sinks::prometheus::exposition(&registries, accept);
                             (200, ctype, body)
                         }
                         _ => (

@@ -15,10 +15,13 @@ mod listen;
 mod prepare;
 mod run;
 mod schedule;
+mod telemetry;
 use listen::listen;
 pub use prepare::{Plan, Prepared, check, prepare, prepare_partial};
 use run::dispatch;
 use schedule::{Slot, arrange, publish, schedule_loop};
+use telemetry::Skip;
+pub(crate) use telemetry::Telemetry;
 
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -100,6 +103,8 @@ struct Shared {
     location: Mutex<String>,
     /// The prometheus sink's registry, served at `/metrics`.
     metrics: Option<Arc<crate::sinks::prometheus::Metrics>>,
+    /// The runner's own metrics, served at `/metrics` whatever the sinks.
+    telemetry: Arc<Telemetry>,
     /// How long sinks get at shutdown to deliver what they hold.
     grace: Duration,
     /// What the schedule is read from.
@@ -175,12 +180,22 @@ impl Service {
         clock: Clock,
     ) -> Result<Service, StartError> {
         let cfg = &plan.config;
-        let store = match &cfg.store.path {
-            Some(p) => Some(store::Writer::start(p, cfg.store.retention)?),
-            None => None,
-        };
         let mut exposed = Exposed::default();
         let sinks = crate::sinks::start_all(&cfg.sinks, Some(&cfg.runner.spool_dir), &mut exposed)?;
+        let telemetry = Arc::new(Telemetry::new(
+            sinks
+                .iter()
+                .map(|s| (s.name().to_string(), s.stats_handle()))
+                .collect(),
+        ));
+        let store = match &cfg.store.path {
+            Some(p) => Some(store::Writer::start_observed(
+                p,
+                cfg.store.retention,
+                Some(telemetry.clone()),
+            )?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             runtime,
             semaphore: Arc::new(Semaphore::new(cfg.runner.max_concurrent_runs)),
@@ -196,6 +211,7 @@ impl Service {
             states: Mutex::new(Vec::new()),
             location: Mutex::new(cfg.runner.location.clone()),
             metrics: exposed.metrics.clone(),
+            telemetry,
             grace: cfg.runner.shutdown_grace,
             clock,
         });

@@ -8,6 +8,7 @@ struct InFlight(Arc<Shared>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.0.telemetry.run_ended();
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -19,6 +20,9 @@ pub(super) fn dispatch(shared: &Arc<Shared>, slot: &Slot, due: SystemTime) {
     state.due.fetch_add(1, Ordering::Relaxed);
     if state.running.swap(true, Ordering::SeqCst) {
         let n = state.skipped_overlap.fetch_add(1, Ordering::Relaxed) + 1;
+        shared
+            .telemetry
+            .skipped(&slot.prepared.config.name, Skip::Overlap, 1);
         tracing::warn!(
             journey = %slot.prepared.config.name,
             skipped = n,
@@ -27,6 +31,7 @@ pub(super) fn dispatch(shared: &Arc<Shared>, slot: &Slot, due: SystemTime) {
         return;
     }
     shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    shared.telemetry.run_started();
     let guard = InFlight(shared.clone());
     let prepared = slot.prepared.clone();
     let shared = shared.clone();
@@ -42,6 +47,7 @@ async fn run_scheduled(shared: &Shared, p: &Prepared, state: &JourneyState, due:
         return;
     };
     let lag = shared.clock.now().duration_since(due).unwrap_or_default();
+    shared.telemetry.lag(lag);
     let mut opts = p.opts.clone();
     if let Ok(l) = shared.location.lock() {
         opts.location.clone_from(&l);

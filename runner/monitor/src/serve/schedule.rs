@@ -107,6 +107,7 @@ pub(super) async fn schedule_loop(
             }
             if missed > 0 {
                 slot.state.missed_ticks.fetch_add(missed, Ordering::Relaxed);
+                shared.telemetry.skipped(name, Skip::Missed, missed);
                 tracing::warn!(
                     journey = name,
                     missed,

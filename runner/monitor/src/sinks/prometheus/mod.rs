@@ -137,19 +137,14 @@ impl Metrics {
         }
     }
 
-    /// The exposition for a scraper that sent `accept`: OpenMetrics when
-    /// it asks for it (as Prometheus does), else the classic text format,
-    /// which every other reader of `/metrics` understands.
+    /// The exposition of the journeys' metrics alone (see [`exposition`]).
     pub fn exposition(&self, accept: &str) -> (&'static str, String) {
-        if accept.contains("application/openmetrics-text") {
-            return (
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.encode(),
-            );
-        }
-        let families = prometheus_client::encoding::prometheus_protobuf::encode(&self.registry)
-            .unwrap_or_default();
-        (classic::CONTENT_TYPE, classic::encode(&families))
+        exposition(&[&self.registry], accept)
+    }
+
+    /// The registry, for [`exposition`] beside others.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The OpenMetrics exposition text.
@@ -246,6 +241,33 @@ impl Metrics {
                 .inc();
         }
     }
+}
+
+/// One exposition of `registries` for a scraper that sent `accept`:
+/// OpenMetrics when it asks for it (as Prometheus does), else the classic
+/// text format, which every other reader of `/metrics` understands.
+pub fn exposition(registries: &[&Registry], accept: &str) -> (&'static str, String) {
+    if accept.contains("application/openmetrics-text") {
+        let mut out = String::new();
+        let ok = registries
+            .iter()
+            .try_for_each(|r| prometheus_client::encoding::text::encode_registry(&mut out, r))
+            .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut out));
+        if ok.is_err() {
+            out.clear();
+        }
+        return (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            out,
+        );
+    }
+    let families: Vec<_> = registries
+        .iter()
+        .flat_map(|r| {
+            prometheus_client::encoding::prometheus_protobuf::encode(r).unwrap_or_default()
+        })
+        .collect();
+    (classic::CONTENT_TYPE, classic::encode(&families))
 }
 
 /// The sink's side: records in, metrics updated, and pushed by remote

@@ -1,0 +1,225 @@
+//! The runner's own metrics on `/metrics`, beside the journeys' (which the
+//! prometheus sink keeps): how late runs start, what is in flight, ticks
+//! skipped or missed, each sink's deliveries and queue, the history's
+//! batches. Counters that already exist as atomics (a sink's) are read at
+//! scrape time rather than kept twice.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::sinks::SinkStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TickLabels {
+    journey: String,
+    /// `overlap`: the previous run was still going; `missed`: the process
+    /// could not act on the tick in time (paused, overloaded).
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    outcome: &'static str,
+}
+
+/// Why a tick came and went without a run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Skip {
+    /// The journey's previous run was still going.
+    Overlap,
+    /// The tick passed while the process could not act on it.
+    Missed,
+}
+
+/// The runner's metrics, shared by the scheduler, the runs, the history
+/// writer and `/metrics`.
+pub(crate) struct Telemetry {
+    registry: Registry,
+    lag: Histogram,
+    in_flight: Gauge,
+    skipped: Family<TickLabels, Counter>,
+    pub(crate) store_batch: Histogram,
+    store_records: Family<StoreLabels, Counter>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Telemetry")
+    }
+}
+
+fn seconds_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ]
+    .into_iter()
+}
+
+impl Telemetry {
+    /// Every metric declared; the sinks' counters read from `sinks`.
+    pub(crate) fn new(sinks: Vec<(String, Arc<SinkStats>)>) -> Telemetry {
+        let mut registry = Registry::default();
+        let lag = Histogram::new(seconds_buckets());
+        let in_flight = Gauge::default();
+        let skipped = Family::<TickLabels, Counter>::default();
+        let store_batch = Histogram::new(seconds_buckets());
+        let store_records = Family::<StoreLabels, Counter>::default();
+        registry.register(
+            "waymark_schedule_lag_seconds",
+            "How late runs started against their due time (jitter excluded), waiting for a permit included",
+            lag.clone(),
+        );
+        registry.register(
+            "waymark_runs_in_flight",
+            "Runs going on now (retries included)",
+            in_flight.clone(),
+        );
+        registry.register(
+            "waymark_ticks_skipped",
+            "Ticks that came and went without a run, by journey and reason: overlap (the previous run was still going) or missed (the process could not act in time)",
+            skipped.clone(),
+        );
+        registry.register(
+            "waymark_store_batch_duration_seconds",
+            "Time to write one batch of records to the history",
+            store_batch.clone(),
+        );
+        registry.register(
+            "waymark_store_records",
+            "Records the history writer handled, by outcome: written or failed",
+            store_records.clone(),
+        );
+        registry.register_collector(Box::new(SinkCollector { sinks }));
+        let info = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        info.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register(
+            "waymark_build_info",
+            "Always 1; the version in a label",
+            info,
+        );
+        Telemetry {
+            registry,
+            lag,
+            in_flight,
+            skipped,
+            store_batch,
+            store_records,
+        }
+    }
+
+    /// The registry `/metrics` encodes.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn lag(&self, lag: std::time::Duration) {
+        self.lag.observe(lag.as_secs_f64());
+    }
+
+    pub(crate) fn run_started(&self) {
+        self.in_flight.inc();
+    }
+
+    pub(crate) fn run_ended(&self) {
+        self.in_flight.dec();
+    }
+
+    pub(crate) fn skipped(&self, journey: &str, why: Skip, n: u64) {
+        let reason = match why {
+            Skip::Overlap => "overlap",
+            Skip::Missed => "missed",
+        };
+        self.skipped
+            .get_or_create(&TickLabels {
+                journey: journey.to_string(),
+                reason,
+            })
+            .inc_by(n);
+    }
+
+    /// A batch went to the history (or did not).
+    pub(crate) fn stored(&self, took: std::time::Duration, records: usize, ok: bool) {
+        self.store_batch.observe(took.as_secs_f64());
+        self.store_records
+            .get_or_create(&StoreLabels {
+                outcome: if ok { "written" } else { "failed" },
+            })
+            .inc_by(records as u64);
+    }
+}
+
+/// Each sink's counters, read at scrape time.
+#[derive(Debug)]
+struct SinkCollector {
+    sinks: Vec<(String, Arc<SinkStats>)>,
+}
+
+impl Collector for SinkCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        {
+            let mut family = encoder.encode_descriptor(
+                "waymark_sink_records",
+                "Records per sink by outcome: delivered, spooled (to disk while the sink was down or behind), dropped (lost: queue full without a spool, or the spool could not be written), dead_lettered (refused for good by the receiver), spool_evicted (dropped, oldest first, to keep the spool within spool_max)",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (name, s) in &self.sinks {
+                for (outcome, v) in [
+                    ("delivered", load(&s.delivered)),
+                    ("spooled", load(&s.spooled)),
+                    ("dropped", load(&s.dropped)),
+                    ("dead_lettered", load(&s.dead_lettered)),
+                    ("spool_evicted", load(&s.spool_evicted)),
+                ] {
+                    let labels = [("sink", name.as_str()), ("outcome", outcome)];
+                    ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        for (metric, help, read) in [
+            (
+                "waymark_sink_delivery_failures",
+                "Delivery attempts per sink that failed",
+                (|s: &SinkStats| s.failures.load(Ordering::Relaxed)) as fn(&SinkStats) -> u64,
+            ),
+            (
+                "waymark_sink_retries",
+                "Deliveries per sink tried again after a failure that may pass (no answer, 408, 429, 5xx)",
+                |s: &SinkStats| s.retries.load(Ordering::Relaxed),
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                metric,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (name, s) in &self.sinks {
+                let labels = [("sink", name.as_str())];
+                ConstCounter::new(read(s)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "waymark_sink_queued_records",
+            "Records waiting in each sink's in-memory queue",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (name, s) in &self.sinks {
+            let labels = [("sink", name.as_str())];
+            let v = i64::try_from(load(&s.queued)).unwrap_or(i64::MAX);
+            ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
