@@ -26,6 +26,9 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status.
+    pub const ALL: [Status; 4] = [Status::Pass, Status::Fail, Status::Error, Status::Timeout];
+
     /// The exit code of `waymark run`: 0 pass, 1 fail, 2 anything else.
     pub fn exit_code(self) -> i32 {
         match self {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Shared, now_ms, status};
+use super::{Shared, now_ms};
 
 /// `/healthz`: 200 while the scheduler loop turned within the last 5 s;
 /// `/status`: every journey's counters as JSON; `/metrics`: the runner's
@@ -35,22 +35,23 @@ pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared
                                     "text/plain",
                                     format!("scheduler stalled for {age} ms\n"),
                                 )
+                            } else if let Some(why) = shared.degraded() {
+                                // Still up and running: a probe must not
+                                // restart it, a person should look.
+                                (200, "text/plain", format!("degraded: {why}\n"))
                             } else {
                                 (200, "text/plain", "ok\n".to_string())
                             }
                         }
                         "/status" => {
-                            let location = shared
-                                .location
-                                .lock()
-                                .map(|l| l.clone())
-                                .unwrap_or_default();
-                            let body = serde_json::json!({
-                                "location": location,
-                                "in_flight": shared.in_flight.load(Ordering::Relaxed),
-                                "journeys": status(&shared),
-                            });
-                            (200, "application/json", body.to_string())
+                            let (code, body) =
+                                super::status::answer(&shared, req.uri().query()).await;
+                            let ctype = if code == 200 {
+                                "application/json"
+                            } else {
+                                "text/plain"
+                            };
+                            (code, ctype, body)
                         }
                         "/metrics" => {
                             let accept = req

@@ -15,6 +15,7 @@ mod listen;
 mod prepare;
 mod run;
 mod schedule;
+mod status;
 mod telemetry;
 use listen::listen;
 pub use prepare::{Plan, Prepared, check, prepare, prepare_partial};
@@ -43,6 +44,11 @@ pub struct JourneyState {
     missed_ticks: AtomicU64,
     last: Mutex<Option<LastRun>>,
     next_due_ms: AtomicU64,
+    /// When the last warning about skipped ticks was logged (Unix ms), and
+    /// the skips since: one line per journey per minute at most.
+    warned_ms: AtomicU64,
+    unwarned_overlap: AtomicU64,
+    unwarned_missed: AtomicU64,
 }
 
 #[derive(Clone, Serialize)]
@@ -105,6 +111,12 @@ struct Shared {
     metrics: Option<Arc<crate::sinks::prometheus::Metrics>>,
     /// The runner's own metrics, served at `/metrics` whatever the sinks.
     telemetry: Arc<Telemetry>,
+    /// The last `/status` snapshot.
+    status_cache: tokio::sync::Mutex<Option<Arc<status::Snapshot>>>,
+    /// Counts the journey lists published, so a snapshot knows it is stale.
+    generation: AtomicU64,
+    /// The last sign of overload (when, and why), for `/healthz`.
+    overload: Mutex<Option<(std::time::Instant, String)>>,
     /// How long sinks get at shutdown to deliver what they hold.
     grace: Duration,
     /// What the schedule is read from.
@@ -212,6 +224,9 @@ impl Service {
             location: Mutex::new(cfg.runner.location.clone()),
             metrics: exposed.metrics.clone(),
             telemetry,
+            status_cache: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+            overload: Mutex::new(None),
             grace: cfg.runner.shutdown_grace,
             clock,
         });
@@ -349,6 +364,65 @@ impl Service {
             abandoned,
             status: final_status,
         }
+    }
+}
+
+/// How long one sign of overload keeps `/healthz` saying "degraded".
+const DEGRADED_FOR: Duration = Duration::from_secs(60);
+
+/// Runs starting this late mean the runner is behind.
+const LATE: Duration = Duration::from_secs(1);
+
+impl Shared {
+    /// Notes a sign of overload for `/healthz`.
+    fn overloaded(&self, why: String) {
+        if let Ok(mut o) = self.overload.lock() {
+            *o = Some((std::time::Instant::now(), why));
+        }
+    }
+
+    /// Why the runner is degraded, if it was overloaded within [`DEGRADED_FOR`].
+    fn degraded(&self) -> Option<String> {
+        let o = self.overload.lock().ok()?;
+        let (at, why) = o.as_ref()?;
+        (at.elapsed() < DEGRADED_FOR).then(|| format!("{why} ({} s ago)", at.elapsed().as_secs()))
+    }
+
+    /// Counts ticks that came and went without a run, and says so in the
+    /// log at most once a minute per journey, with the count since.
+    fn skipped(&self, name: &str, state: &JourneyState, why: Skip, n: u64) {
+        self.telemetry.skipped(name, why, n);
+        match why {
+            Skip::Overlap => {
+                state.skipped_overlap.fetch_add(n, Ordering::Relaxed);
+                state.unwarned_overlap.fetch_add(n, Ordering::Relaxed);
+            }
+            Skip::Missed => {
+                state.missed_ticks.fetch_add(n, Ordering::Relaxed);
+                state.unwarned_missed.fetch_add(n, Ordering::Relaxed);
+                self.overloaded(format!(
+                    "ticks missed (journey {name}): the scheduler could not act on time"
+                ));
+            }
+        }
+        let now = now_ms();
+        let last = state.warned_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 60_000
+            || state
+                .warned_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let overlap = state.unwarned_overlap.swap(0, Ordering::Relaxed);
+        let missed = state.unwarned_missed.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            journey = name,
+            skipped_overlap = overlap,
+            missed_ticks = missed,
+            "ticks passed without a run since the last warning: the previous run was still going (overlap) or the process could not act on time (missed; not replayed); next warning for this journey in a minute at the earliest"
+        );
     }
 }
 

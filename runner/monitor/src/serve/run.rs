@@ -19,15 +19,7 @@ pub(super) fn dispatch(shared: &Arc<Shared>, slot: &Slot, due: SystemTime) {
     let state = slot.state.clone();
     state.due.fetch_add(1, Ordering::Relaxed);
     if state.running.swap(true, Ordering::SeqCst) {
-        let n = state.skipped_overlap.fetch_add(1, Ordering::Relaxed) + 1;
-        shared
-            .telemetry
-            .skipped(&slot.prepared.config.name, Skip::Overlap, 1);
-        tracing::warn!(
-            journey = %slot.prepared.config.name,
-            skipped = n,
-            "the previous run is still going; this tick is skipped"
-        );
+        shared.skipped(&slot.prepared.config.name, &state, Skip::Overlap, 1);
         return;
     }
     shared.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -48,6 +40,13 @@ async fn run_scheduled(shared: &Shared, p: &Prepared, state: &JourneyState, due:
     };
     let lag = shared.clock.now().duration_since(due).unwrap_or_default();
     shared.telemetry.lag(lag);
+    if lag > LATE {
+        shared.overloaded(format!(
+            "runs start late (journey {} by {} ms): max_concurrent_runs or the CPU is the limit",
+            p.config.name,
+            lag.as_millis()
+        ));
+    }
     let mut opts = p.opts.clone();
     if let Ok(l) = shared.location.lock() {
         opts.location.clone_from(&l);

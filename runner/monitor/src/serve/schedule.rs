@@ -68,6 +68,7 @@ pub(super) fn publish(shared: &Shared, slots: &[Slot]) {
             .map(|s| (s.prepared.clone(), s.state.clone()))
             .collect();
     }
+    shared.generation.fetch_add(1, Ordering::SeqCst);
 }
 
 /// The scheduler: one task, a heap of due times. It wakes at least every
@@ -106,13 +107,7 @@ pub(super) async fn schedule_loop(
                 next = schedule.next_after(n, name);
             }
             if missed > 0 {
-                slot.state.missed_ticks.fetch_add(missed, Ordering::Relaxed);
-                shared.telemetry.skipped(name, Skip::Missed, missed);
-                tracing::warn!(
-                    journey = name,
-                    missed,
-                    "ticks passed without a run (the process was paused or overloaded); not replayed"
-                );
+                shared.skipped(name, &slot.state, Skip::Missed, missed);
             }
             if let Some(n) = next {
                 slot.state.next_due_ms.store(
