@@ -73,6 +73,10 @@ fn refused_port() -> u16 {
 
 struct Setup {
     _dir: tempfile::TempDir,
+    /// Runs the https server of journey `secure`.
+    _rt: tokio::runtime::Runtime,
+    _tls: support::ScriptedServer,
+    _ca: support::TestCa,
     _cache: tempfile::TempDir,
     _serve: Kill,
     _prom: Kill,
@@ -89,6 +93,9 @@ fn setup(scrape: bool, sink_extra: &str) -> Setup {
         "this test runs Debian's Prometheus: apt-get install prometheus (.ci/run does)"
     );
     let server = support::CountingServer::start(0, Duration::ZERO);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let ca = support::TestCa::new();
+    let tls = rt.block_on(support::ScriptedServer::ok(Some(ca.server.clone())));
     let dir = tempfile::tempdir().expect("tmp");
     let wasm = support::hostile_wasm().display().to_string();
     let serve_port = free_port();
@@ -103,10 +110,15 @@ fn setup(scrape: bool, sink_extra: &str) -> Setup {
              [[journey]]\nname = \"ok\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nallow_hosts = [\"127.0.0.1\"]\n\
              vars = {{ mode = \"fetch\", url = \"{}\" }}\n\n\
              [[journey]]\nname = \"bad\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nvars = {{ mode = \"fail\" }}\n\n\
+             [[journey]]\nname = \"secure\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nallow_hosts = [\"localhost\"]\nca_file = \"{}\"\n\
+             vars = {{ mode = \"fetch\", url = \"https://localhost:{}/\" }}\n\n\
+             [[journey]]\nname = \"slow\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nvars = {{ mode = \"sleep\", ms = \"700\" }}\n\n\
              [[journey]]\nname = \"down\"\nwasm = \"{wasm}\"\nevery = \"300ms\"\nallow_hosts = [\"127.0.0.1\"]\n\
              vars = {{ mode = \"fetch\", url = \"http://127.0.0.1:{}/\" }}\n\n\
              [[sink]]\ntype = \"prometheus\"\n{}\n",
             server.url(),
+            ca.ca_file.display(),
+            tls.addr.port(),
             refused_port(),
             sink_extra.replace("PROM", &prom_addr)
         ),
@@ -165,6 +177,9 @@ fn setup(scrape: bool, sink_extra: &str) -> Setup {
     );
     Setup {
         _dir: dir,
+        _rt: rt,
+        _tls: tls,
+        _ca: ca,
         _cache: cache,
         _serve: serve,
         _prom: prom,
@@ -323,4 +338,92 @@ fn prometheus_scrapes_waymark_serve() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Every PromQL expression of the Grafana dashboard, with its variables
+/// set as Grafana would set them for "All".
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = support::root().join("docs/grafana/waymark.json");
+    let text = std::fs::read_to_string(&path).expect("the dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert_eq!(dash["uid"], "waymark-overview");
+    assert!(
+        dash["schemaVersion"].as_u64().unwrap_or(0) >= 36,
+        "Grafana 10 reads it"
+    );
+    let mut out = Vec::new();
+    let mut stack: Vec<&serde_json::Value> =
+        dash["panels"].as_array().expect("panels").iter().collect();
+    while let Some(p) = stack.pop() {
+        if let Some(inner) = p["panels"].as_array() {
+            stack.extend(inner);
+        }
+        for t in p["targets"].as_array().into_iter().flatten() {
+            // Every query goes to the dashboard's chosen Prometheus.
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+            let expr = t["expr"]
+                .as_str()
+                .expect("expr")
+                .replace("$__rate_interval", "30s")
+                .replace("$__range", "5m")
+                .replace("$location", ".*")
+                .replace("$journey", ".*")
+                .replace("$slo", "0.999");
+            assert!(!expr.contains('$'), "a variable left in {expr}");
+            out.push((p["title"].as_str().unwrap_or("").to_string(), expr));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_grafana_dashboard_queries_parse_and_return_data() {
+    let s = setup(true, "");
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 12, "{queries:?}");
+    // Data worth a dashboard first: runs of every kind, a cert, a failure.
+    wait(&s.prom_addr, r#"sum(waymark_journey_runs_total)"#, &|v| {
+        v >= 20.0
+    });
+    wait(
+        &s.prom_addr,
+        r#"count(waymark_tls_cert_not_after_timestamp_seconds)"#,
+        &|v| v >= 1.0,
+    );
+    for (title, expr) in &queries {
+        let t = Instant::now();
+        loop {
+            let path = format!("/api/v1/query?query={}", url_encode(expr));
+            let body = http_get(&s.prom_addr, &path);
+            let v: Option<serde_json::Value> =
+                body.as_deref().and_then(|b| serde_json::from_str(b).ok());
+            let ok = v.as_ref().is_some_and(|v| v["status"] == "success");
+            let series = v
+                .as_ref()
+                .and_then(|v| v["data"]["result"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            if ok && series > 0 {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "panel {title:?}: {expr}\n{}",
+                body.unwrap_or_else(|| "Prometheus refused the query (does it parse?)".into())
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    // The variables' queries find their labels.
+    for label in ["location", "journey"] {
+        let body = http_get(
+            &s.prom_addr,
+            &format!("/api/v1/label/{label}/values?match[]=waymark_journey_success"),
+        )
+        .expect("label values");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert!(
+            !v["data"].as_array().map_or(true, Vec::is_empty),
+            "{label}: {body}"
+        );
+    }
 }
