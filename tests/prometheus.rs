@@ -422,7 +422,7 @@ fn the_grafana_dashboard_queries_parse_and_return_data() {
         .expect("label values");
         let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert!(
-            !v["data"].as_array().map_or(true, Vec::is_empty),
+            !v["data"].as_array().is_none_or(Vec::is_empty),
             "{label}: {body}"
         );
     }
