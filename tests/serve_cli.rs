@@ -833,3 +833,96 @@ fn polling_status_under_10000_journeys_does_not_delay_runs() {
     );
     assert_eq!(serve.get("/status?page=2").0, 400);
 }
+
+fn vm_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_hostile_journey_beside_healthy_ones_is_bounded_and_delays_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut healthy = String::new();
+    for i in 0..10 {
+        healthy.push_str(&format!(
+            "[[journey]]\nname = \"h{i}\"\nwasm = \"HOSTILE\"\nevery = \"100ms\"\nvars = {{ mode = \"noop\" }}\n\n"
+        ));
+    }
+    // Two million 64-byte failed checks: half a gigabyte of record if
+    // nothing held it back; 8 MiB of record budget and 64 MiB of linear
+    // memory are all it may take.
+    let hostile = "[[journey]]\nname = \"hostile\"\nwasm = \"HOSTILE\"\nevery = \"1s\"\nmax_record = \"8MiB\"\nmemory_limit = \"64MiB\"\nvars = { mode = \"flood\", what = \"checks\", n = \"2000000\", len = \"64\" }\n";
+    let config = write_config(dir.path(), "watch = false", &healthy);
+    let serve = Serve::start(&config);
+    let pid = serve.child.id();
+    std::thread::sleep(Duration::from_millis(1500));
+    let a = serve.log_len();
+    std::thread::sleep(Duration::from_secs(6));
+    let b = serve.log_len();
+    let rss_healthy = vm_kib(pid, "VmHWM:");
+    write_config(dir.path(), "watch = false", &format!("{healthy}{hostile}"));
+    serve.signal("HUP");
+    serve.wait_log_after(b, "reloaded", Duration::from_secs(30));
+    let b = serve.log_len();
+    std::thread::sleep(Duration::from_secs(8));
+    let c = serve.log_len();
+    let peak = vm_kib(pid, "VmHWM:");
+
+    let hostile_runs: Vec<serde_json::Value> = serve
+        .lines
+        .lock()
+        .expect("lines")
+        .iter()
+        .skip(b)
+        .filter(|l| l["message"] == "run finished" && l["journey"] == "hostile")
+        .cloned()
+        .collect();
+    assert!(hostile_runs.len() >= 3, "{}", serve.log_text());
+    for r in &hostile_runs {
+        assert_eq!(r["status"], "error", "{r}");
+        assert!(
+            r["error"].as_str().unwrap_or("").contains("record"),
+            "stopped by the record budget: {r}"
+        );
+    }
+    let healthy_lags = |from: usize, to: usize| {
+        let mut v: Vec<f64> = serve
+            .lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .skip(from)
+            .take(to - from)
+            .filter(|l| l["message"] == "run finished" && l["journey"] != "hostile")
+            .filter_map(|l| l["lag_ms"].as_f64())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (quiet, mixed) = (healthy_lags(a, b), healthy_lags(b, c));
+    assert!(
+        quiet.len() > 300 && mixed.len() > 300,
+        "{} and {}",
+        quiet.len(),
+        mixed.len()
+    );
+    let (q, m) = (p99(&quiet), p99(&mixed));
+    let grown_mib = peak.saturating_sub(rss_healthy) as f64 / 1024.0;
+    eprintln!(
+        "healthy lag p99 {q:.2} ms alone, {m:.2} ms beside the hostile journey; peak RSS {:.1} MiB, {grown_mib:.1} MiB over the healthy runner's",
+        peak as f64 / 1024.0
+    );
+    // The hostile run takes a core while it floods; the others keep their pace.
+    assert!(
+        m <= (2.0 * q).max(q + 5.0),
+        "lag p99 {m:.2} ms against {q:.2} ms"
+    );
+    // One hostile run in flight at a time: its linear memory (64 MiB) and
+    // record budget (8 MiB) are what it may add, with room for the copies
+    // the sinks and the history make of an 8 MiB record.
+    assert!(grown_mib < 64.0 + 8.0 * 4.0, "grew {grown_mib:.1} MiB");
+}

@@ -53,13 +53,20 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn scenario(label: &str, n: usize, schedule: &str, window: Duration, interval: Duration) {
-    let server = support::CountingServer::start(0, Duration::ZERO);
-    let dir = tempfile::tempdir().expect("tmp");
-    let wasm = dir.path().join("health.wasm");
+/// A `waymark serve` of `n` health journeys on `schedule` against `server`,
+/// logging to `dir/serve.log`; returns it once it has started, and how long
+/// that took.
+fn start_serve(
+    dir: &std::path::Path,
+    n: usize,
+    schedule: &str,
+    listen: &str,
+    server: &support::CountingServer,
+) -> (std::process::Child, Duration) {
+    let wasm = dir.join("health.wasm");
     std::fs::write(&wasm, waymark::demo::JOURNEYS[0].1).expect("write journey");
     let mut cfg = format!(
-        "[runner]\nlocation = \"bench\"\nlisten = \"off\"\nwatch = false\n\n\
+        "[runner]\nlocation = \"bench\"\nlisten = \"{listen}\"\nwatch = false\n\n\
          [store]\npath = \"history.db\"\n\n\
          [defaults]\nallow_hosts = [\"127.0.0.1\"]\ntimeout = \"10s\"\n\
          vars = {{ base_url = \"http://{}\" }}\n{schedule}\n\n",
@@ -70,10 +77,10 @@ fn scenario(label: &str, n: usize, schedule: &str, window: Duration, interval: D
             "[[journey]]\nname = \"j{i:05}\"\nwasm = \"health.wasm\"\n"
         ));
     }
-    let config = dir.path().join("waymark.toml");
+    let config = dir.join("waymark.toml");
     std::fs::write(&config, cfg).expect("write config");
-    let log = dir.path().join("serve.log");
-    let cache = dir.path().join("cache");
+    let log = dir.join("serve.log");
+    let cache = dir.join("cache");
     let t_start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_waymark"))
         .args(["serve", "-c"])
@@ -84,7 +91,6 @@ fn scenario(label: &str, n: usize, schedule: &str, window: Duration, interval: D
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("spawn serve");
-    let pid = child.id();
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
         .contains("waymark serve started")
@@ -96,7 +102,14 @@ fn scenario(label: &str, n: usize, schedule: &str, window: Duration, interval: D
         assert!(child.try_wait().ok().flatten().is_none(), "serve exited");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let startup = t_start.elapsed();
+    (child, t_start.elapsed())
+}
+
+fn scenario(label: &str, n: usize, schedule: &str, window: Duration, interval: Duration) {
+    let server = support::CountingServer::start(0, Duration::ZERO);
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mut child, startup) = start_serve(dir.path(), n, schedule, "off", &server);
+    let pid = child.id();
     let rss_after_start = status_kib(pid, "VmRSS:");
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
@@ -164,6 +177,103 @@ fn scenario(label: &str, n: usize, schedule: &str, window: Duration, interval: D
     );
 }
 
+/// The sum of the `/metrics` samples named `name` whose labels contain `with`.
+fn metric(addr: &str, name: &str, with: &str) -> f64 {
+    http_text(addr, "/metrics")
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(with))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Offered load from 50 % to 300 % of what the runner completes: journeys
+/// every second, more of them each level. Completed runs per minute should
+/// hold at the saturation level rather than fall, and skipped ticks should
+/// be counted, not logged one by one.
+fn overload(levels: &[usize], window: Duration) {
+    println!(
+        "== overload: health journeys every 1 s, {:.0} s per level",
+        window.as_secs_f64()
+    );
+    println!(
+        "   journeys | offered runs/min | runs started/min | skipped (overlap) | missed | WARN lines | CPU % | /healthz"
+    );
+    for &n in levels {
+        let server = support::CountingServer::start(0, Duration::ZERO);
+        let dir = tempfile::tempdir().expect("tmp");
+        let port = support::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let (mut child, _) = start_serve(dir.path(), n, "every = \"1s\"", &addr, &server);
+        let pid = child.id();
+        // Let the schedule settle into its pace first.
+        std::thread::sleep(Duration::from_secs(3));
+        // Every run that started counts once in the lag histogram.
+        let count = || metric(&addr, "waymark_schedule_lag_seconds_count", "");
+        let skipped = |r: &str| {
+            metric(
+                &addr,
+                "waymark_ticks_skipped_total",
+                &format!("reason=\"{r}\""),
+            )
+        };
+        let (c0, o0, m0, cpu0, t0) = (
+            count(),
+            skipped("overlap"),
+            skipped("missed"),
+            cpu_seconds(pid),
+            Instant::now(),
+        );
+        let warn0 = warn_lines(dir.path());
+        std::thread::sleep(window);
+        let wall = t0.elapsed().as_secs_f64();
+        let (c1, o1, m1, cpu1) = (
+            count(),
+            skipped("overlap"),
+            skipped("missed"),
+            cpu_seconds(pid),
+        );
+        let warns = warn_lines(dir.path()) - warn0;
+        let health = http_text(&addr, "/healthz");
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", &pid.to_string()])
+            .status();
+        let _ = child.wait();
+        println!(
+            "   {n:>8} | {:>16.0} | {:>16.0} | {:>17.0} | {:>6.0} | {warns:>10} | {:>5.0} | {}",
+            n as f64 * 60.0,
+            (c1 - c0) / wall * 60.0,
+            o1 - o0,
+            m1 - m0,
+            100.0 * (cpu1 - cpu0) / wall,
+            health.trim()
+        );
+    }
+}
+
+fn http_text(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn warn_lines(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join("serve.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("WARN"))
+        .count()
+}
+
 fn main() {
     let only = std::env::var("WAYMARK_BENCH").ok();
     let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
@@ -183,6 +293,12 @@ fn main() {
             "every = \"1s\"",
             Duration::from_secs(60),
             Duration::from_secs(1),
+        );
+    }
+    if want("overload") {
+        overload(
+            &[2_400, 4_800, 7_200, 9_600, 14_400],
+            Duration::from_secs(20),
         );
     }
     if only.as_deref() == Some("burst") {
