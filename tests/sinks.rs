@@ -771,3 +771,90 @@ fn the_spool_stays_within_its_bound_dropping_the_oldest() {
     );
     assert!(!kept.contains(&"run00500".to_string()), "an early one went");
 }
+
+#[test]
+fn otlp_carries_the_runners_own_metrics_under_serve() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use prost::Message;
+
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("waymark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runner]\nlocation = \"lab-3\"\nlisten = \"off\"\nwatch = false\n\n\
+             [[journey]]\nname = \"a\"\nwasm = \"{}\"\nevery = \"200ms\"\nvars = {{ mode = \"noop\" }}\n\n\
+             [[sink]]\ntype = \"otlp\"\nendpoint = \"http://{}\"\n",
+            support::hostile_wasm().display(),
+            rx.addr
+        ),
+    )
+    .expect("config");
+    let _serve = support::Kill(
+        std::process::Command::new(env!("CARGO_BIN_EXE_waymark"))
+            .args(["serve", "-c"])
+            .arg(&config)
+            .env("WAYMARK_CACHE_DIR", dir.path().join("cache"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
+    let t = Instant::now();
+    let runner = loop {
+        let got = rx.got.lock().expect("got").clone();
+        let found = got
+            .iter()
+            .filter(|(p, _, _)| p == "/v1/metrics")
+            .filter_map(|(_, _, b)| ExportMetricsServiceRequest::decode(&b[..]).ok())
+            .find(|r| {
+                r.resource_metrics.iter().any(|rm| {
+                    rm.scope_metrics
+                        .iter()
+                        .any(|sm| sm.metrics.iter().any(|m| m.name == "waymark.schedule.lag"))
+                })
+            });
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no runner metrics over OTLP"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rm = &runner.resource_metrics[0];
+    let metrics = &rm.scope_metrics[0].metrics;
+    let by_name = |n: &str| {
+        metrics.iter().find(|m| m.name == n).unwrap_or_else(|| {
+            panic!(
+                "no {n}: {:?}",
+                metrics.iter().map(|m| &m.name).collect::<Vec<_>>()
+            )
+        })
+    };
+    let lag = by_name("waymark.schedule.lag");
+    assert_eq!(lag.unit, "s");
+    let Some(Data::Histogram(h)) = &lag.data else {
+        panic!("{lag:?}")
+    };
+    assert!(h.data_points[0].count >= 1);
+    assert_eq!(
+        h.data_points[0].bucket_counts.len(),
+        h.data_points[0].explicit_bounds.len() + 1
+    );
+    let records = by_name("waymark.sink.records");
+    let Some(Data::Sum(sum)) = &records.data else {
+        panic!("{records:?}")
+    };
+    assert!(sum.is_monotonic);
+    assert!(
+        sum.data_points.iter().any(|p| p
+            .attributes
+            .iter()
+            .any(|a| a.key == "sink" && format!("{:?}", a.value).contains("otlp"))),
+        "{sum:?}"
+    );
+}

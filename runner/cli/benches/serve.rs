@@ -3,13 +3,16 @@
 //! - `10k`: 10,000 journeys `every = "1m"`, each one GET to a loopback
 //!   server, for 150 s;
 //! - `100`: 100 journeys `every = "1s"` for 60 s;
+//! - `overload`: 2,400 to 14,400 journeys `every = "1s"` (about 50 % to
+//!   300 % of a 2-core machine), 20 s each: runs started per minute, ticks
+//!   skipped, WARN lines, `/healthz`;
 //! - `burst` (only when asked): 10,000 journeys on the cron `0 * * * * *`,
 //!   all due in the same second, for 130 s.
 //!
 //! For each: schedule lag (actual start − due time, from the history store)
 //! p50/p90/p99/max, CPU of the serve process over the window, its peak RSS
 //! (VmHWM), and the run counts. `cargo bench -p waymark --bench serve`;
-//! `WAYMARK_BENCH=10k|100|burst` runs one. Linux only (reads /proc).
+//! `WAYMARK_BENCH=10k|100|overload|burst` runs one. Linux only (reads /proc).
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;

@@ -13,3 +13,4 @@ pub mod serve;
 pub mod sinks;
 mod spans;
 pub mod store;
+mod telemetry;

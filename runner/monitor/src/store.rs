@@ -444,7 +444,7 @@ impl Writer {
     pub(crate) fn start_observed(
         path: &Path,
         retention: Duration,
-        telemetry: Option<std::sync::Arc<crate::serve::Telemetry>>,
+        telemetry: Option<std::sync::Arc<crate::telemetry::Telemetry>>,
     ) -> Result<Writer, StoreError> {
         let mut store = Store::open(path)?;
         prune(&store, retention);

@@ -16,13 +16,11 @@ mod prepare;
 mod run;
 mod schedule;
 mod status;
-mod telemetry;
+use crate::telemetry::{Skip, Telemetry};
 use listen::listen;
 pub use prepare::{Plan, Prepared, check, prepare, prepare_partial};
 use run::dispatch;
 use schedule::{Slot, arrange, publish, schedule_loop};
-use telemetry::Skip;
-pub(crate) use telemetry::Telemetry;
 
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -192,14 +190,17 @@ impl Service {
         clock: Clock,
     ) -> Result<Service, StartError> {
         let cfg = &plan.config;
-        let mut exposed = Exposed::default();
+        let telemetry = Arc::new(Telemetry::new());
+        let mut exposed = Exposed {
+            telemetry: Some(telemetry.clone()),
+            ..Exposed::default()
+        };
         let sinks = crate::sinks::start_all(&cfg.sinks, Some(&cfg.runner.spool_dir), &mut exposed)?;
-        let telemetry = Arc::new(Telemetry::new(
+        telemetry.add_sinks(
             sinks
                 .iter()
-                .map(|s| (s.name().to_string(), s.stats_handle()))
-                .collect(),
-        ));
+                .map(|s| (s.name().to_string(), s.stats_handle())),
+        );
         let store = match &cfg.store.path {
             Some(p) => Some(store::Writer::start_observed(
                 p,

@@ -194,11 +194,13 @@ pub struct Sink {
     close_at: Arc<Mutex<Option<Instant>>>,
 }
 
-/// Shared state the service hands to sinks that serve HTTP.
+/// Shared state the service hands to sinks: what they serve, what they send.
 #[derive(Clone, Default)]
 pub struct Exposed {
     /// The Prometheus registry, when a prometheus sink exists.
     pub metrics: Option<Arc<prometheus::Metrics>>,
+    /// The runner's own metrics, which the otlp sink sends too.
+    pub(crate) telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// Starts every sink of `configs`; prometheus sinks register into `exposed`.

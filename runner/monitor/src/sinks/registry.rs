@@ -86,7 +86,7 @@ pub(crate) fn build(
         SinkKind::Pretty => Box::new(pretty::Pretty),
         SinkKind::Jsonl(c) => Box::new(jsonl::Jsonl::open(&c.path, c.max_size, c.keep)?),
         SinkKind::Webhook(c) => Box::new(webhook::Webhook::new(c.clone())),
-        SinkKind::Otlp(c) => Box::new(otlp::Otlp::new(c.clone())),
+        SinkKind::Otlp(c) => Box::new(otlp::Otlp::new(c.clone(), exposed.telemetry.clone())),
         SinkKind::Alertmanager(c) => Box::new(alertmanager::Alertmanager::new(c.clone())),
         SinkKind::Prometheus(c) => {
             let m = exposed

@@ -6,6 +6,9 @@
 //! spans hang under ours. Spans: the run (root), a span per step, a span per
 //! request with the phases as `waymark.phase.*_ms` attributes; checks are
 //! events on their step's span.
+//!
+//! Under `waymark serve` it also sends the runner's own metrics (those of
+//! `/metrics` that are not the journeys') every 15 s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use prost::Message;
 
 use super::{Deliver, DeliverError, Delivery};
 mod config;
+mod runner;
 pub(crate) use config::read;
 pub use config::*;
 use waymark_record::serde_time::as_millis as ms;
@@ -37,7 +41,15 @@ pub struct Otlp {
     /// Cumulative runs per (journey, location, status), and since when.
     runs: HashMap<(String, String, String), u64>,
     start: u64,
+    /// The runner's own metrics, sent every [`RUNNER_EVERY`] under serve.
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    last_runner: Option<std::time::Instant>,
+    /// The location of the records seen: the runner's resource.
+    location: Option<String>,
 }
+
+/// How often the runner's own metrics go out.
+const RUNNER_EVERY: Duration = Duration::from_secs(15);
 
 fn kv(key: &str, v: any_value::Value) -> KeyValue {
     KeyValue {
@@ -197,14 +209,47 @@ pub fn spans(r: &RunRecord) -> Vec<Span> {
 }
 
 impl Otlp {
-    pub fn new(cfg: OtlpConfig) -> Otlp {
+    pub(crate) fn new(
+        cfg: OtlpConfig,
+        telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    ) -> Otlp {
         let agent = super::http_agent(cfg.timeout);
         Otlp {
             cfg,
             agent,
             runs: HashMap::new(),
             start: nanos(SystemTime::now()),
+            telemetry,
+            last_runner: None,
+            location: None,
         }
+    }
+
+    fn metrics_request(&self, location: &str, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: self.resource(location),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Self::scope(),
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// Sends the runner's own metrics.
+    fn send_runner(&mut self) -> Result<(), DeliverError> {
+        let (Some(t), Some(location)) = (&self.telemetry, &self.location) else {
+            return Ok(());
+        };
+        let families = prometheus_client::encoding::prometheus_protobuf::encode(t.registry())
+            .map_err(|_| DeliverError::Metrics)?;
+        let metrics = runner::metrics(&families, self.start, nanos(SystemTime::now()));
+        let req = self.metrics_request(location, metrics);
+        self.last_runner = Some(std::time::Instant::now());
+        self.post("/v1/metrics", req.encode_to_vec())
     }
 
     fn resource(&self, location: &str) -> Option<Resource> {
@@ -326,25 +371,22 @@ impl Deliver for Otlp {
                 ..Default::default()
             });
         }
-        if !metrics_by_location.is_empty() {
-            let req = ExportMetricsServiceRequest {
-                resource_metrics: metrics_by_location
-                    .into_iter()
-                    .map(|(loc, metrics)| ResourceMetrics {
-                        resource: self.resource(&loc),
-                        scope_metrics: vec![ScopeMetrics {
-                            scope: Self::scope(),
-                            metrics,
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    })
-                    .collect(),
-            };
+        for (loc, metrics) in metrics_by_location {
+            let req = self.metrics_request(&loc, metrics);
             self.post("/v1/metrics", req.encode_to_vec())?;
+        }
+        if let Some(d) = batch.last() {
+            self.location = Some(d.record.location.clone());
         }
         // Counted only once both went out, so a retry does not count twice.
         self.runs = runs;
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), DeliverError> {
+        if self.last_runner.is_none_or(|t| t.elapsed() >= RUNNER_EVERY) {
+            return self.send_runner();
+        }
         Ok(())
     }
 }

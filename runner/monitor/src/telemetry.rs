@@ -1,11 +1,11 @@
-//! The runner's own metrics on `/metrics`, beside the journeys' (which the
-//! prometheus sink keeps): how late runs start, what is in flight, ticks
+//! The runner's own metrics on `/metrics` (and sent by the otlp sink),
+//! beside the journeys' (which the prometheus sink keeps): how late runs start, what is in flight, ticks
 //! skipped or missed, each sink's deliveries and queue, the history's
 //! batches. Counters that already exist as atomics (a sink's) are read at
 //! scrape time rather than kept twice.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -43,6 +43,7 @@ pub(crate) enum Skip {
 /// writer and `/metrics`.
 pub(crate) struct Telemetry {
     registry: Registry,
+    sinks: Arc<Mutex<Vec<(String, Arc<SinkStats>)>>>,
     lag: Histogram,
     in_flight: Gauge,
     skipped: Family<TickLabels, Counter>,
@@ -64,8 +65,8 @@ fn seconds_buckets() -> impl Iterator<Item = f64> {
 }
 
 impl Telemetry {
-    /// Every metric declared; the sinks' counters read from `sinks`.
-    pub(crate) fn new(sinks: Vec<(String, Arc<SinkStats>)>) -> Telemetry {
+    /// Every metric declared; the sinks' counters join with [`Telemetry::add_sinks`].
+    pub(crate) fn new() -> Telemetry {
         let mut registry = Registry::default();
         let lag = Histogram::new(seconds_buckets());
         let in_flight = Gauge::default();
@@ -97,7 +98,10 @@ impl Telemetry {
             "Records the history writer handled, by outcome: written or failed",
             store_records.clone(),
         );
-        registry.register_collector(Box::new(SinkCollector { sinks }));
+        let sinks = Arc::new(Mutex::new(Vec::new()));
+        registry.register_collector(Box::new(SinkCollector {
+            sinks: sinks.clone(),
+        }));
         let info = Family::<[(&'static str, &'static str); 1], Gauge>::default();
         info.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
@@ -108,11 +112,20 @@ impl Telemetry {
         );
         Telemetry {
             registry,
+            sinks,
             lag,
             in_flight,
             skipped,
             store_batch,
             store_records,
+        }
+    }
+
+    /// The sinks whose counters to show (they start after the telemetry,
+    /// which some of them send).
+    pub(crate) fn add_sinks(&self, sinks: impl IntoIterator<Item = (String, Arc<SinkStats>)>) {
+        if let Ok(mut s) = self.sinks.lock() {
+            s.extend(sinks);
         }
     }
 
@@ -160,12 +173,14 @@ impl Telemetry {
 /// Each sink's counters, read at scrape time.
 #[derive(Debug)]
 struct SinkCollector {
-    sinks: Vec<(String, Arc<SinkStats>)>,
+    sinks: Arc<Mutex<Vec<(String, Arc<SinkStats>)>>>,
 }
 
 impl Collector for SinkCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let sinks: Vec<(String, Arc<SinkStats>)> =
+            self.sinks.lock().map(|s| s.clone()).unwrap_or_default();
         {
             let mut family = encoder.encode_descriptor(
                 "waymark_sink_records",
@@ -173,7 +188,7 @@ impl Collector for SinkCollector {
                 None,
                 prometheus_client::metrics::MetricType::Counter,
             )?;
-            for (name, s) in &self.sinks {
+            for (name, s) in &sinks {
                 for (outcome, v) in [
                     ("delivered", load(&s.delivered)),
                     ("spooled", load(&s.spooled)),
@@ -204,7 +219,7 @@ impl Collector for SinkCollector {
                 None,
                 prometheus_client::metrics::MetricType::Counter,
             )?;
-            for (name, s) in &self.sinks {
+            for (name, s) in &sinks {
                 let labels = [("sink", name.as_str())];
                 ConstCounter::new(read(s)).encode(family.encode_family(&labels)?)?;
             }
@@ -215,7 +230,7 @@ impl Collector for SinkCollector {
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for (name, s) in &self.sinks {
+        for (name, s) in &sinks {
             let labels = [("sink", name.as_str())];
             let v = i64::try_from(load(&s.queued)).unwrap_or(i64::MAX);
             ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
