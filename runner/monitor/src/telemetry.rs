@@ -17,6 +17,9 @@ use prometheus_client::registry::Registry;
 
 use crate::sinks::SinkStats;
 
+/// Each sink's name and counters.
+type SinkList = Arc<Mutex<Vec<(String, Arc<SinkStats>)>>>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TickLabels {
     journey: String,
@@ -43,7 +46,7 @@ pub(crate) enum Skip {
 /// writer and `/metrics`.
 pub(crate) struct Telemetry {
     registry: Registry,
-    sinks: Arc<Mutex<Vec<(String, Arc<SinkStats>)>>>,
+    sinks: SinkList,
     lag: Histogram,
     in_flight: Gauge,
     skipped: Family<TickLabels, Counter>,
@@ -173,7 +176,7 @@ impl Telemetry {
 /// Each sink's counters, read at scrape time.
 #[derive(Debug)]
 struct SinkCollector {
-    sinks: Arc<Mutex<Vec<(String, Arc<SinkStats>)>>>,
+    sinks: SinkList,
 }
 
 impl Collector for SinkCollector {
