@@ -45,3 +45,8 @@ fn units_corpus() {
 fn allow_corpus() {
     replay("allow", targets::allow);
 }
+
+#[test]
+fn exchange_corpus() {
+    replay("exchange", targets::exchange);
+}
