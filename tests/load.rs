@@ -681,3 +681,96 @@ fn reuse_instance_keeps_one_instance_per_user_and_replaces_a_trapped_one() {
         "passed {passed}, failed checks {check}, traps {trap}"
     );
 }
+
+/// One round of an audit against a lock server holding its lock `held`
+/// of every `held + outside`: its `--json` result in `dir/NAME.json`.
+fn round(cache: &Path, dir: &Path, name: &str, held_us: u64, users: &str) -> std::path::PathBuf {
+    let (port, _) = support::lock_server(
+        Duration::from_micros(held_us),
+        Duration::from_micros(8_000 - held_us),
+    );
+    let json = dir.join(format!("{name}.json"));
+    let url = format!("url=http://127.0.0.1:{port}/");
+    let allow = format!("127.0.0.1:{port}");
+    let out = waymark(
+        cache,
+        &[
+            "load",
+            hostile_wasm().to_str().expect("utf-8 path"),
+            "--name",
+            "locked",
+            "--var",
+            "mode=fetch",
+            "--var",
+            &url,
+            "--allow-host",
+            &allow,
+            "--concurrency",
+            users,
+            "--step-duration",
+            "2s",
+            "--warmup",
+            "500ms",
+            "--json",
+            json.to_str().expect("utf-8 path"),
+            "-q",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    json
+}
+
+#[test]
+fn rounds_compare_side_by_side_in_numbers_and_words() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = dir.path().join("cache");
+    // Three rounds of a server whose contention is cut between them: a
+    // quarter of each request under the lock, then an eighth, then a
+    // thirty-second; the third round ramps further.
+    let r1 = round(&cache, dir.path(), "round1", 2_000, "1,2,4,8");
+    let r2 = round(&cache, dir.path(), "round2", 1_000, "1,2,4,8");
+    let r3 = round(&cache, dir.path(), "round3", 250, "1,2,4,8,16");
+    let html = dir.path().join("compare.html");
+    let out = waymark(
+        &cache,
+        &[
+            "load",
+            "compare",
+            r1.to_str().expect("utf-8"),
+            r2.to_str().expect("utf-8"),
+            r3.to_str().expect("utf-8"),
+            "--report",
+            html.to_str().expect("utf-8"),
+        ],
+    );
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    for want in [
+        "round1",
+        "round2",
+        "round3",
+        "σ (serialization)",
+        "N* (peak concurrency)",
+        "8 users",
+        "16 users: not measured in round1, round2",
+        "serialization penalty σ",
+    ] {
+        assert!(shown.contains(want), "no {want:?} in:\n{shown}");
+    }
+    // The fits see the contention fall, round by round: a higher ceiling
+    // each time (from these few levels a fit may put it in σ or in κ).
+    let peak = |p: &Path| read_json(p)["usl"]["peak_throughput"].as_f64();
+    let (x1, x2, x3) = (peak(&r1), peak(&r2), peak(&r3));
+    assert!(
+        matches!((x1, x2, x3), (Some(a), Some(b), Some(c)) if a < b && b < c),
+        "X(N*) per round: {x1:?} {x2:?} {x3:?}\n{shown}"
+    );
+    let page = std::fs::read_to_string(&html).expect("the page");
+    assert!(
+        page.contains("<svg") && page.contains("round3") && page.contains("N* ="),
+        "{page:.400}"
+    );
+    // A round on its own is refused, in words.
+    let out = waymark(&cache, &["load", "compare", r1.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+}

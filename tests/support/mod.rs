@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -748,4 +748,56 @@ pub fn idle_load_memory(wasm: &Path, vars: &[&str], users: u32, cache: &Path) ->
     let kill = Kill(child);
     std::thread::sleep(Duration::from_secs(10));
     memory_kib(kill.0.id())
+}
+
+/// A loopback HTTP/1.1 server with a known serialization: each request
+/// waits `outside` (in parallel with the others), then holds one lock
+/// shared by all for `held`. Amdahl's serial fraction, and so the USL's σ,
+/// is then held ÷ (held + outside), and the throughput ceiling 1 ÷ held.
+/// Returns the port and the time actually spent (held, outside), in ns.
+pub fn lock_server(held: Duration, outside: Duration) -> (u16, Arc<(AtomicU64, AtomicU64)>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let lock = Arc::new(Mutex::new(()));
+    let spent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let counters = spent.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let lock = lock.clone();
+            let spent = spent.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                let mut have = Vec::new();
+                loop {
+                    let Ok(n) = conn.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    have.extend_from_slice(&buf[..n]);
+                    while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
+                        have.drain(..end + 4);
+                        let t = Instant::now();
+                        std::thread::sleep(outside);
+                        let out = t.elapsed();
+                        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        let h = Instant::now();
+                        std::thread::sleep(held);
+                        let h = h.elapsed();
+                        drop(guard);
+                        spent.0.fetch_add(h.as_nanos() as u64, Ordering::Relaxed);
+                        spent.1.fetch_add(out.as_nanos() as u64, Ordering::Relaxed);
+                        if conn
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, counters)
 }

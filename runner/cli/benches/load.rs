@@ -23,8 +23,7 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn have(tool: &str) -> bool {
@@ -367,58 +366,6 @@ could not write {}",
     );
 }
 
-/// A loopback HTTP/1.1 server with a known serialization: each request
-/// waits `outside` (in parallel with the others), then holds one lock
-/// shared by all for `held`. Amdahl's serial fraction, and so the USL's σ,
-/// is then held ÷ (held + outside), and the throughput ceiling 1 ÷ held.
-/// Returns the port and the time actually spent (held, outside), in ns.
-fn lock_server(held: Duration, outside: Duration) -> (u16, Arc<(AtomicU64, AtomicU64)>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let lock = Arc::new(Mutex::new(()));
-    let spent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-    let counters = spent.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let lock = lock.clone();
-            let spent = spent.clone();
-            std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let mut buf = [0u8; 4096];
-                let mut have = Vec::new();
-                loop {
-                    let Ok(n) = conn.read(&mut buf) else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    have.extend_from_slice(&buf[..n]);
-                    while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
-                        have.drain(..end + 4);
-                        let t = Instant::now();
-                        std::thread::sleep(outside);
-                        let out = t.elapsed();
-                        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-                        let h = Instant::now();
-                        std::thread::sleep(held);
-                        let h = h.elapsed();
-                        drop(guard);
-                        spent.0.fetch_add(h.as_nanos() as u64, Ordering::Relaxed);
-                        spent.1.fetch_add(out.as_nanos() as u64, Ordering::Relaxed);
-                        if conn
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (port, counters)
-}
-
 /// The USL fit `waymark load` makes of a ramp against `port`.
 fn fit(wasm: &Path, port: u16, path: &str, users: &str, cache: &Path) -> Option<serde_json::Value> {
     let json = cache.join(format!("usl-{port}.json"));
@@ -461,7 +408,7 @@ fn usl() {
     let wasm = dir.path().join("health.wasm");
     std::fs::write(&wasm, waymark::demo::JOURNEYS[0].1).expect("write journey");
     let (held, outside) = (Duration::from_micros(500), Duration::from_micros(4500));
-    let (port, spent) = lock_server(held, outside);
+    let (port, spent) = support::lock_server(held, outside);
     println!("\nUSL fit, closed ramp 1,2,4,8,16,32,64 users, 4 s per step (1 s warm-up):");
     if let Some(v) = fit(&wasm, port, "/", "1,2,4,8,16,32,64", &cache) {
         let h = spent.0.load(Ordering::Relaxed) as f64;

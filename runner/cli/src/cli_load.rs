@@ -83,6 +83,20 @@ pub(crate) struct LoadArgs {
 pub(crate) enum LoadCommand {
     /// Merge the --json results of shards into one (histograms merged, USL fitted on the whole).
     Merge(MergeArgs),
+    /// Compare rounds of an audit (--json results, the first is the baseline):
+    /// λ, σ, κ, N*, X(N*), R², and throughput and p95 at each level they share.
+    Compare(CompareArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct CompareArgs {
+    /// The rounds, oldest first (files written by `waymark load --json FILE`).
+    #[arg(required = true, num_args = 2..)]
+    pub rounds: Vec<PathBuf>,
+    /// Write a self-contained HTML page: every round's points and fitted
+    /// curve on one chart, the tables, the phases side by side.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -118,6 +132,7 @@ pub(crate) fn dispatch(args: LoadArgs) -> anyhow::Result<u8> {
             m.out.report.as_deref(),
             m.out.json.as_deref(),
         ),
+        Some(LoadCommand::Compare(c)) => compare(&c.rounds, c.report.as_deref()),
         None => load(args),
     }
 }
@@ -395,6 +410,36 @@ fn load(req: LoadArgs) -> anyhow::Result<u8> {
 }
 
 /// `waymark load merge`.
+/// A `--json` result from `path`, or an error naming the file.
+fn read_result(path: &Path) -> anyhow::Result<LoadReport> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not a waymark load result: {e}", path.display()))
+}
+
+fn compare(rounds: &[PathBuf], html: Option<&Path>) -> anyhow::Result<u8> {
+    let mut read = Vec::new();
+    for p in rounds {
+        let name = p.file_stem().map_or_else(
+            || p.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        read.push(load::compare::Round {
+            name,
+            report: read_result(p)?,
+        });
+    }
+    let c = load::compare::compare(read)?;
+    print!("{}", load::compare::terminal(&c));
+    if let Some(path) = html {
+        std::fs::write(path, load::report::compare_html(&c))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("\nreport: {}", path.display());
+    }
+    Ok(0)
+}
+
 pub(crate) fn merge(
     parts: &[PathBuf],
     slo: &[String],
@@ -404,11 +449,7 @@ pub(crate) fn merge(
     let gates = gates(slo)?;
     let mut reports = Vec::new();
     for p in parts {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-        let r: LoadReport = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: not a waymark load result: {e}", p.display()))?;
-        reports.push((p.display().to_string(), r));
+        reports.push((p.display().to_string(), read_result(p)?));
     }
     let mut merged = load::merge(reports)?;
     finish(&mut merged, &gates, html, json)

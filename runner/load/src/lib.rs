@@ -16,6 +16,7 @@
 //! an overloaded server's throughput is what it served, not what arrived).
 
 mod collect;
+pub mod compare;
 pub mod generator;
 pub mod hist;
 pub mod report;

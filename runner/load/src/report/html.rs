@@ -6,7 +6,18 @@ use std::fmt::Write as _;
 use super::{PHASES, colors, errors_cell, ms, plan_line};
 use crate::{Histo, LoadReport, StepResult};
 
-fn esc(s: &str) -> String {
+/// The pages' style sheet.
+pub(super) const STYLE: &str = r#"body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1000px;color:#24292f;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
+.sub{color:#57606a} table{border-collapse:collapse;margin:8px 0} td,th{padding:3px 10px;border-bottom:1px solid #d0d7de;text-align:right}
+th{background:#f6f8fa} td:first-child,th:first-child{text-align:left}
+.pass{color:#1a7f37;font-weight:600} .fail{color:#a40e26;font-weight:600}
+.tick{font-size:11px;fill:#57606a} .label{font-size:12px;fill:#24292f}
+.kv td{text-align:left} .note{color:#57606a}
+svg{max-width:100%;height:auto;display:block}
+"#;
+
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -49,19 +60,19 @@ fn fmt_tick(v: f64) -> String {
 }
 
 /// Plot area and scales of one chart.
-struct Frame {
-    w: f64,
-    h: f64,
-    left: f64,
-    top: f64,
-    right: f64,
-    bottom: f64,
-    xmax: f64,
-    ymax: f64,
+pub(super) struct Frame {
+    pub(super) w: f64,
+    pub(super) h: f64,
+    pub(super) left: f64,
+    pub(super) top: f64,
+    pub(super) right: f64,
+    pub(super) bottom: f64,
+    pub(super) xmax: f64,
+    pub(super) ymax: f64,
 }
 
 impl Frame {
-    fn new(xmax: f64, ymax: f64) -> Frame {
+    pub(super) fn new(xmax: f64, ymax: f64) -> Frame {
         let xt = ticks(xmax, 6);
         let yt = ticks(ymax, 5);
         Frame {
@@ -76,15 +87,15 @@ impl Frame {
         }
     }
 
-    fn x(&self, v: f64) -> f64 {
+    pub(super) fn x(&self, v: f64) -> f64 {
         self.left + v / self.xmax * (self.w - self.left - self.right)
     }
 
-    fn y(&self, v: f64) -> f64 {
+    pub(super) fn y(&self, v: f64) -> f64 {
         self.h - self.bottom - v / self.ymax * (self.h - self.top - self.bottom)
     }
 
-    fn axes(&self, svg: &mut String, xlabel: &str, ylabel: &str) {
+    pub(super) fn axes(&self, svg: &mut String, xlabel: &str, ylabel: &str) {
         let (x0, y0) = (self.left, self.h - self.bottom);
         for t in ticks(self.ymax, 5) {
             let y = self.y(t);
@@ -120,7 +131,7 @@ impl Frame {
         );
     }
 
-    fn open(&self, title: &str) -> String {
+    pub(super) fn open(&self, title: &str) -> String {
         format!(
             r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" width="{}" height="{}" role="img" aria-label="{}">"#,
             self.w,
@@ -347,18 +358,11 @@ pub fn html(r: &LoadReport) -> String {
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>waymark load: {journey}</title>
 <style>
-body{{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1000px;color:#24292f;padding:0 16px}}
-h1{{font-size:22px;margin:0 0 4px}} h2{{font-size:17px;margin:28px 0 8px}}
-.sub{{color:#57606a}} table{{border-collapse:collapse;margin:8px 0}} td,th{{padding:3px 10px;border-bottom:1px solid #d0d7de;text-align:right}}
-th{{background:#f6f8fa}} td:first-child,th:first-child{{text-align:left}}
-.pass{{color:#1a7f37;font-weight:600}} .fail{{color:#a40e26;font-weight:600}}
-.tick{{font-size:11px;fill:#57606a}} .label{{font-size:12px;fill:#24292f}}
-.kv td{{text-align:left}} .note{{color:#57606a}}
-svg{{max-width:100%;height:auto;display:block}}
-</style></head><body>
+{style}</style></head><body>
 <h1>waymark load: {journey}</h1>
 <div class="sub">{sub}</div>
 "#,
+        style = STYLE,
         journey = esc(&r.journey),
         sub = esc(&format!(
             "{} · started {} · location {} · waymark {}",

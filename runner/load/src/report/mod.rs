@@ -253,5 +253,7 @@ pub fn terminal(r: &LoadReport) -> String {
     out
 }
 
+mod compare_html;
 mod html;
+pub use compare_html::compare_html;
 pub use html::html;
