@@ -79,6 +79,39 @@ impl Redactor {
                 *text = text.replace(f.as_str(), "***");
             }
         }
+        self.redact_folded(text);
+    }
+
+    /// A secret that a header fold (a line break followed by a space or a
+    /// tab, which HTTP/1.1 readers join) cuts in two: what the fold joins
+    /// is replaced, fold included.
+    fn redact_folded(&self, text: &mut String) {
+        if !text.contains('\n') {
+            return;
+        }
+        // Each pass removes one secret; a text holds at most as many as it
+        // has folds.
+        for _ in 0..=text.matches('\n').count() {
+            let (joined, at) = unfold(text);
+            if joined.len() == text.len() {
+                return;
+            }
+            let hit = self
+                .any_case
+                .iter()
+                .find_map(|f| find_any_case(joined.as_bytes(), f).map(|i| (i, f.len())))
+                .or_else(|| {
+                    self.exact
+                        .iter()
+                        .find_map(|f| joined.find(f.as_str()).map(|i| (i, f.len())))
+                });
+            let Some((start, len)) = hit else { return };
+            let (from, to) = (at[start], at[start + len - 1] + 1);
+            if !(text.is_char_boundary(from) && text.is_char_boundary(to)) {
+                return;
+            }
+            text.replace_range(from..to, "***");
+        }
     }
 
     /// Redacts a secret that `a`'s end and `b`'s start hold between them
@@ -115,6 +148,36 @@ impl Redactor {
             }
         }
     }
+}
+
+/// `text` with its header folds (CR? LF, then spaces or tabs) taken out,
+/// and for each byte left, where it was in `text`.
+fn unfold(text: &str) -> (String, Vec<usize>) {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut at = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let lf = match (b[i], b.get(i + 1)) {
+            (b'\r', Some(b'\n')) => Some(i + 2),
+            (b'\n', _) => Some(i + 1),
+            _ => None,
+        };
+        if let Some(next) = lf
+            && matches!(b.get(next), Some(b' ' | b'\t'))
+        {
+            i = next;
+            while matches!(b.get(i), Some(b' ' | b'\t')) {
+                i += 1;
+            }
+            continue;
+        }
+        out.push(b[i]);
+        at.push(i);
+        i += 1;
+    }
+    // Only ASCII bytes were taken out, so what is left is still UTF-8.
+    (String::from_utf8(out).unwrap_or_default(), at)
 }
 
 /// Where `needle` (lower-case) first occurs in `hay`, ignoring ASCII case,
@@ -222,6 +285,23 @@ mod tests {
         Redactor::new(&["s3cret"]).redact(&mut t);
         assert_eq!(t, "nothing to see");
         assert!(Redactor::new(&[""]).is_empty());
+    }
+
+    #[test]
+    fn a_secret_split_by_a_header_fold_is_redacted() {
+        let r = Redactor::new(&["s3cret"]);
+        let mut t = "authorization: Bearer s3c\r\n ret\r\nx-other: s3\n\tcret".to_string();
+        r.redact(&mut t);
+        assert_eq!(t, "authorization: Bearer ***\r\nx-other: ***");
+        // A line break that is not a fold joins nothing.
+        let mut t = "s3c\r\nret".to_string();
+        r.redact(&mut t);
+        assert_eq!(t, "s3c\r\nret");
+        // base64 of the secret split by a fold.
+        let r = Redactor::new(&["hunter2hunter2"]);
+        let mut t = "basic aHVudGVy\r\n Mmh1bnRlcjI=".to_string();
+        r.redact(&mut t);
+        assert!(!t.contains("aHVudGVy"), "{t}");
     }
 
     #[test]
