@@ -726,9 +726,9 @@ fn sigkill_while_spooling_corrupts_no_earlier_record() {
     assert!(after.len() > before.len());
 }
 
-/// Schedule lag (ms) of the runs that finished between log lines `from`
-/// and `to`.
-fn lags(serve: &Serve, from: usize, to: usize) -> Vec<f64> {
+/// Schedule lag (ms) of the runs of journeys `which` accepts that
+/// finished between log lines `from` and `to`, sorted.
+fn lags(serve: &Serve, from: usize, to: usize, which: impl Fn(&str) -> bool) -> Vec<f64> {
     let mut v: Vec<f64> = serve
         .lines
         .lock()
@@ -736,7 +736,7 @@ fn lags(serve: &Serve, from: usize, to: usize) -> Vec<f64> {
         .iter()
         .skip(from)
         .take(to - from)
-        .filter(|l| l["message"] == "run finished")
+        .filter(|l| l["message"] == "run finished" && which(l["journey"].as_str().unwrap_or("")))
         .filter_map(|l| l["lag_ms"].as_f64())
         .collect();
     v.sort_by(f64::total_cmp);
@@ -794,7 +794,7 @@ fn polling_status_under_10000_journeys_does_not_delay_runs() {
     let c = serve.log_len();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (polls, bytes) = poller.join().expect("poller");
-    let (quiet, polled) = (lags(&serve, a, b), lags(&serve, b, c));
+    let (quiet, polled) = (lags(&serve, a, b, |_| true), lags(&serve, b, c, |_| true));
     assert!(
         quiet.len() > 2_000 && polled.len() > 2_000,
         "{} and {} runs",
@@ -834,15 +834,6 @@ fn polling_status_under_10000_journeys_does_not_delay_runs() {
     assert_eq!(serve.get("/status?page=2").0, 400);
 }
 
-fn vm_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_hostile_journey_beside_healthy_ones_is_bounded_and_delays_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -863,14 +854,14 @@ fn a_hostile_journey_beside_healthy_ones_is_bounded_and_delays_nothing() {
     let a = serve.log_len();
     std::thread::sleep(Duration::from_secs(6));
     let b = serve.log_len();
-    let rss_healthy = vm_kib(pid, "VmHWM:");
+    let rss_healthy = support::status_kib(pid, "VmHWM:");
     write_config(dir.path(), "watch = false", &format!("{healthy}{hostile}"));
     serve.signal("HUP");
     serve.wait_log_after(b, "reloaded", Duration::from_secs(30));
     let b = serve.log_len();
     std::thread::sleep(Duration::from_secs(8));
     let c = serve.log_len();
-    let peak = vm_kib(pid, "VmHWM:");
+    let peak = support::status_kib(pid, "VmHWM:");
 
     let hostile_runs: Vec<serde_json::Value> = serve
         .lines
@@ -889,21 +880,8 @@ fn a_hostile_journey_beside_healthy_ones_is_bounded_and_delays_nothing() {
             "stopped by the record budget: {r}"
         );
     }
-    let healthy_lags = |from: usize, to: usize| {
-        let mut v: Vec<f64> = serve
-            .lines
-            .lock()
-            .expect("lines")
-            .iter()
-            .skip(from)
-            .take(to - from)
-            .filter(|l| l["message"] == "run finished" && l["journey"] != "hostile")
-            .filter_map(|l| l["lag_ms"].as_f64())
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v
-    };
-    let (quiet, mixed) = (healthy_lags(a, b), healthy_lags(b, c));
+    let healthy = |j: &str| j != "hostile";
+    let (quiet, mixed) = (lags(&serve, a, b, healthy), lags(&serve, b, c, healthy));
     assert!(
         quiet.len() > 300 && mixed.len() > 300,
         "{} and {}",

@@ -47,15 +47,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / hz
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A `waymark serve` of `n` health journeys on `schedule` against `server`,
 /// logging to `dir/serve.log`; returns it once it has started, and how long
 /// that took.
@@ -113,13 +104,13 @@ fn scenario(label: &str, n: usize, schedule: &str, window: Duration, interval: D
     let dir = tempfile::tempdir().expect("tmp");
     let (mut child, startup) = start_serve(dir.path(), n, schedule, "off", &server);
     let pid = child.id();
-    let rss_after_start = status_kib(pid, "VmRSS:");
+    let rss_after_start = support::status_kib(pid, "VmRSS:");
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
     std::thread::sleep(window);
     let cpu = cpu_seconds(pid) - cpu0;
     let wall = t0.elapsed().as_secs_f64();
-    let hwm = status_kib(pid, "VmHWM:");
+    let hwm = support::status_kib(pid, "VmHWM:");
     let _ = Command::new("kill")
         .args(["-s", "TERM", &pid.to_string()])
         .status();

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::html::{Frame, STYLE, esc};
+use super::html::{Frame, STYLE, esc, usl_curve};
 use crate::compare::Comparison;
 
 /// A colour per round (after the fifth they repeat).
@@ -32,15 +32,7 @@ fn overlay(c: &Comparison) -> String {
     let curves: Vec<Vec<(f64, f64)>> = c
         .rounds
         .iter()
-        .map(|r| match &r.report.usl {
-            Some(f) => (0..=120)
-                .map(|i| {
-                    let n = xmax * f64::from(i) / 120.0;
-                    (n, f.predict(n))
-                })
-                .collect(),
-            None => Vec::new(),
-        })
+        .map(|r| usl_curve(r.report.usl.as_ref(), xmax))
         .collect();
     let ymax = c
         .rounds

@@ -143,6 +143,18 @@ impl Frame {
     }
 }
 
+/// The fitted curve from 0 to `xmax`, as points to draw (none without a fit).
+pub(super) fn usl_curve(fit: Option<&crate::UslFit>, xmax: f64) -> Vec<(f64, f64)> {
+    fit.map_or_else(Vec::new, |f| {
+        (0..=120)
+            .map(|i| {
+                let n = xmax * f64::from(i) / 120.0;
+                (n, f.predict(n))
+            })
+            .collect()
+    })
+}
+
 /// The x axis: users in the closed model, the measured mean in flight in the open one.
 fn concurrency_label(r: &LoadReport) -> &'static str {
     if r.model == "closed" {
@@ -167,15 +179,7 @@ fn throughput_chart(r: &LoadReport) -> String {
         .and_then(|f| f.peak_concurrency)
         .filter(|n| *n <= 3.0 * max_n);
     let xmax = peak.map_or(max_n, |n| n.max(max_n)) * 1.1;
-    let curve: Vec<(f64, f64)> = match &r.usl {
-        Some(f) => (0..=120)
-            .map(|i| {
-                let n = xmax * f64::from(i) / 120.0;
-                (n, f.predict(n))
-            })
-            .collect(),
-        None => Vec::new(),
-    };
+    let curve = usl_curve(r.usl.as_ref(), xmax);
     let ymax = points
         .iter()
         .map(|p| p.1)
