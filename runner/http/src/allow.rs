@@ -64,6 +64,9 @@ impl HostPattern {
             });
         } else if let Some(rest) = p.strip_prefix('[') {
             let (h, after) = rest.split_once(']').ok_or_else(|| err("missing ']'"))?;
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(err("only an IPv6 address goes in [brackets]"));
+            }
             let port = match after.strip_prefix(':') {
                 Some(port) => Some(port),
                 None if after.is_empty() => None,
@@ -92,7 +95,7 @@ impl HostPattern {
         let host = if host == "*" {
             HostMatch::Any
         } else if let Some(suffix) = host.strip_prefix("*.") {
-            if suffix.is_empty() || suffix.contains('*') {
+            if suffix.is_empty() || suffix.contains('*') || suffix.parse::<IpAddr>().is_ok() {
                 return Err(err("a wildcard must look like *.example.com"));
             }
             HostMatch::Suffix(suffix.to_string())
@@ -546,6 +549,10 @@ mod tests {
     fn hosts_that_are_neither_names_nor_addresses_are_refused() {
         for bad in [
             "1][::1:",
+            // Found by fuzzing: a wildcard over an IPv6 address, in brackets.
+            "[*.::]:45",
+            "*.10.0.0.1",
+            "[example.com]:80",
             "a b",
             "exa/mple.com",
             "a..b",
