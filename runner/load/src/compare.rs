@@ -133,6 +133,9 @@ pub fn in_words(old: f64, new: f64) -> String {
             "from 0".into()
         };
     }
+    if zero(new) {
+        return "down to 0".into();
+    }
     let r = new / old;
     let pct = (r - 1.0) * 100.0;
     let near = |x: f64| (r - x).abs() <= 0.08 * x;
@@ -405,6 +408,7 @@ mod tests {
         assert_eq!(in_words(100.0, 140.0), "up 40 %");
         assert_eq!(in_words(0.0, 0.0), "unchanged");
         assert_eq!(in_words(0.0, 3.6e-15), "unchanged");
+        assert_eq!(in_words(0.1948, 1e-16), "down to 0");
         assert_eq!(in_words(f64::NAN, 1.0), "-");
     }
 
