@@ -304,6 +304,7 @@ fn prometheus_scrapes_waymark_serve() {
     wait(r#"waymark_store_records_total{outcome="written"}"#, &|v| {
         v >= 3.0
     });
+    wait(r#"waymark_store_queued_records"#, &|v| v >= 0.0);
     wait(r#"sum(waymark_store_batch_duration_seconds_count)"#, &|v| {
         v >= 1.0
     });

@@ -52,6 +52,7 @@ pub(crate) struct Telemetry {
     skipped: Family<TickLabels, Counter>,
     pub(crate) store_batch: Histogram,
     store_records: Family<StoreLabels, Counter>,
+    store_queued: Gauge,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -76,6 +77,7 @@ impl Telemetry {
         let skipped = Family::<TickLabels, Counter>::default();
         let store_batch = Histogram::new(seconds_buckets());
         let store_records = Family::<StoreLabels, Counter>::default();
+        let store_queued = Gauge::default();
         registry.register(
             "waymark_schedule_lag_seconds",
             "How late runs started against their due time (jitter excluded), waiting for a permit included",
@@ -102,6 +104,11 @@ impl Telemetry {
             store_records.clone(),
         );
         let sinks = Arc::new(Mutex::new(Vec::new()));
+        registry.register(
+            "waymark_store_queued_records",
+            "Records waiting for the history writer",
+            store_queued.clone(),
+        );
         registry.register_collector(Box::new(SinkCollector {
             sinks: sinks.clone(),
         }));
@@ -121,6 +128,7 @@ impl Telemetry {
             skipped,
             store_batch,
             store_records,
+            store_queued,
         }
     }
 
@@ -162,9 +170,16 @@ impl Telemetry {
             .inc_by(n);
     }
 
+    /// Records handed to the history writer (or, negative, not after all).
+    pub(crate) fn store_queued(&self, n: i64) {
+        self.store_queued.inc_by(n);
+    }
+
     /// A batch went to the history (or did not).
     pub(crate) fn stored(&self, took: std::time::Duration, records: usize, ok: bool) {
         self.store_batch.observe(took.as_secs_f64());
+        self.store_queued
+            .dec_by(i64::try_from(records).unwrap_or(i64::MAX));
         self.store_records
             .get_or_create(&StoreLabels {
                 outcome: if ok { "written" } else { "failed" },

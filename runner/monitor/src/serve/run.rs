@@ -110,15 +110,24 @@ async fn deliver(shared: &Shared, rec: RunRecord, final_attempt: bool, due: Syst
             final_attempt,
             scheduled_at: Some(due),
         };
+        // Counted before it is sent, so the writer never takes away what
+        // was not yet added.
+        shared.telemetry.store_queued(1);
         match tx.try_send(Some(entry)) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(e)) => {
                 // The writer is behind: wait for room off the async threads
                 // rather than lose the record.
                 let tx = tx.clone();
-                let _ = tokio::task::spawn_blocking(move || tx.send(e).is_ok()).await;
+                if !matches!(
+                    tokio::task::spawn_blocking(move || tx.send(e).is_ok()).await,
+                    Ok(true)
+                ) {
+                    shared.telemetry.store_queued(-1);
+                }
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                shared.telemetry.store_queued(-1);
                 tracing::error!(run_id = %rec.record.run_id, "the history writer has stopped; run not stored");
             }
         }
