@@ -31,6 +31,14 @@ fn cache_dir() -> &'static Path {
     DIR.get_or_init(|| tempfile::tempdir().expect("tmp")).path()
 }
 
+/// One test of this file at a time: several compare schedule lag with and
+/// without a load, and a neighbour's SIGKILL storm or hostile journey on
+/// the same two cores would be that load.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: Mutex<()> = Mutex::new(());
+    ONE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Serve {
     fn start(config: &Path) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_waymark"))
@@ -189,6 +197,7 @@ fn history(dir: &Path) -> Vec<waymark_monitor::store::Entry> {
 
 #[test]
 fn healthz_sighup_reload_broken_reload_and_sigterm_drain() {
+    let _one = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let config = write_config(dir.path(), "watch = false", NOOP);
     let mut serve = Serve::start(&config);
@@ -265,6 +274,7 @@ fn healthz_sighup_reload_broken_reload_and_sigterm_drain() {
 
 #[test]
 fn a_changed_file_reloads_by_itself() {
+    let _one = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let config = write_config(dir.path(), "watch = true", NOOP);
     let serve = Serve::start(&config);
@@ -283,6 +293,7 @@ fn a_changed_file_reloads_by_itself() {
 
 #[test]
 fn ticks_missed_while_paused_are_counted_not_replayed() {
+    let _one = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let slow = "[[journey]]\nname = \"slow\"\nwasm = \"HOSTILE\"\nevery = \"100ms\"\nvars = { mode = \"sleep\", ms = \"450\" }\n";
     let config = write_config(dir.path(), "watch = false", &format!("{NOOP}\n{slow}"));
@@ -343,6 +354,7 @@ fn ticks_missed_while_paused_are_counted_not_replayed() {
 
 #[test]
 fn sigkill_mid_run_loses_no_committed_record() {
+    let _one = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let mut journeys = String::new();
     for i in 0..20 {
@@ -403,6 +415,7 @@ fn waymark(args: &[&str]) -> Output {
 
 #[test]
 fn check_lists_every_problem_including_journeys_that_do_not_load() {
+    let _one = serial();
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("garbage.wasm"), b"not wasm at all").expect("write");
     let config = write_config(
@@ -482,6 +495,7 @@ fn record(
 
 #[test]
 fn history_lists_filters_and_computes_incidents() {
+    let _one = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let db = dir.path().join("h.db");
     let mut store = Store::open(&db).expect("open");
@@ -654,6 +668,7 @@ fn spooled_records(dir: &Path, torn_ok: bool) -> Vec<String> {
 
 #[test]
 fn sigkill_while_spooling_corrupts_no_earlier_record() {
+    let _one = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let refused = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -750,6 +765,7 @@ fn p99(sorted: &[f64]) -> f64 {
 
 #[test]
 fn polling_status_under_10000_journeys_does_not_delay_runs() {
+    let _one = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let mut journeys = String::with_capacity(1 << 20);
     for i in 0..10_000 {
@@ -836,6 +852,7 @@ fn polling_status_under_10000_journeys_does_not_delay_runs() {
 
 #[test]
 fn a_hostile_journey_beside_healthy_ones_is_bounded_and_delays_nothing() {
+    let _one = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let mut healthy = String::new();
     for i in 0..10 {
@@ -872,7 +889,8 @@ fn a_hostile_journey_beside_healthy_ones_is_bounded_and_delays_nothing() {
         .filter(|l| l["message"] == "run finished" && l["journey"] == "hostile")
         .cloned()
         .collect();
-    assert!(hostile_runs.len() >= 3, "{}", serve.log_text());
+    // Each floods for a second or more (a debug build), so a few fit.
+    assert!(hostile_runs.len() >= 2, "{}", serve.log_text());
     for r in &hostile_runs {
         assert_eq!(r["status"], "error", "{r}");
         assert!(
