@@ -4,7 +4,7 @@
 //! batches. Counters that already exist as atomics (a sink's) are read at
 //! scrape time rather than kept twice.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
@@ -48,7 +48,9 @@ pub(crate) struct Telemetry {
     registry: Registry,
     sinks: SinkList,
     lag: Histogram,
-    in_flight: Gauge,
+    /// Runs going on now: the service counts them here, and `/metrics`
+    /// reads them at scrape time.
+    in_flight: Arc<AtomicUsize>,
     skipped: Family<TickLabels, Counter>,
     pub(crate) store_batch: Histogram,
     store_records: Family<StoreLabels, Counter>,
@@ -73,7 +75,7 @@ impl Telemetry {
     pub(crate) fn new() -> Telemetry {
         let mut registry = Registry::default();
         let lag = Histogram::new(seconds_buckets());
-        let in_flight = Gauge::default();
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let skipped = Family::<TickLabels, Counter>::default();
         let store_batch = Histogram::new(seconds_buckets());
         let store_records = Family::<StoreLabels, Counter>::default();
@@ -83,11 +85,7 @@ impl Telemetry {
             "How late runs started against their due time (jitter excluded), waiting for a permit included",
             lag.clone(),
         );
-        registry.register(
-            "waymark_runs_in_flight",
-            "Runs going on now (retries included)",
-            in_flight.clone(),
-        );
+        registry.register_collector(Box::new(InFlight(in_flight.clone())));
         registry.register(
             "waymark_ticks_skipped",
             "Ticks that came and went without a run, by journey and reason: overlap (the previous run was still going) or missed (the process could not act in time)",
@@ -149,12 +147,9 @@ impl Telemetry {
         self.lag.observe(lag.as_secs_f64());
     }
 
-    pub(crate) fn run_started(&self) {
-        self.in_flight.inc();
-    }
-
-    pub(crate) fn run_ended(&self) {
-        self.in_flight.dec();
+    /// The count of runs going on now.
+    pub(crate) fn in_flight(&self) -> &AtomicUsize {
+        &self.in_flight
     }
 
     pub(crate) fn skipped(&self, journey: &str, why: Skip, n: u64) {
@@ -185,6 +180,24 @@ impl Telemetry {
                 outcome: if ok { "written" } else { "failed" },
             })
             .inc_by(records as u64);
+    }
+}
+
+/// `waymark_runs_in_flight`, read at scrape time.
+#[derive(Debug)]
+struct InFlight(Arc<AtomicUsize>);
+
+impl Collector for InFlight {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let n = i64::try_from(self.0.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+        let gauge = ConstGauge::new(n);
+        let m = encoder.encode_descriptor(
+            "waymark_runs_in_flight",
+            "Runs going on now (retries included)",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(m)
     }
 }
 

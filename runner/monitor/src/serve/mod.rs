@@ -99,7 +99,6 @@ struct Shared {
     semaphore: Arc<Semaphore>,
     permits: AtomicUsize,
     outputs: Outputs,
-    in_flight: AtomicUsize,
     idle: Notify,
     stopping: AtomicBool,
     heartbeat_ms: AtomicU64,
@@ -217,7 +216,6 @@ impl Service {
                 store: store.as_ref().map(store::Writer::sender),
                 sinks: std::sync::RwLock::new(sinks),
             },
-            in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             stopping: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(now_ms()),
@@ -315,7 +313,7 @@ impl Service {
         ));
         loop {
             let idle = self.shared.idle.notified();
-            if self.shared.in_flight.load(Ordering::SeqCst) == 0 {
+            if self.shared.telemetry.in_flight().load(Ordering::SeqCst) == 0 {
                 break;
             }
             if tokio::time::timeout_at(deadline, idle).await.is_err() {

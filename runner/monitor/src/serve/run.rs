@@ -8,8 +8,7 @@ struct InFlight(Arc<Shared>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.telemetry.run_ended();
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.0.telemetry.in_flight().fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
     }
@@ -22,8 +21,7 @@ pub(super) fn dispatch(shared: &Arc<Shared>, slot: &Slot, due: SystemTime) {
         shared.skipped(&slot.prepared.config.name, &state, Skip::Overlap, 1);
         return;
     }
-    shared.in_flight.fetch_add(1, Ordering::SeqCst);
-    shared.telemetry.run_started();
+    shared.telemetry.in_flight().fetch_add(1, Ordering::SeqCst);
     let guard = InFlight(shared.clone());
     let prepared = slot.prepared.clone();
     let shared = shared.clone();

@@ -128,7 +128,7 @@ async fn snapshot(shared: &Arc<Shared>) -> Arc<Snapshot> {
             .lock()
             .map(|l| l.clone())
             .unwrap_or_default(),
-        in_flight: shared.in_flight.load(Ordering::Relaxed),
+        in_flight: shared.telemetry.in_flight().load(Ordering::Relaxed),
         journeys,
         whole: OnceLock::new(),
     });
