@@ -400,3 +400,144 @@ async fn the_system_trust_store_is_trusted() {
     let untrusted = tokio::task::block_in_place(|| run(false));
     assert_ne!(untrusted.status.code(), Some(0), "{untrusted:?}");
 }
+
+/// `xmllint --schema` on `file`: the report must be one the CI tools read
+/// (xmllint is Debian's libxml2-utils, which `.ci/run` installs).
+fn valid_junit(file: &Path) -> String {
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/junit/junit.xsd");
+    let out = Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(&schema)
+        .arg(file)
+        .output()
+        .expect("xmllint runs (apt-get install libxml2-utils)");
+    assert!(
+        out.status.success(),
+        "{} does not validate: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(file).expect("report")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junit_reports_validate_and_name_what_failed() {
+    let cache = tempfile::tempdir().expect("dir");
+    let dir = tempfile::tempdir().expect("dir");
+    let server = ScriptedServer::ok(None).await;
+    let url = format!("{}/ok", server.url(false));
+    let g = guest();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+
+    let pass = file("pass.xml");
+    let out = waymark(
+        cache.path(),
+        &[
+            "run",
+            &g,
+            "--var",
+            "mode=fetch",
+            "--var",
+            &format!("url={url}"),
+            "--allow-host",
+            &server.authority(),
+            "--junit",
+            &pass,
+            "--name",
+            "probe",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let xml = valid_junit(Path::new(&pass));
+    assert!(xml.contains(r#"failures="0" errors="0""#), "{xml}");
+    assert!(xml.contains(r#"name="status is 2xx""#), "{xml}");
+
+    // A failed check is a failure in its step's suite, with the others passed.
+    let fail = file("fail.xml");
+    let out = waymark(
+        cache.path(),
+        &["run", &g, "--var", "mode=fail", "--junit", &fail],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let xml = valid_junit(Path::new(&fail));
+    assert!(xml.contains("› checks"), "{xml}");
+    assert!(
+        xml.contains(
+            r#"<testcase classname="guest_hostile.checks" name="this passes" time="0.000"/>"#
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"name="this fails""#)
+            && xml.contains("<failure message=\"check &apos;this fails&apos; failed\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<testsuites name="waymark run" tests="3" failures="2" errors="0""#),
+        "{xml}"
+    );
+
+    // A journey that stopped is an error, its message the record's.
+    let panic = file("panic.xml");
+    let out = waymark(
+        cache.path(),
+        &[
+            "run",
+            &g,
+            "--var",
+            "mode=panic",
+            "--var",
+            "why=the <login> page & co",
+            "--junit",
+            &panic,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let xml = valid_junit(Path::new(&panic));
+    assert!(xml.contains("<error message=\"trap:"), "{xml}");
+    assert!(xml.contains("the &lt;login&gt; page &amp; co"), "{xml}");
+
+    // The audit: one case per gate, a gate not met is a failure naming the figure.
+    let load = file("load.xml");
+    let out = waymark(
+        cache.path(),
+        &[
+            "load",
+            &g,
+            "--var",
+            "mode=noop",
+            "--concurrency",
+            "1",
+            "--step-duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--iterations",
+            "200",
+            "--quiet",
+            "--slo",
+            "errors<1%",
+            "--slo",
+            "throughput>=900000/s",
+            "--junit",
+            &load,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let xml = valid_junit(Path::new(&load));
+    assert!(
+        xml.contains(
+            r#"<testcase classname="guest_hostile.load" name="errors&lt;1%" time="0.000"/>"#
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<failure message=\"throughput&gt;=900000/s: measured "),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"tests="2" failures="1" errors="0""#),
+        "{xml}"
+    );
+}

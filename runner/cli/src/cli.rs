@@ -214,6 +214,10 @@ struct RunArgs {
     /// Largest body kept per request in the HAR file.
     #[arg(long, default_value = "64KiB", value_parser = parse_size)]
     har_body_cap: usize,
+    /// Also write the run as a JUnit XML test report to FILE: one test case
+    /// per check, grouped by step, for the CI's test view.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
     /// Journey name in the record (default: the file name).
     #[arg(long)]
     name: Option<String>,
@@ -366,6 +370,12 @@ fn run(mut args: RunArgs) -> anyhow::Result<Status> {
     print_record(&rec, args.format)?;
     if !sink_configs.is_empty() {
         send_to_sinks(&sink_configs, &rec)?;
+    }
+    if let Some(path) = &args.junit {
+        let xml =
+            waymark_record::junit::to_xml("waymark run", &waymark_record::junit::run_suites(&rec))?;
+        std::fs::write(path, xml)
+            .with_context(|| format!("cannot write the JUnit report {}", path.display()))?;
     }
     if let Some(path) = &args.har {
         let secrets: Vec<String> = opts.secrets.values().cloned().collect();

@@ -121,17 +121,16 @@ pub(crate) struct LoadOutputs {
     /// Write every figure (and the histograms, for `load merge`) as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write the gates as a JUnit XML test report (one test case per gate),
+    /// for the CI's test view.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 /// `waymark load` or `waymark load merge`, as asked.
 pub(crate) fn dispatch(args: LoadArgs) -> anyhow::Result<u8> {
     match args.merge {
-        Some(LoadCommand::Merge(m)) => merge(
-            &m.parts,
-            &m.out.slo,
-            m.out.report.as_deref(),
-            m.out.json.as_deref(),
-        ),
+        Some(LoadCommand::Merge(m)) => merge(&m.parts, &m.out),
         Some(LoadCommand::Compare(c)) => compare(&c.rounds, c.report.as_deref()),
         None => load(args),
     }
@@ -151,13 +150,16 @@ fn multi_thread() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Where the results go: `--report`, `--json`, `--junit`.
+struct Files<'a> {
+    html: Option<&'a Path>,
+    json: Option<&'a Path>,
+    junit: Option<&'a Path>,
+}
+
 /// Writes the outputs and says how the run ends.
-fn finish(
-    report: &mut LoadReport,
-    gates: &[Gate],
-    html: Option<&Path>,
-    json: Option<&Path>,
-) -> anyhow::Result<u8> {
+fn finish(report: &mut LoadReport, gates: &[Gate], files: Files<'_>) -> anyhow::Result<u8> {
+    let Files { html, json, junit } = files;
     let all_pass = report.gate(gates);
     print!("{}", load::report::terminal(report));
     // Written even when a gate failed: the report says why.
@@ -171,6 +173,11 @@ fn finish(
         std::fs::write(path, load::report::html(report))
             .with_context(|| format!("cannot write the HTML report to {}", path.display()))?;
         eprintln!("waymark: report written to {}", path.display());
+    }
+    if let Some(path) = junit {
+        std::fs::write(path, load::report::junit(report)?)
+            .with_context(|| format!("cannot write the JUnit report to {}", path.display()))?;
+        eprintln!("waymark: JUnit report written to {}", path.display());
     }
     Ok(if report.interrupted {
         EXIT_INTERRUPTED
@@ -406,7 +413,15 @@ fn load(req: LoadArgs) -> anyhow::Result<u8> {
         load::run(target, &plan, stop_rx, &on_tick).await
     })?;
     bar.finish_and_clear();
-    finish(&mut report, &all_gates, html.as_deref(), json.as_deref())
+    finish(
+        &mut report,
+        &all_gates,
+        Files {
+            html: html.as_deref(),
+            json: json.as_deref(),
+            junit: req.out.junit.as_deref(),
+        },
+    )
 }
 
 /// `waymark load merge`.
@@ -440,17 +455,20 @@ fn compare(rounds: &[PathBuf], html: Option<&Path>) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-pub(crate) fn merge(
-    parts: &[PathBuf],
-    slo: &[String],
-    html: Option<&Path>,
-    json: Option<&Path>,
-) -> anyhow::Result<u8> {
-    let gates = gates(slo)?;
+pub(crate) fn merge(parts: &[PathBuf], out: &LoadOutputs) -> anyhow::Result<u8> {
+    let gates = gates(&out.slo)?;
     let mut reports = Vec::new();
     for p in parts {
         reports.push((p.display().to_string(), read_result(p)?));
     }
     let mut merged = load::merge(reports)?;
-    finish(&mut merged, &gates, html, json)
+    finish(
+        &mut merged,
+        &gates,
+        Files {
+            html: out.report.as_deref(),
+            json: out.json.as_deref(),
+            junit: out.junit.as_deref(),
+        },
+    )
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+pub mod junit;
 mod redact;
 pub mod serde_time;
 pub use redact::Redactor;

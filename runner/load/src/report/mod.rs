@@ -257,3 +257,49 @@ mod compare_html;
 mod html;
 pub use compare_html::compare_html;
 pub use html::html;
+
+/// The audit's gates as JUnit test cases, one per `--slo` gate, for the
+/// CI's test report; a run that was interrupted adds an error case, so a
+/// cut audit never reads as green.
+pub fn junit(r: &LoadReport) -> std::io::Result<String> {
+    use waymark_record::junit::{Case, Outcome, Suite, to_xml};
+    let classname = format!("{}.load", r.journey);
+    let mut cases: Vec<Case> = r
+        .slo
+        .iter()
+        .map(|g| Case {
+            classname: classname.clone(),
+            name: g.gate.clone(),
+            time: std::time::Duration::ZERO,
+            outcome: if g.passed {
+                Outcome::Passed
+            } else {
+                let message = format!("{}: measured {}", g.gate, g.measured);
+                Outcome::Failure {
+                    text: message.clone(),
+                    message,
+                }
+            },
+        })
+        .collect();
+    if r.interrupted {
+        let message = "the audit was interrupted before its last step".to_string();
+        cases.push(Case {
+            classname: classname.clone(),
+            name: "complete".into(),
+            time: std::time::Duration::ZERO,
+            outcome: Outcome::Error {
+                text: message.clone(),
+                message,
+            },
+        });
+    }
+    let time: f64 = r.steps.iter().map(|s| s.duration_s).sum();
+    let suite = Suite {
+        name: format!("waymark load {}", r.journey),
+        timestamp: humantime::parse_rfc3339_weak(&r.started_at).ok(),
+        time: std::time::Duration::try_from_secs_f64(time).unwrap_or_default(),
+        cases,
+    };
+    to_xml("waymark load", &[suite])
+}
