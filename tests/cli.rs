@@ -541,3 +541,85 @@ async fn junit_reports_validate_and_name_what_failed() {
         "{xml}"
     );
 }
+
+#[test]
+fn gates_relative_to_a_baseline_round() {
+    let cache = tempfile::tempdir().expect("dir");
+    let dir = tempfile::tempdir().expect("dir");
+    let g = guest();
+    let base = dir.path().join("round1.json").display().to_string();
+    let junit = dir.path().join("round2.xml").display().to_string();
+    let round = |extra: &[&str]| {
+        let mut args = vec![
+            "load",
+            &g,
+            "--var",
+            "mode=noop",
+            "--concurrency",
+            "1",
+            "--step-duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        waymark(cache.path(), &args)
+    };
+    let out = round(&["--json", &base]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    let out = round(&[
+        "--baseline",
+        &base,
+        "--slo",
+        "throughput>=0.01*baseline",
+        "--slo",
+        "throughput>=100*baseline",
+        "--slo",
+        "errors<=baseline+1%",
+        "--junit",
+        &junit,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |gate: &str| {
+        text.lines()
+            .find(|l| l.contains(gate))
+            .unwrap_or_else(|| panic!("no line for {gate}: {text}"))
+            .to_string()
+    };
+    // Measured, baseline and limit, each in the metric's unit.
+    let low = line("throughput>=0.01*baseline");
+    assert!(
+        low.contains("PASS") && low.contains("/s, baseline ") && low.contains("/s, limit "),
+        "{low}"
+    );
+    let high = line("throughput>=100*baseline");
+    assert!(high.starts_with("  FAIL"), "{high}");
+    // 100 × the baseline's figure, as printed.
+    let figure = |after: &str| -> f64 {
+        let rest = &high[high.find(after).expect(after) + after.len()..];
+        rest.split("/s")
+            .next()
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a rate")
+    };
+    let (b, l) = (figure(", baseline "), figure(", limit "));
+    assert!((l - 100.0 * b).abs() <= 0.05 * l, "{high}");
+    let errors = line("errors<=baseline+1%");
+    assert!(
+        errors.contains("PASS")
+            && errors.contains("baseline 0.00 %")
+            && errors.contains("limit 1.00 %"),
+        "{errors}"
+    );
+    let xml = valid_junit(Path::new(&junit));
+    assert!(xml.contains("tests=\"3\" failures=\"1\""), "{xml}");
+
+    // A relative gate without a baseline is refused before anything runs.
+    let out = round(&["--slo", "p95<=1.1*baseline"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pass --baseline FILE"), "{err}");
+}

@@ -115,6 +115,11 @@ pub(crate) struct LoadOutputs {
     /// 'throughput>=100/s' (repeatable); exit 1 when one fails.
     #[arg(long = "slo", value_name = "GATE")]
     pub slo: Vec<String>,
+    /// An earlier round's --json result, for gates relative to it:
+    /// 'throughput>=0.95*baseline', 'p95<=1.1*baseline', 'sigma<=baseline+1%',
+    /// 'peak>=baseline'.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
     /// Write a self-contained HTML report with charts.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -150,8 +155,23 @@ fn multi_thread() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The `--baseline` round, read before anything runs; an error when a
+/// gate needs one and none is given.
+fn baseline(path: Option<&Path>, gates: &[Gate]) -> anyhow::Result<Option<LoadReport>> {
+    match path {
+        Some(p) => Ok(Some(read_result(p)?)),
+        None => match gates.iter().find(|g| g.needs_baseline()) {
+            Some(g) => anyhow::bail!(
+                "--slo '{g}' compares with a baseline: pass --baseline FILE (the --json result of an earlier round)"
+            ),
+            None => Ok(None),
+        },
+    }
+}
+
 /// Where the results go: `--report`, `--json`, `--junit`.
 struct Files<'a> {
+    baseline: Option<&'a LoadReport>,
     html: Option<&'a Path>,
     json: Option<&'a Path>,
     junit: Option<&'a Path>,
@@ -159,8 +179,13 @@ struct Files<'a> {
 
 /// Writes the outputs and says how the run ends.
 fn finish(report: &mut LoadReport, gates: &[Gate], files: Files<'_>) -> anyhow::Result<u8> {
-    let Files { html, json, junit } = files;
-    let all_pass = report.gate(gates);
+    let Files {
+        baseline,
+        html,
+        json,
+        junit,
+    } = files;
+    let all_pass = report.gate(gates, baseline);
     print!("{}", load::report::terminal(report));
     // Written even when a gate failed: the report says why.
     if let Some(path) = json {
@@ -283,6 +308,7 @@ fn load(req: LoadArgs) -> anyhow::Result<u8> {
     };
     let mut all_gates = cfg.as_ref().map(|c| c.slo.clone()).unwrap_or_default();
     all_gates.extend(gates(&req.out.slo)?);
+    let base = baseline(req.out.baseline.as_deref(), &all_gates)?;
     let html = req
         .out
         .report
@@ -417,6 +443,7 @@ fn load(req: LoadArgs) -> anyhow::Result<u8> {
         &mut report,
         &all_gates,
         Files {
+            baseline: base.as_ref(),
             html: html.as_deref(),
             json: json.as_deref(),
             junit: req.out.junit.as_deref(),
@@ -457,6 +484,7 @@ fn compare(rounds: &[PathBuf], html: Option<&Path>) -> anyhow::Result<u8> {
 
 pub(crate) fn merge(parts: &[PathBuf], out: &LoadOutputs) -> anyhow::Result<u8> {
     let gates = gates(&out.slo)?;
+    let base = baseline(out.baseline.as_deref(), &gates)?;
     let mut reports = Vec::new();
     for p in parts {
         reports.push((p.display().to_string(), read_result(p)?));
@@ -466,6 +494,7 @@ pub(crate) fn merge(parts: &[PathBuf], out: &LoadOutputs) -> anyhow::Result<u8> 
         &mut merged,
         &gates,
         Files {
+            baseline: base.as_ref(),
             html: out.report.as_deref(),
             json: out.json.as_deref(),
             junit: out.junit.as_deref(),

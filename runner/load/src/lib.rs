@@ -297,9 +297,10 @@ impl LoadReport {
         }
     }
 
-    /// Evaluates `gates` into `self.slo`; true when all pass.
-    pub fn gate(&mut self, gates: &[slo::Gate]) -> bool {
-        self.slo = gates.iter().map(|g| g.evaluate(self)).collect();
+    /// Evaluates `gates` into `self.slo`, the relative ones against
+    /// `baseline` (an earlier round); true when all pass.
+    pub fn gate(&mut self, gates: &[slo::Gate], baseline: Option<&LoadReport>) -> bool {
+        self.slo = gates.iter().map(|g| g.evaluate(self, baseline)).collect();
         self.slo.iter().all(|g| g.passed)
     }
 }

@@ -1,7 +1,12 @@
 //! SLO gates: `p95<500ms`, `p99(login)<=200ms`, `errors<1%`, `peak>=32`,
 //! `throughput>=100/s`. Latency and error gates are judged on every
 //! measured iteration of the run (all steps together, as k6 thresholds
-//! are); `throughput` on the best step; `peak` on the USL fit.
+//! are); `throughput` on the best step; `peak` and `sigma` on the USL fit.
+//!
+//! A gate's value may name the baseline, an earlier round's `--json`
+//! result: `throughput>=0.95*baseline`, `p95<=1.1*baseline`,
+//! `sigma<=baseline+1%`, `peak>=baseline`. The baseline's figure is found
+//! the same way as the run's.
 
 use std::fmt;
 
@@ -24,6 +29,57 @@ enum Metric {
     Peak,
     /// Highest step throughput, iterations/s.
     Throughput,
+    /// USL serialization coefficient σ, 0..1.
+    Sigma,
+}
+
+impl Metric {
+    /// The gate's value in the metric's unit: ms, a share, a count, 1/s.
+    fn parse_value(&self, value: &str) -> Result<f64, String> {
+        match self {
+            Metric::Quantile(..) | Metric::Mean(_) | Metric::Max(_) => {
+                waymark_record::units::parse_duration(value)
+                    .map(|d| d.as_secs_f64() * 1000.0)
+                    .map_err(|e| e.to_string())
+            }
+            Metric::Errors | Metric::Sigma => match value.strip_suffix('%') {
+                Some(p) => p.parse::<f64>().map(|p| p / 100.0),
+                None => value.parse::<f64>(),
+            }
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| format!("'{value}' is not a share like 1% or 0.01")),
+            Metric::Peak => value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| format!("'{value}' is not a concurrency like 32")),
+            Metric::Throughput => super::parse_rate(value).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// A value in the metric's unit, in words.
+    fn words(&self, v: f64) -> String {
+        if v.is_infinite() {
+            return "∞".into();
+        }
+        match self {
+            Metric::Quantile(..) | Metric::Mean(_) | Metric::Max(_) => format!("{v:.1} ms"),
+            Metric::Errors => format!("{:.2} %", v * 100.0),
+            Metric::Sigma => format!("{:.1} %", v * 100.0),
+            Metric::Peak => format!("{v:.0}"),
+            Metric::Throughput => format!("{v:.1}/s"),
+        }
+    }
+}
+
+/// The right side of a gate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Limit {
+    /// A value in the metric's unit.
+    Fixed(f64),
+    /// `factor` × the baseline's figure + `offset` (in the metric's unit).
+    Baseline { factor: f64, offset: f64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,8 +107,9 @@ pub struct Gate {
     text: String,
     metric: Metric,
     op: Op,
-    /// ms for latencies, 0..1 for errors, a count for peak, 1/s for throughput.
-    limit: f64,
+    /// ms for latencies, 0..1 for errors and sigma, a count for peak, 1/s
+    /// for throughput; or relative to the baseline.
+    limit: Limit,
 }
 
 /// How a gate went.
@@ -64,6 +121,23 @@ pub struct GateResult {
     pub passed: bool,
     /// The measured value in words (`23.4 ms`, `0.12 %`, `41`).
     pub measured: String,
+    /// For a gate relative to the baseline: the baseline's figure in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    /// For a gate relative to the baseline: the limit it came to, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+}
+
+impl GateResult {
+    /// `measured X` and, for a baseline gate, `, baseline Y, limit Z`.
+    pub fn figures(&self) -> String {
+        match (&self.baseline, &self.limit) {
+            (Some(b), Some(l)) => format!("measured {}, baseline {b}, limit {l}", self.measured),
+            (Some(b), None) => format!("measured {}, baseline {b}", self.measured),
+            _ => format!("measured {}", self.measured),
+        }
+    }
 }
 
 impl fmt::Display for Gate {
@@ -73,7 +147,8 @@ impl fmt::Display for Gate {
 }
 
 const HELP: &str = "a gate is METRIC OP VALUE: p50/p90/p95/p99/max/mean (optionally p95(STEP)) with a duration, \
-errors with a percentage, peak with a concurrency, throughput with a rate; OP is <, <=, > or >=";
+errors and sigma with a percentage, peak with a concurrency, throughput with a rate; OP is <, <=, > or >=; \
+VALUE may be relative to --baseline: 0.95*baseline, baseline+1%, baseline";
 
 /// A gate that does not read: what was written, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,14 +202,9 @@ impl Gate {
             }
             None => (name, None),
         };
-        let latency = |m: Metric| -> Result<(Metric, f64), GateError> {
-            let d = waymark_record::units::parse_duration(value)
-                .map_err(|e| GateError::new(text, e.to_string()))?;
-            Ok((m, d.as_secs_f64() * 1000.0))
-        };
-        let (metric, limit) = match base {
-            "mean" | "avg" => latency(Metric::Mean(step))?,
-            "max" => latency(Metric::Max(step))?,
+        let metric = match base {
+            "mean" | "avg" => Metric::Mean(step),
+            "max" => Metric::Max(step),
             p if p.len() > 1 && p.starts_with('p') && p.as_bytes()[1].is_ascii_digit() => {
                 let q: f64 = p[1..].parse().map_err(|_| {
                     GateError::new(
@@ -148,7 +218,7 @@ impl Gate {
                         "a percentile is between p0 and p100".to_string(),
                     ));
                 }
-                latency(Metric::Quantile(q / 100.0, step))?
+                Metric::Quantile(q / 100.0, step)
             }
             _ if step.is_some() => {
                 return Err(GateError::new(
@@ -156,31 +226,54 @@ impl Gate {
                     format!("only latency gates take a step name; {HELP}"),
                 ));
             }
-            "errors" | "error_rate" => {
-                let v = match value.strip_suffix('%') {
-                    Some(p) => p.parse::<f64>().map(|p| p / 100.0),
-                    None => value.parse::<f64>(),
-                }
-                .map_err(|_| {
-                    GateError::new(text, format!("'{value}' is not a share like 1% or 0.01"))
-                })?;
-                (Metric::Errors, v)
-            }
-            "peak" => {
-                let v: f64 = value.parse().map_err(|_| {
-                    GateError::new(text, format!("'{value}' is not a concurrency like 32"))
-                })?;
-                (Metric::Peak, v)
-            }
-            "throughput" | "rps" => (
-                Metric::Throughput,
-                super::parse_rate(value).map_err(|e| GateError::new(text, e.to_string()))?,
-            ),
+            "errors" | "error_rate" => Metric::Errors,
+            "peak" => Metric::Peak,
+            "throughput" | "rps" => Metric::Throughput,
+            "sigma" | "serialization" => Metric::Sigma,
             other => {
                 return Err(GateError::new(
                     text,
                     format!("unknown metric '{other}'; {HELP}"),
                 ));
+            }
+        };
+        let limit = match value.split_once("baseline") {
+            None => Limit::Fixed(
+                metric
+                    .parse_value(value)
+                    .map_err(|e| GateError::new(text, e))?,
+            ),
+            Some((before, after)) => {
+                let factor = match before {
+                    "" => 1.0,
+                    f => f
+                        .strip_suffix('*')
+                        .and_then(|f| f.parse::<f64>().ok())
+                        .filter(|f| f.is_finite() && *f > 0.0)
+                        .ok_or_else(|| {
+                            GateError::new(
+                                text,
+                                format!("'{before}' is not a factor like 0.95* before baseline"),
+                            )
+                        })?,
+                };
+                let offset = match after {
+                    "" => 0.0,
+                    a => {
+                        let (sign, v) = match (a.strip_prefix('+'), a.strip_prefix('-')) {
+                            (Some(v), _) => (1.0, v),
+                            (_, Some(v)) => (-1.0, v),
+                            _ => {
+                                return Err(GateError::new(
+                                    text,
+                                    format!("write what follows baseline as +X or -X, not '{a}'"),
+                                ));
+                            }
+                        };
+                        sign * metric.parse_value(v).map_err(|e| GateError::new(text, e))?
+                    }
+                };
+                Limit::Baseline { factor, offset }
             }
         };
         Ok(Gate {
@@ -191,8 +284,48 @@ impl Gate {
         })
     }
 
-    /// Judges the gate on `report`.
-    pub fn evaluate(&self, report: &LoadReport) -> GateResult {
+    /// True when the gate's value names the baseline.
+    pub fn needs_baseline(&self) -> bool {
+        matches!(self.limit, Limit::Baseline { .. })
+    }
+
+    /// Judges the gate on `report`, against `baseline` for a relative gate
+    /// (one without a baseline fails, saying so).
+    pub fn evaluate(&self, report: &LoadReport, baseline: Option<&LoadReport>) -> GateResult {
+        let failed = |measured: String, baseline: Option<String>| GateResult {
+            gate: self.text.clone(),
+            passed: false,
+            measured,
+            baseline,
+            limit: None,
+        };
+        let (value, measured) = match self.figure(report) {
+            Ok(v) => v,
+            Err(why) => return failed(why, None),
+        };
+        let (limit, base_words) = match self.limit {
+            Limit::Fixed(l) => (l, None),
+            Limit::Baseline { factor, offset } => {
+                let Some(b) = baseline else {
+                    return failed(measured, Some("none given (--baseline FILE)".into()));
+                };
+                match self.figure(b) {
+                    Ok((b, words)) => (factor * b + offset, Some(words)),
+                    Err(why) => return failed(measured, Some(why)),
+                }
+            }
+        };
+        GateResult {
+            gate: self.text.clone(),
+            passed: self.op.holds(value, limit),
+            measured,
+            limit: base_words.as_ref().map(|_| self.metric.words(limit)),
+            baseline: base_words,
+        }
+    }
+
+    /// The gate's figure in `report`, as a number and in words.
+    fn figure(&self, report: &LoadReport) -> Result<(f64, String), String> {
         let total = &report.total;
         let latency_of = |step: &Option<String>| match step {
             None => Ok(&total.latency),
@@ -202,7 +335,7 @@ impl Gate {
             }),
         };
         let ms = |v: f64| format!("{v:.1} ms");
-        let outcome: Result<(f64, String), String> = match &self.metric {
+        match &self.metric {
             Metric::Quantile(q, step) => latency_of(step).and_then(|h| {
                 if h.count() == 0 {
                     Err("no iteration was measured".into())
@@ -272,17 +405,12 @@ impl Gate {
                     .fold(0.0, f64::max);
                 Ok((best, format!("{best:.1}/s")))
             }
-        };
-        match outcome {
-            Ok((value, measured)) => GateResult {
-                gate: self.text.clone(),
-                passed: self.op.holds(value, self.limit),
-                measured,
-            },
-            Err(why) => GateResult {
-                gate: self.text.clone(),
-                passed: false,
-                measured: why,
+            Metric::Sigma => match &report.usl {
+                Some(f) => Ok((f.sigma, self.metric.words(f.sigma))),
+                None => Err(format!(
+                    "no USL fit: {}",
+                    report.usl_refused.as_deref().unwrap_or("not computed")
+                )),
             },
         }
     }
@@ -296,7 +424,7 @@ mod tests {
     fn parses_the_documented_forms() {
         let g = Gate::parse("p95<500ms").expect("valid");
         assert_eq!(g.metric, Metric::Quantile(0.95, None));
-        assert_eq!((g.op, g.limit), (Op::Lt, 500.0));
+        assert_eq!((g.op, g.limit), (Op::Lt, Limit::Fixed(500.0)));
         let g = Gate::parse("p99.9(login) <= 1s").expect("valid");
         match &g.metric {
             Metric::Quantile(q, Some(step)) => {
@@ -304,16 +432,59 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!((g.op, g.limit), (Op::Le, 1000.0));
+        assert_eq!((g.op, g.limit), (Op::Le, Limit::Fixed(1000.0)));
         let g = Gate::parse("errors<1%").expect("valid");
-        assert_eq!((g.metric, g.limit), (Metric::Errors, 0.01));
+        assert_eq!((g.metric, g.limit), (Metric::Errors, Limit::Fixed(0.01)));
         let g = Gate::parse("peak>=32").expect("valid");
-        assert_eq!((g.metric, g.op, g.limit), (Metric::Peak, Op::Ge, 32.0));
+        assert_eq!(
+            (g.metric, g.op, g.limit),
+            (Metric::Peak, Op::Ge, Limit::Fixed(32.0))
+        );
         let g = Gate::parse("throughput>100/s").expect("valid");
         assert_eq!(
             (g.metric, g.op, g.limit),
-            (Metric::Throughput, Op::Gt, 100.0)
+            (Metric::Throughput, Op::Gt, Limit::Fixed(100.0))
         );
+    }
+
+    #[test]
+    fn parses_gates_relative_to_the_baseline() {
+        let base = |factor, offset| Limit::Baseline { factor, offset };
+        for (text, metric, limit) in [
+            (
+                "throughput>=0.95*baseline",
+                Metric::Throughput,
+                base(0.95, 0.0),
+            ),
+            (
+                "p95<=1.1*baseline",
+                Metric::Quantile(0.95, None),
+                base(1.1, 0.0),
+            ),
+            ("sigma<=baseline+1%", Metric::Sigma, base(1.0, 0.01)),
+            ("peak>=baseline", Metric::Peak, base(1.0, 0.0)),
+            (
+                "p99(login)<baseline-5ms",
+                Metric::Quantile(0.99, Some("login".into())),
+                base(1.0, -5.0),
+            ),
+            ("sigma<2%", Metric::Sigma, Limit::Fixed(0.02)),
+        ] {
+            let g = Gate::parse(text).expect(text);
+            assert_eq!(g.needs_baseline(), matches!(limit, Limit::Baseline { .. }));
+            assert_eq!((g.metric, g.limit), (metric, limit), "{text}");
+        }
+        for (bad, says) in [
+            ("throughput>=x*baseline", "not a factor"),
+            ("throughput>=0.95baseline", "not a factor"),
+            ("throughput>=-1*baseline", "not a factor"),
+            ("p95<baseline*2", "+X or -X"),
+            ("p95<baseline+lots", "not a duration"),
+            ("sigma<baseline+much", "not a share"),
+        ] {
+            let e = Gate::parse(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -390,7 +390,7 @@ pub fn html(r: &LoadReport) -> String {
                 esc(&g.gate),
                 if g.passed { "pass" } else { "fail" },
                 if g.passed { "pass" } else { "FAIL" },
-                esc(&g.measured)
+                esc(&g.figures())
             );
         }
         h.push_str("</table><div class=\"note\">Latency and error gates are judged on all measured iterations of all steps.</div>");

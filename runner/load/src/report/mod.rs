@@ -243,10 +243,10 @@ pub fn terminal(r: &LoadReport) -> String {
         for g in &r.slo {
             let _ = writeln!(
                 out,
-                "  {}  {:<24} measured {}",
+                "  {}  {:<24} {}",
                 if g.passed { "PASS" } else { "FAIL" },
                 g.gate,
-                g.measured
+                g.figures()
             );
         }
     }
@@ -274,7 +274,7 @@ pub fn junit(r: &LoadReport) -> std::io::Result<String> {
             outcome: if g.passed {
                 Outcome::Passed
             } else {
-                let message = format!("{}: measured {}", g.gate, g.measured);
+                let message = format!("{}: {}", g.gate, g.figures());
                 Outcome::Failure {
                     text: message.clone(),
                     message,
