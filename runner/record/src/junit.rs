@@ -92,8 +92,11 @@ pub fn run_suites(rec: &RunRecord) -> Vec<Suite> {
                 outcome,
             });
         }
-        for req in step.requests.iter().filter(|r| r.error.is_some()) {
-            let Some(err) = &req.error else { continue };
+        for (req, err) in step
+            .requests
+            .iter()
+            .filter_map(|r| r.error.as_ref().map(|e| (r, e)))
+        {
             let what = format!("{}: {}", err.kind.as_str(), err.message);
             cases.push(Case {
                 classname: classname.clone(),
@@ -160,16 +163,7 @@ pub fn run_suites(rec: &RunRecord) -> Vec<Suite> {
 pub fn to_xml(name: &str, suites: &[Suite]) -> io::Result<String> {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
-    let count = |f: fn(&Outcome) -> bool| -> usize {
-        suites
-            .iter()
-            .flat_map(|s| &s.cases)
-            .filter(|c| f(&c.outcome))
-            .count()
-    };
-    let tests = count(|_| true).to_string();
-    let failures = count(|o| matches!(o, Outcome::Failure { .. })).to_string();
-    let errors = count(|o| matches!(o, Outcome::Error { .. })).to_string();
+    let [tests, failures, errors] = tally(suites.iter().flat_map(|s| &s.cases));
     let total: Duration = suites.iter().map(|s| s.time).sum();
     let name = xml_chars(name);
     w.write_event(Event::Start(BytesStart::new("testsuites").with_attributes(
@@ -191,10 +185,7 @@ pub fn to_xml(name: &str, suites: &[Suite]) -> io::Result<String> {
 }
 
 fn write_suite(w: &mut Writer<Vec<u8>>, id: usize, suite: &Suite) -> io::Result<()> {
-    let n = |f: fn(&Outcome) -> bool| suite.cases.iter().filter(|c| f(&c.outcome)).count();
-    let tests = suite.cases.len().to_string();
-    let failures = n(|o| matches!(o, Outcome::Failure { .. })).to_string();
-    let errors = n(|o| matches!(o, Outcome::Error { .. })).to_string();
+    let [tests, failures, errors] = tally(&suite.cases);
     let id = id.to_string();
     let name = xml_chars(&suite.name);
     let time = seconds(suite.time);
@@ -250,6 +241,20 @@ fn write_suite(w: &mut Writer<Vec<u8>>, id: usize, suite: &Suite) -> io::Result<
     }
     w.write_event(Event::End(BytesEnd::new("testsuite")))?;
     Ok(())
+}
+
+/// The counts of `tests`, `failures` and `errors` attributes, as written.
+fn tally<'a>(cases: impl IntoIterator<Item = &'a Case>) -> [String; 3] {
+    let mut n = [0usize; 3];
+    for case in cases {
+        n[0] += 1;
+        match case.outcome {
+            Outcome::Passed => {}
+            Outcome::Failure { .. } => n[1] += 1,
+            Outcome::Error { .. } => n[2] += 1,
+        }
+    }
+    n.map(|v| v.to_string())
 }
 
 fn seconds(d: Duration) -> String {
