@@ -62,6 +62,20 @@ pub(crate) struct LoadArgs {
     /// a fresh instance per iteration.
     #[arg(long)]
     pub reuse_instance: bool,
+    /// Run the whole ramp N times over: each level's figure is the mean of
+    /// the passes, and their spread (shown per level) is the run-to-run
+    /// noise that 'beyond spread' gates see past [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: Option<u32>,
+    /// A server-side series to put beside each step, as NAME=PROMQL, e.g.
+    /// 'db_cpu=rate(process_cpu_seconds_total{job="db"}[30s])' (repeatable;
+    /// needs --prometheus): its average and max over each step's measured
+    /// window go into the table, the JSON and the HTML.
+    #[arg(long, value_name = "NAME=PROMQL")]
+    pub observe: Vec<String>,
+    /// The Prometheus the --observe queries are asked of, e.g. http://127.0.0.1:9090.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
     #[command(flatten)]
     pub out: LoadOutputs,
     /// Run part I of N (I from 0, as a Kubernetes Indexed Job's index): users,
@@ -319,6 +333,17 @@ fn load(req: LoadArgs) -> anyhow::Result<u8> {
         .json
         .clone()
         .or(cfg.as_ref().and_then(|c| c.json.clone()));
+    let mut observes = cfg.as_ref().map(|c| c.observe.clone()).unwrap_or_default();
+    for o in &req.observe {
+        observes.push(load::observe::Observe::parse(o)?);
+    }
+    let prometheus = req
+        .prometheus
+        .clone()
+        .or(cfg.as_ref().and_then(|c| c.prometheus.clone()));
+    if !observes.is_empty() && prometheus.is_none() {
+        bail!("--observe asks Prometheus: give --prometheus URL (e.g. http://127.0.0.1:9090)");
+    }
     let plan = Plan {
         model,
         step_duration,
@@ -330,6 +355,10 @@ fn load(req: LoadArgs) -> anyhow::Result<u8> {
         } else {
             load::InstanceMode::Fresh
         },
+        repeat: req
+            .repeat
+            .or(cfg.as_ref().and_then(|c| c.repeat))
+            .unwrap_or(1),
     };
 
     let show = !req.quiet && std::io::stderr().is_terminal();
@@ -439,6 +468,14 @@ fn load(req: LoadArgs) -> anyhow::Result<u8> {
         load::run(target, &plan, stop_rx, &on_tick).await
     })?;
     bar.finish_and_clear();
+    if let Some(url) = prometheus.as_deref()
+        && !observes.is_empty()
+    {
+        let windows: Vec<_> = report.steps.iter().map(|s| s.window()).collect();
+        let (series, warnings) = load::observe::query_all(url, &observes, &windows);
+        report.observed = series;
+        report.warnings.extend(warnings);
+    }
     finish(
         &mut report,
         &all_gates,

@@ -29,7 +29,7 @@ pub enum Level {
 }
 
 impl Level {
-    fn of(s: &StepResult) -> Option<Level> {
+    pub(crate) fn of(s: &StepResult) -> Option<Level> {
         match (s.users, s.rate) {
             (Some(u), _) => Some(Level::Users(u)),
             (None, Some(r)) if r.is_finite() && r > 0.0 => {
@@ -158,9 +158,9 @@ pub fn in_words(old: f64, new: f64) -> String {
     }
 }
 
-fn step_at(r: &LoadReport, level: Level) -> Option<&StepResult> {
+fn step_at(levels: &[StepResult], level: Level) -> Option<&StepResult> {
     // The last measured step at that level (a ramp may come back down).
-    r.steps
+    levels
         .iter()
         .filter(|s| s.counts.iterations > 0)
         .rfind(|s| Level::of(s) == Some(level))
@@ -229,11 +229,12 @@ pub fn compare(rounds: Vec<Round>) -> Result<Comparison, CompareError> {
         row("R²", &|f| Some(f.r_squared), &|v| format!("{v:.3}")),
     ];
 
-    let sets: Vec<BTreeSet<Level>> = rounds
+    // Repeated passes fold into one figure per level.
+    let folded: Vec<Vec<StepResult>> = rounds.iter().map(|r| r.report.levels()).collect();
+    let sets: Vec<BTreeSet<Level>> = folded
         .iter()
-        .map(|r| {
-            r.report
-                .steps
+        .map(|steps| {
+            steps
                 .iter()
                 .filter(|s| s.counts.iterations > 0)
                 .filter_map(Level::of)
@@ -258,10 +259,7 @@ pub fn compare(rounds: Vec<Round>) -> Result<Comparison, CompareError> {
             ));
             continue;
         }
-        let steps: Vec<&StepResult> = rounds
-            .iter()
-            .filter_map(|r| step_at(&r.report, level))
-            .collect();
+        let steps: Vec<&StepResult> = folded.iter().filter_map(|l| step_at(l, level)).collect();
         let throughput: Vec<f64> = steps.iter().map(|s| s.throughput).collect();
         let p95_ms: Vec<f64> = steps
             .iter()

@@ -89,6 +89,19 @@ impl Generator {
     }
 }
 
+impl Generator {
+    /// Passes over the ramp ran one after the other on the same cores: the
+    /// busiest speaks for the level.
+    pub fn merge_pass(&mut self, other: &Generator) {
+        self.cpu = self.cpu.max(other.cpu);
+        self.cpu_wait = self.cpu_wait.max(other.cpu_wait);
+        self.runtime_busy = self.runtime_busy.max(other.runtime_busy);
+        self.cores = self.cores.max(other.cores);
+        self.start_delay.merge(&other.start_delay);
+        self.judge();
+    }
+}
+
 /// CPU time this process has used so far (user and system).
 pub fn process_cpu() -> Duration {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();

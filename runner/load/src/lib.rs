@@ -24,7 +24,10 @@ mod runner;
 pub use runner::run;
 mod workers;
 pub use workers::WorkersError;
+mod passes;
 mod plan;
+pub use passes::{LevelSpread, Spread};
+pub mod observe;
 pub mod slo;
 pub mod usl;
 pub use plan::*;
@@ -44,6 +47,10 @@ use waymark_record::Status;
 /// Version of the JSON written by `--json` (and read by `load merge`).
 pub const FORMAT: u32 = 1;
 
+fn one() -> u32 {
+    1
+}
+
 fn fresh() -> String {
     InstanceMode::Fresh.as_str().into()
 }
@@ -51,8 +58,11 @@ fn fresh() -> String {
 /// One step of the ramp, measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepResult {
-    /// Position in the ramp, from 0.
+    /// Position in the ramp, from 0 (counting on through repeated passes).
     pub index: usize,
+    /// Which pass over the ramp, from 0 (`--repeat N` runs it N times).
+    #[serde(default)]
+    pub pass: u32,
     /// Closed model: concurrent users.
     pub users: Option<u32>,
     /// Open model: arrivals per second.
@@ -66,6 +76,10 @@ pub struct StepResult {
     pub duration_s: f64,
     /// Stopped early by Ctrl-C.
     pub cut_short: bool,
+    /// The measured part in wall-clock time, Unix seconds: from the end of
+    /// the warm-up to the end of the step (what `--observe` queries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_window: Option<[f64; 2]>,
     /// Counts and latencies of the measured iterations.
     #[serde(flatten)]
     pub counts: Counts,
@@ -106,6 +120,26 @@ impl StepResult {
             (None, Some(r)) => format!("{}/s", trim_float(r)),
             _ => "-".into(),
         }
+    }
+
+    /// The measured window, for the queries of `--observe`.
+    pub fn window(&self) -> Option<observe::Window> {
+        let [from, to] = self.measured_window?;
+        let at = |s: f64| {
+            std::time::Duration::try_from_secs_f64(s)
+                .ok()
+                .and_then(|d| std::time::SystemTime::UNIX_EPOCH.checked_add(d))
+        };
+        Some(observe::Window {
+            from: at(from)?,
+            to: at(to)?,
+        })
+    }
+
+    /// Throughput when it was measured in full: not cut short, not a step
+    /// where waymark itself was saturated.
+    pub fn trusted(&self) -> bool {
+        self.counts.iterations > 0 && !self.cut_short && !self.generator.is_saturated()
     }
 }
 
@@ -233,8 +267,20 @@ pub struct LoadReport {
     pub warmup_s: f64,
     /// Stopped by Ctrl-C before the plan was done.
     pub interrupted: bool,
-    /// Each step run.
+    /// Passes over the ramp (`--repeat`); 1 when it ran once.
+    #[serde(default = "one")]
+    pub passes: u32,
+    /// Each step run, pass after pass.
     pub steps: Vec<StepResult>,
+    /// With more than one pass: how far apart the passes landed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Spread>,
+    /// Server-side series queried from Prometheus (`--observe`), as asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observed: Vec<observe::Series>,
+    /// What went wrong without spoiling the audit (a failed query).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// All steps together.
     pub total: Counts,
     /// The USL fit of throughput against concurrency.
@@ -252,10 +298,12 @@ impl LoadReport {
         for s in &self.steps {
             self.total.add(&s.counts);
         }
+        // Every pass's points: repeated levels weigh the fit towards what
+        // was measured most, and their scatter is the noise the fit sees.
         let points: Vec<(f64, f64)> = self
             .steps
             .iter()
-            .filter(|s| s.counts.iterations > 0 && !s.cut_short && !s.generator.is_saturated())
+            .filter(|s| s.trusted())
             .map(|s| (s.concurrency(), s.throughput))
             .collect();
         let saturated = self
@@ -280,6 +328,7 @@ impl LoadReport {
                 self.usl_refused = Some(e.to_string());
             }
         }
+        self.spread = passes::spread(self);
         if let Some(f) = self.usl.as_mut()
             && saturated > 0
         {
@@ -346,6 +395,9 @@ pub fn merge(parts: Vec<(String, LoadReport)>) -> Result<LoadReport, MergeError>
         if part.instances != out.instances {
             return Err(differs("instance mode", &out.instances, &part.instances));
         }
+        if part.passes != out.passes {
+            return Err(differs("number of passes", &out.passes, &part.passes));
+        }
         if part.steps.len() != out.steps.len() {
             return Err(differs(
                 "number of steps",
@@ -363,6 +415,7 @@ pub fn merge(parts: Vec<(String, LoadReport)>) -> Result<LoadReport, MergeError>
         }
         out.shards_merged += part.shards_merged;
         out.interrupted |= part.interrupted;
+        out.warnings.extend(part.warnings);
         out.started_at = out.started_at.min(part.started_at);
         for (a, b) in out.steps.iter_mut().zip(part.steps) {
             a.users = match (a.users, b.users) {

@@ -31,6 +31,13 @@ impl Model {
         }
     }
 
+    /// Each pass's levels, pass after pass: (pass, level).
+    pub(crate) fn schedule<T: Copy>(levels: &[T], repeat: u32) -> Vec<(u32, T)> {
+        (0..repeat.max(1))
+            .flat_map(|p| levels.iter().map(move |&l| (p, l)))
+            .collect()
+    }
+
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Model::Closed { .. } => "closed",
@@ -152,6 +159,8 @@ pub struct Plan {
     pub shard: Shard,
     /// A fresh instance per iteration, or one kept per user.
     pub instances: InstanceMode,
+    /// Passes over the whole ramp (`--repeat`), at least 1.
+    pub repeat: u32,
 }
 
 impl Plan {

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -46,7 +46,15 @@ pub async fn run(
         budget: Budget::new(budget_limit),
     });
     let interrupted = AtomicBool::new(false);
-    let steps = plan.model.steps();
+    // Each step's measured window on the wall clock, for server-side
+    // series (--observe) asked of Prometheus afterwards.
+    let mut walls: Vec<[f64; 2]> = Vec::new();
+    let unix = || {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let steps = plan.model.steps() * plan.repeat.max(1) as usize;
 
     match &plan.model {
         Model::Closed { users } => {
@@ -57,12 +65,14 @@ pub async fn run(
             });
             let mut vus = JoinSet::new();
             let mut spawned = 0u32;
-            for (i, &total_users) in users.iter().enumerate() {
+            for (i, (pass, total_users)) in
+                Model::schedule(users, plan.repeat).into_iter().enumerate()
+            {
                 let users = u32::try_from(plan.shard.share(u64::from(total_users))).unwrap_or(0);
                 let start = Instant::now();
                 shared.budget.reset(i);
                 shared.collector.begin(
-                    blank_step(i, Some(users), None, plan.warmup),
+                    blank_step(i, pass, Some(users), None, plan.warmup),
                     start,
                     plan,
                     false,
@@ -78,8 +88,10 @@ pub async fn run(
                     workers.spawn(&mut vus, spawned as usize, user);
                     spawned += 1;
                 }
+                let wall = unix();
                 let cut = wait_step(&shared, plan, steps, start, &mut stop, on_tick).await;
                 shared.collector.end(i, Instant::now());
+                walls.push([wall + plan.warmup.as_secs_f64(), unix()]);
                 if cut {
                     interrupted.store(true, Ordering::SeqCst);
                     mark_cut(&shared, i);
@@ -115,12 +127,14 @@ pub async fn run(
             // The iterations each thread started, kept to be awaited (or
             // cancelled) after the last step.
             let mut in_flight: Vec<JoinSet<()>> = Vec::new();
-            for (i, &total_rate) in rates.iter().enumerate() {
+            for (i, (pass, total_rate)) in
+                Model::schedule(rates, plan.repeat).into_iter().enumerate()
+            {
                 let rate = total_rate / f64::from(plan.shard.count);
                 let start = Instant::now();
                 shared.budget.reset(i);
                 shared.collector.begin(
-                    blank_step(i, None, Some(rate), plan.warmup),
+                    blank_step(i, pass, None, Some(rate), plan.warmup),
                     start,
                     plan,
                     true,
@@ -133,6 +147,7 @@ pub async fn run(
                     lanes: n,
                     mode: plan.instances,
                 };
+                let wall = unix();
                 let mut arrivals = JoinSet::new();
                 for (w, lane) in lanes.iter().enumerate() {
                     let fut = arrive(w, timetable, lane.clone(), shared.clone());
@@ -148,6 +163,7 @@ pub async fn run(
                     }
                 }
                 shared.collector.end(i, timetable.end.min(Instant::now()));
+                walls.push([wall + plan.warmup.as_secs_f64(), unix()]);
                 for set in &mut in_flight {
                     while set.try_join_next().is_some() {}
                 }
@@ -182,6 +198,11 @@ pub async fn run(
         }
     }
 
+    let mut steps = shared.collector.finish();
+    for (s, w) in steps.iter_mut().zip(walls) {
+        // A step cut short in its warm-up has no measured window.
+        s.measured_window = (w[0] < w[1]).then_some(w);
+    }
     let mut report = LoadReport {
         format: FORMAT,
         waymark_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -195,7 +216,11 @@ pub async fn run(
         step_duration_s: plan.step_duration.as_secs_f64(),
         warmup_s: plan.warmup.as_secs_f64(),
         interrupted: interrupted.load(Ordering::SeqCst),
-        steps: shared.collector.finish(),
+        passes: plan.repeat.max(1),
+        steps,
+        spread: None,
+        observed: Vec::new(),
+        warnings: Vec::new(),
         total: Counts::default(),
         usl: None,
         usl_refused: None,
@@ -205,15 +230,23 @@ pub async fn run(
     Ok(report)
 }
 
-fn blank_step(index: usize, users: Option<u32>, rate: Option<f64>, warmup: Duration) -> StepResult {
+fn blank_step(
+    index: usize,
+    pass: u32,
+    users: Option<u32>,
+    rate: Option<f64>,
+    warmup: Duration,
+) -> StepResult {
     StepResult {
         index,
+        pass,
         users,
         rate,
         warmup_s: warmup.as_secs_f64(),
         measured_s: 0.0,
         duration_s: 0.0,
         cut_short: false,
+        measured_window: None,
         counts: Counts::default(),
         throughput: 0.0,
         request_rate: 0.0,

@@ -7,6 +7,11 @@
 //! result: `throughput>=0.95*baseline`, `p95<=1.1*baseline`,
 //! `sigma<=baseline+1%`, `peak>=baseline`. The baseline's figure is found
 //! the same way as the run's.
+//!
+//! Such a gate may end in `beyond spread`: it then fails only when the
+//! change from the baseline is also larger than the run-to-run spread
+//! (the range of the figure over the passes of `--repeat N`, the larger of
+//! the two rounds'), so a noisy machine does not fail builds at random.
 
 use std::fmt;
 
@@ -110,6 +115,8 @@ pub struct Gate {
     /// ms for latencies, 0..1 for errors and sigma, a count for peak, 1/s
     /// for throughput; or relative to the baseline.
     limit: Limit,
+    /// Fails only when the change also exceeds the run-to-run spread.
+    beyond_spread: bool,
 }
 
 /// How a gate went.
@@ -127,16 +134,29 @@ pub struct GateResult {
     /// For a gate relative to the baseline: the limit it came to, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// For a `beyond spread` gate: the run-to-run spread it allowed, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<String>,
+    /// How the spread decided, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl GateResult {
     /// `measured X` and, for a baseline gate, `, baseline Y, limit Z`.
     pub fn figures(&self) -> String {
-        match (&self.baseline, &self.limit) {
+        let mut s = match (&self.baseline, &self.limit) {
             (Some(b), Some(l)) => format!("measured {}, baseline {b}, limit {l}", self.measured),
             (Some(b), None) => format!("measured {}, baseline {b}", self.measured),
             _ => format!("measured {}", self.measured),
+        };
+        if let Some(sp) = &self.spread {
+            s.push_str(&format!(", spread {sp}"));
         }
+        if let Some(n) = &self.note {
+            s.push_str(&format!(" ({n})"));
+        }
+        s
     }
 }
 
@@ -148,7 +168,7 @@ impl fmt::Display for Gate {
 
 const HELP: &str = "a gate is METRIC OP VALUE: p50/p90/p95/p99/max/mean (optionally p95(STEP)) with a duration, \
 errors and sigma with a percentage, peak with a concurrency, throughput with a rate; OP is <, <=, > or >=; \
-VALUE may be relative to --baseline: 0.95*baseline, baseline+1%, baseline";
+VALUE may be relative to --baseline: 0.95*baseline, baseline+1%, baseline, and such a gate may end in 'beyond spread' to fail only on a change larger than the run-to-run spread of --repeat";
 
 /// A gate that does not read: what was written, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,7 +192,16 @@ impl GateError {
 impl Gate {
     /// Parses `p95<500ms` and friends.
     pub fn parse(text: &str) -> Result<Gate, GateError> {
-        let t: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        let (core, beyond_spread) = match text
+            .trim_end()
+            .strip_suffix("spread")
+            .map(str::trim_end)
+            .and_then(|t| t.strip_suffix("beyond"))
+        {
+            Some(core) => (core, true),
+            None => (text, false),
+        };
+        let t: String = core.chars().filter(|c| !c.is_whitespace()).collect();
         let pos = t
             .find(['<', '>'])
             .ok_or_else(|| GateError::new(text, format!("no comparison; {HELP}")))?;
@@ -276,11 +305,18 @@ impl Gate {
                 Limit::Baseline { factor, offset }
             }
         };
+        if beyond_spread && !matches!(limit, Limit::Baseline { .. }) {
+            return Err(GateError::new(
+                text,
+                "'beyond spread' judges a change from the baseline: write the value against it, e.g. 'throughput>=0.95*baseline beyond spread'".into(),
+            ));
+        }
         Ok(Gate {
             text: text.trim().to_string(),
             metric,
             op,
             limit,
+            beyond_spread,
         })
     }
 
@@ -298,30 +334,78 @@ impl Gate {
             measured,
             baseline,
             limit: None,
+            spread: None,
+            note: None,
         };
         let (value, measured) = match self.figure(report) {
             Ok(v) => v,
             Err(why) => return failed(why, None),
         };
-        let (limit, base_words) = match self.limit {
+        let (limit, base) = match self.limit {
             Limit::Fixed(l) => (l, None),
             Limit::Baseline { factor, offset } => {
                 let Some(b) = baseline else {
                     return failed(measured, Some("none given (--baseline FILE)".into()));
                 };
                 match self.figure(b) {
-                    Ok((b, words)) => (factor * b + offset, Some(words)),
+                    Ok((v, words)) => (factor * v + offset, Some((v, words, b))),
                     Err(why) => return failed(measured, Some(why)),
                 }
             }
         };
+        let mut passed = self.op.holds(value, limit);
+        let (mut spread, mut note) = (None, None);
+        if let (true, Some((base_value, _, b))) = (self.beyond_spread, &base) {
+            let widest = [self.spread(report), self.spread(b)]
+                .into_iter()
+                .flatten()
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+            match widest {
+                None => {
+                    note = Some(
+                        "no spread measured: neither round ran --repeat 2 or more, so the gate is judged as written".into(),
+                    );
+                }
+                Some(w) => {
+                    spread = Some(self.metric.words(w));
+                    let change = (value - base_value).abs();
+                    if !passed && change <= w {
+                        passed = true;
+                        note = Some(format!(
+                            "beyond the limit, but the change from the baseline ({}) is within the run-to-run spread: noise",
+                            self.metric.words(change)
+                        ));
+                    }
+                }
+            }
+        }
         GateResult {
             gate: self.text.clone(),
-            passed: self.op.holds(value, limit),
+            passed,
             measured,
-            limit: base_words.as_ref().map(|_| self.metric.words(limit)),
-            baseline: base_words,
+            limit: base.as_ref().map(|_| self.metric.words(limit)),
+            baseline: base.map(|(_, words, _)| words),
+            spread,
+            note,
         }
+    }
+
+    /// The range of the gate's figure over `report`'s passes; none with one
+    /// pass, or fewer than two passes that give the figure.
+    fn spread(&self, report: &LoadReport) -> Option<f64> {
+        if report.passes < 2 {
+            return None;
+        }
+        let values: Vec<f64> = (0..report.passes)
+            .filter_map(|k| self.figure(&report.pass(k)).ok())
+            .map(|(v, _)| v)
+            .filter(|v| v.is_finite())
+            .collect();
+        if values.len() < 2 {
+            return None;
+        }
+        let (lo, _, hi) = crate::passes::range(values.into_iter())?;
+        Some(hi - lo)
     }
 
     /// The gate's figure in `report`, as a number and in words.
@@ -398,8 +482,10 @@ impl Gate {
                 )),
             },
             Metric::Throughput => {
+                // With repeated passes, each level's mean: the best single
+                // pass would favour noise.
                 let best = report
-                    .steps
+                    .levels()
                     .iter()
                     .map(|s| s.throughput)
                     .fold(0.0, f64::max);

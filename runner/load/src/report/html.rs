@@ -164,6 +164,54 @@ fn concurrency_label(r: &LoadReport) -> &'static str {
     }
 }
 
+/// The throughput chart's x axis (and the observed series', drawn on the
+/// same one): the largest level, or the peak if it is near; and the peak
+/// to mark.
+fn x_extent(r: &LoadReport) -> (f64, Option<f64>) {
+    let max_n = r
+        .steps
+        .iter()
+        .filter(|s| s.counts.iterations > 0)
+        .map(|s| s.concurrency())
+        .fold(1.0, f64::max);
+    let peak = r
+        .usl
+        .as_ref()
+        .and_then(|f| f.peak_concurrency)
+        .filter(|n| *n <= 3.0 * max_n);
+    (peak.map_or(max_n, |n| n.max(max_n)) * 1.1, peak)
+}
+
+/// One `--observe` series against the load level: the average of each
+/// step as a filled point, its max as a ring above it.
+fn observed_chart(r: &LoadReport, o: &crate::observe::Series) -> String {
+    let (xmax, _) = x_extent(r);
+    let points: Vec<(f64, crate::observe::Observed)> = r
+        .steps
+        .iter()
+        .zip(&o.steps)
+        .filter_map(|(s, v)| Some((s.concurrency(), (*v)?)))
+        .collect();
+    let ymax = points.iter().map(|p| p.1.max).fold(0.0, f64::max);
+    let ymax = if ymax > 0.0 { ymax * 1.1 } else { 1.0 };
+    let f = Frame::new(xmax, ymax);
+    let mut svg = f.open(&format!("{} against concurrency", o.name));
+    f.axes(&mut svg, concurrency_label(r), &o.name);
+    for (n, v) in &points {
+        let _ = write!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#57606a"/><circle cx="{x:.1}" cy="{:.1}" r="4" fill="none" stroke="#57606a" stroke-width="2"/><circle cx="{x:.1}" cy="{:.1}" r="6" fill="#0a3069"/>"##,
+            f.y(v.avg),
+            f.y(v.max),
+            f.y(v.max),
+            f.y(v.avg),
+            x = f.x(*n),
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 fn throughput_chart(r: &LoadReport) -> String {
     // Steps where waymark was saturated are drawn hollow: not the target's.
     let points: Vec<(f64, f64, bool)> = r
@@ -172,13 +220,7 @@ fn throughput_chart(r: &LoadReport) -> String {
         .filter(|s| s.counts.iterations > 0)
         .map(|s| (s.concurrency(), s.throughput, s.generator.is_saturated()))
         .collect();
-    let max_n = points.iter().map(|p| p.0).fold(1.0, f64::max);
-    let peak = r
-        .usl
-        .as_ref()
-        .and_then(|f| f.peak_concurrency)
-        .filter(|n| *n <= 3.0 * max_n);
-    let xmax = peak.map_or(max_n, |n| n.max(max_n)) * 1.1;
+    let (xmax, peak) = x_extent(r);
     let curve = usl_curve(r.usl.as_ref(), xmax);
     let ymax = points
         .iter()
@@ -429,6 +471,47 @@ pub fn html(r: &LoadReport) -> String {
         _ => {}
     }
 
+    if !r.observed.is_empty() {
+        h.push_str("<h2>Server series beside the ramp</h2><div class=\"note\">From Prometheus over each step's measured window: the filled point is the average, the ring the largest value.</div>");
+        for o in &r.observed {
+            h.push_str(&observed_chart(r, o));
+            let _ = write!(
+                h,
+                r#"<div class="note"><code>{}</code> = <code>{}</code></div>"#,
+                esc(&o.name),
+                esc(&o.query)
+            );
+        }
+        h.push_str("<table><tr><th>step</th><th>load</th>");
+        for o in &r.observed {
+            let _ = write!(h, "<th>{} avg / max</th>", esc(&o.name));
+        }
+        h.push_str("</tr>");
+        for (i, st) in r.steps.iter().enumerate() {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td>",
+                st.index + 1,
+                esc(&st.label())
+            );
+            for o in &r.observed {
+                let cell = o.steps.get(i).copied().flatten().map_or("-".into(), |v| {
+                    format!(
+                        "{} / {}",
+                        super::observed_value(v.avg),
+                        super::observed_value(v.max)
+                    )
+                });
+                let _ = write!(h, "<td>{}</td>", esc(&cell));
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</table>");
+    }
+    for w in &r.warnings {
+        let _ = write!(h, r#"<p class="fail">Warning: {}</p>"#, esc(w));
+    }
+
     h.push_str("<h2>Latency percentiles</h2>");
     h.push_str(&latency_chart(r));
 
@@ -462,6 +545,30 @@ pub fn html(r: &LoadReport) -> String {
         );
     }
     h.push_str("</table>");
+    if let Some(sp) = &r.spread {
+        let _ = write!(
+            h,
+            "<h2>Run-to-run spread over {} passes</h2><table><tr><th>load</th><th>it/s: mean (lowest–highest, ±half the range)</th><th>p95</th></tr>",
+            sp.passes
+        );
+        for l in &sp.levels {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&l.level),
+                esc(&super::spread_words(&l.throughput, &|v| format!("{v:.1}"))),
+                esc(&super::spread_words(&l.p95_ms, &ms)),
+            );
+        }
+        let _ = write!(
+            h,
+            "</table><div class=\"note\">σ of each pass fitted alone: {}</div>",
+            esc(&super::spread_words(&sp.sigma, &|v| format!(
+                "{:.2} %",
+                v * 100.0
+            )))
+        );
+    }
     if let Some(words) = crate::generator::summary(&r.steps) {
         let _ = write!(h, r#"<div class="note">{}</div>"#, esc(&words));
     }

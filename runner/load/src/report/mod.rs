@@ -99,7 +99,7 @@ pub fn terminal(r: &LoadReport) -> String {
         let p = s.counts.latency.percentiles();
         let _ = writeln!(
             out,
-            "{:>4}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>5.0} %{}{}",
+            "{:>4}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>5.0} %{}{}{}",
             s.index + 1,
             s.label(),
             s.counts.iterations,
@@ -117,7 +117,12 @@ pub fn terminal(r: &LoadReport) -> String {
             } else {
                 ""
             },
-            if s.cut_short { "  (cut short)" } else { "" }
+            if s.cut_short { "  (cut short)" } else { "" },
+            if r.passes > 1 {
+                format!("  (pass {})", s.pass + 1)
+            } else {
+                String::new()
+            }
         );
     }
     let t = &r.total;
@@ -147,6 +152,8 @@ pub fn terminal(r: &LoadReport) -> String {
     if let Some(words) = crate::generator::summary(&r.steps) {
         let _ = writeln!(out, "{words}");
     }
+    spread_section(&mut out, r);
+    observed_section(&mut out, r);
     let waited: u64 = r.steps.iter().map(|s| s.waited_for_slot).sum();
     if waited > 0 {
         let _ = writeln!(
@@ -235,6 +242,9 @@ pub fn terminal(r: &LoadReport) -> String {
         }
         (None, None) => {}
     }
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
     if !r.slo.is_empty() {
         let _ = writeln!(
             out,
@@ -251,6 +261,98 @@ pub fn terminal(r: &LoadReport) -> String {
         }
     }
     out
+}
+
+/// `mean (lowest–highest, ±half the range in %)` of the passes.
+pub(crate) fn spread_words(values: &[Option<f64>], unit: &dyn Fn(f64) -> String) -> String {
+    match crate::LevelSpread::range(values) {
+        Some((lo, mean, hi)) => {
+            let pm = if mean > 0.0 {
+                format!(", ±{:.1} %", (hi - lo) / 2.0 / mean * 100.0)
+            } else {
+                String::new()
+            };
+            format!("{} ({}–{}{pm})", unit(mean), unit(lo), unit(hi))
+        }
+        None => "-".into(),
+    }
+}
+
+/// Each level's passes: mean, lowest and highest.
+fn spread_section(out: &mut String, r: &LoadReport) {
+    let Some(sp) = &r.spread else { return };
+    let _ = writeln!(
+        out,
+        "\nrun-to-run spread over {} passes: mean (lowest–highest, ±half the range)",
+        sp.passes
+    );
+    for l in &sp.levels {
+        let _ = writeln!(
+            out,
+            "  {:>10}  it/s {:<34} p95 {}",
+            l.level,
+            spread_words(&l.throughput, &|v| format!("{v:.1}")),
+            spread_words(&l.p95_ms, &ms)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  σ of each pass alone: {}",
+        spread_words(&sp.sigma, &|v| format!("{:.2} %", v * 100.0))
+    );
+    if sp.peak.iter().any(Option::is_some) {
+        let _ = writeln!(
+            out,
+            "  N* of each pass alone: {}",
+            spread_words(&sp.peak, &|v| format!("{v:.1}"))
+        );
+    }
+}
+
+/// A Prometheus value as read: enough digits for a CPU share or a byte count.
+pub(crate) fn observed_value(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 1e6 {
+        format!("{v:.3e}")
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// The `--observe` series beside each step: average / max.
+fn observed_section(out: &mut String, r: &LoadReport) {
+    if r.observed.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nserver series from Prometheus, average / max over each step's measured window"
+    );
+    let _ = write!(out, "{:>4}  {:>10}", "step", "load");
+    for o in &r.observed {
+        let _ = write!(out, "  {:>21}", o.name);
+    }
+    let _ = writeln!(out);
+    for (i, s) in r.steps.iter().enumerate() {
+        let _ = write!(out, "{:>4}  {:>10}", s.index + 1, s.label());
+        for o in &r.observed {
+            let cell = match o.steps.get(i).copied().flatten() {
+                Some(v) => format!("{} / {}", observed_value(v.avg), observed_value(v.max)),
+                None => "-".into(),
+            };
+            let _ = write!(out, "  {cell:>21}");
+        }
+        let _ = writeln!(out);
+    }
+    for o in &r.observed {
+        let _ = writeln!(out, "  {}: {}", o.name, o.query);
+    }
 }
 
 mod compare_html;

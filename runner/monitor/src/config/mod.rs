@@ -121,6 +121,12 @@ pub struct LoadConfig {
     pub max_vus: Option<u32>,
     /// Each virtual user keeps one instance and calls `run` in it again.
     pub reuse_instance: bool,
+    /// Passes over the ramp.
+    pub repeat: Option<u32>,
+    /// Prometheus to ask the `observe` queries of.
+    pub prometheus: Option<String>,
+    /// Server-side series to put beside each step.
+    pub observe: Vec<waymark_load::observe::Observe>,
     /// SLO gates.
     pub slo: Vec<waymark_load::slo::Gate>,
     /// HTML report file.

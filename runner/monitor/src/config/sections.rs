@@ -30,6 +30,9 @@ pub(super) struct RawStore {
     pub(super) retention: Option<Spanned<String>>,
 }
 
+/// Most passes over a ramp: each one is the whole ramp again.
+pub const MAX_REPEAT: i64 = 100;
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLoad {
@@ -41,6 +44,9 @@ pub(super) struct RawLoad {
     pub(super) iterations: Option<Spanned<i64>>,
     pub(super) max_vus: Option<Spanned<i64>>,
     pub(super) reuse_instance: Option<bool>,
+    pub(super) repeat: Option<Spanned<i64>>,
+    pub(super) prometheus: Option<Spanned<String>>,
+    pub(super) observe: Option<Vec<Spanned<String>>>,
     pub(super) slo: Option<Vec<Spanned<String>>>,
     pub(super) report: Option<Spanned<String>>,
     pub(super) json: Option<Spanned<String>>,
@@ -222,6 +228,26 @@ pub(super) fn read_load(
         .as_ref()
         .and_then(|v| r.count(v, "[load] → max_vus", 1, 1_000_000))
         .map(|n| n as u32);
+    let repeat = raw
+        .repeat
+        .as_ref()
+        .and_then(|v| r.count(v, "[load] → repeat", 1, MAX_REPEAT))
+        .map(|n| n as u32);
+    let mut observe = Vec::new();
+    for v in raw.observe.iter().flatten() {
+        match waymark_load::observe::Observe::parse(v.get_ref()) {
+            Ok(o) => observe.push(o),
+            Err(e) => r.error(v.span(), "[load] → observe", e),
+        }
+    }
+    let prometheus = raw.prometheus.as_ref().map(|p| p.get_ref().clone());
+    if let (false, Some(first)) = (prometheus.is_some(), raw.observe.iter().flatten().next()) {
+        r.error(
+            first.span(),
+            "[load] → observe",
+            "observed series are asked of Prometheus: set [load] prometheus = \"http://host:9090\"",
+        );
+    }
     let mut slo = Vec::new();
     for v in raw.slo.iter().flatten() {
         match waymark_load::slo::Gate::parse(v.get_ref()) {
@@ -239,6 +265,9 @@ pub(super) fn read_load(
         iterations,
         max_vus,
         reuse_instance: raw.reuse_instance.unwrap_or(false),
+        repeat,
+        prometheus,
+        observe,
         slo,
         report: path(&raw.report),
         json: path(&raw.json),
