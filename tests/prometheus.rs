@@ -428,3 +428,123 @@ fn the_grafana_dashboard_queries_parse_and_return_data() {
         );
     }
 }
+
+/// `waymark load --observe` asks a real Prometheus over each step's
+/// measured window. The load is aimed at Prometheus's own `/-/healthy` and
+/// Prometheus scrapes itself, so the request rate it observes at its end
+/// must track the request rate waymark measured at its end, step by step.
+#[test]
+fn load_observes_server_series_beside_the_ramp() {
+    assert!(
+        Command::new("prometheus").arg("--version").output().is_ok(),
+        "this test runs Debian's Prometheus: apt-get install prometheus (.ci/run does)"
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let prom_port = free_port();
+    let prom_addr = format!("127.0.0.1:{prom_port}");
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['{prom_addr}']\n"
+        ),
+    )
+    .expect("prometheus.yml");
+    let _prom = Kill(
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus"),
+    );
+    wait(&prom_addr, "up{job=\"self\"}", &|v| v == 1.0);
+
+    let json = dir.path().join("audit.json");
+    let html = dir.path().join("audit.html");
+    let served = "served=sum(irate(prometheus_http_requests_total{handler=\"/-/healthy\"}[3s]))";
+    let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .env("WAYMARK_CACHE_DIR", dir.path().join("cache"))
+        .args(["load"])
+        .arg(support::hostile_wasm())
+        .args([
+            "--var",
+            "mode=fetch",
+            "--var",
+            &format!("url=http://{prom_addr}/-/healthy"),
+            "--allow-host",
+            &prom_addr,
+            "--concurrency",
+            "1,4",
+            "--step-duration",
+            "6s",
+            "--warmup",
+            "3s",
+            "--observe",
+            served,
+            "--observe",
+            "up=up{job=\"self\"}",
+            "--observe",
+            "broken=rate(",
+            "--prometheus",
+            &format!("http://{prom_addr}"),
+            "--json",
+        ])
+        .arg(&json)
+        .arg("--report")
+        .arg(&html)
+        .arg("-q")
+        .output()
+        .expect("waymark load");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{shown}");
+    // A query that fails is a warning, not a failed audit.
+    assert!(
+        out.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains("server series from Prometheus")
+            && shown.contains("warning: --observe broken: the query failed"),
+        "{shown}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parses");
+    let steps = v["steps"].as_array().expect("steps");
+    let observed = v["observed"].as_array().expect("observed");
+    assert_eq!(observed.len(), 3, "{observed:?}");
+    for (i, step) in steps.iter().enumerate() {
+        let measured = step["request_rate"].as_f64().expect("rate");
+        let seen = &observed[0]["steps"][i];
+        let (avg, max) = (
+            seen["avg"].as_f64().expect("an average"),
+            seen["max"].as_f64().expect("a max"),
+        );
+        assert!(
+            (0.6..=1.5).contains(&(avg / measured)) && max >= avg,
+            "step {i}: waymark measured {measured:.0} req/s, Prometheus served {avg:.0} (max {max:.0})\n{shown}"
+        );
+        assert_eq!(observed[1]["steps"][i]["avg"].as_f64(), Some(1.0), "up");
+        assert!(observed[2]["steps"][i].is_null());
+    }
+    assert!(
+        v["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("broken")))),
+        "{v}"
+    );
+    let page = std::fs::read_to_string(&html).expect("html");
+    assert!(
+        page.contains("served against concurrency") && page.contains("Warning: --observe broken"),
+        "{page:.300}"
+    );
+}
