@@ -685,6 +685,20 @@ fn reuse_instance_keeps_one_instance_per_user_and_replaces_a_trapped_one() {
 /// One round of an audit against a lock server holding its lock `held`
 /// of every `held + outside`: its `--json` result in `dir/NAME.json`.
 fn round(cache: &Path, dir: &Path, name: &str, held_us: u64, users: &str) -> std::path::PathBuf {
+    let (json, out) = round_with(cache, dir, name, held_us, users, &["--step-duration", "2s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    json
+}
+
+/// [`round`] with more flags, and how it ended.
+fn round_with(
+    cache: &Path,
+    dir: &Path,
+    name: &str,
+    held_us: u64,
+    users: &str,
+    extra: &[&str],
+) -> (std::path::PathBuf, Output) {
     let (port, _) = support::lock_server(
         Duration::from_micros(held_us),
         Duration::from_micros(8_000 - held_us),
@@ -692,32 +706,119 @@ fn round(cache: &Path, dir: &Path, name: &str, held_us: u64, users: &str) -> std
     let json = dir.join(format!("{name}.json"));
     let url = format!("url=http://127.0.0.1:{port}/");
     let allow = format!("127.0.0.1:{port}");
-    let out = waymark(
-        cache,
+    let mut args = vec![
+        "load",
+        hostile_wasm().to_str().expect("utf-8 path"),
+        "--name",
+        "locked",
+        "--var",
+        "mode=fetch",
+        "--var",
+        &url,
+        "--allow-host",
+        &allow,
+        "--concurrency",
+        users,
+        "--warmup",
+        "500ms",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    let out = waymark(cache, &args);
+    (json, out)
+}
+
+#[test]
+fn repeated_passes_show_their_spread_and_gate_beyond_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = dir.path().join("cache");
+    let (base, out) = round_with(
+        &cache,
+        dir.path(),
+        "base",
+        250,
+        "1,2,4",
+        &["--repeat", "2", "--step-duration", "1200ms"],
+    );
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    assert!(shown.contains("run-to-run spread over 2 passes"), "{shown}");
+    assert!(
+        shown.contains("(pass 2)") && shown.contains("σ of each pass alone"),
+        "{shown}"
+    );
+    let v = read_json(&base);
+    assert_eq!(v["passes"], 2);
+    let st = steps(&v);
+    assert_eq!(st.len(), 6, "three levels, twice");
+    assert_eq!(
+        (st[2]["users"].as_u64(), st[3]["users"].as_u64()),
+        (Some(4), Some(1))
+    );
+    assert_eq!(
+        (st[2]["pass"].as_u64(), st[3]["pass"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let spread = &v["spread"];
+    assert_eq!(
+        spread["levels"].as_array().map(Vec::len),
+        Some(3),
+        "{spread}"
+    );
+    assert_eq!(
+        spread["sigma"].as_array().map(Vec::len),
+        Some(2),
+        "{spread}"
+    );
+    for l in spread["levels"].as_array().into_iter().flatten() {
+        let t = l["throughput"].as_array().expect("per pass");
+        assert_eq!(t.len(), 2);
+        assert!(t.iter().all(|x| x.as_f64().is_some_and(|x| x > 0.0)), "{l}");
+    }
+
+    // Half of every request under the lock: at 4 users about half the
+    // baseline's throughput, far beyond any spread between its passes.
+    let base_arg = base.to_str().expect("utf-8");
+    let (_, out) = round_with(
+        &cache,
+        dir.path(),
+        "worse",
+        4_000,
+        "1,2,4",
         &[
-            "load",
-            hostile_wasm().to_str().expect("utf-8 path"),
-            "--name",
-            "locked",
-            "--var",
-            "mode=fetch",
-            "--var",
-            &url,
-            "--allow-host",
-            &allow,
-            "--concurrency",
-            users,
+            "--repeat",
+            "2",
             "--step-duration",
-            "2s",
-            "--warmup",
-            "500ms",
-            "--json",
-            json.to_str().expect("utf-8 path"),
-            "-q",
+            "1200ms",
+            "--baseline",
+            base_arg,
+            "--slo",
+            "throughput>=0.9*baseline beyond spread",
         ],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    json
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{shown}{}", text(&out.stderr));
+    let line = shown
+        .lines()
+        .find(|l| l.contains("beyond spread"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("FAIL") && line.contains("baseline") && line.contains("spread"),
+        "{shown}"
+    );
+    // Without a baseline the gate cannot be judged, and says so up front.
+    let (_, out) = round_with(
+        &cache,
+        dir.path(),
+        "alone",
+        250,
+        "1",
+        &["--slo", "throughput>=0.9*baseline beyond spread"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("--baseline FILE"));
 }
 
 #[test]
