@@ -292,8 +292,15 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    /// Recomputes the totals and the USL fit from the steps.
+    /// Recomputes the totals, the USL fit with its predictions and the
+    /// spread of the passes from the steps.
     pub fn analyse(&mut self) {
+        self.analyse_with(true);
+    }
+
+    /// [`analyse`](Self::analyse), the bootstrap of the prediction
+    /// intervals only when `predict` (a pass looked at alone needs none).
+    pub(crate) fn analyse_with(&mut self, predict: bool) {
         self.total = Counts::default();
         for s in &self.steps {
             self.total.add(&s.counts);
@@ -329,6 +336,24 @@ impl LoadReport {
             }
         }
         self.spread = passes::spread(self);
+        if let (true, Some(f)) = (predict, self.usl.as_mut()) {
+            let top = points.iter().map(|p| p.0).fold(0.0, f64::max);
+            let mut at = vec![2.0 * top, 4.0 * top];
+            if let Some(n) = f
+                .peak_concurrency
+                .filter(|n| *n > top * 1.05 && *n < 4.0 * top)
+            {
+                at.push(n.round());
+            }
+            at.sort_by(f64::total_cmp);
+            f.predictions = usl::prediction_intervals(f, &points, &at);
+            if f.predictions.is_empty() {
+                f.notes.push(format!(
+                    "no prediction interval: it needs 5 or more measured points (levels × --repeat passes), this fit had {}",
+                    points.len()
+                ));
+            }
+        }
         if let Some(f) = self.usl.as_mut()
             && saturated > 0
         {

@@ -64,7 +64,7 @@ impl LoadReport {
         r.passes = 1;
         r.steps.retain(|s| s.pass == k);
         r.slo.clear();
-        r.analyse();
+        r.analyse_with(false);
         r
     }
 

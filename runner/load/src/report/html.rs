@@ -179,7 +179,21 @@ fn x_extent(r: &LoadReport) -> (f64, Option<f64>) {
         .as_ref()
         .and_then(|f| f.peak_concurrency)
         .filter(|n| *n <= 3.0 * max_n);
-    (peak.map_or(max_n, |n| n.max(max_n)) * 1.1, peak)
+    // The predictions beyond the ramp are drawn too.
+    let predicted = r
+        .usl
+        .as_ref()
+        .map(|f| {
+            f.predictions
+                .iter()
+                .map(|p| p.concurrency)
+                .fold(0.0, f64::max)
+        })
+        .unwrap_or(0.0);
+    (
+        peak.map_or(max_n, |n| n.max(max_n)).max(predicted) * 1.1,
+        peak,
+    )
 }
 
 /// One `--observe` series against the load level: the average of each
@@ -222,10 +236,13 @@ fn throughput_chart(r: &LoadReport) -> String {
         .collect();
     let (xmax, peak) = x_extent(r);
     let curve = usl_curve(r.usl.as_ref(), xmax);
+    let predictions: &[crate::usl::Prediction] =
+        r.usl.as_ref().map_or(&[], |f| f.predictions.as_slice());
     let ymax = points
         .iter()
         .map(|p| p.1)
         .chain(curve.iter().map(|p| p.1))
+        .chain(predictions.iter().map(|p| p.high))
         .fold(1.0, f64::max)
         * 1.1;
     let f = Frame::new(xmax, ymax);
@@ -254,6 +271,25 @@ fn throughput_chart(r: &LoadReport) -> String {
             x + 6.0,
             f.top + 14.0,
             fit.predict(n)
+        );
+    }
+    // Each prediction as a bar over its 95 % interval, capped.
+    for p in predictions {
+        let x = f.x(p.concurrency);
+        let (lo, hi) = (f.y(p.low), f.y(p.high));
+        let _ = write!(
+            svg,
+            r#"<g stroke="{c}" stroke-width="2"><line x1="{x:.1}" y1="{lo:.1}" x2="{x:.1}" y2="{hi:.1}"/><line x1="{:.1}" y1="{lo:.1}" x2="{:.1}" y2="{lo:.1}"/><line x1="{:.1}" y1="{hi:.1}" x2="{:.1}" y2="{hi:.1}"/></g><text x="{:.1}" y="{:.1}" class="label">predicted {:.0}/s ({:.0}–{:.0})</text>"#,
+            x - 6.0,
+            x + 6.0,
+            x - 6.0,
+            x + 6.0,
+            x + 8.0,
+            f.y(p.throughput) + 4.0,
+            p.throughput,
+            p.low,
+            p.high,
+            c = colors::PREDICTED,
         );
     }
     for (n, x, saturated) in &points {
@@ -461,6 +497,17 @@ pub fn html(r: &LoadReport) -> String {
                     "journey in flight"
                 },
             );
+            if !f.predictions.is_empty() {
+                h.push_str("<table><tr><th>concurrency</th><th>predicted throughput</th><th>95 % prediction interval</th></tr>");
+                for p in &f.predictions {
+                    let _ = write!(
+                        h,
+                        "<tr><td>{:.0}</td><td>{:.1} /s</td><td>{:.1} – {:.1} /s</td></tr>",
+                        p.concurrency, p.throughput, p.low, p.high
+                    );
+                }
+                h.push_str("</table><div class=\"note\">Where a measurement at that concurrency should fall, 19 times in 20, if the server keeps behaving as it did in the ramp (a bootstrap of the fit's residuals).</div>");
+            }
             for n in &f.notes {
                 let _ = write!(h, r#"<div class="note">{}</div>"#, esc(n));
             }

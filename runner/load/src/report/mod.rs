@@ -16,6 +16,8 @@ pub mod colors {
     pub const USL: &str = "#d1242f";
     /// The processing phase bars.
     pub const PROCESSING: &str = "#fb8f44";
+    /// The prediction intervals beyond the ramp.
+    pub(super) const PREDICTED: &str = "#7d4e00";
     pub(super) const PHASES: [&str; 5] = ["#54aeff", "#4ac26b", "#d4a72c", PROCESSING, "#a475f9"];
     pub(super) const PERCENTILES: [(&str, &str); 4] = [
         ("p50", "#2da44e"),
@@ -226,6 +228,31 @@ pub fn terminal(r: &LoadReport) -> String {
                     let _ = writeln!(out, "  no peak; throughput tends to {x:.1} it/s");
                 }
                 _ => {}
+            }
+            if !f.predictions.is_empty() {
+                let said: Vec<String> = f
+                    .predictions
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{:.0} {unit}{} {:.1} it/s ({:.1}–{:.1})",
+                            p.concurrency,
+                            if r.model == "closed" && p.concurrency != 1.0 {
+                                "s"
+                            } else {
+                                ""
+                            },
+                            p.throughput,
+                            p.low,
+                            p.high
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  predicted beyond the ramp (95 % prediction interval): {}",
+                    said.join(" · ")
+                );
             }
             for n in &f.notes {
                 let _ = writeln!(out, "  note: {n}");
