@@ -58,6 +58,7 @@ fn u(v: &Value) -> u64 {
 
 #[test]
 fn closed_ramp_measures_every_iteration_on_kept_alive_connections() {
+    let _quiet = support::not_alone();
     let cache = tempfile::tempdir().expect("temp");
     let server = CountingServer::start(0, Duration::from_millis(2));
     let json = cache.path().join("out.json");
@@ -123,6 +124,7 @@ fn closed_ramp_measures_every_iteration_on_kept_alive_connections() {
 
 #[test]
 fn shards_merge_to_the_counts_of_a_single_run() {
+    let _quiet = support::not_alone();
     let cache = tempfile::tempdir().expect("temp");
     let server = CountingServer::start(0, Duration::from_millis(1));
     let flags = [
@@ -250,6 +252,7 @@ fn shards_merge_to_the_counts_of_a_single_run() {
 
 #[test]
 fn slo_gates_decide_the_exit_code() {
+    let _quiet = support::not_alone();
     let cache = tempfile::tempdir().expect("temp");
     let flags = [
         "--concurrency",
@@ -297,6 +300,7 @@ fn slo_gates_decide_the_exit_code() {
 /// would report 100 ms and hide the queue.
 #[test]
 fn open_model_shows_queueing_from_the_intended_start() {
+    let _quiet = support::not_alone();
     let cache = tempfile::tempdir().expect("temp");
     let server = CountingServer::start(0, Duration::from_millis(100));
     let json = cache.path().join("open.json");
@@ -339,6 +343,7 @@ fn open_model_shows_queueing_from_the_intended_start() {
 /// and every measured iteration ended inside it.
 #[test]
 fn journeys_that_never_wait_keep_the_step_on_time() {
+    let _quiet = support::not_alone();
     let cache = tempfile::tempdir().expect("temp");
     let json = cache.path().join("noop.json");
     let started = Instant::now();
@@ -386,6 +391,7 @@ fn journeys_that_never_wait_keep_the_step_on_time() {
 
 #[test]
 fn ctrl_c_stops_the_run_and_still_reports() {
+    let _quiet = support::not_alone();
     let cache = tempfile::tempdir().expect("temp");
     let server = CountingServer::start(0, Duration::from_millis(5));
     let json = cache.path().join("cut.json");
@@ -448,6 +454,7 @@ fn ctrl_c_stops_the_run_and_still_reports() {
 
 #[test]
 fn a_config_load_section_drives_the_audit() {
+    let _quiet = support::not_alone();
     let cache = tempfile::tempdir().expect("temp");
     let server = CountingServer::start(0, Duration::ZERO);
     let dir = tempfile::tempdir().expect("temp");
@@ -525,6 +532,7 @@ json = "audit.json"
 /// phase bars in their colours.
 #[test]
 fn html_report_renders_its_charts_in_chromium() {
+    let _quiet = support::not_alone();
     assert!(
         Command::new("chromium").arg("--version").output().is_ok(),
         "this test renders the report in Debian's chromium: apt-get install chromium (.ci/run does)"
@@ -659,6 +667,7 @@ fn counter_run(cache: &Path, extra: &[&str]) -> (u64, u64, u64, String) {
 
 #[test]
 fn reuse_instance_keeps_one_instance_per_user_and_replaces_a_trapped_one() {
+    let _quiet = support::not_alone();
     let cache = tempfile::tempdir().expect("temp");
     // The default: every iteration sees a fresh instance.
     let (passed, check, trap, mode) = counter_run(cache.path(), &[]);
@@ -703,6 +712,19 @@ fn round_with(
         Duration::from_micros(held_us),
         Duration::from_micros(8_000 - held_us),
     );
+    audit(cache, dir, name, port, users, extra)
+}
+
+/// `waymark load` of a fetch of `http://127.0.0.1:PORT/` at `users`, its
+/// `--json` result in `dir/NAME.json`, and how it ended.
+fn audit(
+    cache: &Path,
+    dir: &Path,
+    name: &str,
+    port: u16,
+    users: &str,
+    extra: &[&str],
+) -> (std::path::PathBuf, Output) {
     let json = dir.join(format!("{name}.json"));
     let url = format!("url=http://127.0.0.1:{port}/");
     let allow = format!("127.0.0.1:{port}");
@@ -732,6 +754,7 @@ fn round_with(
 
 #[test]
 fn repeated_passes_show_their_spread_and_gate_beyond_it() {
+    let _quiet = support::not_alone();
     let dir = tempfile::tempdir().expect("tmp");
     let cache = dir.path().join("cache");
     let (base, out) = round_with(
@@ -823,6 +846,7 @@ fn repeated_passes_show_their_spread_and_gate_beyond_it() {
 
 #[test]
 fn rounds_compare_side_by_side_in_numbers_and_words() {
+    let _quiet = support::not_alone();
     let dir = tempfile::tempdir().expect("tmp");
     let cache = dir.path().join("cache");
     // Three rounds of a server whose contention is cut between them: a
@@ -879,4 +903,76 @@ fn rounds_compare_side_by_side_in_numbers_and_words() {
     // A round on its own is refused, in words.
     let out = waymark(&cache, &["load", "compare", r1.to_str().expect("utf-8")]);
     assert!(!out.status.success());
+}
+
+/// The predictive claim: against a server whose USL coefficients follow
+/// from its design (a group commit, see `support::group_commit_server`),
+/// a fit on 1 to 8 users recovers σ and κ and predicts the throughput at
+/// 32 users, past the peak, within the interval it states.
+#[test]
+fn a_fit_on_one_to_eight_users_predicts_thirty_two() {
+    let _quiet = support::alone();
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = dir.path().join("cache");
+    let (serial, crosstalk) = (Duration::from_micros(500), Duration::from_micros(50));
+    let port = support::group_commit_server(
+        Duration::from_millis(8),
+        Duration::from_millis(2),
+        serial,
+        crosstalk,
+    );
+    let (short, out) = audit(
+        &cache,
+        dir.path(),
+        "short",
+        port,
+        "1,2,3,4,5,6,7,8",
+        &["--step-duration", "3s"],
+    );
+    let shown = text(&out.stdout);
+    eprintln!("{shown}");
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    assert!(shown.contains("predicted beyond the ramp"), "{shown}");
+    let v = read_json(&short);
+    let usl = &v["usl"];
+    let at_32 = usl["predictions"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["concurrency"].as_f64() == Some(32.0)))
+        .unwrap_or_else(|| panic!("no prediction at 32 users: {usl}"));
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let (predicted, low, high) = (f(&at_32["throughput"]), f(&at_32["low"]), f(&at_32["high"]));
+    // The design's coefficients, with the round's fixed part P + s read
+    // off the fit's own λ (the network and the client add to P).
+    let lambda = f(&usl["lambda"]);
+    let (sigma, kappa) = (f(&usl["sigma"]), f(&usl["kappa"]));
+    let want_sigma = serial.as_secs_f64() * lambda;
+    let want_kappa = crosstalk.as_secs_f64() * lambda;
+
+    let (long, out) = audit(
+        &cache,
+        dir.path(),
+        "long",
+        port,
+        "32",
+        &["--step-duration", "3s"],
+    );
+    let shown32 = text(&out.stdout);
+    eprintln!("{shown32}");
+    assert!(out.status.success(), "{shown32}{}", text(&out.stderr));
+    let measured = f(&steps(&read_json(&long))[0]["throughput"]);
+    eprintln!(
+        "σ {sigma:.4} (design {want_sigma:.4}), κ {kappa:.5} (design {want_kappa:.5}); at 32 users: measured {measured:.1}/s, predicted {predicted:.1}/s ({low:.1}–{high:.1})"
+    );
+    assert!(
+        (high - low) / predicted < 0.8,
+        "an interval this wide says nothing: {predicted:.0} ({low:.0}–{high:.0})"
+    );
+    assert!(
+        (sigma / want_sigma - 1.0).abs() < 0.4 && (kappa / want_kappa - 1.0).abs() < 0.4,
+        "σ {sigma:.4} (design {want_sigma:.4}), κ {kappa:.5} (design {want_kappa:.5})\n{shown}"
+    );
+    assert!(
+        (low..=high).contains(&measured),
+        "at 32 users: measured {measured:.1}/s, predicted {predicted:.1}/s ({low:.1}–{high:.1}) from\n{shown}"
+    );
 }

@@ -811,3 +811,108 @@ pub fn lock_server(held: Duration, outside: Duration) -> (u16, Arc<(AtomicU64, A
     });
     (port, counters)
 }
+
+/// A server built to follow the Universal Scalability Law with known
+/// coefficients: it works in rounds, as a group commit does. A round
+/// gathers the requests that arrive within `window` of its first, works
+/// on them together for `parallel`, then commits them one after another
+/// under its lock: `serial` each, plus `crosstalk` for every other request
+/// of the round (each is checked against the others); then it answers
+/// them all. A request that arrives during a round waits for the next.
+///
+/// N closed users with no think time move in step, one round each time,
+/// so a round lasts C(N) = P + N·s + c·N(N−1), with P = window + parallel
+/// + what the network and the client add, and the throughput N / C(N) is
+/// exactly the USL with λ = 1/(P + s), σ = s/(P + s), κ = c/(P + s).
+pub fn group_commit_server(
+    window: Duration,
+    parallel: Duration,
+    serial: Duration,
+    crosstalk: Duration,
+) -> u16 {
+    use std::sync::Condvar;
+    use std::sync::mpsc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let queue: Arc<(Mutex<Vec<mpsc::Sender<()>>>, Condvar)> =
+        Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+    let committer = queue.clone();
+    std::thread::spawn(move || {
+        let (lock, ready) = &*committer;
+        loop {
+            {
+                let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+                while q.is_empty() {
+                    q = ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            let start = Instant::now();
+            std::thread::sleep(window);
+            let round = std::mem::take(&mut *lock.lock().unwrap_or_else(|p| p.into_inner()));
+            let b = u32::try_from(round.len()).unwrap_or(u32::MAX);
+            let each = serial + crosstalk * b.saturating_sub(1);
+            // Deadlines from the round's start, not sleeps in a row:
+            // oversleeping one section must not push the next.
+            let mut due = start + window + parallel;
+            for _ in 0..=b {
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                due += each;
+            }
+            for done in round {
+                let _ = done.send(());
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let _ = conn.set_nodelay(true);
+                let mut buf = [0u8; 4096];
+                let mut have = Vec::new();
+                loop {
+                    let Ok(n) = conn.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    have.extend_from_slice(&buf[..n]);
+                    while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
+                        have.drain(..end + 4);
+                        let (tx, rx) = mpsc::channel();
+                        {
+                            let (lock, ready) = &*queue;
+                            lock.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+                            ready.notify_one();
+                        }
+                        if rx.recv().is_err()
+                            || conn
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+static QUIET: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a test that measures timing: no other test of its binary that
+/// holds [`not_alone`] runs meanwhile (tests of one binary run side by side).
+pub fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    QUIET.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Held by the other tests of a binary with an [`alone`] test.
+pub fn not_alone() -> std::sync::RwLockReadGuard<'static, ()> {
+    QUIET.read().unwrap_or_else(|p| p.into_inner())
+}

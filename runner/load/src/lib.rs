@@ -339,11 +339,11 @@ impl LoadReport {
         if let (true, Some(f)) = (predict, self.usl.as_mut()) {
             let top = points.iter().map(|p| p.0).fold(0.0, f64::max);
             let mut at = vec![2.0 * top, 4.0 * top];
-            if let Some(n) = f
-                .peak_concurrency
-                .filter(|n| *n > top * 1.05 && *n < 4.0 * top)
-            {
-                at.push(n.round());
+            // N* too, unless it is a level already asked for.
+            if let Some(n) = f.peak_concurrency.map(f64::round).filter(|n| {
+                *n > top * 1.05 && *n < 4.0 * top && (n / (2.0 * top) - 1.0).abs() > 0.05
+            }) {
+                at.push(n);
             }
             at.sort_by(f64::total_cmp);
             f.predictions = usl::prediction_intervals(f, &points, &at);
