@@ -821,9 +821,9 @@ pub fn lock_server(held: Duration, outside: Duration) -> (u16, Arc<(AtomicU64, A
 /// them all. A request that arrives during a round waits for the next.
 ///
 /// N closed users with no think time move in step, one round each time,
-/// so a round lasts C(N) = P + N·s + c·N(N−1), with P = window + parallel
-/// + what the network and the client add, and the throughput N / C(N) is
-/// exactly the USL with λ = 1/(P + s), σ = s/(P + s), κ = c/(P + s).
+/// so a round lasts C(N) = P + N·s + c·N(N−1), with P the window, the
+/// parallel part and what the network and the client add; the throughput
+/// N / C(N) is exactly the USL with λ = 1/(P + s), σ = s/(P + s), κ = c/(P + s).
 pub fn group_commit_server(
     window: Duration,
     parallel: Duration,
