@@ -160,6 +160,10 @@ fn the_load_section_reads_the_ramp_and_gates() {
     assert_eq!(l.slo.len(), 4);
     assert_eq!(l.slo[1].to_string(), "p99(pay)<2s");
     assert_eq!(l.report, Some(dir("good").join("audit.html")));
+    assert_eq!(l.repeat, Some(3));
+    assert_eq!(l.prometheus.as_deref(), Some("http://127.0.0.1:9090"));
+    assert_eq!(l.observe.len(), 1);
+    assert_eq!(l.observe[0].name, "db_cpu");
     // Without a [load] section there is none.
     let path = dir("good").join("minimal.toml");
     let src = std::fs::read_to_string(&path).expect("read");

@@ -335,7 +335,8 @@ fn load(req: LoadArgs) -> anyhow::Result<u8> {
         .or(cfg.as_ref().and_then(|c| c.json.clone()));
     let mut observes = cfg.as_ref().map(|c| c.observe.clone()).unwrap_or_default();
     for o in &req.observe {
-        observes.push(load::observe::Observe::parse(o)?);
+        observes
+            .push(load::observe::Observe::parse(o).map_err(|e| anyhow::anyhow!("--observe {e}"))?);
     }
     let prometheus = req
         .prometheus

@@ -21,10 +21,10 @@ pub struct Observe {
     pub query: String,
 }
 
-/// An `--observe` that does not read.
+/// An observed series (`--observe`, `[load] observe`) that does not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "--observe '{0}': write NAME=PROMQL, e.g. db_cpu=rate(process_cpu_seconds_total{{job=\"db\"}}[30s]); NAME is letters, digits, _ or -"
+    "'{0}' is not NAME=PROMQL, e.g. db_cpu=rate(process_cpu_seconds_total{{job=\"db\"}}[30s]) (NAME is letters, digits, _ or -)"
 )]
 pub struct ObserveError(pub String);
 
