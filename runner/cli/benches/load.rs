@@ -15,8 +15,8 @@
 //!
 //! `cargo bench -p waymark --bench load`; a tool that is not installed is
 //! skipped and said so (`apt-get install nginx-light wrk`, `cargo install
-//! oha`, `pip install locust`). `WAYMARK_BENCH=rss`, `=usl` or `=compare`
-//! runs one part. Linux only (reads /proc). Every run is bounded by its duration.
+//! oha`, `pip install locust`). `WAYMARK_BENCH=rss`, `=usl`, `=compare`
+//! or `=rounds` (three rounds of an audit, compared) runs one part. Linux only (reads /proc). Every run is bounded by its duration.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -453,6 +453,104 @@ fn rss() {
     }
 }
 
+/// Three rounds of an audit against a server changed between them, as a
+/// team works: a group commit (see `support::group_commit_server`) whose
+/// commit takes 0.6 ms, then 0.3 ms (the database moved), then 0.1 ms
+/// (more CPU), with crosstalk cut alongside. Each round ramps 1 to 48
+/// users twice (`--repeat 2`) and gates on the one before; then `load
+/// compare` of the three, its HTML page and, with chromium, a screenshot
+/// of it in `target/rounds/`.
+fn rounds() {
+    let dir = support::root().join("target").join("rounds");
+    let _ = std::fs::remove_dir_all(&dir);
+    if std::fs::create_dir_all(&dir).is_err() {
+        println!("cannot create {}", dir.display());
+        return;
+    }
+    let cache = dir.join("cache");
+    let wasm = dir.join("health.wasm");
+    if std::fs::write(&wasm, waymark::demo::JOURNEYS[0].1).is_err() {
+        return;
+    }
+    let mut previous: Option<std::path::PathBuf> = None;
+    let mut files = Vec::new();
+    for (i, (serial_us, crosstalk_us)) in [(600u64, 10u64), (300, 5), (100, 2)].iter().enumerate() {
+        let port = support::group_commit_server(
+            Duration::from_millis(8),
+            Duration::from_millis(2),
+            Duration::from_micros(*serial_us),
+            Duration::from_micros(*crosstalk_us),
+        );
+        let json = dir.join(format!("round{}.json", i + 1));
+        let html = dir.join(format!("round{}.html", i + 1));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_waymark"));
+        cmd.arg("load")
+            .arg(&wasm)
+            .args(["--var", &format!("base_url=http://127.0.0.1:{port}")])
+            .args(["--var", "health_path=/"])
+            .args(["--allow-host", &format!("127.0.0.1:{port}")])
+            .args(["--concurrency", "1,2,4,8,16,32,48", "--step-duration", "3s"])
+            .args(["--warmup", "1s", "--repeat", "2", "--name", "api"])
+            .arg("--json")
+            .arg(&json)
+            .arg("--report")
+            .arg(&html)
+            .env("WAYMARK_CACHE_DIR", &cache);
+        if let Some(p) = &previous {
+            cmd.arg("--baseline")
+                .arg(p)
+                .args(["--slo", "throughput>=0.95*baseline beyond spread"])
+                .args(["--slo", "sigma<=baseline"]);
+        }
+        println!(
+            "\n== round {}: commit {serial_us} µs, crosstalk {crosstalk_us} µs per other request of the round",
+            i + 1
+        );
+        match cmd.output() {
+            Ok(out) => print!("{}", String::from_utf8_lossy(&out.stdout)),
+            Err(e) => {
+                println!("waymark load did not run: {e}");
+                return;
+            }
+        }
+        previous = Some(json.clone());
+        files.push(json);
+    }
+    let page = dir.join("compare.html");
+    match Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args(["load", "compare"])
+        .args(&files)
+        .arg("--report")
+        .arg(&page)
+        .output()
+    {
+        Ok(out) => print!("\n{}", String::from_utf8_lossy(&out.stdout)),
+        Err(e) => println!("waymark load compare did not run: {e}"),
+    }
+    if have("chromium") {
+        let shot = dir.join("compare.png");
+        let ok = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--window-size=1100,1500",
+            ])
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(format!("file://{}", page.display()))
+            .env("HOME", &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            println!("screenshot: {}", shot.display());
+        }
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -470,5 +568,8 @@ fn main() {
     }
     if only.is_empty() || only == "rss" {
         rss();
+    }
+    if only.is_empty() || only == "rounds" {
+        rounds();
     }
 }

@@ -277,14 +277,19 @@ fn throughput_chart(r: &LoadReport) -> String {
     for p in predictions {
         let x = f.x(p.concurrency);
         let (lo, hi) = (f.y(p.low), f.y(p.high));
+        // Near the right edge the label goes to the bar's left.
+        let (tx, anchor) = if x > f.x(xmax * 0.7) {
+            (x - 10.0, "end")
+        } else {
+            (x + 8.0, "start")
+        };
         let _ = write!(
             svg,
-            r#"<g stroke="{c}" stroke-width="2"><line x1="{x:.1}" y1="{lo:.1}" x2="{x:.1}" y2="{hi:.1}"/><line x1="{:.1}" y1="{lo:.1}" x2="{:.1}" y2="{lo:.1}"/><line x1="{:.1}" y1="{hi:.1}" x2="{:.1}" y2="{hi:.1}"/></g><text x="{:.1}" y="{:.1}" class="label">predicted {:.0}/s ({:.0}–{:.0})</text>"#,
+            r#"<g stroke="{c}" stroke-width="2"><line x1="{x:.1}" y1="{lo:.1}" x2="{x:.1}" y2="{hi:.1}"/><line x1="{:.1}" y1="{lo:.1}" x2="{:.1}" y2="{lo:.1}"/><line x1="{:.1}" y1="{hi:.1}" x2="{:.1}" y2="{hi:.1}"/></g><text x="{tx:.1}" y="{:.1}" class="label" text-anchor="{anchor}">predicted {:.0}/s ({:.0}–{:.0})</text>"#,
             x - 6.0,
             x + 6.0,
             x - 6.0,
             x + 6.0,
-            x + 8.0,
             f.y(p.throughput) + 4.0,
             p.throughput,
             p.low,
@@ -307,7 +312,10 @@ fn throughput_chart(r: &LoadReport) -> String {
 }
 
 fn latency_chart(r: &LoadReport) -> String {
-    let steps: Vec<&StepResult> = r.steps.iter().filter(|s| s.counts.iterations > 0).collect();
+    // One line through the levels: repeated passes are folded, or the
+    // line would run back to the first level for each pass.
+    let levels = r.levels();
+    let steps: Vec<&StepResult> = levels.iter().filter(|s| s.counts.iterations > 0).collect();
     let xmax = steps.iter().map(|s| s.concurrency()).fold(1.0, f64::max) * 1.05;
     let ymax = steps
         .iter()
@@ -353,8 +361,9 @@ fn latency_chart(r: &LoadReport) -> String {
 }
 
 fn phase_chart(r: &LoadReport) -> String {
+    let folded = r.passes > 1;
     let rows: Vec<(String, [f64; 5])> = r
-        .steps
+        .levels()
         .iter()
         .filter(|s| s.counts.requests > 0)
         .map(|s| {
@@ -362,7 +371,12 @@ fn phase_chart(r: &LoadReport) -> String {
             for (i, ph) in PHASES.iter().enumerate() {
                 means[i] = s.counts.phases.get(*ph).map_or(0.0, Histo::mean_ms);
             }
-            (format!("{} · {}", s.index + 1, s.label()), means)
+            let name = if folded {
+                format!("{} (all passes)", s.label())
+            } else {
+                format!("{} · {}", s.index + 1, s.label())
+            };
+            (name, means)
         })
         .collect();
     let total_max = rows
