@@ -120,12 +120,14 @@ pub fn render(rec: &RunRecord, color: bool) -> String {
     }
     if let Some(e) = &rec.error {
         let kind = e.kind.as_str();
-        let _ = writeln!(
-            out,
-            "  {} {}",
-            p.code("1;31", &format!("{kind}:")),
-            e.message
-        );
+        // A journey that passes an HTTP error on as its own says its kind
+        // already ("denied: …"): said once.
+        let message = e
+            .message
+            .strip_prefix(kind)
+            .and_then(|m| m.strip_prefix(": "))
+            .unwrap_or(&e.message);
+        let _ = writeln!(out, "  {} {message}", p.code("1;31", &format!("{kind}:")),);
     }
     let _ = writeln!(
         out,
@@ -316,6 +318,17 @@ mod tests {
         assert!(text.contains("✓ a\n"), "{text}");
         assert!(text.contains("✗ b — got 3"), "{text}");
         assert!(text.contains("check: 1 check failed: b"), "{text}");
+        // A journey's message that already names its kind is said once.
+        let mut denied = rec.clone();
+        denied.error = Some(RunError {
+            kind: ErrorKind::Denied,
+            message: "denied: host 'x' is not in the allow-list".into(),
+        });
+        let text = render(&denied, false);
+        assert!(
+            text.contains("denied: host 'x'") && !text.contains("denied: denied"),
+            "{text}"
+        );
         let bars: Vec<&str> = text.lines().filter(|l| l.contains('│')).collect();
         assert_eq!(bars.len(), 2, "{text}");
         // First request fills the first half of the axis, the second the rest.
