@@ -56,6 +56,9 @@ async fn load_plan(runtime: &Arc<Runtime>, path: &Path) -> anyhow::Result<serve:
 pub fn serve(path: &Path) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Name lookups run on blocking threads; one kept between runs a
+        // minute apart is not started again inside a run's resolve phase.
+        .thread_keep_alive(Duration::from_secs(3600))
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {

@@ -166,6 +166,7 @@ impl Client {
 
     /// Send `req`, read the whole response, and time every phase.
     pub async fn send(&mut self, req: &Request) -> Exchange {
+        resolve::warm_up().await;
         let started = Instant::now();
         let progress = Progress::default();
         let mut timings = Timings::default();

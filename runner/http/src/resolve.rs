@@ -31,6 +31,21 @@ impl Resolve for SystemResolver {
     }
 }
 
+/// Sets the system resolver up once per process, before the first
+/// request's clock starts. The first lookup of a process pays for glibc
+/// reading nsswitch.conf, /etc/hosts and gai.conf, and for tokio starting
+/// the thread lookups run on: 1 to 6 ms on this machine, against 0.02 ms
+/// for every lookup after. That is waymark's time, not the target's, and a
+/// one-off `waymark run` would otherwise show it as resolve.
+pub async fn warm_up() {
+    static WARM: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    WARM.get_or_init(|| async {
+        // A name /etc/hosts answers: the whole path is set up, no packet leaves.
+        let _ = tokio::net::lookup_host(("localhost", 0)).await;
+    })
+    .await;
+}
+
 /// Fixed answers for some names, the fallback resolver for the rest.
 pub struct Overrides {
     map: HashMap<String, Vec<IpAddr>>,
