@@ -912,7 +912,9 @@ fn rounds_compare_side_by_side_in_numbers_and_words() {
 /// a fit on 1 to 8 users predicts the throughput at 32 users, past the
 /// peak, within the 95 % interval it states. Such an interval misses one
 /// time in twenty by its nature, so a miss is tried once more: the test
-/// fails by chance about one time in four hundred. The fitted σ and κ are
+/// fails by chance about one time in four hundred. A ramp so noisy (a busy
+/// machine) that its interval is wider than the prediction is run again,
+/// up to three ramps in all. The fitted σ and κ are
 /// printed beside the design's; one short ramp cannot split them finely
 /// (a little more of one and less of the other fit 1–8 as well), which is
 /// what the interval is for.
@@ -929,8 +931,11 @@ fn a_fit_on_one_to_eight_users_predicts_thirty_two() {
         crosstalk,
     );
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    let mut misses = Vec::new();
-    for attempt in 0..2 {
+    let (mut misses, mut noisy) = (Vec::new(), Vec::new());
+    for attempt in 0..3 {
+        if misses.len() == 2 {
+            break;
+        }
         let (short, out) = audit(
             &cache,
             dir.path(),
@@ -951,9 +956,15 @@ fn a_fit_on_one_to_eight_users_predicts_thirty_two() {
             .unwrap_or_else(|| panic!("no prediction at 32 users: {usl}"));
         let (predicted, low, high) = (f(&at_32["throughput"]), f(&at_32["low"]), f(&at_32["high"]));
         assert!(
-            low < predicted && predicted < high && (high - low) / predicted < 1.0,
-            "an interval like this says nothing: {predicted:.0} ({low:.0}–{high:.0})"
+            low < predicted && predicted < high,
+            "not an interval around its prediction: {predicted:.0} ({low:.0}–{high:.0})"
         );
+        // A busy machine makes a noisy ramp, and an honest interval from it
+        // is too wide to test anything: measured again.
+        if (high - low) / predicted >= 1.0 {
+            noisy.push(format!("{predicted:.0} ({low:.0}–{high:.0})"));
+            continue;
+        }
         // The design's coefficients, with the round's fixed part P + s read
         // off the fit's own λ (the network and the client add to P).
         let lambda = f(&usl["lambda"]);
@@ -985,5 +996,10 @@ fn a_fit_on_one_to_eight_users_predicts_thirty_two() {
         }
         misses.push(said);
     }
-    panic!("the interval missed twice:\n{}", misses.join("\n"));
+    panic!(
+        "the interval missed {} time(s):\n{}\nramps too noisy to judge (interval wider than the prediction): {}",
+        misses.len(),
+        misses.join("\n"),
+        noisy.join(", ")
+    );
 }
