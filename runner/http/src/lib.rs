@@ -308,12 +308,10 @@ impl Client {
                 .then(|| header_value(&headers, "content-length"))
                 .flatten()
                 .and_then(|v| v.trim().parse::<u64>().ok());
-            // A body in one frame is kept as it came, without a copy; one
-            // in several is gathered into a buffer sized from Content-Length
-            // (up to the body cap, and no more than 32 MiB ahead of the
-            // data), so an 8 MB body is not copied again at every doubling.
-            let mut first: Option<Bytes> = None;
-            let mut buf = BytesMut::new();
+            // The frames are kept as they came and joined after the clock
+            // stops: the transfer phase is the network's time, not a copy
+            // of the body (one copy, of the exact size; none for one frame).
+            let mut chunks: Vec<Bytes> = Vec::new();
             let mut len: u64 = 0;
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| {
@@ -339,23 +337,7 @@ impl Client {
                             self.config.max_total_bytes
                         )));
                     }
-                    match first.take() {
-                        None if buf.is_empty() => first = Some(data),
-                        held => {
-                            if let Some(f) = held {
-                                let ahead = content_length
-                                    .unwrap_or(0)
-                                    .min(self.config.max_body)
-                                    .min(32 << 20);
-                                let want = usize::try_from(ahead)
-                                    .unwrap_or(0)
-                                    .max(f.len() + data.len());
-                                buf.reserve(want);
-                                buf.extend_from_slice(&f);
-                            }
-                            buf.extend_from_slice(&data);
-                        }
-                    }
+                    chunks.push(data);
                 }
             }
             let done = Instant::now();
@@ -371,7 +353,16 @@ impl Client {
                     wire_bytes - n
                 )));
             }
-            let raw = first.unwrap_or_else(|| buf.freeze());
+            let raw = match chunks.len() {
+                1 => chunks.swap_remove(0),
+                _ => {
+                    let mut whole = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+                    for c in &chunks {
+                        whole.extend_from_slice(c);
+                    }
+                    whole.freeze()
+                }
+            };
             let wire = raw.len() as u64;
             let body = match header_value(&headers, "content-encoding").filter(|_| decode) {
                 Some(encoding) => decode_body(encoding, raw, self.config.max_body)?,
