@@ -16,7 +16,9 @@
 //! `cargo bench -p waymark --bench load`; a tool that is not installed is
 //! skipped and said so (`apt-get install nginx-light wrk`, `cargo install
 //! oha`, `pip install locust`). `WAYMARK_BENCH=rss`, `=usl`, `=compare`
-//! or `=rounds` (three rounds of an audit, compared) runs one part. Linux only (reads /proc). Every run is bounded by its duration.
+//! `=rounds` (three rounds of an audit, compared) or `=phases` (resolve
+//! and an 8 MB transfer in fresh `waymark run` processes, beside curl)
+//! runs one part. Linux only (reads /proc). Every run is bounded by its duration.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -551,6 +553,103 @@ fn rounds() {
     }
 }
 
+/// Median of `v` (none when empty).
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// One `waymark run` of the health journey against `base`/`path`, in a
+/// fresh process: the first request's timings, ms.
+fn first_request(wasm: &Path, base: &str, path: &str, allow: &str) -> Option<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .arg("run")
+        .arg(wasm)
+        .args(["--var", &format!("base_url={base}")])
+        .args(["--var", &format!("health_path={path}")])
+        .args([
+            "--allow-host",
+            allow,
+            "--max-body",
+            "16MiB",
+            "--format",
+            "json",
+        ])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(v["steps"][0]["requests"][0]["timings_ms"].clone())
+}
+
+/// Waymark's own set-up kept out of the phases, in fresh processes: the
+/// resolve of `localhost` (the resolver set up before the clock), and the
+/// transfer of an 8 MB file from nginx beside curl's.
+fn phases() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(_) => return,
+    };
+    let wasm = dir.path().join("health.wasm");
+    if std::fs::write(&wasm, waymark::demo::JOURNEYS[0].1).is_err() {
+        return;
+    }
+    let resolve: Vec<f64> = (0..10)
+        .filter_map(|_| first_request(&wasm, "http://localhost:9", "/", "*")?["resolve"].as_f64())
+        .collect();
+    println!(
+        "\nresolve of localhost in a fresh `waymark run`, median of {}: {:.3} ms (range {:.3}–{:.3})",
+        resolve.len(),
+        median(resolve.clone()).unwrap_or(f64::NAN),
+        resolve.iter().copied().fold(f64::INFINITY, f64::min),
+        resolve.iter().copied().fold(0.0, f64::max)
+    );
+    if !(have("nginx") && have("curl")) {
+        println!("nginx or curl missing: no transfer comparison");
+        return;
+    }
+    let port = support::free_port();
+    let Some(_nginx) = nginx(dir.path(), port) else {
+        return;
+    };
+    let big: Vec<u8> = (0..8_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    if std::fs::write(dir.path().join("www").join("8m.bin"), big).is_err() {
+        return;
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    let (mut ours, mut curls) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        if let Ok(out) = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{time_starttransfer} %{time_total}",
+            ])
+            .arg(format!("{base}/8m.bin"))
+            .output()
+        {
+            let t: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if let [first, total] = t[..] {
+                curls.push((total - first) * 1000.0);
+            }
+        }
+        if let Some(t) = first_request(&wasm, &base, "/8m.bin", &format!("127.0.0.1:{port}")) {
+            ours.extend(t["transfer"].as_f64());
+        }
+    }
+    println!(
+        "transfer of an 8 MB file from nginx on loopback, median of 20 fresh processes: waymark {:.2} ms, curl {:.2} ms",
+        median(ours).unwrap_or(f64::NAN),
+        median(curls).unwrap_or(f64::NAN)
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -571,5 +670,8 @@ fn main() {
     }
     if only.is_empty() || only == "rounds" {
         rounds();
+    }
+    if only.is_empty() || only == "phases" {
+        phases();
     }
 }
