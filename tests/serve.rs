@@ -227,8 +227,12 @@ async fn retries_record_every_attempt() {
     let status = service.shutdown(Duration::from_secs(5)).await.status;
     let broken = find(status.clone(), "broken");
     let flaky = find(status, "flaky");
+    // Shutting down stops retrying: a run that shutdown caught between
+    // its attempts ends there, so the last run may have fewer than 3.
     assert!(
-        broken.runs >= 1 && broken.attempts == 3 * broken.runs,
+        broken.runs >= 1
+            && broken.attempts <= 3 * broken.runs
+            && broken.attempts > 3 * (broken.runs - 1),
         "{broken:?}"
     );
     assert_eq!(broken.failures, broken.runs);
@@ -244,16 +248,23 @@ async fn retries_record_every_attempt() {
     for e in history(dir.path()) {
         runs.entry(e.record.run_id.clone()).or_default().push(e);
     }
+    let mut cut_short = 0;
     for attempts in runs.values() {
         let journey = &attempts[0].record.journey;
         let tries: Vec<u32> = attempts.iter().map(|e| e.record.attempt).collect();
         let finals: Vec<bool> = attempts.iter().map(|e| e.final_attempt).collect();
         if journey == "broken" {
-            assert_eq!(tries, vec![1, 2, 3]);
-            assert_eq!(finals, vec![false, false, true]);
+            let n = tries.len();
+            assert!((1..=3).contains(&n), "{tries:?}");
+            assert_eq!(tries, (1..=n as u32).collect::<Vec<_>>());
+            let mut want = vec![false; n];
+            want[n - 1] = true;
+            assert_eq!(finals, want);
             assert!(attempts.iter().all(|e| e.record.status == Status::Fail));
+            cut_short += usize::from(n < 3);
         }
     }
+    assert!(cut_short <= 1, "only the run shutdown caught may be short");
     let flaky_runs: Vec<&Vec<Entry>> = runs
         .values()
         .filter(|a| a[0].record.journey == "flaky")
