@@ -584,23 +584,8 @@ fn html_report_renders_its_charts_in_chromium() {
     }
 
     let shot = support::root().join("target").join("load-report.png");
-    let status = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            "--window-size=1100,2600",
-        ])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", html.display()))
-        .env("HOME", cache.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("chromium runs");
-    assert!(status.success(), "chromium failed");
+    let ok = support::screenshot(&html, &shot, "1100,2600", cache.path());
+    assert!(ok, "chromium failed");
     let decoder = png::Decoder::new(std::io::BufReader::new(
         std::fs::File::open(&shot).expect("screenshot written"),
     ));

@@ -71,6 +71,31 @@ fn refused_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// Debian's Prometheus on `addr`, its data in `dir`, scraping every second
+/// as `scrape_configs` says (empty for none), receiving remote writes.
+fn prometheus(dir: &std::path::Path, addr: &str, scrape_configs: &str) -> Kill {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{scrape_configs}"),
+    )
+    .expect("prometheus.yml");
+    Kill(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus"),
+    )
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
     /// Runs the https server of journey `secure`.
@@ -153,28 +178,7 @@ fn setup(scrape: bool, sink_extra: &str) -> Setup {
     } else {
         String::new()
     };
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{scrape_configs}"),
-    )
-    .expect("prometheus.yml");
-    let prom = Kill(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
+    let prom = prometheus(dir.path(), &prom_addr, &scrape_configs);
     Setup {
         _dir: dir,
         _rt: rt,
@@ -442,29 +446,12 @@ fn load_observes_server_series_beside_the_ramp() {
     let dir = tempfile::tempdir().expect("tmp");
     let prom_port = free_port();
     let prom_addr = format!("127.0.0.1:{prom_port}");
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['{prom_addr}']\n"
+    let _prom = prometheus(
+        dir.path(),
+        &prom_addr,
+        &format!(
+            "scrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['{prom_addr}']\n"
         ),
-    )
-    .expect("prometheus.yml");
-    let _prom = Kill(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
     );
     wait(&prom_addr, "up{job=\"self\"}", &|v| v == 1.0);
 

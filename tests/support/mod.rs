@@ -760,6 +760,66 @@ pub fn idle_load_memory(wasm: &Path, vars: &[&str], users: u32, cache: &Path) ->
     memory_kib(kill.0.id())
 }
 
+/// Accepts on `listener`, a thread per connection, and answers every
+/// request head read there with a 2-byte `200 OK` once `work` returns true
+/// (false closes the connection). `work` is shared by every connection.
+fn serve_each_request(
+    listener: std::net::TcpListener,
+    work: impl Fn() -> bool + Send + Sync + 'static,
+) {
+    let work = Arc::new(work);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let work = work.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let _ = conn.set_nodelay(true);
+                let mut buf = [0u8; 4096];
+                let mut have = Vec::new();
+                loop {
+                    let Ok(n) = conn.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    have.extend_from_slice(&buf[..n]);
+                    while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
+                        have.drain(..end + 4);
+                        if !work()
+                            || conn
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Renders `page` in Debian's headless Chromium into the PNG `shot`, at
+/// `size` (`WIDTH,HEIGHT`); its profile goes under `home`. True when it did.
+pub fn screenshot(page: &Path, shot: &Path, size: &str, home: &Path) -> bool {
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--window-size={size}"))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .env("HOME", home)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// A loopback HTTP/1.1 server with a known serialization: each request
 /// waits `outside` (in parallel with the others), then holds one lock
 /// shared by all for `held`. Amdahl's serial fraction, and so the USL's σ,
@@ -771,43 +831,18 @@ pub fn lock_server(held: Duration, outside: Duration) -> (u16, Arc<(AtomicU64, A
     let lock = Arc::new(Mutex::new(()));
     let spent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let counters = spent.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let lock = lock.clone();
-            let spent = spent.clone();
-            std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let mut buf = [0u8; 4096];
-                let mut have = Vec::new();
-                loop {
-                    let Ok(n) = conn.read(&mut buf) else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    have.extend_from_slice(&buf[..n]);
-                    while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
-                        have.drain(..end + 4);
-                        let t = Instant::now();
-                        std::thread::sleep(outside);
-                        let out = t.elapsed();
-                        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-                        let h = Instant::now();
-                        std::thread::sleep(held);
-                        let h = h.elapsed();
-                        drop(guard);
-                        spent.0.fetch_add(h.as_nanos() as u64, Ordering::Relaxed);
-                        spent.1.fetch_add(out.as_nanos() as u64, Ordering::Relaxed);
-                        if conn
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
+    serve_each_request(listener, move || {
+        let t = Instant::now();
+        std::thread::sleep(outside);
+        let out = t.elapsed();
+        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let h = Instant::now();
+        std::thread::sleep(held);
+        let h = h.elapsed();
+        drop(guard);
+        spent.0.fetch_add(h.as_nanos() as u64, Ordering::Relaxed);
+        spent.1.fetch_add(out.as_nanos() as u64, Ordering::Relaxed);
+        true
     });
     (port, counters)
 }
@@ -866,40 +901,14 @@ pub fn group_commit_server(
             }
         }
     });
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let queue = queue.clone();
-            std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let _ = conn.set_nodelay(true);
-                let mut buf = [0u8; 4096];
-                let mut have = Vec::new();
-                loop {
-                    let Ok(n) = conn.read(&mut buf) else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    have.extend_from_slice(&buf[..n]);
-                    while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
-                        have.drain(..end + 4);
-                        let (tx, rx) = mpsc::channel();
-                        {
-                            let (lock, ready) = &*queue;
-                            lock.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
-                            ready.notify_one();
-                        }
-                        if rx.recv().is_err()
-                            || conn
-                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                                .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            });
+    serve_each_request(listener, move || {
+        let (tx, rx) = mpsc::channel();
+        {
+            let (lock, ready) = &*queue;
+            lock.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+            ready.notify_one();
         }
+        rx.recv().is_ok()
     });
     port
 }

@@ -531,22 +531,7 @@ fn rounds() {
     }
     if have("chromium") {
         let shot = dir.join("compare.png");
-        let ok = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--hide-scrollbars",
-                "--window-size=1100,1500",
-            ])
-            .arg(format!("--screenshot={}", shot.display()))
-            .arg(format!("file://{}", page.display()))
-            .env("HOME", &dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let ok = support::screenshot(&page, &shot, "1100,1500", &dir);
         if ok {
             println!("screenshot: {}", shot.display());
         }
