@@ -46,6 +46,9 @@ pub struct Cli {
 enum Command {
     /// Run one journey once and print what it did.
     Run(Box<RunArgs>),
+    /// Run a recorded run again against its recorded responses, clocks and
+    /// random numbers, and say where it differs from the recording.
+    Replay(Box<crate::cli_replay::ReplayArgs>),
     /// Start the embedded demo API on loopback and run the example journeys against it.
     Demo(DemoArgs),
     /// Run the journeys of a config on their schedules until SIGTERM.
@@ -135,7 +138,7 @@ struct HistoryArgs {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     /// A waterfall of steps, checks and request phases.
     Pretty,
     /// The result record (one JSON object).
@@ -214,6 +217,18 @@ struct RunArgs {
     /// Largest body kept per request in the HAR file.
     #[arg(long, default_value = "64KiB", value_parser = parse_size)]
     har_body_cap: usize,
+    /// Also keep the run whole enough to replay it (`waymark replay FILE`):
+    /// every request and response with heads and bodies, the clock readings
+    /// and random seed the journey saw, and the record; secrets redacted.
+    #[arg(long, value_name = "FILE")]
+    record_exchanges: Option<PathBuf>,
+    /// Largest body kept per request by --record-exchanges.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    exchange_body_cap: usize,
+    /// Show each request's and response's heads and the first lines of the
+    /// bodies under it in the waterfall, as `curl -v` does (secrets redacted).
+    #[arg(short = 'v', long)]
+    verbose: bool,
     /// Also write the run as a JUnit XML test report to FILE: one test case
     /// per check, grouped by step, for the CI's test view.
     #[arg(long, value_name = "FILE")]
@@ -241,7 +256,11 @@ struct DemoArgs {
 
 pub use crate::units::{parse_duration, parse_size};
 
-fn pairs(items: &[String], what: &str, from_env: bool) -> anyhow::Result<HashMap<String, String>> {
+pub(crate) fn pairs(
+    items: &[String],
+    what: &str,
+    from_env: bool,
+) -> anyhow::Result<HashMap<String, String>> {
     let mut out = HashMap::new();
     for item in items {
         match item.split_once('=') {
@@ -262,7 +281,7 @@ fn pairs(items: &[String], what: &str, from_env: bool) -> anyhow::Result<HashMap
 
 /// One thread: the journey, its connections and their timers share it, so
 /// no measurement includes a hop between threads.
-fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -270,11 +289,20 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn print_record(rec: &RunRecord, format: Format) -> anyhow::Result<()> {
+    print_verbose(rec, format, None)
+}
+
+/// As [`print_record`]; the waterfall shows `exchanges` under their requests.
+pub(crate) fn print_verbose(
+    rec: &RunRecord,
+    format: Format,
+    exchanges: Option<&[waymark_engine::tape::Captured]>,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Pretty => {
             let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            write!(out, "{}", pretty::render(rec, color))?;
+            write!(out, "{}", pretty::render_verbose(rec, color, exchanges))?;
         }
         Format::Json => writeln!(out, "{}", serde_json::to_string(rec)?)?,
     }
@@ -361,13 +389,32 @@ fn run(mut args: RunArgs) -> anyhow::Result<Status> {
         journey.name = name;
     }
     opts.location = args.location;
-    if args.har.is_some() {
-        opts.capture_bodies = Some(args.har_body_cap);
+    // What each output keeps of the bodies; one capture serves them all.
+    let caps = [
+        args.har.is_some().then_some(args.har_body_cap),
+        args.record_exchanges
+            .is_some()
+            .then_some(args.exchange_body_cap),
+        args.verbose.then_some(crate::VERBOSE_BODY_CAP),
+    ];
+    opts.capture_bodies = caps.into_iter().flatten().max();
+    if args.record_exchanges.is_some() {
+        opts.tape = waymark_engine::tape::TapeMode::Record;
     }
-    let (rec, captured) = rt.block_on(runtime.run_captured(&journey, &opts));
+    let full = rt.block_on(runtime.run_full(&journey, &opts));
+    let (rec, captured) = (full.record, full.captured);
     // The record is printed even if the HAR cannot be written: nothing
     // already measured is lost.
-    print_record(&rec, args.format)?;
+    print_verbose(&rec, args.format, args.verbose.then_some(&captured[..]))?;
+    if let (Some(file), Some(mut tape)) = (&args.record_exchanges, full.tape) {
+        tape.component = Some(
+            std::path::absolute(&path)
+                .unwrap_or(path.clone())
+                .display()
+                .to_string(),
+        );
+        crate::cli_replay::write_tape(&tape, args.exchange_body_cap, file)?;
+    }
     if !sink_configs.is_empty() {
         send_to_sinks(&sink_configs, &rec)?;
     }
@@ -458,6 +505,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Load(args) => return exit(crate::cli_load::dispatch(*args)),
         Command::Run(args) => run(*args),
+        Command::Replay(args) => crate::cli_replay::replay(*args),
         Command::New(args) => new(args),
         Command::Demo(args) => demo(args),
         Command::Serve(args) => crate::cli_serve::serve(&args.config).map(|()| Status::Pass),

@@ -5,10 +5,15 @@
 
 pub mod cli;
 mod cli_load;
+mod cli_replay;
 mod cli_serve;
 mod cli_sinks;
 pub mod demo;
 pub mod project;
+
+/// Largest body shown per request by `run -v` and `replay -v` (the waterfall
+/// shows its first lines).
+const VERBOSE_BODY_CAP: usize = 64 * 1024;
 
 // Short names for the crates below, used throughout this one.
 use waymark_engine::{RunOptions, Runtime, har};

@@ -1,83 +1,13 @@
 //! `waymark run --har FILE`: the run as an HTTP Archive (HAR 1.2), which a
 //! browser's developer tools open. Secrets are redacted in it as everywhere.
 
-use std::time::{Duration, SystemTime};
-
 use serde_json::{Value, json};
 
-use waymark_http::{Exchange, Request};
+pub use crate::tape::Captured;
 use waymark_record::RunRecord;
 
 /// Default cap on each body kept in a HAR file.
 pub const DEFAULT_BODY_CAP: usize = 64 * 1024;
-
-/// One request as the HAR needs it: what was sent and what came back.
-#[derive(Debug, Clone)]
-pub struct Captured {
-    started: SystemTime,
-    method: String,
-    url: String,
-    request_headers: Vec<(String, String)>,
-    request_body: Option<Vec<u8>>,
-    outcome: Result<CapturedResponse, waymark_http::HttpError>,
-    elapsed: Duration,
-}
-
-#[derive(Debug, Clone)]
-struct CapturedResponse {
-    status: u16,
-    http_version: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    body_size: usize,
-    wire_bytes: u64,
-    timings: waymark_http::Timings,
-    reused: bool,
-    https: bool,
-    server_ip: String,
-}
-
-impl Captured {
-    /// Keep `req` and its outcome; bodies cut at `cap` bytes.
-    pub fn new(
-        run_started: SystemTime,
-        run_t0: std::time::Instant,
-        req: &Request,
-        ex: &Exchange,
-        cap: usize,
-    ) -> Self {
-        let started = run_started + ex.started.saturating_duration_since(run_t0);
-        let cut = |b: &[u8]| b[..b.len().min(cap)].to_vec();
-        let outcome = match &ex.result {
-            Ok(r) => Ok(CapturedResponse {
-                status: r.status,
-                http_version: r.http_version.to_string(),
-                headers: r.headers.clone(),
-                body: cut(&r.body),
-                body_size: r.body.len(),
-                wire_bytes: r.wire_bytes,
-                timings: r.timings,
-                reused: r.reused_connection,
-                https: r.tls.is_some(),
-                server_ip: r.remote_addr.ip().to_string(),
-            }),
-            Err(e) => Err(e.clone()),
-        };
-        let request_headers = match &ex.result {
-            Ok(r) => r.request_headers.clone(),
-            Err(_) => req.headers.clone(),
-        };
-        Captured {
-            started,
-            method: req.method.to_ascii_uppercase(),
-            url: req.url.clone(),
-            request_headers,
-            request_body: req.body.as_ref().map(|b| cut(b)),
-            outcome,
-            elapsed: ex.elapsed,
-        }
-    }
-}
 
 use waymark_record::serde_time::as_millis as ms;
 
@@ -125,28 +55,28 @@ fn entry(c: &Captured) -> Value {
     let mut request = json!({
         "method": c.method,
         "url": c.url,
-        "httpVersion": c.outcome.as_ref().map(|r| r.http_version.clone()).unwrap_or_else(|_| "HTTP/1.1".into()),
+        "httpVersion": c.response.as_ref().map_or_else(|| "HTTP/1.1".to_string(), |r| r.http_version.clone()),
         "cookies": [],
         "headers": headers(&c.request_headers),
         "queryString": query(&c.url),
         "headersSize": -1,
-        "bodySize": c.request_body.as_ref().map(|b| b.len() as i64).unwrap_or(0),
+        "bodySize": c.request_body.as_ref().map_or(0, |b| b.size),
     });
     if let Some(body) = &c.request_body {
-        let (text, _) = content_text(body);
+        let (text, _) = content_text(&body.bytes());
         request["postData"] = json!({
             "mimeType": header(&c.request_headers, "content-type").unwrap_or("application/octet-stream"),
             "text": text,
         });
     }
-    match &c.outcome {
-        Ok(r) => {
+    match &c.response {
+        Some(r) => {
             let t = &r.timings;
             // HAR: -1 where a phase did not happen; ssl is also inside connect.
             let (dns, connect, ssl) = if r.reused {
                 (-1.0, -1.0, -1.0)
             } else {
-                let ssl = if r.https { ms(t.tls) } else { -1.0 };
+                let ssl = if r.tls.is_some() { ms(t.tls) } else { -1.0 };
                 (ms(t.resolve), ms(t.connect) + ms(t.tls), ssl)
             };
             let wait = ms(t.processing);
@@ -155,21 +85,22 @@ fn entry(c: &Captured) -> Value {
                 .iter()
                 .filter(|v| **v >= 0.0)
                 .sum::<f64>();
-            let (text, encoding) = content_text(&r.body);
+            let kept = r.body.bytes();
+            let (text, encoding) = content_text(&kept);
             let mut content = json!({
-                "size": r.body_size,
-                "compression": r.body_size as i64 - r.wire_bytes as i64,
+                "size": r.body.size,
+                "compression": r.body.size as i64 - r.wire_bytes as i64,
                 "mimeType": header(&r.headers, "content-type").unwrap_or("application/octet-stream"),
                 "text": text,
             });
             if let Some(enc) = encoding {
                 content["encoding"] = json!(enc);
             }
-            if r.body.len() < r.body_size {
+            if (kept.len() as u64) < r.body.size {
                 content["comment"] = json!(format!(
                     "body cut at {} of {} bytes",
-                    r.body.len(),
-                    r.body_size
+                    kept.len(),
+                    r.body.size
                 ));
             }
             json!({
@@ -192,11 +123,11 @@ fn entry(c: &Captured) -> Value {
                     "blocked": -1, "dns": dns, "connect": connect, "ssl": ssl,
                     "send": 0, "wait": wait, "receive": receive,
                 },
-                "serverIPAddress": r.server_ip,
+                "serverIPAddress": r.remote_addr.parse::<std::net::SocketAddr>().map_or_else(|_| r.remote_addr.clone(), |a| a.ip().to_string()),
             })
         }
         // No response: status 0 and the reason, as browsers record a failed request.
-        Err(e) => json!({
+        None => json!({
             "startedDateTime": started,
             "time": ms(c.elapsed),
             "request": request,
@@ -204,7 +135,7 @@ fn entry(c: &Captured) -> Value {
                 "status": 0, "statusText": "", "httpVersion": "", "cookies": [], "headers": [],
                 "content": {"size": 0, "mimeType": "x-unknown"},
                 "redirectURL": "", "headersSize": -1, "bodySize": -1,
-                "_error": e.to_string(),
+                "_error": c.error.as_ref().map(ToString::to_string).unwrap_or_default(),
             },
             "cache": {},
             "timings": {"blocked": -1, "dns": -1, "connect": -1, "ssl": -1, "send": 0, "wait": ms(c.elapsed), "receive": 0},

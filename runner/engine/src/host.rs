@@ -13,6 +13,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::waymark::journey::{http as whttp, report, vars};
 use crate::recorder::Recorder;
+use crate::tape::{
+    self, ClockLog, RecordingMonotonic, RecordingWall, ReplayClock, Replayer, TapeMode,
+};
 use crate::wasi_http::Hooks;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use waymark_http::{self as http, Client, Exchange};
@@ -39,9 +42,16 @@ pub struct RunState {
     http_ctx: WasiHttpCtx,
     hooks: Hooks,
     vars: Arc<HashMap<String, String>>,
-    /// For `--har`: body cap, and the run's start on both clocks.
+    /// For `--har`, `-v` and a recording: body cap, and the run's start on
+    /// both clocks.
     capture: Option<(usize, std::time::SystemTime, Instant)>,
     pub(crate) captured: Vec<crate::har::Captured>,
+    /// The run's secrets, found once, for what `captured` keeps.
+    redactor: Arc<waymark_record::Redactor>,
+    /// A recording's clock readings and random seed.
+    pub(crate) recording: Option<(Arc<Mutex<ClockLog>>, [u8; 32])>,
+    /// A replay's recorded exchanges.
+    pub(crate) replay: Option<Arc<Mutex<Replayer>>>,
     pub(crate) rec: Recorder,
     pub(crate) logs: Arc<Mutex<LogBuffer>>,
     /// When the current run must stop (read by the epoch callback).
@@ -77,9 +87,40 @@ impl RunState {
         )));
         let mut rec = Recorder::new(journey, started, opts.max_record);
         rec.insecure = http.insecure;
+        let secrets: Vec<&String> = opts.secrets.values().collect();
+        let redactor = Arc::new(waymark_record::Redactor::new(&secrets));
         // WASI with nothing behind it: no preopened directories, no env, no
         // args, no sockets; stdout/stderr become log lines of the run.
-        let wasi = WasiCtx::builder()
+        let mut builder = WasiCtx::builder();
+        let mut recording = None;
+        let mut replay = None;
+        match &opts.tape {
+            TapeMode::Off => {}
+            TapeMode::Record => {
+                let log = Arc::new(Mutex::new(ClockLog::default()));
+                let seed: [u8; 32] = rand_wasi::random();
+                builder
+                    .wall_clock(RecordingWall(log.clone()))
+                    .monotonic_clock(RecordingMonotonic {
+                        log: log.clone(),
+                        t0: started,
+                    });
+                tape::seeded(&mut builder, seed);
+                recording = Some((log, seed));
+            }
+            TapeMode::Replay(t) => {
+                builder
+                    .wall_clock(ReplayClock::new(t.wall_clock_ns.clone()))
+                    .monotonic_clock(ReplayClock::new(t.monotonic_ns.clone()));
+                // Checked when the tape was read.
+                tape::seeded(&mut builder, t.seed_bytes().unwrap_or_default());
+                replay = Some(Arc::new(Mutex::new(Replayer::new(
+                    t.exchanges.clone(),
+                    (*redactor).clone(),
+                ))));
+            }
+        }
+        let wasi = builder
             .stdout(GuestOutput {
                 logs: logs.clone(),
                 level: Level::Info,
@@ -101,6 +142,9 @@ impl RunState {
             },
             capture: capture.map(|(cap, wall)| (cap, wall, started)),
             captured: Vec::new(),
+            redactor,
+            recording,
+            replay: replay.clone(),
             client: client.clone(),
             http_ctx: WasiHttpCtx::new(),
             hooks: Hooks {
@@ -108,6 +152,7 @@ impl RunState {
                 exchanges: Default::default(),
                 used: false,
                 body_cap: http.max_body,
+                replay,
             },
             vars,
             rec,
@@ -205,8 +250,14 @@ impl RunState {
     fn record_exchange(&mut self, request: &http::Request, ex: &Exchange) {
         self.rec.request(&request.method, &request.url, ex);
         if let Some((cap, wall, t0)) = self.capture {
-            self.captured
-                .push(crate::har::Captured::new(wall, t0, request, ex, cap));
+            self.captured.push(crate::har::Captured::new(
+                wall,
+                t0,
+                request,
+                ex,
+                cap,
+                &self.redactor,
+            ));
         }
     }
 }
@@ -431,7 +482,10 @@ impl whttp::Host for RunState {
         let result = loop {
             self.rec
                 .request_started(&request.method, &request.url, Instant::now());
-            let ex = client.send(&request).await;
+            let ex = match &self.replay {
+                Some(r) => tape::replay_send(r, &mut client, &request),
+                None => client.send(&request).await,
+            };
             self.record_exchange(&request, &ex);
             let next = match &ex.result {
                 Ok(resp) if follow => http::redirect(&request, resp),
@@ -537,6 +591,10 @@ impl report::Host for RunState {
 
     async fn sleep(&mut self, ms: u32) {
         self.drain_wasi_http();
+        // A replay's clocks are the recorded ones: waiting would only slow it.
+        if self.replay.is_some() {
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
     }
 }

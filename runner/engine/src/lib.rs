@@ -31,6 +31,7 @@ mod host;
 mod outcome;
 mod recorder;
 mod runtime;
+pub mod tape;
 mod user;
 mod wasi_http;
 
@@ -47,7 +48,7 @@ pub mod bindings {
 pub use outcome::{Observer, Verdict};
 pub use runtime::{
     DEFAULT_LOCATION, DEFAULT_MAX_RECORD, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EngineError,
-    InstantiateError, LoadError, LoadedJourney, RunOptions, Runtime,
+    FullRun, InstantiateError, LoadError, LoadedJourney, RunOptions, Runtime,
 };
 pub use user::{InstanceMode, VirtualUser};
 pub use waymark_http as http;

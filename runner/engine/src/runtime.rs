@@ -78,6 +78,20 @@ pub struct LoadedJourney {
     pub(crate) pre: JourneyPre<RunState>,
     /// True when the compiled code came from the disk cache.
     pub from_cache: bool,
+    /// SHA-256 of the component's bytes, hex.
+    pub sha256: String,
+}
+
+/// One run with everything kept of it.
+pub struct FullRun {
+    /// The record.
+    pub record: RunRecord,
+    /// Every exchange, when `capture_bodies` or a tape asked for them.
+    pub captured: Vec<crate::har::Captured>,
+    /// The recording, when `opts.tape` asked for one.
+    pub tape: Option<crate::tape::Tape>,
+    /// Where a replay first asked for a request the recording lacks.
+    pub divergence: Option<crate::tape::Divergence>,
 }
 
 /// Wall-clock limit of a run unless its settings say otherwise (every
@@ -116,6 +130,9 @@ pub struct RunOptions {
     /// Run id for the record; the retries of one scheduled run share it.
     /// None: a fresh ULID.
     pub run_id: Option<String>,
+    /// Record the run for a replay (with `capture_bodies` as the body cap,
+    /// [`crate::tape::DEFAULT_BODY_CAP`] if unset), or replay one.
+    pub tape: crate::tape::TapeMode,
 }
 
 impl RunOptions {
@@ -133,6 +150,7 @@ impl RunOptions {
             attempt: 1,
             capture_bodies: None,
             run_id: None,
+            tape: crate::tape::TapeMode::Off,
         }
     }
 }
@@ -279,7 +297,8 @@ impl Runtime {
 
     /// Compile (or take from the cache) and link a component.
     pub fn load(&self, name: &str, wasm: &[u8]) -> Result<LoadedJourney, LoadError> {
-        let (component, from_cache) = self.compile(name, wasm)?;
+        let sha256 = crate::tape::Tape::sha256(wasm);
+        let (component, from_cache) = self.compile(name, wasm, &sha256)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -295,10 +314,11 @@ impl Runtime {
             name: name.to_string(),
             pre,
             from_cache,
+            sha256,
         })
     }
 
-    fn cache_path(&self, wasm: &[u8]) -> Option<PathBuf> {
+    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
         let dir = self.cache_dir.as_ref()?;
         // The engine's settings and wasmtime's version decide whether
         // compiled code is usable, so they are part of the key.
@@ -307,14 +327,19 @@ impl Runtime {
             .precompile_compatibility_hash()
             .hash(&mut settings);
         let mut h = Sha256::new();
-        h.update(wasm);
+        h.update(sha256.as_bytes());
         h.update(settings.finish().to_le_bytes());
         h.update(env!("CARGO_PKG_VERSION").as_bytes());
         Some(dir.join(format!("{}.cwasm", hex::encode(h.finalize()))))
     }
 
-    fn compile(&self, name: &str, wasm: &[u8]) -> Result<(Component, bool), LoadError> {
-        let path = self.cache_path(wasm);
+    fn compile(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        sha256: &str,
+    ) -> Result<(Component, bool), LoadError> {
+        let path = self.cache_path(sha256);
         if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
             // Read, not mapped: a cache file replaced or truncated by another
             // process must not pull pages out from under a running journey.
@@ -433,6 +458,68 @@ impl Runtime {
             )
             .await;
         (record, captured)
+    }
+
+    /// As [`Runtime::run`], with everything `opts` asks to keep: the
+    /// exchanges, a recording for a replay, or a replay's divergence.
+    pub async fn run_full(&self, journey: &LoadedJourney, opts: &RunOptions) -> FullRun {
+        let mut opts = opts.clone();
+        if matches!(opts.tape, crate::tape::TapeMode::Record) && opts.capture_bodies.is_none() {
+            opts.capture_bodies = Some(crate::tape::DEFAULT_BODY_CAP);
+        }
+        let opts = &opts;
+        let mut kept = None;
+        let (record, captured, _) = self
+            .run_inner(
+                journey,
+                opts,
+                Default::default(),
+                |state, outcome, started_at, duration| {
+                    kept = Some((
+                        state.recording.take(),
+                        state
+                            .replay
+                            .take()
+                            .and_then(|r| r.lock().ok().and_then(|mut r| r.divergence.take())),
+                    ));
+                    conclude(&journey.name, opts, state, outcome, started_at, duration)
+                },
+            )
+            .await;
+        let (recording, divergence) = kept.unwrap_or_default();
+        let tape = recording.map(|(log, seed)| {
+            let log = log
+                .lock()
+                .map(|mut l| std::mem::take(&mut *l))
+                .unwrap_or_default();
+            let mut secrets: Vec<String> = opts.secrets.keys().cloned().collect();
+            secrets.sort();
+            crate::tape::Tape {
+                format: crate::tape::FORMAT.into(),
+                journey: journey.name.clone(),
+                component: None,
+                component_sha256: journey.sha256.clone(),
+                vars: opts
+                    .vars
+                    .iter()
+                    .filter(|(k, _)| !opts.secrets.contains_key(*k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                secrets,
+                seed: hex::encode(seed),
+                wall_clock_ns: log.wall_ns,
+                monotonic_ns: log.monotonic_ns,
+                clock_reads_dropped: log.dropped,
+                exchanges: captured.clone(),
+                record: record.clone(),
+            }
+        });
+        FullRun {
+            record,
+            captured,
+            tape,
+            divergence,
+        }
     }
 
     /// As [`Runtime::run`], starting with `conns`' open connections and

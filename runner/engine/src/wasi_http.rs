@@ -40,6 +40,8 @@ pub(crate) struct Hooks {
     /// Largest request body the guest may stream (the run's body cap):
     /// the body is held whole before it is sent.
     pub(crate) body_cap: u64,
+    /// A replay answers from its recording instead of the network.
+    pub(crate) replay: Option<Arc<Mutex<crate::tape::Replayer>>>,
 }
 
 /// Takes a request off `in_flight` however its task ends (answered, failed
@@ -109,6 +111,7 @@ impl WasiHttpHooks for Hooks {
             id,
         };
         let cap = self.body_cap;
+        let replay = self.replay.clone();
         Box::new(async move {
             let (parts, body) = request.into_parts();
             // The guest may still be writing the body; the timed client sends
@@ -144,7 +147,13 @@ impl WasiHttpHooks for Hooks {
                 timeout: options.and_then(timeout_of),
                 trace: true,
             };
-            let ex = client.lock().await.send(&req).await;
+            let ex = {
+                let mut client = client.lock().await;
+                match &replay {
+                    Some(r) => crate::tape::replay_send(r, &mut client, &req),
+                    None => client.send(&req).await,
+                }
+            };
             let result = ex.result.clone();
             // The guest never sees the response before it is in the list.
             guard.finish(req.clone(), ex);

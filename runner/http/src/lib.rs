@@ -159,6 +159,25 @@ impl Client {
             .collect()
     }
 
+    /// Keeps the cookies a response from `url` sets, as if this client had
+    /// received it: a replayed response feeds the jar as a live one does.
+    pub fn keep_response_cookies(&mut self, url: &str, headers: &[(String, String)]) {
+        if let Ok(target) = parse_url(url) {
+            self.keep_cookies(&target, headers);
+        }
+    }
+
+    fn keep_cookies(&mut self, target: &Target, headers: &[(String, String)]) {
+        if headers.iter().any(|(k, _)| k == "set-cookie")
+            && let Some(url) = target.cookie_url()
+        {
+            for (_, v) in headers.iter().filter(|(k, _)| k == "set-cookie") {
+                // A cookie the jar refuses (bad domain, ...) is simply not kept.
+                let _ = self.jar.parse(v, &url);
+            }
+        }
+    }
+
     /// Empty the cookie jar.
     pub fn clear_cookies(&mut self) {
         self.jar.clear();
@@ -295,14 +314,7 @@ impl Client {
                     )
                 })
                 .collect();
-            if headers.iter().any(|(k, _)| k == "set-cookie")
-                && let Some(url) = target.cookie_url()
-            {
-                for (_, v) in headers.iter().filter(|(k, _)| k == "set-cookie") {
-                    // A cookie the jar refuses (bad domain, ...) is simply not kept.
-                    let _ = self.jar.parse(v, &url);
-                }
-            }
+            self.keep_cookies(&target, &headers);
             let mut body = resp.into_body();
             let content_length = (!headers_have(&headers, "transfer-encoding"))
                 .then(|| header_value(&headers, "content-length"))

@@ -56,8 +56,10 @@ pub struct Response {
 }
 
 /// Why a request got no response; each variant is the WIT `http-error`
-/// case that [`HttpError::kind`] names.
-#[derive(Debug, Clone, PartialEq)]
+/// case that [`HttpError::kind`] names. Its JSON form (a recorded run's
+/// exchanges) is `{"kind": "connect", "detail": "…"}`, the kinds named as in the record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "kebab-case")]
 pub enum HttpError {
     /// The allow-list refused the host.
     Denied(String),
@@ -147,7 +149,7 @@ pub struct Exchange {
 }
 
 /// The phases a failed request went through.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reached {
     /// The phases it completed, and the one it failed in timed up to the
     /// failure; `total` is the whole request.

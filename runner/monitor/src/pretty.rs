@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use waymark_engine::tape::Captured;
 use waymark_record::serde_time::as_millis as ms;
 use waymark_record::{Level, RequestRecord, RunRecord, Status};
 
@@ -49,9 +50,22 @@ impl Paint {
     }
 }
 
+/// Lines of a body shown under a request by `run -v`.
+const BODY_LINES: usize = 12;
+/// Longest body line shown by `run -v`, in characters.
+const LINE_CHARS: usize = 200;
+
 /// Render one run as a waterfall. `color` adds ANSI colours.
 pub fn render(rec: &RunRecord, color: bool) -> String {
+    render_verbose(rec, color, None)
+}
+
+/// As [`render`]; with `exchanges` (the run's, in order), each request is
+/// followed by its request and response heads and the first lines of the
+/// bodies, JSON pretty-printed, as `curl -v` shows them (`run -v`).
+pub fn render_verbose(rec: &RunRecord, color: bool, exchanges: Option<&[Captured]>) -> String {
     let p = Paint { on: color };
+    let mut exchanges = exchanges.unwrap_or_default().iter().peekable();
     let mut out = String::new();
     let checks: Vec<_> = rec.steps.iter().flat_map(|s| &s.checks).collect();
     let failed = checks.iter().filter(|c| !c.passed).count();
@@ -96,6 +110,14 @@ pub fn render(rec: &RunRecord, color: bool) -> String {
         );
         for req in &step.requests {
             render_request(&mut out, &p, req, axis);
+            // The record and the exchanges list requests in the same order;
+            // one the record holds without an exchange (stopped in flight)
+            // is passed over.
+            if let Some(x) = exchanges
+                .next_if(|x| x.method.eq_ignore_ascii_case(&req.method) && x.url == req.url)
+            {
+                render_exchange(&mut out, &p, x);
+            }
         }
         for c in &step.checks {
             let detail = c
@@ -245,6 +267,160 @@ fn render_request(out: &mut String, p: &Paint, req: &RequestRecord, axis: f64) {
     }
 }
 
+fn render_exchange(out: &mut String, p: &Paint, x: &Captured) {
+    // What we sent: HTTP/2 where the server took it, else HTTP/1.1 (a
+    // server may answer that in HTTP/1.0).
+    let version = match &x.response {
+        Some(r) if r.http_version.starts_with("HTTP/2") => "HTTP/2",
+        _ => "HTTP/1.1",
+    };
+    let target = url::Url::parse(&x.url).map_or_else(
+        |_| x.url.clone(),
+        |u| match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        },
+    );
+    let line = |out: &mut String, mark: &str, text: &str| {
+        let _ = writeln!(out, "        {} {text}", p.dim(mark));
+    };
+    line(out, ">", &format!("{} {target} {version}", x.method));
+    for (k, v) in &x.request_headers {
+        line(out, ">", &format!("{k}: {v}"));
+    }
+    if let Some(b) = &x.request_body {
+        body_lines(out, p, ">", b, &x.request_headers);
+    }
+    if let Some(r) = &x.response {
+        let reason = hyper::StatusCode::from_u16(r.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        line(
+            out,
+            "<",
+            &format!("{} {} {reason}", r.http_version, r.status),
+        );
+        for (k, v) in &r.headers {
+            line(out, "<", &format!("{k}: {v}"));
+        }
+        body_lines(out, p, "<", &r.body, &r.headers);
+    }
+}
+
+/// The first lines of a body: JSON pretty-printed, other text as it is,
+/// binary as its size.
+fn body_lines(
+    out: &mut String,
+    p: &Paint,
+    mark: &str,
+    body: &waymark_engine::tape::Body,
+    headers: &[(String, String)],
+) {
+    if body.size == 0 {
+        return;
+    }
+    let _ = writeln!(out, "        {}", p.dim(mark));
+    let Some(text) = &body.text else {
+        let kind = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map_or("binary", |(_, v)| v.as_str());
+        let _ = writeln!(
+            out,
+            "        {} {}",
+            p.dim(mark),
+            p.dim(&format!("({} bytes of {kind})", body.size))
+        );
+        return;
+    };
+    let pretty = serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .is_ok()
+        .then(|| indent_json(text));
+    let shown = pretty.as_deref().unwrap_or(text);
+    let lines: Vec<&str> = shown.lines().collect();
+    for l in lines.iter().take(BODY_LINES) {
+        let cut: String = l.chars().take(LINE_CHARS).collect();
+        let more = if cut.len() < l.len() { " …" } else { "" };
+        let _ = writeln!(out, "        {} {cut}{more}", p.dim(mark));
+    }
+    let mut rest = Vec::new();
+    if lines.len() > BODY_LINES {
+        rest.push(format!("{} more lines", lines.len() - BODY_LINES));
+    }
+    if body.is_cut() {
+        rest.push(format!("{} bytes in all", body.size));
+    }
+    if !rest.is_empty() {
+        let _ = writeln!(
+            out,
+            "        {} {}",
+            p.dim(mark),
+            p.dim(&format!("… ({})", rest.join(", ")))
+        );
+    }
+}
+
+/// Valid JSON laid out two spaces per level, its keys in the order the
+/// server sent them (a parsed map would sort them).
+fn indent_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.push_str(&"  ".repeat(depth));
+    };
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                // An empty object or array stays on its line.
+                while chars.peek().is_some_and(|n| n.is_whitespace()) {
+                    chars.next();
+                }
+                if matches!(chars.peek(), Some('}' | ']')) {
+                    if let Some(close) = chars.next() {
+                        out.push(close);
+                    }
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +452,15 @@ mod tests {
             span_id: None,
             error: None,
         }
+    }
+
+    #[test]
+    fn json_bodies_keep_their_key_order() {
+        let text = r#"{"z":1, "a":[1,{"b":"x,\"}"}],"e":{},"f":[ ]}"#;
+        assert_eq!(
+            indent_json(text),
+            "{\n  \"z\": 1,\n  \"a\": [\n    1,\n    {\n      \"b\": \"x,\\\"}\"\n    }\n  ],\n  \"e\": {},\n  \"f\": []\n}"
+        );
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub enum StoreError {
     },
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// 1: runs. 2: exchanges, a run's recording for `waymark replay`.
+const SCHEMA_VERSION: i64 = 2;
 
 /// An open history file.
 pub struct Store {
@@ -60,6 +61,9 @@ pub struct Entry {
     pub final_attempt: bool,
     /// When the run was due (scheduled runs only).
     pub scheduled_at: Option<SystemTime>,
+    /// The attempt's recording for a replay (JSON), when its journey's
+    /// `keep_exchanges` asked for it.
+    pub tape: Option<String>,
 }
 
 /// What `waymark history` asks for.
@@ -170,7 +174,13 @@ impl Store {
             );
             CREATE INDEX IF NOT EXISTS runs_by_journey ON runs(journey, started_at_ms);
             CREATE INDEX IF NOT EXISTS runs_by_time ON runs(started_at_ms);
-            PRAGMA user_version = 1;",
+            CREATE TABLE IF NOT EXISTS exchanges (
+                run_id TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                tape TEXT NOT NULL,
+                PRIMARY KEY (run_id, attempt)
+            );
+            PRAGMA user_version = 2;",
         )
         .map_err(err)?;
         Ok(Store {
@@ -225,12 +235,44 @@ impl Store {
                 ])
                 .map_err(err)?;
             }
+            let mut tapes = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO exchanges (run_id, attempt, tape) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(err)?;
+            for e in entries {
+                if let Some(tape) = &e.tape {
+                    tapes
+                        .execute(params![e.record.run_id, e.record.attempt, tape])
+                        .map_err(err)?;
+                }
+            }
         }
         tx.commit().map_err(err)
     }
 
+    /// The recording of `run_id` (the given attempt, or its last one kept).
+    pub fn tape(&self, run_id: &str, attempt: Option<u32>) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT tape FROM exchanges WHERE run_id = ?1 AND (?2 IS NULL OR attempt = ?2)
+                 ORDER BY attempt DESC LIMIT 1",
+                params![run_id, attempt],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// Deletes runs started before `before`; returns how many.
     pub fn prune(&self, before: SystemTime) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM exchanges WHERE (run_id, attempt) IN
+                 (SELECT run_id, attempt FROM runs WHERE started_at_ms < ?1)",
+                params![millis(before)],
+            )
+            .map_err(|e| self.err(e))?;
         self.conn
             .execute(
                 "DELETE FROM runs WHERE started_at_ms < ?1",
@@ -278,6 +320,8 @@ impl Store {
                 record,
                 final_attempt,
                 scheduled_at: scheduled.map(|ms| UNIX_EPOCH + Duration::from_millis(ms as u64)),
+                // Listed without: `Store::tape` reads one when asked.
+                tape: None,
             });
         }
         Ok(out)
@@ -535,6 +579,7 @@ mod tests {
             record,
             final_attempt: true,
             scheduled_at: None,
+            tape: Some(format!("{{\"run\": \"{run}\"}}")),
         }
     }
 
@@ -563,6 +608,10 @@ mod tests {
             .map(|e| e.record.run_id)
             .collect();
         assert_eq!(left, vec!["new"]);
+        // A pruned run's recording goes with it.
+        assert_eq!(store.tape("old", None).expect("read"), None);
+        assert!(store.tape("new", Some(1)).expect("read").is_some());
+        assert_eq!(store.tape("new", Some(2)).expect("read"), None);
     }
 
     #[test]

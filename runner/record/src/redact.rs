@@ -82,6 +82,38 @@ impl Redactor {
         self.redact_folded(text);
     }
 
+    /// As [`Redactor::redact`] for bytes that need not be text (a binary
+    /// body kept with a recorded run): each form, as bytes, becomes `***`.
+    pub fn redact_bytes(&self, bytes: &mut Vec<u8>) {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            let mut text = text.to_string();
+            self.redact(&mut text);
+            *bytes = text.into_bytes();
+            return;
+        }
+        let forms = self
+            .any_case
+            .iter()
+            .map(|f| (f.as_slice(), true))
+            .chain(self.exact.iter().map(|f| (f.as_bytes(), false)));
+        for (form, any_case) in forms {
+            let mut from = 0;
+            while let Some(at) = bytes.get(from..).and_then(|rest| {
+                rest.windows(form.len()).position(|w| {
+                    if any_case {
+                        w.eq_ignore_ascii_case(form)
+                    } else {
+                        w == form
+                    }
+                })
+            }) {
+                let start = from + at;
+                bytes.splice(start..start + form.len(), *b"***");
+                from = start + 3;
+            }
+        }
+    }
+
     /// A secret that a header fold (a line break followed by a space or a
     /// tab, which HTTP/1.1 readers join) cuts in two: what the fold joins
     /// is replaced, fold included.
@@ -242,6 +274,19 @@ fn base64_fragments(secret: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_in_binary_bytes_are_redacted() {
+        let r = Redactor::new(&["Tok3n"]);
+        let mut b = vec![
+            0xff, 0xfe, b't', b'o', b'k', b'3', b'n', 0x00, b'T', b'o', b'k', b'3', b'n',
+        ];
+        r.redact_bytes(&mut b);
+        assert_eq!(b, [0xff, 0xfe, b'*', b'*', b'*', 0x00, b'*', b'*', b'*']);
+        let mut text = b"x Tok3n y".to_vec();
+        r.redact_bytes(&mut text);
+        assert_eq!(text, b"x *** y");
+    }
 
     #[test]
     fn every_form_of_a_secret_is_redacted() {

@@ -38,6 +38,7 @@ pub(super) struct RawJourney {
     pub(super) max_total_bytes: Option<Spanned<Size>>,
     pub(super) vars: Option<BTreeMap<String, Spanned<String>>>,
     pub(super) secrets: Option<BTreeMap<String, Spanned<String>>>,
+    pub(super) keep_exchanges: Option<Spanned<String>>,
 }
 
 /// `journey.x` if set, else `defaults.x`.
@@ -205,6 +206,22 @@ pub(super) fn read_journey(
         }
         out
     };
+    let keep_exchanges = match field!(keep_exchanges) {
+        (None, _) => KeepExchanges::Never,
+        (Some(v), k) => match v.get_ref().as_str() {
+            "never" => KeepExchanges::Never,
+            "on-failure" => KeepExchanges::OnFailure,
+            "always" => KeepExchanges::Always,
+            other => {
+                r.error(
+                    v.span(),
+                    k,
+                    format!("'{other}' is not one of \"never\", \"on-failure\", \"always\""),
+                );
+                KeepExchanges::Never
+            }
+        },
+    };
     let vars = merge(&j.vars, &d.vars);
     let secrets = merge(&j.secrets, &d.secrets);
     if r.errors.len() > before {
@@ -220,6 +237,7 @@ pub(super) fn read_journey(
         retry_delay,
         memory_limit,
         max_record,
+        keep_exchanges,
         vars,
         secrets,
         http: HttpSettings {

@@ -79,6 +79,8 @@ pub struct JourneyConfig {
     pub memory_limit: usize,
     /// Budget of each run's record, bytes.
     pub max_record: usize,
+    /// Which runs keep their exchanges in the history, for `waymark replay`.
+    pub keep_exchanges: KeepExchanges,
     /// Plain variables.
     pub vars: BTreeMap<String, String>,
     /// Secrets: `***` in every output.
@@ -93,6 +95,18 @@ pub struct JourneyConfig {
 }
 
 pub use waymark_http::HttpSettings;
+
+/// `keep_exchanges`: which runs are stored whole enough to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeepExchanges {
+    /// None (the default: recordings hold response bodies).
+    #[default]
+    Never,
+    /// Attempts that did not pass.
+    OnFailure,
+    /// Every attempt.
+    Always,
+}
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     /// SQLite file; none keeps no history.

@@ -2,6 +2,7 @@
 //! record handed to the history and the sinks.
 
 use super::*;
+use crate::config::KeepExchanges;
 
 /// Holds the in-flight count up while a run task lives, even if it panics.
 struct InFlight(Arc<Shared>);
@@ -54,7 +55,21 @@ async fn run_scheduled(shared: &Shared, p: &Prepared, state: &JourneyState, due:
     let mut first_started = None;
     for attempt in 1..=attempts {
         opts.attempt = attempt;
-        let rec = shared.runtime.run(&p.loaded, &opts).await;
+        let keep = p.config.keep_exchanges;
+        let (rec, tape) = if keep == KeepExchanges::Never {
+            (shared.runtime.run(&p.loaded, &opts).await, None)
+        } else {
+            opts.tape = waymark_engine::tape::TapeMode::Record;
+            let full = shared.runtime.run_full(&p.loaded, &opts).await;
+            let wanted = keep == KeepExchanges::Always || full.record.status != Status::Pass;
+            let tape = full.tape.filter(|_| wanted).and_then(|mut t| {
+                t.component = Some(p.config.wasm.display().to_string());
+                serde_json::to_string(&t)
+                    .inspect_err(|e| tracing::warn!(error = %e, "recording not kept"))
+                    .ok()
+            });
+            (full.record, tape)
+        };
         state.attempts.fetch_add(1, Ordering::Relaxed);
         first_started.get_or_insert(rec.started_at);
         let done = rec.status == Status::Pass
@@ -84,7 +99,7 @@ async fn run_scheduled(shared: &Shared, p: &Prepared, state: &JourneyState, due:
                 });
             }
         }
-        deliver(shared, rec, done, due).await;
+        deliver(shared, rec, tape, done, due).await;
         if done {
             break;
         }
@@ -92,7 +107,13 @@ async fn run_scheduled(shared: &Shared, p: &Prepared, state: &JourneyState, due:
     }
 }
 
-async fn deliver(shared: &Shared, rec: RunRecord, final_attempt: bool, due: SystemTime) {
+async fn deliver(
+    shared: &Shared,
+    rec: RunRecord,
+    tape: Option<String>,
+    final_attempt: bool,
+    due: SystemTime,
+) {
     let rec = Arc::new(Delivery {
         record: rec,
         final_attempt,
@@ -107,6 +128,7 @@ async fn deliver(shared: &Shared, rec: RunRecord, final_attempt: bool, due: Syst
             record: rec.record.clone(),
             final_attempt,
             scheduled_at: Some(due),
+            tape,
         };
         // Counted before it is sent, so the writer never takes away what
         // was not yet added.
