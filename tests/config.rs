@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use waymark_monitor::config::{Config, SinkKind};
+use waymark_monitor::config::{Config, KeepExchanges, SinkKind};
 use waymark_monitor::schedule::Schedule;
 use waymark_monitor::sinks::jsonl::JsonlConfig;
 
@@ -74,6 +74,8 @@ fn full_file_values_and_defaults() {
     assert_eq!(login.timeout, Duration::from_secs(5));
     assert_eq!(login.retries, 0);
     assert_eq!(login.memory_limit, 16 << 20);
+    assert_eq!(login.keep_exchanges, KeepExchanges::OnFailure);
+    assert_eq!(swap.keep_exchanges, KeepExchanges::Never);
     assert_eq!(login.http.allow_hosts, vec!["login.example.com"]);
     assert_eq!(login.http.max_requests, 20);
     assert_eq!(login.http.max_body, 1 << 20);

@@ -518,6 +518,7 @@ fn history_lists_filters_and_computes_incidents() {
             record: record("login", run, attempt, &at(ago), status, ms),
             final_attempt: fin,
             scheduled_at: None,
+            tape: None,
         });
     }
     // search: failing since 3 minutes ago, still failing.
@@ -527,6 +528,7 @@ fn history_lists_filters_and_computes_incidents() {
             record: record("search", &format!("s{i}"), 1, &at(ago), status, 50.0),
             final_attempt: true,
             scheduled_at: None,
+            tape: None,
         });
     }
     store.insert(&entries).expect("insert");

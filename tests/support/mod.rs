@@ -767,11 +767,23 @@ fn serve_each_request(
     listener: std::net::TcpListener,
     work: impl Fn() -> bool + Send + Sync + 'static,
 ) {
-    let work = Arc::new(work);
+    answer_each_request(listener, move |_| {
+        work().then(|| b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec())
+    });
+}
+
+/// A loopback HTTP/1.1 server (a thread per connection, keep-alive) that
+/// answers each request head with what `respond` makes of it; `None`
+/// closes the connection.
+pub fn answer_each_request(
+    listener: std::net::TcpListener,
+    respond: impl Fn(&str) -> Option<Vec<u8>> + Send + Sync + 'static,
+) {
+    let respond = Arc::new(respond);
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let work = work.clone();
+            let respond = respond.clone();
             std::thread::spawn(move || {
                 use std::io::{Read, Write};
                 let _ = conn.set_nodelay(true);
@@ -784,12 +796,11 @@ fn serve_each_request(
                     }
                     have.extend_from_slice(&buf[..n]);
                     while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
-                        have.drain(..end + 4);
-                        if !work()
-                            || conn
-                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                                .is_err()
-                        {
+                        let head: Vec<u8> = have.drain(..end + 4).collect();
+                        let Some(answer) = respond(&String::from_utf8_lossy(&head)) else {
+                            return;
+                        };
+                        if conn.write_all(&answer).is_err() {
                             return;
                         }
                     }
