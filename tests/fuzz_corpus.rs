@@ -50,3 +50,8 @@ fn allow_corpus() {
 fn exchange_corpus() {
     replay("exchange", targets::exchange);
 }
+
+#[test]
+fn tape_corpus() {
+    replay("tape", targets::tape);
+}

@@ -191,3 +191,24 @@ pub fn exchange(data: &[u8]) {
         }
     }
 }
+
+/// A recorded run (`waymark replay FILE`): the reader, and what a replay
+/// does with what it read before it runs anything.
+pub fn tape(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(tape) = waymark_engine::tape::Tape::from_json(text) else {
+        return;
+    };
+    for x in &tape.exchanges {
+        let _ = x.describe();
+        if let Some(r) = &x.response {
+            let _ = (r.body.bytes(), r.body.is_cut());
+        }
+    }
+    assert_eq!(
+        waymark_engine::tape::first_difference(&tape.record, &tape.record),
+        None
+    );
+}
