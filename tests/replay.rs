@@ -471,3 +471,69 @@ path = "{}"
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no recorded exchanges"), "{err}");
 }
+
+#[test]
+fn watch_runs_again_after_each_save() {
+    let (buggy, fixed) = guests();
+    let cache = tempfile::tempdir().expect("dir");
+    let dir = tempfile::tempdir().expect("dir");
+    let wasm = dir.path().join("quote.wasm");
+    std::fs::copy(buggy, &wasm).expect("copy");
+    let tape = cache.path().join("run.json");
+    let q = Quotes::start("eur");
+    let out = live(
+        cache.path(),
+        &q,
+        &wasm,
+        &["--record-exchanges", tape.to_str().expect("utf-8")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args(["run", wasm.to_str().expect("utf-8"), "--watch"])
+        .arg(dir.path())
+        .args([
+            "--replay",
+            tape.to_str().expect("utf-8"),
+            "--format",
+            "json",
+        ])
+        .env("WAYMARK_CACHE_DIR", cache.path())
+        .env("token", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let _kill = support::Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with('{') && tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a run within a minute");
+        serde_json::from_str(&line).expect("json")
+    };
+    let first = next();
+    assert_eq!(replayed(&first).status, Status::Fail);
+    assert_eq!(first["component_changed"], false);
+
+    // Saving the fixed journey runs it again, against the same recording.
+    std::thread::sleep(Duration::from_millis(50));
+    let tmp = dir.path().join(".quote.wasm.tmp");
+    std::fs::copy(fixed, &tmp).expect("copy");
+    std::fs::rename(&tmp, &wasm).expect("save");
+    let second = next();
+    assert_eq!(replayed(&second).status, Status::Pass, "{second}");
+    assert_eq!(second["component_changed"], true);
+}

@@ -229,6 +229,16 @@ struct RunArgs {
     /// bodies under it in the waterfall, as `curl -v` does (secrets redacted).
     #[arg(short = 'v', long)]
     verbose: bool,
+    /// Run against a recorded run (from --record-exchanges) instead of the
+    /// network: its responses, clocks and random numbers, as `waymark
+    /// replay` does, with this journey.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["demo", "record_exchanges", "har", "junit", "sinks"])]
+    replay: Option<PathBuf>,
+    /// Watch DIR (a project's sources, or the component's directory) and
+    /// run again, rebuilt, after every save, clearing the screen: the
+    /// edit-run loop. Until Ctrl-C.
+    #[arg(long, value_name = "DIR")]
+    watch: Option<PathBuf>,
     /// Also write the run as a JUnit XML test report to FILE: one test case
     /// per check, grouped by step, for the CI's test view.
     #[arg(long, value_name = "FILE")]
@@ -382,13 +392,46 @@ fn run(mut args: RunArgs) -> anyhow::Result<Status> {
             opts.secrets.entry(k).or_insert(v);
         }
     }
-    let (path, project_name) = crate::project::component(&args.journey)?;
+    opts.location.clone_from(&args.location);
+    let tape = args
+        .replay
+        .as_deref()
+        .map(crate::cli_replay::read_tape)
+        .transpose()?;
     let runtime = Runtime::new(Runtime::default_cache_dir())?;
+    let once = || run_once(&args, &runtime, &rt, &opts, tape.as_ref(), &sink_configs);
+    match &args.watch {
+        Some(dir) => crate::cli_watch::watch(dir, once),
+        None => once(),
+    }
+}
+
+/// One run of `waymark run`: build the project if it is one, run it live
+/// or against `--replay`'s recording, and write every output asked for.
+fn run_once(
+    args: &RunArgs,
+    runtime: &Runtime,
+    rt: &tokio::runtime::Runtime,
+    opts: &RunOptions,
+    tape: Option<&waymark_engine::tape::Tape>,
+    sink_configs: &[crate::sinks::SinkConfig],
+) -> anyhow::Result<Status> {
+    let (path, project_name) = crate::project::component(&args.journey)?;
     let mut journey = runtime.load_file(&path)?;
-    if let Some(name) = args.name.or(project_name) {
+    if let Some(tape) = tape {
+        let how = crate::cli_replay::Replay {
+            secrets: opts.secrets.clone(),
+            vars: pairs(&args.settings.vars, "var", false)?,
+            timeout: opts.timeout,
+            format: args.format,
+            verbose: args.verbose,
+        };
+        return crate::cli_replay::replay_with(runtime, rt, tape, journey, &how);
+    }
+    if let Some(name) = args.name.clone().or(project_name) {
         journey.name = name;
     }
-    opts.location = args.location;
+    let mut opts = opts.clone();
     // What each output keeps of the bodies; one capture serves them all.
     let caps = [
         args.har.is_some().then_some(args.har_body_cap),
@@ -416,7 +459,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<Status> {
         crate::cli_replay::write_tape(&tape, args.exchange_body_cap, file)?;
     }
     if !sink_configs.is_empty() {
-        send_to_sinks(&sink_configs, &rec)?;
+        send_to_sinks(sink_configs, &rec)?;
     }
     if let Some(path) = &args.junit {
         let xml =

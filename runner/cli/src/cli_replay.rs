@@ -78,9 +78,7 @@ pub(crate) fn write_tape(tape: &Tape, cap: usize, file: &Path) -> anyhow::Result
 fn load_tape(args: &ReplayArgs) -> anyhow::Result<Tape> {
     let as_file = Path::new(&args.source);
     if as_file.is_file() {
-        let text = std::fs::read_to_string(as_file)
-            .with_context(|| format!("cannot read {}", as_file.display()))?;
-        return Tape::from_json(&text).with_context(|| as_file.display().to_string());
+        return read_tape(as_file);
     }
     // Not a file: a run id in the history.
     let path = match &args.db {
@@ -134,15 +132,52 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<Status> {
     }
     let (path, _) = crate::project::component(&component)?;
     let runtime = Runtime::new(Runtime::default_cache_dir())?;
-    let mut journey = runtime.load_file(&path)?;
+    let journey = runtime.load_file(&path)?;
+    let rt = tokio_runtime()?;
+    let how = Replay {
+        secrets: pairs(&args.secrets, "secret", true)?,
+        vars: pairs(&args.vars, "var", false)?,
+        timeout: args.timeout,
+        format: args.format,
+        verbose: args.verbose,
+    };
+    replay_with(&runtime, &rt, &tape, journey, &how)
+}
+
+/// A tape read from `file` (`run --replay FILE`).
+pub(crate) fn read_tape(file: &Path) -> anyhow::Result<Tape> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Tape::from_json(&text).with_context(|| file.display().to_string())
+}
+
+/// How to replay: what the command line gave.
+pub(crate) struct Replay {
+    /// Secrets given (the tape's others come from the environment).
+    pub(crate) secrets: HashMap<String, String>,
+    /// Variables replacing the recorded ones.
+    pub(crate) vars: HashMap<String, String>,
+    pub(crate) timeout: Duration,
+    pub(crate) format: Format,
+    pub(crate) verbose: bool,
+}
+
+/// Replays `tape` with `journey`, prints the replay and how it compares with
+/// the recording; the replay's status.
+pub(crate) fn replay_with(
+    runtime: &Runtime,
+    rt: &tokio::runtime::Runtime,
+    tape: &Tape,
+    mut journey: waymark_engine::LoadedJourney,
+    how: &Replay,
+) -> anyhow::Result<Status> {
     journey.name = tape.journey.clone();
     let changed = journey.sha256 != tape.component_sha256;
-
-    let given = pairs(&args.secrets, "secret", true)?;
     let mut secrets = HashMap::new();
     let mut missing = Vec::new();
     for name in &tape.secrets {
-        match given
+        match how
+            .secrets
             .get(name)
             .cloned()
             .or_else(|| std::env::var(name).ok())
@@ -160,26 +195,24 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<Status> {
         );
     }
     let mut vars: HashMap<String, String> = tape.vars.clone().into_iter().collect();
-    vars.extend(pairs(&args.vars, "var", false)?);
+    vars.extend(how.vars.clone());
 
     // No host is reachable: every answer comes from the recording.
     let http = HttpConfig::new(AllowList::parse::<&str>(&[])?, None)?;
     let mut opts = RunOptions::new(Arc::new(http));
     opts.vars = vars;
     opts.secrets = secrets;
-    opts.timeout = args.timeout;
+    opts.timeout = how.timeout;
     opts.location = tape.record.location.clone();
-    if args.verbose {
+    if how.verbose {
         opts.capture_bodies = Some(crate::VERBOSE_BODY_CAP);
     }
-    let recorded = tape.record.clone();
-    let recorded_sha = tape.component_sha256.clone();
-    opts.tape = TapeMode::Replay(Arc::new(tape));
+    let recorded = &tape.record;
+    opts.tape = TapeMode::Replay(Arc::new(tape.clone()));
 
-    let rt = tokio_runtime()?;
     let full = rt.block_on(runtime.run_full(&journey, &opts));
-    let difference = first_difference(&recorded, &full.record);
-    match args.format {
+    let difference = first_difference(recorded, &full.record);
+    match how.format {
         Format::Json => {
             let out = serde_json::json!({
                 "record": full.record,
@@ -200,11 +233,11 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<Status> {
             print_verbose(
                 &full.record,
                 Format::Pretty,
-                args.verbose.then_some(&full.captured[..]),
+                how.verbose.then_some(&full.captured[..]),
             )?;
             let mut out = String::new();
             out.push_str(&format!(
-                "\nreplay of run {} (attempt {}, {}, recorded {})\n",
+                "\nreplay of run {} (attempt {}, {}, recorded {}); phase timings are the recorded ones\n",
                 recorded.run_id,
                 recorded.attempt,
                 recorded.status.as_str(),
@@ -213,7 +246,7 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<Status> {
             if changed {
                 out.push_str(&format!(
                     "  the journey changed since the recording (sha256 {} → {}): differences are findings\n",
-                    short(&recorded_sha),
+                    short(&tape.component_sha256),
                     short(&journey.sha256)
                 ));
             } else {

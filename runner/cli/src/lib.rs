@@ -8,6 +8,7 @@ mod cli_load;
 mod cli_replay;
 mod cli_serve;
 mod cli_sinks;
+mod cli_watch;
 pub mod demo;
 pub mod project;
 

@@ -392,7 +392,7 @@ fn is_fresh(dir: &Path, out: &Path) -> Result<bool, ProjectError> {
     Ok(newest_source(dir)? <= built)
 }
 
-fn newest_source(dir: &Path) -> Result<SystemTime, ProjectError> {
+pub(crate) fn newest_source(dir: &Path) -> Result<SystemTime, ProjectError> {
     // Hidden entries (.git, .venv, editors' files) are not sources.
     const SKIP: [&str; 4] = ["node_modules", "target", "__pycache__", OUTPUT];
     let mut newest = SystemTime::UNIX_EPOCH;
