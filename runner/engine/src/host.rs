@@ -483,7 +483,7 @@ impl whttp::Host for RunState {
             self.rec
                 .request_started(&request.method, &request.url, Instant::now());
             let ex = match &self.replay {
-                Some(r) => tape::replay_send(r, &mut client, &request),
+                Some(r) => tape::replay_send(r, &mut client, &request).await,
                 None => client.send(&request).await,
             };
             self.record_exchange(&request, &ex);
@@ -591,10 +591,6 @@ impl report::Host for RunState {
 
     async fn sleep(&mut self, ms: u32) {
         self.drain_wasi_http();
-        // A replay's clocks are the recorded ones: waiting would only slow it.
-        if self.replay.is_some() {
-            return;
-        }
         tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
     }
 }

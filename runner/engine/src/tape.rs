@@ -750,8 +750,10 @@ fn verdict(passed: bool) -> &'static str {
 }
 
 /// A request of a replay: answered from the recording, and the response's
-/// cookies kept by the client as a live response's would be.
-pub(crate) fn replay_send(
+/// cookies kept by the client as a live response's would be. It takes as
+/// long as the recorded one did, so the replay's record and waterfall have
+/// the recording's shape (its sleeps are slept too).
+pub(crate) async fn replay_send(
     replayer: &Mutex<Replayer>,
     client: &mut waymark_http::Client,
     req: &Request,
@@ -772,6 +774,7 @@ pub(crate) fn replay_send(
     if let Ok(r) = &ex.result {
         client.keep_response_cookies(&req.url, &r.headers);
     }
+    tokio::time::sleep(ex.elapsed).await;
     ex
 }
 

@@ -150,7 +150,7 @@ impl WasiHttpHooks for Hooks {
             let ex = {
                 let mut client = client.lock().await;
                 match &replay {
-                    Some(r) => crate::tape::replay_send(r, &mut client, &req),
+                    Some(r) => crate::tape::replay_send(r, &mut client, &req).await,
                     None => client.send(&req).await,
                 }
             };
