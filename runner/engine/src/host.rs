@@ -46,8 +46,9 @@ pub struct RunState {
     /// both clocks.
     capture: Option<(usize, std::time::SystemTime, Instant)>,
     pub(crate) captured: Vec<crate::har::Captured>,
-    /// The run's secrets, found once, for what `captured` keeps.
-    redactor: Arc<waymark_record::Redactor>,
+    /// The run's secrets, found once, for what `captured` keeps and a
+    /// replay matches (none otherwise: `waymark load` finds them per user).
+    redactor: Option<Arc<waymark_record::Redactor>>,
     /// A recording's clock readings and random seed.
     pub(crate) recording: Option<(Arc<Mutex<ClockLog>>, [u8; 32])>,
     /// A replay's recorded exchanges.
@@ -87,8 +88,11 @@ impl RunState {
         )));
         let mut rec = Recorder::new(journey, started, opts.max_record);
         rec.insecure = http.insecure;
-        let secrets: Vec<&String> = opts.secrets.values().collect();
-        let redactor = Arc::new(waymark_record::Redactor::new(&secrets));
+        let redactor =
+            (opts.capture_bodies.is_some() || !matches!(opts.tape, TapeMode::Off)).then(|| {
+                let secrets: Vec<&String> = opts.secrets.values().collect();
+                Arc::new(waymark_record::Redactor::new(&secrets))
+            });
         // WASI with nothing behind it: no preopened directories, no env, no
         // args, no sockets; stdout/stderr become log lines of the run.
         let mut builder = WasiCtx::builder();
@@ -116,7 +120,7 @@ impl RunState {
                 tape::seeded(&mut builder, t.seed_bytes().unwrap_or_default());
                 replay = Some(Arc::new(Mutex::new(Replayer::new(
                     t.exchanges.clone(),
-                    (*redactor).clone(),
+                    redactor.as_deref().cloned().unwrap_or_default(),
                 ))));
             }
         }
@@ -249,14 +253,9 @@ impl RunState {
 
     fn record_exchange(&mut self, request: &http::Request, ex: &Exchange) {
         self.rec.request(&request.method, &request.url, ex);
-        if let Some((cap, wall, t0)) = self.capture {
+        if let (Some((cap, wall, t0)), Some(redactor)) = (self.capture, &self.redactor) {
             self.captured.push(crate::har::Captured::new(
-                wall,
-                t0,
-                request,
-                ex,
-                cap,
-                &self.redactor,
+                wall, t0, request, ex, cap, redactor,
             ));
         }
     }
