@@ -128,3 +128,86 @@ async fn tls_is_the_handshake_including_a_slow_accept() {
     assert!(reused);
     assert_eq!(second.tls, 0.0);
 }
+
+/// A body whose chunks arrive when the test sends them.
+struct Trickle(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl hyper::body::Body for Trickle {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_processing_ends_at_the_headers_frame_not_at_control_frames() {
+    // An HTTP/2 server that PINGs every 20 ms while it takes 150 ms to
+    // answer, then trickles three chunks 60 ms apart: the PINGs (and the
+    // SETTINGS and WINDOW_UPDATEs) reach the socket first, and must not
+    // end processing.
+    let ca = TestCa::new();
+    let mut cfg = (*ca.server).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req| async {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    let (tx, rx) = tokio::sync::mpsc::channel(4);
+                    tokio::spawn(async move {
+                        for part in ["{\"a\":", "\"bc\"", "}"] {
+                            tokio::time::sleep(Duration::from_millis(60)).await;
+                            if tx.send(bytes::Bytes::from(part)).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Trickle(rx)))
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .keep_alive_interval(Duration::from_millis(20))
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+            });
+        }
+    });
+    let wasm = std::fs::read(hostile_wasm()).expect("guest");
+    let j = runtime().load("phases", &wasm).expect("loads");
+    let url = format!("https://localhost:{port}/t");
+    let rec = runtime()
+        .run(
+            &j,
+            &opts(
+                &[format!("localhost:{port}")],
+                Some(ca.ca_file.as_path()),
+                &[("mode", "loop"), ("url", &url), ("n", "2")],
+            ),
+        )
+        .await;
+    assert_eq!(rec.status, Status::Pass, "{rec:#?}");
+    for r in rec.requests() {
+        assert_eq!(r.http_version.as_deref(), Some("HTTP/2"));
+        let t = Ms::of(&r.timings);
+        near(t.processing, 150.0, "processing");
+        near(t.transfer, 180.0, "transfer");
+        assert_eq!(r.bytes_received, 10, "DATA payload bytes: {r:?}");
+    }
+}

@@ -159,6 +159,9 @@ impl Client {
             let (stream, info) = tls::handshake(&self.config.tls, &target.host, tcp).await?;
             timings.tls = connected.elapsed();
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            if h2 {
+                probe.http2();
+            }
             (
                 self.handshake(TimedIo::new(stream, probe.clone()), h2)
                     .await?,

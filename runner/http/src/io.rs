@@ -2,6 +2,12 @@
 //! "processing" ends at the first byte (as curl's time_starttransfer does)
 //! and not when hyper has finished parsing the headers; it also counts the
 //! bytes on the wire, which hyper does not report.
+//!
+//! On an HTTP/2 connection the socket also carries control frames
+//! (SETTINGS, WINDOW_UPDATE, PING) at any time, so there the first byte of
+//! a response is the read that brings its HEADERS frame, found by following
+//! the frames' 9-byte headers through the stream; its body bytes are the
+//! DATA frames' payloads.
 
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -20,6 +26,11 @@ pub struct FirstByteProbe {
 #[derive(Default)]
 struct ProbeState {
     armed: bool,
+    /// HTTP/2: where the reads are in the frame stream (kept across
+    /// requests: frames do not start again with a request).
+    frames: Option<Frames>,
+    /// HTTP/2: DATA payload bytes since `arm`.
+    data_bytes: u64,
     first: Option<Instant>,
     /// Bytes read since `arm`.
     bytes: u64,
@@ -32,11 +43,20 @@ struct ProbeState {
 const HEAD_SCAN_LIMIT: usize = 1 << 20;
 
 impl FirstByteProbe {
+    /// The connection speaks HTTP/2 from its next byte on.
+    pub fn http2(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.frames = Some(Frames::default());
+        }
+    }
+
     /// Forget the last request's bytes and wait for the next response.
     pub fn arm(&self) {
         if let Ok(mut s) = self.state.lock() {
+            let frames = s.frames.take();
             *s = ProbeState {
                 armed: true,
+                frames,
                 ..ProbeState::default()
             };
         }
@@ -51,6 +71,9 @@ impl FirstByteProbe {
     /// framing), if the head's end was seen.
     pub fn wire_body_bytes(&self) -> Option<u64> {
         let s = self.state.lock().ok()?;
+        if s.frames.is_some() {
+            return Some(s.data_bytes);
+        }
         s.head_len.map(|h| s.bytes.saturating_sub(h))
     }
 
@@ -58,6 +81,15 @@ impl FirstByteProbe {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
+        if let Some(frames) = &mut s.frames {
+            let (headers, body) = frames.walk(data);
+            s.data_bytes += body;
+            if s.armed && headers {
+                s.armed = false;
+                s.first = Some(Instant::now());
+            }
+            return;
+        }
         if s.armed {
             s.armed = false;
             s.first = Some(Instant::now());
@@ -72,6 +104,53 @@ impl FirstByteProbe {
                 s.head = Vec::new();
             }
         }
+    }
+}
+
+/// HTTP/2 frame types that matter here (RFC 9113, section 6).
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+
+/// A position in an HTTP/2 frame stream: inside a frame's 9-byte header,
+/// or inside its payload.
+#[derive(Default, Debug)]
+struct Frames {
+    header: [u8; 9],
+    have: usize,
+    kind: u8,
+    payload_left: u32,
+}
+
+impl Frames {
+    /// Follows `data` through the frames: whether a HEADERS frame starts in
+    /// it, and how many DATA payload bytes it holds.
+    fn walk(&mut self, mut data: &[u8]) -> (bool, u64) {
+        let mut headers = false;
+        let mut body = 0u64;
+        while !data.is_empty() {
+            if self.payload_left > 0 {
+                let n = data.len().min(self.payload_left as usize);
+                if self.kind == DATA {
+                    body += n as u64;
+                }
+                // n ≤ payload_left, a u32.
+                self.payload_left -= n as u32;
+                data = &data[n..];
+                continue;
+            }
+            let n = data.len().min(9 - self.have);
+            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have == 9 {
+                self.have = 0;
+                let h = self.header;
+                self.payload_left = u32::from_be_bytes([0, h[0], h[1], h[2]]);
+                self.kind = h[3];
+                headers |= self.kind == HEADERS;
+            }
+        }
+        (headers, body)
     }
 }
 
@@ -129,5 +208,55 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: usize) -> Vec<u8> {
+        let len = (payload as u32).to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, 0, 0, 0, 0, 1];
+        f.extend(std::iter::repeat_n(0xAA, payload));
+        f
+    }
+
+    #[test]
+    fn the_first_byte_of_an_http2_response_is_its_headers_frame() {
+        let probe = FirstByteProbe::default();
+        probe.http2();
+        // The server's SETTINGS arrive before the request is even sent.
+        probe.saw(&frame(0x4, 18));
+        probe.arm();
+        // A WINDOW_UPDATE and a PING, cut across reads, are not the response.
+        let mut control = frame(0x8, 4);
+        control.extend(frame(0x6, 8));
+        probe.saw(&control[..5]);
+        probe.saw(&control[5..]);
+        assert_eq!(probe.first_byte(), None);
+        // HEADERS, its 9-byte header split over two reads, then two DATA
+        // frames whose payload runs across reads.
+        let mut response = frame(HEADERS, 40);
+        response.extend(frame(DATA, 1000));
+        response.extend(frame(DATA, 24));
+        probe.saw(&response[..4]);
+        assert_eq!(
+            probe.first_byte(),
+            None,
+            "half a frame header says nothing yet"
+        );
+        probe.saw(&response[4..30]);
+        let first = probe.first_byte().expect("stamped at the HEADERS frame");
+        for part in response[30..].chunks(333) {
+            probe.saw(part);
+        }
+        assert_eq!(probe.first_byte(), Some(first), "stamped once");
+        assert_eq!(probe.wire_body_bytes(), Some(1024));
+        // The next request starts counting again, in the same frame stream.
+        probe.arm();
+        probe.saw(&frame(HEADERS, 3));
+        assert!(probe.first_byte().is_some_and(|t| t >= first));
+        assert_eq!(probe.wire_body_bytes(), Some(0));
     }
 }

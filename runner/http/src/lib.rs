@@ -291,14 +291,10 @@ impl Client {
                 Err(e) if reused && attempt == 1 && e.is_incomplete_message() => continue,
                 Err(e) => return Err(hyper_error(&e)),
             };
-            // HTTP/2 control frames (SETTINGS, WINDOW_UPDATE, PING) also
-            // arrive on the socket, so there the first byte of *this* response
-            // is its HEADERS frame: when hyper hands us the response.
-            let first_byte = if h2 {
-                Instant::now()
-            } else {
-                conn.probe.first_byte().unwrap_or_else(Instant::now)
-            };
+            // The read that brought the response's first byte (HTTP/2: its
+            // HEADERS frame), not when hyper handed the response over: by
+            // then a body that came with the head may have been read too.
+            let first_byte = conn.probe.first_byte().unwrap_or_else(Instant::now);
             timings.processing = first_byte.saturating_duration_since(ready);
             progress.enter(Phase::Transfer);
 
