@@ -22,34 +22,21 @@ const TOKEN: &str = "T0ken-s3cret-4711";
 fn guests() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let target = support::root().join("target").join("guests");
-        let build = |fixed: bool, name: &str| {
-            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.current_dir(support::root())
-                .args([
-                    "build",
-                    "--release",
-                    "--target",
-                    "wasm32-wasip2",
-                    "-p",
-                    "guest-replay",
-                ])
-                .env("CARGO_TARGET_DIR", &target)
-                .env_remove("CARGO_ENCODED_RUSTFLAGS")
-                .env_remove("RUSTFLAGS");
-            if fixed {
-                cmd.env("WAYMARK_TEST_FIXED", "1");
+        // The same target directory: the second build recompiles the guest
+        // alone, so each is copied out before the next.
+        let keep = |fixed: bool, name: &str| {
+            let env: &[(&str, &str)] = if fixed {
+                &[("WAYMARK_TEST_FIXED", "1")]
             } else {
-                cmd.env_remove("WAYMARK_TEST_FIXED");
-            }
-            assert!(cmd.status().expect("cargo runs").success(), "guest build");
-            let out = target.join(name);
-            std::fs::copy(target.join("wasm32-wasip2/release/guest_replay.wasm"), &out)
-                .expect("copy the guest");
+                &[]
+            };
+            let built = support::build_guest("guest-replay", env);
+            let out = built.with_file_name(name);
+            std::fs::copy(&built, &out).expect("copy the guest");
             out
         };
-        let buggy = build(false, "replay-buggy.wasm");
-        let fixed = build(true, "replay-fixed.wasm");
+        let buggy = keep(false, "replay-buggy.wasm");
+        let fixed = keep(true, "replay-fixed.wasm");
         assert_ne!(
             std::fs::read(&buggy).expect("read"),
             std::fs::read(&fixed).expect("read"),

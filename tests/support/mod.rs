@@ -24,26 +24,35 @@ pub fn root() -> PathBuf {
 /// return its component file.
 pub fn hostile_wasm() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let target = root().join("target").join("guests");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root())
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                "guest-hostile",
-            ])
-            .env("CARGO_TARGET_DIR", &target)
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("RUSTFLAGS")
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the test guest failed");
-        target.join("wasm32-wasip2/release/guest_hostile.wasm")
-    })
+    WASM.get_or_init(|| build_guest("guest-hostile", &[]))
+}
+
+/// Builds the test guest `package` (under `tests/guests`) for
+/// wasm32-wasip2 with `env` set, and returns its component file (built
+/// again by the next call with another `env`).
+pub fn build_guest(package: &str, env: &[(&str, &str)]) -> PathBuf {
+    let target = root().join("target").join("guests");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().expect("cargo runs");
+    assert!(status.success(), "building the test guest {package} failed");
+    target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", package.replace('-', "_")))
 }
 
 /// One runtime per test binary, with its compile cache in a temp dir.

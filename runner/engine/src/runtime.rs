@@ -447,27 +447,23 @@ impl Runtime {
         journey: &LoadedJourney,
         opts: &RunOptions,
     ) -> (RunRecord, Vec<crate::har::Captured>) {
-        let (record, captured, _) = self
-            .run_inner(
-                journey,
-                opts,
-                Default::default(),
-                |state, outcome, started_at, duration| {
-                    conclude(&journey.name, opts, state, outcome, started_at, duration)
-                },
-            )
-            .await;
-        (record, captured)
+        let full = self.run_full(journey, opts).await;
+        (full.record, full.captured)
     }
 
     /// As [`Runtime::run`], with everything `opts` asks to keep: the
     /// exchanges, a recording for a replay, or a replay's divergence.
     pub async fn run_full(&self, journey: &LoadedJourney, opts: &RunOptions) -> FullRun {
-        let mut opts = opts.clone();
-        if matches!(opts.tape, crate::tape::TapeMode::Record) && opts.capture_bodies.is_none() {
-            opts.capture_bodies = Some(crate::tape::DEFAULT_BODY_CAP);
-        }
-        let opts = &opts;
+        let recording;
+        let opts = match (&opts.tape, opts.capture_bodies) {
+            (crate::tape::TapeMode::Record, None) => {
+                let mut o = opts.clone();
+                o.capture_bodies = Some(crate::tape::DEFAULT_BODY_CAP);
+                recording = o;
+                &recording
+            }
+            _ => opts,
+        };
         let mut kept = None;
         let (record, captured, _) = self
             .run_inner(

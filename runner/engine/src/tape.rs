@@ -197,7 +197,7 @@ impl Captured {
             ),
             Err(e) => {
                 let mut e = e.clone();
-                if let Some(m) = message_mut(&mut e) {
+                if let Some(m) = e.detail_mut() {
                     redactor.redact(m);
                 }
                 (None, Some(e))
@@ -288,22 +288,6 @@ fn describe(method: &str, url: &str, body: Option<(u64, &str)>) -> String {
             sha.get(..12).unwrap_or(sha)
         ),
         None => format!("{method} {url} (no body)"),
-    }
-}
-
-fn message_mut(e: &mut HttpError) -> Option<&mut String> {
-    match e {
-        HttpError::Denied(m)
-        | HttpError::InvalidRequest(m)
-        | HttpError::Resolve(m)
-        | HttpError::Connect(m)
-        | HttpError::Tls(m)
-        | HttpError::Timeout(m)
-        | HttpError::Protocol(m)
-        | HttpError::Malformed(m)
-        | HttpError::Reset(m)
-        | HttpError::Limit(m) => Some(m),
-        HttpError::TooLarge(_) => None,
     }
 }
 

@@ -107,6 +107,22 @@ impl HttpError {
     /// places that show the kind beside it (the record, the waterfall).
     pub fn detail(&self) -> String {
         match self {
+            HttpError::TooLarge(cap) => format!("the body is larger than the {cap}-byte cap"),
+            // One list of the variants that hold a message: detail_mut's.
+            other => other
+                .clone()
+                .detail_mut()
+                .map(std::mem::take)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl HttpError {
+    /// The message, to rewrite in place (redaction); none for
+    /// [`HttpError::TooLarge`], which holds a number.
+    pub fn detail_mut(&mut self) -> Option<&mut String> {
+        match self {
             HttpError::Denied(m)
             | HttpError::InvalidRequest(m)
             | HttpError::Resolve(m)
@@ -116,8 +132,8 @@ impl HttpError {
             | HttpError::Protocol(m)
             | HttpError::Malformed(m)
             | HttpError::Reset(m)
-            | HttpError::Limit(m) => m.clone(),
-            HttpError::TooLarge(cap) => format!("the body is larger than the {cap}-byte cap"),
+            | HttpError::Limit(m) => Some(m),
+            HttpError::TooLarge(_) => None,
         }
     }
 }
