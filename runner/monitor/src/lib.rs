@@ -14,3 +14,4 @@ pub mod sinks;
 mod spans;
 pub mod store;
 mod telemetry;
+pub mod ui;

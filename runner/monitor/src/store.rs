@@ -66,6 +66,23 @@ pub struct Entry {
     pub tape: Option<String>,
 }
 
+/// A deciding attempt without its record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    /// The run.
+    pub run_id: String,
+    /// Its journey.
+    pub journey: String,
+    /// Where it ran.
+    pub location: String,
+    /// When it started.
+    pub started_at: SystemTime,
+    /// How long it took.
+    pub duration: Duration,
+    /// How it ended.
+    pub status: Status,
+}
+
 /// What `waymark history` asks for.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -281,6 +298,37 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Deciding attempts started at or after `since`, oldest first, without
+    /// their records: what the web UI's overview counts.
+    pub fn rows(&self, since: SystemTime) -> Result<Vec<RunRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT run_id, journey, location, started_at_ms, duration_ms, status FROM runs
+                 WHERE final = 1 AND started_at_ms >= ?1 ORDER BY started_at_ms, attempt",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![millis(since)], |r| {
+                Ok(RunRow {
+                    run_id: r.get(0)?,
+                    journey: r.get(1)?,
+                    location: r.get(2)?,
+                    started_at: UNIX_EPOCH
+                        + Duration::from_millis(r.get::<_, i64>(3)?.max(0) as u64),
+                    duration: Duration::from_secs_f64(r.get::<_, f64>(4)?.max(0.0) / 1e3),
+                    status: match r.get::<_, String>(5)?.as_str() {
+                        "pass" => Status::Pass,
+                        "fail" => Status::Fail,
+                        "timeout" => Status::Timeout,
+                        _ => Status::Error,
+                    },
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     /// Stored attempts, newest first.
     pub fn list(&self, f: &Filter) -> Result<Vec<Entry>, StoreError> {
         let mut sql = String::from(
@@ -438,10 +486,20 @@ impl Store {
 
     /// One stored attempt by id.
     pub fn get(&self, run_id: &str, attempt: u32) -> Result<Option<RunRecord>, StoreError> {
+        self.get_attempt(run_id, Some(attempt))
+    }
+
+    /// The record of `run_id`'s `attempt`, or of its last attempt.
+    pub fn get_attempt(
+        &self,
+        run_id: &str,
+        attempt: Option<u32>,
+    ) -> Result<Option<RunRecord>, StoreError> {
         let json: Option<String> = self
             .conn
             .query_row(
-                "SELECT record FROM runs WHERE run_id = ?1 AND attempt = ?2",
+                "SELECT record FROM runs WHERE run_id = ?1 AND (?2 IS NULL OR attempt = ?2)
+                 ORDER BY attempt DESC LIMIT 1",
                 params![run_id, attempt],
                 |r| r.get(0),
             )

@@ -67,10 +67,30 @@ pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared
                                 crate::sinks::prometheus::exposition(&registries, accept);
                             (200, ctype, body)
                         }
+                        path if crate::ui::owns(path) => {
+                            let (path, query) =
+                                (path.to_string(), req.uri().query().map(str::to_string));
+                            let db = shared.history.clone();
+                            let now = shared.clock.now();
+                            let reply = tokio::task::spawn_blocking(move || {
+                                crate::ui::answer(db.as_deref(), &path, query.as_deref(), now)
+                            })
+                            .await;
+                            return match reply {
+                                Ok(r) => hyper::Response::builder()
+                                    .status(r.status)
+                                    .header("content-type", r.content_type)
+                                    .body(Full::new(Bytes::from(r.body))),
+                                Err(_) => hyper::Response::builder()
+                                    .status(500)
+                                    .body(Full::new(Bytes::from("the UI's answer stopped\n"))),
+                            };
+                        }
                         _ => (
                             404,
                             "text/plain",
-                            "not found: try /healthz, /status or /metrics\n".to_string(),
+                            "not found: try /, /api/journeys, /healthz, /status or /metrics\n"
+                                .to_string(),
                         ),
                     };
                     hyper::Response::builder()

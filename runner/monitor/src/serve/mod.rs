@@ -118,6 +118,8 @@ struct Shared {
     grace: Duration,
     /// What the schedule is read from.
     clock: Clock,
+    /// The history file the web UI reads.
+    history: Option<PathBuf>,
 }
 
 enum Control {
@@ -228,6 +230,7 @@ impl Service {
             overload: Mutex::new(None),
             grace: cfg.runner.shutdown_grace,
             clock,
+            history: cfg.store.path.clone(),
         });
         let listener = match cfg.runner.listen {
             Some(addr) => {

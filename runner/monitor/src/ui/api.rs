@@ -1,0 +1,402 @@
+//! The JSON behind the pages, computed from the history: every figure here
+//! is one the pages draw, and the API is documented in the README.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::store::{Filter, RunRow, Store, StoreError};
+use waymark_record::serde_time::as_millis as ms;
+use waymark_record::{PHASE_NAMES, RunRecord, Status};
+
+const DAY: Duration = Duration::from_secs(86_400);
+/// The overview's uptime windows.
+const WINDOWS: [(&str, u64); 4] = [("24h", 1), ("7d", 7), ("30d", 30), ("90d", 90)];
+/// Daily cells of the overview's uptime bar.
+const DAYS: u64 = 90;
+/// Durations in a sparkline.
+const RECENT: usize = 30;
+/// Most runs read for a phase chart or a comparison.
+const MAX_RUNS: usize = 50_000;
+
+/// Why a request to the API was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A parameter is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Nothing by that name.
+    #[error("{0}")]
+    NotFound(String),
+    /// The history could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// `p` (0..1) of `values`, nearest rank; none when empty.
+fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    Some(values[rank - 1])
+}
+
+/// `/api/journeys`: a row per journey and location, filtered by status
+/// and location, a page at a time.
+#[derive(Debug, Default)]
+pub struct OverviewQuery {
+    /// Only rows whose current status is this.
+    pub status: Option<Status>,
+    /// Only this location.
+    pub location: Option<String>,
+    /// Journey names containing this.
+    pub search: Option<String>,
+    /// 0-based page.
+    pub page: usize,
+    /// Rows per page.
+    pub per_page: usize,
+}
+
+#[derive(Serialize)]
+struct DayCell {
+    day: String,
+    runs: u32,
+    passed: u32,
+}
+
+/// The overview, as of `now`.
+pub fn overview(store: &Store, now: SystemTime, q: &OverviewQuery) -> Result<Value, ApiError> {
+    let since = now.checked_sub(DAY * DAYS as u32).unwrap_or(UNIX_EPOCH);
+    let rows = store.rows(since)?;
+    let mut by: BTreeMap<(String, String), Vec<RunRow>> = BTreeMap::new();
+    for r in rows {
+        by.entry((r.journey.clone(), r.location.clone()))
+            .or_default()
+            .push(r);
+    }
+    let today = unix_ms(now) / (DAY.as_millis() as u64);
+    let mut out = Vec::new();
+    for ((journey, location), runs) in by {
+        let Some(last) = runs.last() else { continue };
+        if q.status.is_some_and(|s| s != last.status)
+            || q.location.as_ref().is_some_and(|l| *l != location)
+            || q.search
+                .as_ref()
+                .is_some_and(|s| !journey.contains(s.as_str()))
+        {
+            continue;
+        }
+        // The current streak starts after the last run of another status.
+        let since_change = runs
+            .iter()
+            .rev()
+            .take_while(|r| r.status == last.status)
+            .last()
+            .map_or(last.started_at, |r| r.started_at);
+        let mut uptime = serde_json::Map::new();
+        for (name, days) in WINDOWS {
+            let from = now.checked_sub(DAY * days as u32).unwrap_or(UNIX_EPOCH);
+            let w: Vec<&RunRow> = runs.iter().filter(|r| r.started_at >= from).collect();
+            let passed = w.iter().filter(|r| r.status == Status::Pass).count();
+            uptime.insert(
+                name.into(),
+                if w.is_empty() {
+                    Value::Null
+                } else {
+                    json!(passed as f64 / w.len() as f64)
+                },
+            );
+        }
+        let mut cells: Vec<DayCell> = (0..DAYS)
+            .map(|i| {
+                let day = today.saturating_sub(DAYS - 1 - i);
+                DayCell {
+                    day: humantime::format_rfc3339(UNIX_EPOCH + DAY * day as u32).to_string()[..10]
+                        .to_string(),
+                    runs: 0,
+                    passed: 0,
+                }
+            })
+            .collect();
+        for r in &runs {
+            let day = unix_ms(r.started_at) / (DAY.as_millis() as u64);
+            if let Some(i) = (day + DAYS).checked_sub(today + 1)
+                && let Some(c) = cells.get_mut(i as usize)
+            {
+                c.runs += 1;
+                c.passed += u32::from(r.status == Status::Pass);
+            }
+        }
+        let day_ago = now.checked_sub(DAY).unwrap_or(UNIX_EPOCH);
+        let mut last_day: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.started_at >= day_ago)
+            .map(|r| ms(r.duration))
+            .collect();
+        let recent: Vec<Value> = runs
+            .iter()
+            .rev()
+            .take(RECENT)
+            .rev()
+            .map(|r| json!({"ms": ms(r.duration), "status": r.status}))
+            .collect();
+        out.push(json!({
+            "journey": journey,
+            "location": location,
+            "status": last.status,
+            "since": rfc3339(since_change),
+            "last_run": {"run_id": last.run_id, "started_at": rfc3339(last.started_at)},
+            "uptime": uptime,
+            "days": cells,
+            "p95_ms_24h": percentile(&mut last_day, 0.95),
+            "recent": recent,
+            "incident": (last.status != Status::Pass).then(|| json!({"since": rfc3339(since_change)})),
+        }));
+    }
+    let total = out.len();
+    let per_page = q.per_page.clamp(1, 1000);
+    let rows: Vec<Value> = out
+        .into_iter()
+        .skip(q.page.saturating_mul(per_page))
+        .take(per_page)
+        .collect();
+    Ok(json!({
+        "generated_at": rfc3339(now),
+        "total": total,
+        "page": q.page,
+        "per_page": per_page,
+        "rows": rows,
+    }))
+}
+
+/// Each phase's share of one run: the sum over its requests (what the
+/// run spent resolving, connecting, …), and the run's whole duration.
+fn phases_of(rec: &RunRecord) -> [f64; 6] {
+    let mut p = [0.0; 6];
+    for r in rec.requests() {
+        let t = &r.timings;
+        for (i, d) in [t.resolve, t.connect, t.tls, t.processing, t.transfer]
+            .into_iter()
+            .enumerate()
+        {
+            p[i] += ms(d);
+        }
+    }
+    p[5] = ms(rec.duration);
+    p
+}
+
+/// A time window of the history.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// From (inclusive).
+    pub from: SystemTime,
+    /// To (exclusive).
+    pub to: SystemTime,
+}
+
+impl Window {
+    /// `FROM/TO`, each RFC 3339 (`2026-12-01T00:00:00Z`) or a duration ago
+    /// (`7d`; `now` for the present).
+    pub fn parse(text: &str, now: SystemTime, what: &str) -> Result<Window, ApiError> {
+        let (a, b) = text.split_once('/').ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{what}: expected FROM/TO (RFC 3339 times, or durations ago such as 14d/7d), got '{text}'"
+            ))
+        })?;
+        let at = |s: &str| -> Result<SystemTime, ApiError> {
+            if s == "now" {
+                return Ok(now);
+            }
+            if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+                return Ok(t);
+            }
+            waymark_record::units::parse_duration(s)
+                .ok()
+                .and_then(|d| now.checked_sub(d))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "{what}: '{s}' is neither an RFC 3339 time nor a duration ago"
+                    ))
+                })
+        };
+        let w = Window {
+            from: at(a)?,
+            to: at(b)?,
+        };
+        if w.from >= w.to {
+            return Err(ApiError::BadRequest(format!(
+                "{what}: '{text}' ends before it starts"
+            )));
+        }
+        Ok(w)
+    }
+}
+
+fn records(
+    store: &Store,
+    journey: &str,
+    w: Window,
+    location: Option<&str>,
+) -> Result<Vec<RunRecord>, ApiError> {
+    let entries = store.list(&Filter {
+        journey: Some(journey.to_string()),
+        since: Some(w.from),
+        final_only: true,
+        limit: Some(MAX_RUNS),
+        ..Filter::default()
+    })?;
+    Ok(entries
+        .into_iter()
+        .map(|e| e.record)
+        .filter(|r| r.started_at < w.to && location.is_none_or(|l| r.location == l))
+        .collect())
+}
+
+/// `/api/journeys/{name}/phases`: per location, the median of each phase
+/// in `buckets` equal slices of the window.
+pub fn phases(
+    store: &Store,
+    journey: &str,
+    w: Window,
+    buckets: usize,
+    location: Option<&str>,
+) -> Result<Value, ApiError> {
+    let buckets = buckets.clamp(1, 500);
+    let recs = records(store, journey, w, location)?;
+    let span = w.to.duration_since(w.from).unwrap_or_default();
+    let width = span / buckets as u32;
+    let mut by: BTreeMap<&str, Vec<Vec<[f64; 6]>>> = BTreeMap::new();
+    for r in &recs {
+        let at = r.started_at.duration_since(w.from).unwrap_or_default();
+        let i = ((at.as_secs_f64() / width.as_secs_f64().max(1e-9)) as usize).min(buckets - 1);
+        by.entry(r.location.as_str())
+            .or_insert_with(|| vec![Vec::new(); buckets])[i]
+            .push(phases_of(r));
+    }
+    let series: Vec<Value> = by
+        .into_iter()
+        .map(|(loc, slots)| {
+            let points: Vec<Value> = slots
+                .into_iter()
+                .enumerate()
+                .filter(|(_, runs)| !runs.is_empty())
+                .map(|(i, runs)| {
+                    let mut p = serde_json::Map::new();
+                    p.insert("from".into(), json!(rfc3339(w.from + width * i as u32)));
+                    p.insert("runs".into(), json!(runs.len()));
+                    for (k, name) in PHASE_NAMES.iter().enumerate() {
+                        let mut v: Vec<f64> = runs.iter().map(|r| r[k]).collect();
+                        p.insert(format!("{name}_ms"), json!(percentile(&mut v, 0.5)));
+                    }
+                    Value::Object(p)
+                })
+                .collect();
+            json!({"location": loc, "points": points})
+        })
+        .collect();
+    Ok(json!({
+        "journey": journey,
+        "from": rfc3339(w.from),
+        "to": rfc3339(w.to),
+        "bucket_s": width.as_secs_f64(),
+        "series": series,
+    }))
+}
+
+fn summary(recs: &[RunRecord]) -> Value {
+    let all: Vec<[f64; 6]> = recs.iter().map(phases_of).collect();
+    let mut phases = serde_json::Map::new();
+    for (k, name) in PHASE_NAMES.iter().enumerate() {
+        let mut v: Vec<f64> = all.iter().map(|r| r[k]).collect();
+        let median = percentile(&mut v, 0.5);
+        let p95 = percentile(&mut v, 0.95);
+        phases.insert((*name).into(), json!({"median_ms": median, "p95_ms": p95}));
+    }
+    json!({"runs": recs.len(), "phases": phases})
+}
+
+/// `/api/journeys/{name}/compare`: median and p95 of each phase in two
+/// windows, and the change of the median in percent.
+pub fn compare(
+    store: &Store,
+    journey: &str,
+    before: Window,
+    after: Window,
+    location: Option<&str>,
+) -> Result<Value, ApiError> {
+    let a = summary(&records(store, journey, before, location)?);
+    let b = summary(&records(store, journey, after, location)?);
+    let mut change = serde_json::Map::new();
+    for name in PHASE_NAMES {
+        let m = |s: &Value| s["phases"][name]["median_ms"].as_f64();
+        let pct = match (m(&a), m(&b)) {
+            (Some(x), Some(y)) if x > 0.0 => json!((y - x) / x * 100.0),
+            _ => Value::Null,
+        };
+        change.insert(name.into(), pct);
+    }
+    Ok(json!({
+        "journey": journey,
+        "location": location,
+        "before": {"from": rfc3339(before.from), "to": rfc3339(before.to), "summary": a},
+        "after": {"from": rfc3339(after.from), "to": rfc3339(after.to), "summary": b},
+        "median_change_pct": change,
+    }))
+}
+
+/// `/api/journeys/{name}/runs`: the newest deciding attempts.
+pub fn runs(
+    store: &Store,
+    journey: &str,
+    status: Option<Status>,
+    location: Option<&str>,
+    limit: usize,
+) -> Result<Value, ApiError> {
+    let entries = store.list(&Filter {
+        journey: Some(journey.to_string()),
+        status,
+        final_only: true,
+        limit: Some(limit.clamp(1, 5000)),
+        ..Filter::default()
+    })?;
+    let rows: Vec<Value> = entries
+        .iter()
+        .map(|e| &e.record)
+        .filter(|r| location.is_none_or(|l| r.location == l))
+        .map(|r| {
+            json!({
+                "run_id": r.run_id,
+                "attempt": r.attempt,
+                "location": r.location,
+                "started_at": rfc3339(r.started_at),
+                "duration_ms": ms(r.duration),
+                "status": r.status,
+                "error": r.error.as_ref().map(|e| &e.message),
+            })
+        })
+        .collect();
+    Ok(json!({"journey": journey, "runs": rows}))
+}
+
+/// `/api/runs/{id}`: the record of a run's last (or given) attempt.
+pub fn run(store: &Store, run_id: &str, attempt: Option<u32>) -> Result<Value, ApiError> {
+    let rec = store
+        .get_attempt(run_id, attempt)?
+        .ok_or_else(|| ApiError::NotFound(format!("no run '{run_id}' in the history")))?;
+    let replayable = store.tape(run_id, attempt)?.is_some();
+    Ok(json!({"record": rec, "replayable": replayable}))
+}

@@ -1,0 +1,207 @@
+//! The web UI of `waymark serve`: pages carried inside the binary (nothing
+//! is fetched from elsewhere) and the JSON API they draw from, read from
+//! the history store.
+//!
+//! - `/`: every journey and location: status, since when, uptime over
+//!   24 h / 7 d / 30 d / 90 d and a bar of daily cells, p95 with a
+//!   sparkline, an open incident; filtered and paged by the API.
+//! - `/journeys/{name}`: response time split into phases over a window, a
+//!   series per location, and a before/after comparison of two windows.
+//! - `/runs/{id}`: one run's steps, requests as phase bars, checks, logs.
+
+pub mod api;
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use api::{ApiError, OverviewQuery, Window};
+use waymark_record::Status;
+
+use crate::store::Store;
+
+const INDEX: &str = include_str!("assets/index.html");
+const JOURNEY: &str = include_str!("assets/journey.html");
+const RUN: &str = include_str!("assets/run.html");
+const SCRIPT: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/style.css");
+
+/// An answer: status, content type, body.
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Content type.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn ok(content_type: &'static str, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status: 200,
+            content_type,
+            body: body.into(),
+        }
+    }
+
+    fn json(v: &serde_json::Value) -> Reply {
+        Reply::ok("application/json", v.to_string())
+    }
+
+    fn error(e: &ApiError) -> Reply {
+        let status = match e {
+            ApiError::BadRequest(_) => 400,
+            ApiError::NotFound(_) => 404,
+            ApiError::Store(_) => 500,
+        };
+        Reply {
+            status,
+            content_type: "application/json",
+            body: serde_json::json!({"error": e.to_string()})
+                .to_string()
+                .into_bytes(),
+        }
+    }
+}
+
+/// Whether `path` is the UI's (pages, assets or API).
+pub fn owns(path: &str) -> bool {
+    path == "/"
+        || path.starts_with("/api/")
+        || path.starts_with("/journeys/")
+        || path.starts_with("/runs/")
+        || path.starts_with("/ui/")
+}
+
+fn params(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    p.iter()
+        .find(|(k, v)| k == name && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
+fn number(p: &[(String, String)], name: &str, default: usize) -> Result<usize, ApiError> {
+    param(p, name).map_or(Ok(default), |v| {
+        v.parse()
+            .map_err(|_| ApiError::BadRequest(format!("{name}: '{v}' is not a whole number")))
+    })
+}
+
+fn status(p: &[(String, String)]) -> Result<Option<Status>, ApiError> {
+    param(p, "status")
+        .map(|s| {
+            Status::ALL
+                .into_iter()
+                .find(|x| x.as_str() == s)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "status: '{s}' is not one of pass, fail, error, timeout"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// The page, asset or API answer for `path`, reading the history at `db`.
+/// Blocking (SQLite): call it off the async threads.
+pub fn answer(db: Option<&Path>, path: &str, query: Option<&str>, now: SystemTime) -> Reply {
+    match path {
+        "/" => return Reply::ok("text/html; charset=utf-8", INDEX),
+        "/ui/app.js" => return Reply::ok("text/javascript; charset=utf-8", SCRIPT),
+        "/ui/style.css" => return Reply::ok("text/css; charset=utf-8", STYLE),
+        p if p.starts_with("/journeys/") => {
+            return Reply::ok("text/html; charset=utf-8", JOURNEY);
+        }
+        p if p.starts_with("/runs/") => return Reply::ok("text/html; charset=utf-8", RUN),
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/api/") else {
+        return Reply::error(&ApiError::NotFound(format!("no page {path}")));
+    };
+    let Some(db) = db else {
+        return Reply::error(&ApiError::NotFound(
+            "no history is kept ([store] path is off), so the UI has nothing to show".into(),
+        ));
+    };
+    let p = params(query);
+    let result = Store::open(db)
+        .map_err(ApiError::from)
+        .and_then(|store| api_answer(&store, rest, &p, now));
+    match result {
+        Ok(v) => Reply::json(&v),
+        Err(e) => Reply::error(&e),
+    }
+}
+
+fn decode(segment: &str) -> String {
+    url::form_urlencoded::parse(format!("x={segment}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn api_answer(
+    store: &Store,
+    rest: &str,
+    p: &[(String, String)],
+    now: SystemTime,
+) -> Result<serde_json::Value, ApiError> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let location = param(p, "location");
+    match parts.as_slice() {
+        ["journeys"] => api::overview(
+            store,
+            now,
+            &OverviewQuery {
+                status: status(p)?,
+                location: location.map(str::to_string),
+                search: param(p, "q").map(str::to_string),
+                page: number(p, "page", 0)?,
+                per_page: number(p, "per_page", 100)?,
+            },
+        ),
+        ["journeys", name, "phases"] => {
+            let w = Window::parse(param(p, "window").unwrap_or("7d/now"), now, "window")?;
+            api::phases(store, &decode(name), w, number(p, "buckets", 48)?, location)
+        }
+        ["journeys", name, "compare"] => {
+            let need = |k: &str| {
+                param(p, k).ok_or_else(|| {
+                    ApiError::BadRequest(format!("{k}: give a window FROM/TO, e.g. {k}=14d/7d"))
+                })
+            };
+            let before = Window::parse(need("before")?, now, "before")?;
+            let after = Window::parse(need("after")?, now, "after")?;
+            api::compare(store, &decode(name), before, after, location)
+        }
+        ["journeys", name, "runs"] => api::runs(
+            store,
+            &decode(name),
+            status(p)?,
+            location,
+            number(p, "limit", 200)?,
+        ),
+        ["runs", id] => {
+            let attempt = param(p, "attempt")
+                .map(|a| {
+                    a.parse::<u32>().map_err(|_| {
+                        ApiError::BadRequest(format!("attempt: '{a}' is not a whole number"))
+                    })
+                })
+                .transpose()?;
+            api::run(store, &decode(id), attempt)
+        }
+        _ => Err(ApiError::NotFound(format!(
+            "no API at /api/{rest}: see the README (Web UI)"
+        ))),
+    }
+}
