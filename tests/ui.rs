@@ -68,6 +68,17 @@ fn history(db: &Path) {
         let status = if h < 3 { "fail" } else { "pass" };
         entries.push(entry("search", "frankfurt", h as usize, h, status, 10.0));
     }
+    // search's last failure was kept whole (keep_exchanges): a recording.
+    let tape = std::fs::read_to_string(
+        support::root().join("tests/fuzz/corpus/tape/seed-recorded-run.json"),
+    )
+    .expect("a recording");
+    if let Some(e) = entries
+        .iter_mut()
+        .find(|e| e.record.run_id == "search-frankfurt-0")
+    {
+        e.tape = Some(tape);
+    }
     store.insert(&entries).expect("insert");
 }
 
@@ -126,9 +137,9 @@ fn the_ui_shows_status_uptime_and_a_phase_halved_by_the_move_to_the_edge() {
     std::fs::write(
         &config,
         format!(
-            "[runner]\nlisten = \"127.0.0.1:0\"\n\n[[journey]]\nname = \"idle\"\nwasm = \"{}\"\nevery = \"24h\"\n\n[store]\npath = \"{}\"\n",
-            support::hostile_wasm().display(),
-            db.display()
+            "[runner]\nlisten = \"127.0.0.1:0\"\n\n[[journey]]\nname = \"swap\"\nwasm = \"{w}\"\nschedule = \"0 0 0 29 2 *\"\n\n[[journey]]\nname = \"search\"\nwasm = \"{w}\"\nschedule = \"0 0 0 29 2 *\"\n\n[store]\npath = \"{}\"\n\n[ui]\ntitle = \"Example trading status\"\ntrace_url = \"https://tempo.example/trace/{{trace_id}}\"\n\n[[ui.group]]\nname = \"Trading API\"\njourneys = [\"swap\", \"search\"]\n",
+            db.display(),
+            w = support::hostile_wasm().display(),
         ),
     )
     .expect("config");
@@ -224,7 +235,49 @@ fn the_ui_shows_status_uptime_and_a_phase_halved_by_the_move_to_the_edge() {
     assert_eq!(runs["runs"].as_array().map(Vec::len), Some(3), "{runs}");
     let one = api(addr, "/api/runs/search-frankfurt-0");
     assert_eq!(one["record"]["status"], "fail");
-    assert_eq!(one["replayable"], false);
+    assert_eq!(one["replayable"], true);
+    assert_eq!(
+        one["trace_url"], "https://tempo.example/trace/{trace_id}",
+        "{one}"
+    );
+    let har = api(addr, "/api/runs/search-frankfurt-0/har");
+    assert_eq!(har["log"]["version"], "1.2");
+    assert_eq!(har["log"]["entries"].as_array().map(Vec::len), Some(1));
+    let (status, _) = get(addr, "/api/runs/search-frankfurt-1/har");
+    assert_eq!(status, 404, "a run not kept whole has no HAR");
+
+    // The public status page and the badges.
+    let page = api(addr, "/api/status-page");
+    assert_eq!(page["title"], "Example trading status");
+    assert_eq!(page["operational"], false);
+    let group = &page["groups"][0];
+    assert_eq!(group["name"], "Trading API");
+    assert_eq!(group["journeys"][0]["status"], "pass");
+    assert_eq!(group["journeys"][1]["status"], "fail");
+    let (status, html) = get(addr, "/status-page");
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("Example trading status") && html.contains("Some systems are failing"),
+        "{html}"
+    );
+    assert!(!html.contains("<script"), "the status page needs no script");
+    let (status, svg) = get(addr, "/badge/swap/uptime/7d.svg");
+    assert_eq!(status, 200);
+    assert!(
+        svg.contains("<svg") && svg.contains("uptime 7d: 100.00%"),
+        "{svg}"
+    );
+    let (_, svg) = get(addr, "/badge/search/uptime/24h.svg");
+    assert!(svg.contains("uptime 24h: 87.50%"), "{svg}");
+    let (_, svg) = get(addr, "/badge/swap/p95.svg");
+    assert!(
+        svg.contains("p95: 71 ms"),
+        "the worst location's p95: {svg}"
+    );
+    let (status, _) = get(addr, "/badge/swap/uptime/1y.svg");
+    assert_eq!(status, 400);
+    let (status, _) = get(addr, "/badge/nobody/p95.svg");
+    assert_eq!(status, 404);
 
     // Bad input is refused with what and where.
     let (status, body) = get(addr, "/api/journeys/swap/compare?before=7d&after=7d/now");
@@ -259,6 +312,11 @@ fn the_ui_shows_status_uptime_and_a_phase_halved_by_the_move_to_the_edge() {
     );
     let run = dom(&format!("http://{addr}/runs/search-frankfurt-0"), &home);
     assert!(run.contains("status is 200") && run.contains("✗"), "{run}");
+    assert!(
+        run.contains("https://tempo.example/trace/4bf92f3577b34da6a3ce929d0e0e4736"),
+        "trace ids link to the tracing UI: {run}"
+    );
+    assert!(run.contains("/har?attempt=1"), "{run}");
 
     // `WAYMARK_UI_SHOTS=DIR` keeps pictures of the pages (the README's).
     if let Some(shots) = std::env::var_os("WAYMARK_UI_SHOTS") {

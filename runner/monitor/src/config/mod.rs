@@ -22,7 +22,7 @@ pub use crate::sinks::{SinkConfig, SinkKind};
 pub use crate::spans::{ConfigError, ConfigErrors, NotHttpUrl, Place, http_url};
 use crate::spans::{Reader, substitute_env};
 use journey::{RawJourney, read_journey};
-use sections::{RawLoad, RawRunner, RawStore, read_load, read_runner, read_store};
+use sections::{RawLoad, RawRunner, RawStore, RawUi, read_load, read_runner, read_store, read_ui};
 
 /// The whole file, validated.
 #[derive(Debug, Clone)]
@@ -39,6 +39,29 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[load]`: how `waymark load -c` audits one of the journeys.
     pub load: Option<LoadConfig>,
+    /// `[ui]`: the web UI's links and its public status page.
+    pub ui: UiConfig,
+}
+
+/// `[ui]`: the web UI's links and its public status page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UiConfig {
+    /// Where a trace id links to: a URL holding `{trace_id}`.
+    pub trace_url: Option<String>,
+    /// The status page's title.
+    pub title: String,
+    /// The status page's groups: a name and its journeys, in order.
+    pub groups: Vec<(String, Vec<String>)>,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            trace_url: None,
+            title: "Status".into(),
+            groups: Vec::new(),
+        }
+    }
 }
 
 /// `[runner]`: this process.
@@ -258,6 +281,7 @@ impl Config {
         let mut journeys_raw: Vec<(Spanned<DeValue>, RawJourney)> = Vec::new();
         let mut sinks_raw: Vec<Spanned<DeValue>> = Vec::new();
         let mut store_raw = RawStore::default();
+        let mut ui_raw = RawUi::default();
         let mut load_raw: Option<(Range<usize>, RawLoad)> = None;
         let mut defaults_value = None;
         for (key, value) in doc.get_ref().iter() {
@@ -303,6 +327,11 @@ impl Config {
                         store_raw = v;
                     }
                 }
+                "ui" => {
+                    if let Some(v) = r.section(value, "[ui]") {
+                        ui_raw = v;
+                    }
+                }
                 "load" => {
                     if let Some(v) = r.section(value, "[load]") {
                         load_raw = Some((key.span(), v));
@@ -312,7 +341,7 @@ impl Config {
                     key.span(),
                     other.to_string(),
                     format!(
-                        "unknown key '{other}' (the file holds [runner], [defaults], [[journey]], [[sink]], [store] and [load])"
+                        "unknown key '{other}' (the file holds [runner], [defaults], [[journey]], [[sink]], [store], [ui] and [load])"
                     ),
                 ),
             }
@@ -421,6 +450,7 @@ impl Config {
             }
         }
         let store = read_store(&mut r, &base, store_raw);
+        let ui = read_ui(&mut r, ui_raw, &journeys);
         let load =
             load_raw.and_then(|(span, raw)| read_load(&mut r, &base, span, raw, &journeys_raw));
         r.errors.sort_by_key(|e| (e.place.line, e.place.column));
@@ -433,6 +463,7 @@ impl Config {
             sinks,
             store,
             load,
+            ui,
         };
         (Some(config), r.errors)
     }

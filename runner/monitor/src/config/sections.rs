@@ -1,4 +1,4 @@
-//! `[runner]`, `[store]` and `[load]`.
+//! `[runner]`, `[store]`, `[ui]` and `[load]`.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -28,6 +28,56 @@ pub(super) struct RawRunner {
 pub(super) struct RawStore {
     pub(super) path: Option<Spanned<String>>,
     pub(super) retention: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUi {
+    pub(super) trace_url: Option<Spanned<String>>,
+    pub(super) title: Option<Spanned<String>>,
+    pub(super) group: Option<Vec<RawGroup>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    pub(super) name: Spanned<String>,
+    pub(super) journeys: Vec<Spanned<String>>,
+}
+
+pub(super) fn read_ui(r: &mut Reader, raw: RawUi, journeys: &[JourneyConfig]) -> UiConfig {
+    let mut out = UiConfig::default();
+    if let Some(t) = raw.title {
+        out.title = t.into_inner();
+    }
+    if let Some(u) = raw.trace_url {
+        if u.get_ref().contains("{trace_id}") {
+            out.trace_url = Some(u.into_inner());
+        } else {
+            r.error(
+                u.span(),
+                "[ui] → trace_url",
+                "the URL must hold {trace_id}, where each run's trace id goes",
+            );
+        }
+    }
+    for (i, g) in raw.group.unwrap_or_default().into_iter().enumerate() {
+        let key = format!("[[ui.group]] #{} → journeys", i + 1);
+        let mut names = Vec::new();
+        for j in g.journeys {
+            if journeys.iter().any(|c| c.name == *j.get_ref()) {
+                names.push(j.into_inner());
+            } else {
+                r.error(
+                    j.span(),
+                    key.clone(),
+                    format!("no [[journey]] is named '{}'", j.get_ref()),
+                );
+            }
+        }
+        out.groups.push((g.name.into_inner(), names));
+    }
+    out
 }
 
 /// Most passes over a ramp: each one is the whole ramp again.

@@ -70,10 +70,10 @@ pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared
                         path if crate::ui::owns(path) => {
                             let (path, query) =
                                 (path.to_string(), req.uri().query().map(str::to_string));
-                            let db = shared.history.clone();
+                            let (db, ui) = (shared.history.clone(), shared.ui.clone());
                             let now = shared.clock.now();
                             let reply = tokio::task::spawn_blocking(move || {
-                                crate::ui::answer(db.as_deref(), &path, query.as_deref(), now)
+                                crate::ui::answer(db.as_deref(), &ui, &path, query.as_deref(), now)
                             })
                             .await;
                             return match reply {

@@ -120,6 +120,8 @@ struct Shared {
     clock: Clock,
     /// The history file the web UI reads.
     history: Option<PathBuf>,
+    /// The web UI's settings.
+    ui: Arc<crate::config::UiConfig>,
 }
 
 enum Control {
@@ -231,6 +233,7 @@ impl Service {
             grace: cfg.runner.shutdown_grace,
             clock,
             history: cfg.store.path.clone(),
+            ui: Arc::new(cfg.ui.clone()),
         });
         let listener = match cfg.runner.listen {
             Some(addr) => {

@@ -107,6 +107,7 @@ pub fn overview(store: &Store, now: SystemTime, q: &OverviewQuery) -> Result<Val
             .last()
             .map_or(last.started_at, |r| r.started_at);
         let mut uptime = serde_json::Map::new();
+        let mut counts = serde_json::Map::new();
         for (name, days) in WINDOWS {
             let from = now.checked_sub(DAY * days as u32).unwrap_or(UNIX_EPOCH);
             let w: Vec<&RunRow> = runs.iter().filter(|r| r.started_at >= from).collect();
@@ -119,6 +120,7 @@ pub fn overview(store: &Store, now: SystemTime, q: &OverviewQuery) -> Result<Val
                     json!(passed as f64 / w.len() as f64)
                 },
             );
+            counts.insert(name.into(), json!({"runs": w.len(), "passed": passed}));
         }
         let mut cells: Vec<DayCell> = (0..DAYS)
             .map(|i| {
@@ -160,6 +162,7 @@ pub fn overview(store: &Store, now: SystemTime, q: &OverviewQuery) -> Result<Val
             "since": rfc3339(since_change),
             "last_run": {"run_id": last.run_id, "started_at": rfc3339(last.started_at)},
             "uptime": uptime,
+            "counts": counts,
             "days": cells,
             "p95_ms_24h": percentile(&mut last_day, 0.95),
             "recent": recent,
@@ -167,7 +170,7 @@ pub fn overview(store: &Store, now: SystemTime, q: &OverviewQuery) -> Result<Val
         }));
     }
     let total = out.len();
-    let per_page = q.per_page.clamp(1, 1000);
+    let per_page = q.per_page.max(1);
     let rows: Vec<Value> = out
         .into_iter()
         .skip(q.page.saturating_mul(per_page))
@@ -392,11 +395,34 @@ pub fn runs(
     Ok(json!({"journey": journey, "runs": rows}))
 }
 
-/// `/api/runs/{id}`: the record of a run's last (or given) attempt.
-pub fn run(store: &Store, run_id: &str, attempt: Option<u32>) -> Result<Value, ApiError> {
+/// `/api/runs/{id}`: the record of a run's last (or given) attempt, whether
+/// it was kept for a replay (and so has a HAR), and where its trace ids link.
+pub fn run(
+    store: &Store,
+    run_id: &str,
+    attempt: Option<u32>,
+    trace_url: Option<&str>,
+) -> Result<Value, ApiError> {
     let rec = store
         .get_attempt(run_id, attempt)?
         .ok_or_else(|| ApiError::NotFound(format!("no run '{run_id}' in the history")))?;
-    let replayable = store.tape(run_id, attempt)?.is_some();
-    Ok(json!({"record": rec, "replayable": replayable}))
+    let replayable = store.tape(run_id, Some(rec.attempt))?.is_some();
+    Ok(json!({"record": rec, "replayable": replayable, "trace_url": trace_url}))
+}
+
+/// `/api/runs/{id}/har`: the HAR of a run kept whole (`keep_exchanges`).
+pub fn har(store: &Store, run_id: &str, attempt: Option<u32>) -> Result<Value, ApiError> {
+    let text = store.tape(run_id, attempt)?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "run '{run_id}' was not kept whole (keep_exchanges on its journey keeps runs with their exchanges)"
+        ))
+    })?;
+    let tape = waymark_engine::tape::Tape::from_json(&text)
+        .map_err(|e| ApiError::NotFound(format!("run '{run_id}': its recording: {e}")))?;
+    // Kept recordings are redacted already.
+    Ok(waymark_engine::har::to_har(
+        &tape.record,
+        &tape.exchanges,
+        &[] as &[String],
+    ))
 }

@@ -10,6 +10,7 @@
 //! - `/runs/{id}`: one run's steps, requests as phase bars, checks, logs.
 
 pub mod api;
+pub mod public;
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -17,6 +18,7 @@ use std::time::SystemTime;
 use api::{ApiError, OverviewQuery, Window};
 use waymark_record::Status;
 
+use crate::config::UiConfig;
 use crate::store::Store;
 
 const INDEX: &str = include_str!("assets/index.html");
@@ -71,6 +73,8 @@ pub fn owns(path: &str) -> bool {
         || path.starts_with("/journeys/")
         || path.starts_with("/runs/")
         || path.starts_with("/ui/")
+        || path.starts_with("/badge/")
+        || path == "/status-page"
 }
 
 fn params(query: Option<&str>) -> Vec<(String, String)> {
@@ -113,7 +117,13 @@ fn status(p: &[(String, String)]) -> Result<Option<Status>, ApiError> {
 
 /// The page, asset or API answer for `path`, reading the history at `db`.
 /// Blocking (SQLite): call it off the async threads.
-pub fn answer(db: Option<&Path>, path: &str, query: Option<&str>, now: SystemTime) -> Reply {
+pub fn answer(
+    db: Option<&Path>,
+    ui: &UiConfig,
+    path: &str,
+    query: Option<&str>,
+    now: SystemTime,
+) -> Reply {
     match path {
         "/" => return Reply::ok("text/html; charset=utf-8", INDEX),
         "/ui/app.js" => return Reply::ok("text/javascript; charset=utf-8", SCRIPT),
@@ -124,22 +134,53 @@ pub fn answer(db: Option<&Path>, path: &str, query: Option<&str>, now: SystemTim
         p if p.starts_with("/runs/") => return Reply::ok("text/html; charset=utf-8", RUN),
         _ => {}
     }
-    let Some(rest) = path.strip_prefix("/api/") else {
-        return Reply::error(&ApiError::NotFound(format!("no page {path}")));
-    };
     let Some(db) = db else {
         return Reply::error(&ApiError::NotFound(
             "no history is kept ([store] path is off), so the UI has nothing to show".into(),
         ));
     };
+    if path == "/status-page" {
+        return match Store::open(db)
+            .map_err(ApiError::from)
+            .and_then(|store| public::status_page(&store, ui, now))
+        {
+            Ok(page) => Reply::ok("text/html; charset=utf-8", public::status_page_html(&page)),
+            Err(e) => Reply::error(&e),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/badge/") {
+        let parts: Vec<&str> = rest.split('/').collect();
+        let Some((journey, what)) = parts.split_first() else {
+            return Reply::error(&ApiError::NotFound("no badge".into()));
+        };
+        return match Store::open(db)
+            .map_err(ApiError::from)
+            .and_then(|store| public::badge_svg(&store, now, &decode(journey), what))
+        {
+            Ok(svg) => Reply::ok("image/svg+xml", svg),
+            Err(e) => Reply::error(&e),
+        };
+    }
+    let Some(rest) = path.strip_prefix("/api/") else {
+        return Reply::error(&ApiError::NotFound(format!("no page {path}")));
+    };
     let p = params(query);
     let result = Store::open(db)
         .map_err(ApiError::from)
-        .and_then(|store| api_answer(&store, rest, &p, now));
+        .and_then(|store| api_answer(&store, ui, rest, &p, now));
     match result {
         Ok(v) => Reply::json(&v),
         Err(e) => Reply::error(&e),
     }
+}
+
+fn attempt(p: &[(String, String)]) -> Result<Option<u32>, ApiError> {
+    param(p, "attempt")
+        .map(|a| {
+            a.parse::<u32>()
+                .map_err(|_| ApiError::BadRequest(format!("attempt: '{a}' is not a whole number")))
+        })
+        .transpose()
 }
 
 fn decode(segment: &str) -> String {
@@ -151,6 +192,7 @@ fn decode(segment: &str) -> String {
 
 fn api_answer(
     store: &Store,
+    ui: &UiConfig,
     rest: &str,
     p: &[(String, String)],
     now: SystemTime,
@@ -166,7 +208,7 @@ fn api_answer(
                 location: location.map(str::to_string),
                 search: param(p, "q").map(str::to_string),
                 page: number(p, "page", 0)?,
-                per_page: number(p, "per_page", 100)?,
+                per_page: number(p, "per_page", 100)?.clamp(1, 1000),
             },
         ),
         ["journeys", name, "phases"] => {
@@ -190,16 +232,9 @@ fn api_answer(
             location,
             number(p, "limit", 200)?,
         ),
-        ["runs", id] => {
-            let attempt = param(p, "attempt")
-                .map(|a| {
-                    a.parse::<u32>().map_err(|_| {
-                        ApiError::BadRequest(format!("attempt: '{a}' is not a whole number"))
-                    })
-                })
-                .transpose()?;
-            api::run(store, &decode(id), attempt)
-        }
+        ["status-page"] => public::status_page(store, ui, now),
+        ["runs", id] => api::run(store, &decode(id), attempt(p)?, ui.trace_url.as_deref()),
+        ["runs", id, "har"] => api::har(store, &decode(id), attempt(p)?),
         _ => Err(ApiError::NotFound(format!(
             "no API at /api/{rest}: see the README (Web UI)"
         ))),
