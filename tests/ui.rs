@@ -102,6 +102,27 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
+fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (status, body.to_string())
+}
+
 fn api(addr: SocketAddr, path: &str) -> Value {
     let (status, body) = get(addr, path);
     assert_eq!(status, 200, "{path}: {body}");
@@ -185,6 +206,46 @@ fn the_ui_shows_status_uptime_and_a_phase_halved_by_the_move_to_the_edge() {
     let day = search["uptime"]["24h"].as_f64().expect("24h uptime");
     assert!((day - 21.0 / 24.0).abs() < 0.05, "{search}");
     assert!(search["incident"]["since"].is_string(), "{search}");
+    // The open incident can be acknowledged, once; MTTA joins MTTR.
+    let id = search["incident"]["id"]
+        .as_str()
+        .expect("incident id")
+        .to_string();
+    assert!(id.starts_with("search@"), "{id}");
+    assert_eq!(search["incident"]["acknowledged_by"], Value::Null);
+    let path = format!("/api/incidents/{id}/ack");
+    let (status, body) = post(addr, &path, r#"{"by": "alice"}"#);
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = post(addr, &path, r#"{"by": "bob"}"#);
+    assert_eq!(status, 200);
+    let (status, body) = post(addr, &path, r#"{"who": "carol"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("by"), "{body}");
+    let (status, _) = post(addr, "/api/incidents/search@1/ack", r#"{"by": "x"}"#);
+    assert_eq!(status, 404);
+    let inc = api(addr, "/api/incidents?journey=search");
+    let open = &inc["journeys"][0]["incidents"]
+        .as_array()
+        .expect("incidents")[0];
+    assert_eq!(open["acknowledged_by"], "alice", "the first stands: {inc}");
+    // The spell began with the run 2 hours ago (runs are hourly).
+    let tta = open["time_to_acknowledge_s"].as_f64().expect("tta");
+    assert!((tta - 7200.0).abs() < 120.0, "{inc}");
+    assert!(inc["journeys"][0]["mtta_s"].as_f64().is_some(), "{inc}");
+    let again = api(addr, "/api/journeys?status=fail");
+    assert_eq!(again["rows"][0]["incident"]["acknowledged_by"], "alice");
+    let stats = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args(["history", "--stats", "--db"])
+        .arg(&db)
+        .output()
+        .expect("history");
+    let table = String::from_utf8_lossy(&stats.stdout);
+    assert!(
+        table.contains("MEAN TIME TO ACKNOWLEDGE")
+            && table.contains("acknowledged by alice after 2h"),
+        "{table}"
+    );
+
     // Filters and pages.
     let failing = api(addr, "/api/journeys?status=fail");
     assert_eq!(failing["total"], 1, "{failing}");
@@ -309,6 +370,11 @@ fn the_ui_shows_status_uptime_and_a_phase_halved_by_the_move_to_the_edge() {
     assert!(
         journey.contains("<rect"),
         "the phase chart is drawn: {journey}"
+    );
+    let search_page = dom(&format!("http://{addr}/journeys/search"), &home);
+    assert!(
+        search_page.contains("mean time to acknowledge 2.0 h"),
+        "{search_page}"
     );
     let run = dom(&format!("http://{addr}/runs/search-frankfurt-0"), &home);
     assert!(run.contains("status is 200") && run.contains("✗"), "{run}");

@@ -331,19 +331,29 @@ fn stats_table(stats: &[crate::store::JourneyStats]) -> String {
         "P50".into(),
         "P95".into(),
         "INCIDENTS".into(),
+        "MEAN TIME TO ACKNOWLEDGE".into(),
         "MEAN TIME TO RECOVERY".into(),
     ]];
-    for s in stats {
-        let recovered: Vec<f64> = s
-            .incidents
-            .iter()
-            .filter_map(|i| i.time_to_recovery_s)
-            .collect();
-        let mttr = if recovered.is_empty() {
+    let mean = |v: Vec<f64>| {
+        if v.is_empty() {
             "-".to_string()
         } else {
-            human_secs(recovered.iter().sum::<f64>() / recovered.len() as f64)
-        };
+            human_secs(v.iter().sum::<f64>() / v.len() as f64)
+        }
+    };
+    for s in stats {
+        let mtta = mean(
+            s.incidents
+                .iter()
+                .filter_map(|i| i.time_to_acknowledge_s)
+                .collect(),
+        );
+        let mttr = mean(
+            s.incidents
+                .iter()
+                .filter_map(|i| i.time_to_recovery_s)
+                .collect(),
+        );
         rows.push([
             s.journey.clone(),
             s.runs.to_string(),
@@ -351,6 +361,7 @@ fn stats_table(stats: &[crate::store::JourneyStats]) -> String {
             format!("{:.1} ms", s.p50_ms),
             format!("{:.1} ms", s.p95_ms),
             s.incidents.len().to_string(),
+            mtta,
             mttr,
         ]);
     }
@@ -363,6 +374,13 @@ fn stats_table(stats: &[crate::store::JourneyStats]) -> String {
                 i.failed_runs,
                 if i.failed_runs == 1 { "" } else { "s" }
             );
+            let acked = match (&i.acknowledged_by, i.time_to_acknowledge_s) {
+                (Some(by), Some(tta)) => {
+                    format!(", acknowledged by {by} after {}", human_secs(tta))
+                }
+                _ => String::new(),
+            };
+            let runs = format!("{runs}{acked}");
             match (&i.recovered_at, i.time_to_recovery_s) {
                 (Some(end), Some(ttr)) => out.push_str(&format!(
                     "  {} → {}  recovered in {} ({runs})\n",

@@ -43,7 +43,8 @@ pub enum StoreError {
     },
 }
 
-/// 1: runs. 2: exchanges, a run's recording for `waymark replay`.
+/// 1: runs. 2: exchanges (a run's recording for `waymark replay`) and
+/// acks (who acknowledged an incident, when).
 const SCHEMA_VERSION: i64 = 2;
 
 /// An open history file.
@@ -120,6 +121,9 @@ pub struct JourneyStats {
 /// One failure spell.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Incident {
+    /// `JOURNEY@MS`: the journey and its first failing run's start (Unix
+    /// ms), which `POST /api/incidents/{id}/ack` names.
+    pub id: String,
     /// First failing run's start (RFC 3339).
     pub started_at: String,
     /// First passing run's start after it; none while still failing.
@@ -128,6 +132,12 @@ pub struct Incident {
     pub time_to_recovery_s: Option<f64>,
     /// Failing runs in the spell.
     pub failed_runs: u64,
+    /// When someone acknowledged it.
+    pub acknowledged_at: Option<String>,
+    /// Who.
+    pub acknowledged_by: Option<String>,
+    /// acknowledged_at − started_at, seconds.
+    pub time_to_acknowledge_s: Option<f64>,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -191,6 +201,11 @@ impl Store {
             );
             CREATE INDEX IF NOT EXISTS runs_by_journey ON runs(journey, started_at_ms);
             CREATE INDEX IF NOT EXISTS runs_by_time ON runs(started_at_ms);
+            CREATE TABLE IF NOT EXISTS acks (
+                incident TEXT PRIMARY KEY,
+                by TEXT NOT NULL,
+                at_ms INTEGER NOT NULL
+            );
             CREATE TABLE IF NOT EXISTS exchanges (
                 run_id TEXT NOT NULL,
                 attempt INTEGER NOT NULL,
@@ -289,6 +304,9 @@ impl Store {
                  (SELECT run_id, attempt FROM runs WHERE started_at_ms < ?1)",
                 params![millis(before)],
             )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute("DELETE FROM acks WHERE at_ms < ?1", params![millis(before)])
             .map_err(|e| self.err(e))?;
         self.conn
             .execute(
@@ -452,10 +470,14 @@ impl Store {
                     Some(i) => i.failed_runs += 1,
                     None => {
                         open = Some(Incident {
+                            id: format!("{}@{started}", s.journey),
                             started_at: rfc3339(started),
                             recovered_at: None,
                             time_to_recovery_s: None,
                             failed_runs: 1,
+                            acknowledged_at: None,
+                            acknowledged_by: None,
+                            time_to_acknowledge_s: None,
                         })
                     }
                 }
@@ -464,7 +486,53 @@ impl Store {
         if let Some(last) = out.last_mut() {
             finish(last, &mut durations, &mut open);
         }
+        self.add_acks(&mut out)?;
         Ok(out)
+    }
+
+    fn add_acks(&self, stats: &mut [JourneyStats]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT by, at_ms FROM acks WHERE incident = ?1")
+            .map_err(|e| self.err(e))?;
+        for i in stats.iter_mut().flat_map(|s| s.incidents.iter_mut()) {
+            let ack: Option<(String, i64)> = stmt
+                .query_row(params![i.id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if let Some((by, at)) = ack {
+                let began =
+                    i.id.rsplit_once('@')
+                        .and_then(|(_, ms)| ms.parse::<i64>().ok())
+                        .unwrap_or(at);
+                i.acknowledged_at = Some(rfc3339(at));
+                i.acknowledged_by = Some(by);
+                i.time_to_acknowledge_s = Some((at - began).max(0) as f64 / 1000.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that `by` acknowledged the incident `id` at `at` (the first
+    /// acknowledgement stands). False when no incident has that id.
+    pub fn acknowledge(&self, id: &str, by: &str, at: SystemTime) -> Result<bool, StoreError> {
+        let Some((journey, _)) = id.rsplit_once('@') else {
+            return Ok(false);
+        };
+        let stats = self.stats(&Filter {
+            journey: Some(journey.to_string()),
+            ..Filter::default()
+        })?;
+        if !stats.iter().flat_map(|s| &s.incidents).any(|i| i.id == id) {
+            return Ok(false);
+        }
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO acks (incident, by, at_ms) VALUES (?1, ?2, ?3)",
+                params![id, by, millis(at)],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(true)
     }
 
     /// `PRAGMA integrity_check` says "ok".

@@ -10,7 +10,7 @@ use super::{Shared, now_ms};
 /// `/status`: every journey's counters as JSON; `/metrics`: the runner's
 /// own metrics, and the journeys' when a prometheus sink is configured.
 pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    use http_body_util::Full;
+    use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
     use hyper::service::service_fn;
     loop {
@@ -70,10 +70,29 @@ pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared
                         path if crate::ui::owns(path) => {
                             let (path, query) =
                                 (path.to_string(), req.uri().query().map(str::to_string));
+                            let method = req.method().to_string();
+                            // An acknowledgement is a few bytes; more is refused.
+                            let body = match http_body_util::Limited::new(req.into_body(), 4096)
+                                .collect()
+                                .await
+                            {
+                                Ok(b) => b.to_bytes(),
+                                Err(_) => {
+                                    return hyper::Response::builder()
+                                        .status(413)
+                                        .body(Full::new(Bytes::from("a body of at most 4 KiB\n")));
+                                }
+                            };
                             let (db, ui) = (shared.history.clone(), shared.ui.clone());
                             let now = shared.clock.now();
                             let reply = tokio::task::spawn_blocking(move || {
-                                crate::ui::answer(db.as_deref(), &ui, &path, query.as_deref(), now)
+                                let request = crate::ui::Request {
+                                    method: &method,
+                                    path: &path,
+                                    query: query.as_deref(),
+                                    body: &body,
+                                };
+                                crate::ui::answer(db.as_deref(), &ui, &request, now)
                             })
                             .await;
                             return match reply {

@@ -88,6 +88,19 @@ pub fn overview(store: &Store, now: SystemTime, q: &OverviewQuery) -> Result<Val
             .push(r);
     }
     let today = unix_ms(now) / (DAY.as_millis() as u64);
+    // Incidents as `history --stats` finds them (per journey): the open
+    // one, with its id for an acknowledgement.
+    let open: BTreeMap<String, crate::store::Incident> = store
+        .stats(&Filter {
+            since: Some(since),
+            ..Filter::default()
+        })?
+        .into_iter()
+        .filter_map(|s| {
+            let i = s.incidents.last()?.clone();
+            i.recovered_at.is_none().then_some((s.journey, i))
+        })
+        .collect();
     let mut out = Vec::new();
     for ((journey, location), runs) in by {
         let Some(last) = runs.last() else { continue };
@@ -166,7 +179,15 @@ pub fn overview(store: &Store, now: SystemTime, q: &OverviewQuery) -> Result<Val
             "days": cells,
             "p95_ms_24h": percentile(&mut last_day, 0.95),
             "recent": recent,
-            "incident": (last.status != Status::Pass).then(|| json!({"since": rfc3339(since_change)})),
+            "incident": (last.status != Status::Pass).then(|| {
+                let i = open.get(&journey);
+                json!({
+                    "since": rfc3339(since_change),
+                    "id": i.map(|i| &i.id),
+                    "acknowledged_by": i.and_then(|i| i.acknowledged_by.as_ref()),
+                    "acknowledged_at": i.and_then(|i| i.acknowledged_at.as_ref()),
+                })
+            }),
         }));
     }
     let total = out.len();
@@ -425,4 +446,68 @@ pub fn har(store: &Store, run_id: &str, attempt: Option<u32>) -> Result<Value, A
         &tape.exchanges,
         &[] as &[String],
     ))
+}
+
+/// `/api/incidents`: every incident of the last 90 days (or of one
+/// journey), as `history --stats` finds them, with acknowledgements.
+pub fn incidents(store: &Store, now: SystemTime, journey: Option<&str>) -> Result<Value, ApiError> {
+    let stats = store.stats(&Filter {
+        journey: journey.map(str::to_string),
+        since: now.checked_sub(DAY * DAYS as u32),
+        ..Filter::default()
+    })?;
+    let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let rows: Vec<Value> = stats
+        .iter()
+        .map(|s| {
+            json!({
+                "journey": s.journey,
+                "incidents": s.incidents,
+                "mtta_s": mean(s.incidents.iter().filter_map(|i| i.time_to_acknowledge_s).collect()),
+                "mttr_s": mean(s.incidents.iter().filter_map(|i| i.time_to_recovery_s).collect()),
+            })
+        })
+        .collect();
+    Ok(json!({"journeys": rows}))
+}
+
+/// `POST /api/incidents/{id}/ack` with `{"by": "…"}`: the first
+/// acknowledgement of an incident stands.
+pub fn acknowledge(
+    store: &Store,
+    id: &str,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Ack {
+        by: String,
+    }
+    let ack: Ack = serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body must be JSON {{\"by\": \"who\"}} (line {}, column {}): {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let by = ack.by.trim();
+    if by.is_empty() || by.len() > 200 {
+        return Err(ApiError::BadRequest(
+            "by: say who acknowledges, in at most 200 bytes".into(),
+        ));
+    }
+    if !store.acknowledge(id, by, now)? {
+        return Err(ApiError::NotFound(format!("no incident '{id}'")));
+    }
+    let journey = id.rsplit_once('@').map_or(id, |(j, _)| j);
+    let stats = store.stats(&Filter {
+        journey: Some(journey.to_string()),
+        ..Filter::default()
+    })?;
+    let incident = stats
+        .iter()
+        .flat_map(|s| &s.incidents)
+        .find(|i| i.id == id)
+        .cloned();
+    Ok(json!({"incident": incident}))
 }

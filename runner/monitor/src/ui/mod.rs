@@ -27,6 +27,18 @@ const RUN: &str = include_str!("assets/run.html");
 const SCRIPT: &str = include_str!("assets/app.js");
 const STYLE: &str = include_str!("assets/style.css");
 
+/// What the UI is asked: method, path, query and body.
+pub struct Request<'a> {
+    /// `GET`, `POST`, ...
+    pub method: &'a str,
+    /// The path.
+    pub path: &'a str,
+    /// The query, if any.
+    pub query: Option<&'a str>,
+    /// The body (POST).
+    pub body: &'a [u8],
+}
+
 /// An answer: status, content type, body.
 pub struct Reply {
     /// HTTP status.
@@ -117,13 +129,8 @@ fn status(p: &[(String, String)]) -> Result<Option<Status>, ApiError> {
 
 /// The page, asset or API answer for `path`, reading the history at `db`.
 /// Blocking (SQLite): call it off the async threads.
-pub fn answer(
-    db: Option<&Path>,
-    ui: &UiConfig,
-    path: &str,
-    query: Option<&str>,
-    now: SystemTime,
-) -> Reply {
+pub fn answer(db: Option<&Path>, ui: &UiConfig, request: &Request<'_>, now: SystemTime) -> Reply {
+    let (path, query) = (request.path, request.query);
     match path {
         "/" => return Reply::ok("text/html; charset=utf-8", INDEX),
         "/ui/app.js" => return Reply::ok("text/javascript; charset=utf-8", SCRIPT),
@@ -167,7 +174,7 @@ pub fn answer(
     let p = params(query);
     let result = Store::open(db)
         .map_err(ApiError::from)
-        .and_then(|store| api_answer(&store, ui, rest, &p, now));
+        .and_then(|store| api_answer(&store, ui, request.method, rest, &p, request.body, now));
     match result {
         Ok(v) => Reply::json(&v),
         Err(e) => Reply::error(&e),
@@ -193,13 +200,24 @@ fn decode(segment: &str) -> String {
 fn api_answer(
     store: &Store,
     ui: &UiConfig,
+    method: &str,
     rest: &str,
     p: &[(String, String)],
+    body: &[u8],
     now: SystemTime,
 ) -> Result<serde_json::Value, ApiError> {
     let parts: Vec<&str> = rest.split('/').collect();
     let location = param(p, "location");
+    if method == "POST" {
+        return match parts.as_slice() {
+            ["incidents", id, "ack"] => api::acknowledge(store, &decode(id), body, now),
+            _ => Err(ApiError::NotFound(format!(
+                "no POST at /api/{rest}: only /api/incidents/ID/ack"
+            ))),
+        };
+    }
     match parts.as_slice() {
+        ["incidents"] => api::incidents(store, now, param(p, "journey")),
         ["journeys"] => api::overview(
             store,
             now,
