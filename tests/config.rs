@@ -75,6 +75,17 @@ fn full_file_values_and_defaults() {
     assert_eq!(login.retries, 0);
     assert_eq!(login.memory_limit, 16 << 20);
     assert_eq!(login.keep_exchanges, KeepExchanges::OnFailure);
+    assert_eq!(login.tags, vec!["web", "auth"]);
+    let m = &c.maintenance[0];
+    assert_eq!(m.name, "weekly database upgrade");
+    assert!(m.covers("login", &login.tags) && !m.covers("swap-pairs", &swap.tags));
+    // Sunday 2026-12-06 02:30 UTC is inside; 04:30 is not.
+    let sunday = humantime::parse_rfc3339("2026-12-06T02:30:00Z").expect("time");
+    assert!(m.open_at(sunday));
+    assert!(!m.open_at(sunday + Duration::from_secs(2 * 3600)));
+    assert_eq!(c.ui.title, "Example status");
+    assert_eq!(c.ui.groups, vec![("Web".to_string(), vec!["login".to_string()])]);
+    assert_eq!(c.ui.tags["auth"], vec!["login"]);
     assert_eq!(swap.keep_exchanges, KeepExchanges::Never);
     assert_eq!(login.http.allow_hosts, vec!["login.example.com"]);
     assert_eq!(login.http.max_requests, 20);

@@ -68,6 +68,15 @@ fn history(db: &Path) {
         let status = if h < 3 { "fail" } else { "pass" };
         entries.push(entry("search", "frankfurt", h as usize, h, status, 10.0));
     }
+    // billing: its last 5 runs failed inside a maintenance window.
+    for h in 0..10 {
+        let status = if h < 5 { "fail" } else { "pass" };
+        let mut e = entry("billing", "frankfurt", h as usize, h, status, 10.0);
+        if h < 5 {
+            e.record.maintenance = Some("db upgrade".into());
+        }
+        entries.push(e);
+    }
     // search's last failure was kept whole (keep_exchanges): a recording.
     let tape = std::fs::read_to_string(
         support::root().join("tests/fuzz/corpus/tape/seed-recorded-run.json"),
@@ -158,9 +167,11 @@ fn the_ui_shows_status_uptime_and_a_phase_halved_by_the_move_to_the_edge() {
     std::fs::write(
         &config,
         format!(
-            "[runner]\nlisten = \"127.0.0.1:0\"\n\n[[journey]]\nname = \"swap\"\nwasm = \"{w}\"\nschedule = \"0 0 0 29 2 *\"\n\n[[journey]]\nname = \"search\"\nwasm = \"{w}\"\nschedule = \"0 0 0 29 2 *\"\n\n[store]\npath = \"{}\"\n\n[ui]\ntitle = \"Example trading status\"\ntrace_url = \"https://tempo.example/trace/{{trace_id}}\"\n\n[[ui.group]]\nname = \"Trading API\"\njourneys = [\"swap\", \"search\"]\n",
+            "[runner]\nlisten = \"127.0.0.1:0\"\n\n[[journey]]\nname = \"swap\"\nwasm = \"{w}\"\nschedule = \"0 0 0 29 2 *\"\n\n[[journey]]\nname = \"search\"\nwasm = \"{w}\"\nschedule = \"0 0 0 29 2 *\"\ntags = [\"web\"]\n\n[store]\npath = \"{}\"\n\n[ui]\ntitle = \"Example trading status\"\ntrace_url = \"https://tempo.example/trace/{{trace_id}}\"\n\n[[ui.group]]\nname = \"Trading API\"\njourneys = [\"swap\", \"search\"]\n\n[[maintenance]]\nname = \"search reindex\"\nstart = \"{from}\"\nend = \"{to}\"\ntags = [\"web\"]\n",
             db.display(),
             w = support::hostile_wasm().display(),
+            from = humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(3600)),
+            to = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(3600)),
         ),
     )
     .expect("config");
@@ -232,7 +243,7 @@ fn the_ui_shows_status_uptime_and_a_phase_halved_by_the_move_to_the_edge() {
     let tta = open["time_to_acknowledge_s"].as_f64().expect("tta");
     assert!((tta - 7200.0).abs() < 120.0, "{inc}");
     assert!(inc["journeys"][0]["mtta_s"].as_f64().is_some(), "{inc}");
-    let again = api(addr, "/api/journeys?status=fail");
+    let again = api(addr, "/api/journeys?status=fail&q=search");
     assert_eq!(again["rows"][0]["incident"]["acknowledged_by"], "alice");
     let stats = Command::new(env!("CARGO_BIN_EXE_waymark"))
         .args(["history", "--stats", "--db"])
@@ -240,15 +251,44 @@ fn the_ui_shows_status_uptime_and_a_phase_halved_by_the_move_to_the_edge() {
         .output()
         .expect("history");
     let table = String::from_utf8_lossy(&stats.stdout);
+    let billing_line = table
+        .lines()
+        .find(|l| l.starts_with("billing"))
+        .unwrap_or_default();
+    assert!(
+        billing_line.contains(" 5 ") && billing_line.contains("100.00%"),
+        "runs in maintenance are left out: {table}"
+    );
     assert!(
         table.contains("MEAN TIME TO ACKNOWLEDGE")
             && table.contains("acknowledged by alice after 2h"),
         "{table}"
     );
 
+    // Maintenance: the window open now shows on the journeys it covers
+    // (by tag), and runs in a window count neither for nor against uptime.
+    assert_eq!(search["maintenance"], "search reindex", "{search}");
+    assert_eq!(sp["maintenance"], Value::Null);
+    let billing = row("billing", "frankfurt");
+    assert_eq!(billing["uptime"]["24h"], 1.0, "{billing}");
+    assert_eq!(billing["counts"]["24h"]["runs"], 5);
+    let held: u64 = billing["days"]
+        .as_array()
+        .expect("days")
+        .iter()
+        .filter_map(|d| d["maintenance"].as_u64())
+        .sum();
+    assert_eq!(held, 5);
+    let tagged = api(addr, "/api/journeys?tag=web");
+    assert_eq!(tagged["total"], 1, "{tagged}");
+    assert_eq!(tagged["rows"][0]["journey"], "search");
+
     // Filters and pages.
     let failing = api(addr, "/api/journeys?status=fail");
-    assert_eq!(failing["total"], 1, "{failing}");
+    assert_eq!(
+        failing["total"], 2,
+        "search, and billing in maintenance: {failing}"
+    );
     let paged = api(addr, "/api/journeys?per_page=1&page=1");
     assert_eq!(paged["rows"].as_array().map(Vec::len), Some(1));
     assert!(paged["total"].as_u64() >= Some(3));
@@ -409,4 +449,84 @@ fn the_ui_shows_status_uptime_and_a_phase_halved_by_the_move_to_the_edge() {
             assert!(shot.is_ok_and(|s| s.success()), "screenshot of {page}");
         }
     }
+}
+
+#[test]
+fn runs_in_a_maintenance_window_are_stored_marked_and_their_alerts_held() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("history.db");
+    // A webhook that counts what it is sent.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = posts.clone();
+    support::answer_each_request(listener, move |head| {
+        if head.contains("POST /hook") {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Some(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec())
+    });
+    let journey = |name: &str| {
+        format!(
+            "[[journey]]\nname = \"{name}\"\nwasm = \"{}\"\nevery = \"1s\"\nvars = {{ mode = \"fail\" }}\n\n",
+            support::hostile_wasm().display()
+        )
+    };
+    let config = dir.path().join("waymark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}{}[[maintenance]]\nname = \"deploy\"\nstart = \"{}\"\nend = \"{}\"\njourneys = [\"broken\"]\n\n[[sink]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nevents = [\"failing\"]\n\n[store]\npath = \"{}\"\n",
+            journey("broken"),
+            journey("broken-too"),
+            humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(3600)),
+            humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(3600)),
+            db.display()
+        ),
+    )
+    .expect("config");
+    let serve = support::Kill(
+        Command::new(env!("CARGO_BIN_EXE_waymark"))
+            .args(["serve", "-c"])
+            .arg(&config)
+            .env("WAYMARK_CACHE_DIR", dir.path().join("cache"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve"),
+    );
+    // Three runs of each, stored.
+    let t = std::time::Instant::now();
+    let records = loop {
+        let recs: Vec<waymark_record::RunRecord> = Store::open(&db)
+            .and_then(|s| s.list(&waymark_monitor::store::Filter::default()))
+            .map(|es| es.into_iter().map(|e| e.record).collect())
+            .unwrap_or_default();
+        let n = |j: &str| recs.iter().filter(|r| r.journey == j).count();
+        if n("broken") >= 3 && n("broken-too") >= 3 {
+            break recs;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "runs not stored");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Deliveries of the runs stored so far have had time to go out.
+    std::thread::sleep(Duration::from_secs(1));
+    drop(serve);
+    for r in &records {
+        let expected = (r.journey == "broken").then(|| "deploy".to_string());
+        assert_eq!(r.maintenance, expected, "{}", r.journey);
+        assert_eq!(r.status, waymark_record::Status::Fail);
+    }
+    // One `failing` event: broken-too's. broken's is held.
+    assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Availability leaves the window out: broken has no counted runs.
+    let stats = Store::open(&db)
+        .and_then(|s| s.stats(&waymark_monitor::store::Filter::default()))
+        .expect("stats");
+    assert!(stats.iter().all(|s| s.journey != "broken"), "{stats:?}");
+    assert!(
+        stats
+            .iter()
+            .any(|s| s.journey == "broken-too" && s.passed == 0)
+    );
 }

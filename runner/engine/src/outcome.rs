@@ -145,6 +145,7 @@ pub(crate) fn conclude(
         error: end.error,
         steps: end.steps,
         logs,
+        maintenance: None,
     };
     let secrets: Vec<String> = opts.secrets.values().cloned().collect();
     record.redact(&secrets);

@@ -497,6 +497,7 @@ mod tests {
                 requests: vec![request(0.0, 50.0, false), request(50.0, 50.0, true)],
             }],
             logs: vec![],
+            maintenance: None,
         };
         let text = render(&rec, false);
         assert!(text.contains("✗ FAIL  market  100.0 ms"), "{text}");

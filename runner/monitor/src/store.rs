@@ -43,8 +43,10 @@ pub enum StoreError {
     },
 }
 
-/// 1: runs. 2: exchanges (a run's recording for `waymark replay`) and
-/// acks (who acknowledged an incident, when).
+/// 1: runs. 2: exchanges (a run's recording for `waymark replay`), acks
+/// (who acknowledged an incident, when), each run's maintenance window,
+/// and the summaries the web UI reads (daily counts, the latest status of
+/// each journey and location), kept up to date by `insert`.
 const SCHEMA_VERSION: i64 = 2;
 
 /// An open history file.
@@ -67,6 +69,38 @@ pub struct Entry {
     pub tape: Option<String>,
 }
 
+fn at_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+fn status_of(s: &str) -> Status {
+    Status::ALL
+        .into_iter()
+        .find(|x| x.as_str() == s)
+        .unwrap_or(Status::Error)
+}
+
+/// A journey and location as they stand: the latest deciding attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latest {
+    /// The journey.
+    pub journey: String,
+    /// The location.
+    pub location: String,
+    /// Its latest status.
+    pub status: Status,
+    /// Since when it has had that status.
+    pub since: SystemTime,
+    /// The latest run.
+    pub run_id: String,
+    /// Its deciding attempt.
+    pub attempt: u32,
+    /// When it started.
+    pub last: SystemTime,
+    /// The maintenance window it ran in.
+    pub maintenance: Option<String>,
+}
+
 /// A deciding attempt without its record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
@@ -82,6 +116,8 @@ pub struct RunRow {
     pub duration: Duration,
     /// How it ended.
     pub status: Status,
+    /// The maintenance window it ran in.
+    pub maintenance: Option<String>,
 }
 
 /// What `waymark history` asks for.
@@ -150,6 +186,51 @@ fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Adds a deciding attempt to the daily counts and the latest status.
+fn summarise(tx: &rusqlite::Transaction<'_>, r: &RunRecord, started: i64) -> rusqlite::Result<()> {
+    let pass = i64::from(r.status == Status::Pass);
+    let (runs, passed, held) = match r.maintenance {
+        Some(_) => (0, 0, 1),
+        None => (1, pass, 0),
+    };
+    tx.prepare_cached(
+        "INSERT INTO daily (journey, location, day, runs, passed, maintenance)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (journey, location, day) DO UPDATE SET runs = runs + excluded.runs,
+           passed = passed + excluded.passed, maintenance = maintenance + excluded.maintenance",
+    )?
+    .execute(params![
+        r.journey,
+        r.location,
+        started.div_euclid(86_400_000),
+        runs,
+        passed,
+        held
+    ])?;
+    // The streak goes on while the status stays; an older run than the
+    // latest (late from a spool) changes nothing.
+    tx.prepare_cached(
+        "INSERT INTO latest (journey, location, status, since_ms, run_id, attempt, last_ms, maintenance)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?7)
+         ON CONFLICT (journey, location) DO UPDATE SET
+           since_ms = CASE WHEN latest.status = excluded.status THEN latest.since_ms
+                      ELSE excluded.since_ms END,
+           status = excluded.status, run_id = excluded.run_id, attempt = excluded.attempt,
+           last_ms = excluded.last_ms, maintenance = excluded.maintenance
+         WHERE excluded.last_ms >= latest.last_ms",
+    )?
+    .execute(params![
+        r.journey,
+        r.location,
+        r.status.as_str(),
+        started,
+        r.run_id,
+        r.attempt,
+        r.maintenance
+    ])?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the history at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -197,6 +278,7 @@ impl Store {
                 error_kind TEXT,
                 error_message TEXT,
                 record TEXT NOT NULL,
+                maintenance TEXT,
                 PRIMARY KEY (run_id, attempt)
             );
             CREATE INDEX IF NOT EXISTS runs_by_journey ON runs(journey, started_at_ms);
@@ -212,9 +294,59 @@ impl Store {
                 tape TEXT NOT NULL,
                 PRIMARY KEY (run_id, attempt)
             );
-            PRAGMA user_version = 2;",
+            CREATE TABLE IF NOT EXISTS daily (
+                journey TEXT NOT NULL,
+                location TEXT NOT NULL,
+                day INTEGER NOT NULL,
+                runs INTEGER NOT NULL,
+                passed INTEGER NOT NULL,
+                maintenance INTEGER NOT NULL,
+                PRIMARY KEY (journey, location, day)
+            );
+            CREATE TABLE IF NOT EXISTS latest (
+                journey TEXT NOT NULL,
+                location TEXT NOT NULL,
+                status TEXT NOT NULL,
+                since_ms INTEGER NOT NULL,
+                run_id TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                last_ms INTEGER NOT NULL,
+                maintenance TEXT,
+                PRIMARY KEY (journey, location)
+            );",
         )
         .map_err(err)?;
+        if version == 1 {
+            // Version 1 kept neither the maintenance column nor the summaries
+            // the web UI reads; they are made from the runs, once.
+            conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE runs ADD COLUMN maintenance TEXT;
+                 INSERT OR REPLACE INTO daily (journey, location, day, runs, passed, maintenance)
+                   SELECT journey, location, started_at_ms / 86400000, count(*),
+                          sum(status = 'pass'), 0
+                   FROM runs WHERE final = 1 GROUP BY 1, 2, 3;
+                 INSERT OR REPLACE INTO latest
+                   (journey, location, status, since_ms, run_id, attempt, last_ms, maintenance)
+                   SELECT r.journey, r.location, r.status,
+                     coalesce(
+                       (SELECT min(x.started_at_ms) FROM runs x
+                        WHERE x.final = 1 AND x.journey = r.journey AND x.location = r.location
+                          AND x.started_at_ms > (SELECT max(y.started_at_ms) FROM runs y
+                            WHERE y.final = 1 AND y.journey = r.journey
+                              AND y.location = r.location AND y.status != r.status)),
+                       (SELECT min(z.started_at_ms) FROM runs z
+                        WHERE z.final = 1 AND z.journey = r.journey AND z.location = r.location)),
+                     r.run_id, r.attempt, r.started_at_ms, NULL
+                   FROM runs r
+                   WHERE r.final = 1 AND r.started_at_ms = (SELECT max(m.started_at_ms) FROM runs m
+                     WHERE m.final = 1 AND m.journey = r.journey AND m.location = r.location);
+                 COMMIT;",
+            )
+            .map_err(err)?;
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(err)?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -240,13 +372,27 @@ impl Store {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO runs (run_id, attempt, journey, location, started_at_ms,
-                     scheduled_at_ms, duration_ms, status, final, error_kind, error_message, record)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     scheduled_at_ms, duration_ms, status, final, error_kind, error_message, record,
+                     maintenance)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )
+                .map_err(err)?;
+            let mut known = tx
+                .prepare_cached("SELECT final FROM runs WHERE run_id = ?1 AND attempt = ?2")
                 .map_err(err)?;
             for e in entries {
                 let r = &e.record;
                 let started = millis(r.started_at);
+                // A deciding attempt stored again (a spool delivering twice)
+                // is not counted twice in the summaries.
+                let counted: bool = known
+                    .query_row(params![r.run_id, r.attempt], |row| row.get(0))
+                    .optional()
+                    .map_err(err)?
+                    .unwrap_or(false);
+                if e.final_attempt && !counted {
+                    summarise(&tx, r, started).map_err(err)?;
+                }
                 let json = serde_json::to_string(r).map_err(|source| StoreError::Record {
                     path: path.clone(),
                     source,
@@ -264,6 +410,7 @@ impl Store {
                     r.error.as_ref().map(|e| e.kind.as_str()),
                     r.error.as_ref().map(|e| e.message.as_str()),
                     json,
+                    r.maintenance,
                 ])
                 .map_err(err)?;
             }
@@ -310,38 +457,103 @@ impl Store {
             .map_err(|e| self.err(e))?;
         self.conn
             .execute(
+                "DELETE FROM daily WHERE day < ?1",
+                params![millis(before).div_euclid(86_400_000)],
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute(
+                "DELETE FROM latest WHERE last_ms < ?1",
+                params![millis(before)],
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute(
                 "DELETE FROM runs WHERE started_at_ms < ?1",
                 params![millis(before)],
             )
             .map_err(|e| self.err(e))
     }
 
-    /// Deciding attempts started at or after `since`, oldest first, without
-    /// their records: what the web UI's overview counts.
-    pub fn rows(&self, since: SystemTime) -> Result<Vec<RunRow>, StoreError> {
+    /// Deciding attempts of `journey` at `location` started at or after
+    /// `since`, oldest first, without their records.
+    pub fn rows(
+        &self,
+        journey: &str,
+        location: &str,
+        since: SystemTime,
+    ) -> Result<Vec<RunRow>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT run_id, journey, location, started_at_ms, duration_ms, status FROM runs
-                 WHERE final = 1 AND started_at_ms >= ?1 ORDER BY started_at_ms, attempt",
+                "SELECT run_id, journey, location, started_at_ms, duration_ms, status, maintenance
+                 FROM runs WHERE journey = ?1 AND started_at_ms >= ?2 AND final = 1
+                   AND location = ?3
+                 ORDER BY started_at_ms, attempt",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![millis(since)], |r| {
+            .query_map(params![journey, millis(since), location], |r| {
                 Ok(RunRow {
                     run_id: r.get(0)?,
                     journey: r.get(1)?,
                     location: r.get(2)?,
-                    started_at: UNIX_EPOCH
-                        + Duration::from_millis(r.get::<_, i64>(3)?.max(0) as u64),
+                    started_at: at_ms(r.get(3)?),
                     duration: Duration::from_secs_f64(r.get::<_, f64>(4)?.max(0.0) / 1e3),
-                    status: match r.get::<_, String>(5)?.as_str() {
-                        "pass" => Status::Pass,
-                        "fail" => Status::Fail,
-                        "timeout" => Status::Timeout,
-                        _ => Status::Error,
-                    },
+                    status: status_of(&r.get::<_, String>(5)?),
+                    maintenance: r.get(6)?,
                 })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Every journey and location's latest deciding attempt and the start
+    /// of its current streak, by journey and location.
+    pub fn latest(&self) -> Result<Vec<Latest>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT journey, location, status, since_ms, run_id, attempt, last_ms, maintenance
+                 FROM latest ORDER BY journey, location",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Latest {
+                    journey: r.get(0)?,
+                    location: r.get(1)?,
+                    status: status_of(&r.get::<_, String>(2)?),
+                    since: at_ms(r.get(3)?),
+                    run_id: r.get(4)?,
+                    attempt: r.get(5)?,
+                    last: at_ms(r.get(6)?),
+                    maintenance: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Daily counts of `journey` at `location` from day `from` (days since
+    /// 1970, UTC): (day, runs, passed, runs in maintenance); runs in
+    /// maintenance are not in `runs`.
+    pub fn daily(
+        &self,
+        journey: &str,
+        location: &str,
+        from: i64,
+    ) -> Result<Vec<(i64, u32, u32, u32)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT day, runs, passed, maintenance FROM daily
+                 WHERE journey = ?1 AND location = ?2 AND day >= ?3 ORDER BY day",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![journey, location, from], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
@@ -403,6 +615,7 @@ impl Store {
                 "SELECT journey, (SELECT min(a.started_at_ms) FROM runs a WHERE a.run_id = runs.run_id)
                  AS first_start, duration_ms, status FROM runs
                  WHERE final = 1 AND journey = coalesce(?1, journey) AND started_at_ms >= ?2
+                   AND maintenance IS NULL
                  ORDER BY journey, first_start",
             )
             .map_err(|e| self.err(e))?;
@@ -738,6 +951,56 @@ mod tests {
         assert_eq!(store.tape("old", None).expect("read"), None);
         assert!(store.tape("new", Some(1)).expect("read").is_some());
         assert_eq!(store.tape("new", Some(2)).expect("read"), None);
+    }
+
+    #[test]
+    fn a_version_1_history_gets_its_summaries_when_opened() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("h.db");
+        let c = Connection::open(&path).expect("open");
+        c.execute_batch(
+            "CREATE TABLE runs (run_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+               journey TEXT NOT NULL, location TEXT NOT NULL, started_at_ms INTEGER NOT NULL,
+               scheduled_at_ms INTEGER, duration_ms REAL NOT NULL, status TEXT NOT NULL,
+               final INTEGER NOT NULL, error_kind TEXT, error_message TEXT, record TEXT NOT NULL,
+               PRIMARY KEY (run_id, attempt));
+             INSERT INTO runs VALUES ('a', 1, 'j', 'l', 86400000, NULL, 1, 'pass', 1, NULL, NULL, '{}');
+             INSERT INTO runs VALUES ('b', 1, 'j', 'l', 86460000, NULL, 1, 'fail', 0, NULL, NULL, '{}');
+             INSERT INTO runs VALUES ('b', 2, 'j', 'l', 86470000, NULL, 1, 'fail', 1, NULL, NULL, '{}');
+             INSERT INTO runs VALUES ('c', 1, 'j', 'l', 86520000, NULL, 1, 'fail', 1, NULL, NULL, '{}');
+             PRAGMA user_version = 1;",
+        )
+        .expect("a version 1 file");
+        drop(c);
+        let store = Store::open(&path).expect("upgraded");
+        let latest = store.latest().expect("latest");
+        assert_eq!(latest.len(), 1);
+        assert_eq!(latest[0].status, Status::Fail);
+        assert_eq!(latest[0].run_id, "c");
+        // Failing since the deciding attempt of run b.
+        assert_eq!(
+            latest[0].since,
+            UNIX_EPOCH + Duration::from_millis(86_470_000)
+        );
+        assert_eq!(store.daily("j", "l", 0).expect("daily"), vec![(1, 3, 1, 0)]);
+        // New runs keep them up to date.
+        let mut store = store;
+        let mut e = entry("d", UNIX_EPOCH + Duration::from_millis(86_600_000));
+        e.record.journey = "j".into();
+        e.record.location = "l".into();
+        store.insert(&[e.clone()]).expect("insert");
+        store.insert(&[e]).expect("the same again");
+        let latest = store.latest().expect("latest");
+        assert_eq!(latest[0].status, Status::Pass);
+        assert_eq!(
+            latest[0].since,
+            UNIX_EPOCH + Duration::from_millis(86_600_000)
+        );
+        assert_eq!(
+            store.daily("j", "l", 0).expect("daily"),
+            vec![(1, 4, 2, 0)],
+            "counted once"
+        );
     }
 
     #[test]

@@ -122,6 +122,10 @@ pub struct RunRecord {
     pub steps: Vec<StepRecord>,
     /// Log lines (journey logs and guest stdout/stderr).
     pub logs: Vec<LogRecord>,
+    /// The `[[maintenance]]` window the run started in, by name: its
+    /// alerts are held and availability leaves it out. Absent outside one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
 }
 
 /// A named step.
@@ -557,6 +561,7 @@ mod tests {
                 level: Level::Info,
                 message: "token s3cret".into(),
             }],
+            maintenance: None,
         };
         let json = serde_json::to_value(&rec).expect("serializes");
         // The JSON form every sink and stored history has used since 0.1.

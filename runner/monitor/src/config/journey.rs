@@ -39,6 +39,7 @@ pub(super) struct RawJourney {
     pub(super) vars: Option<BTreeMap<String, Spanned<String>>>,
     pub(super) secrets: Option<BTreeMap<String, Spanned<String>>>,
     pub(super) keep_exchanges: Option<Spanned<String>>,
+    pub(super) tags: Option<Vec<Spanned<String>>>,
 }
 
 /// `journey.x` if set, else `defaults.x`.
@@ -222,6 +223,9 @@ pub(super) fn read_journey(
             }
         },
     };
+    let tags: Vec<String> = pick(&j.tags, &d.tags)
+        .map(|t| t.iter().map(|t| t.get_ref().clone()).collect())
+        .unwrap_or_default();
     let vars = merge(&j.vars, &d.vars);
     let secrets = merge(&j.secrets, &d.secrets);
     if r.errors.len() > before {
@@ -238,6 +242,7 @@ pub(super) fn read_journey(
         memory_limit,
         max_record,
         keep_exchanges,
+        tags,
         vars,
         secrets,
         http: HttpSettings {

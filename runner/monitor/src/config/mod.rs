@@ -15,7 +15,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 mod journey;
+mod maintenance;
 mod sections;
+pub use maintenance::{MaintenanceConfig, When, window_for};
 
 use crate::schedule::Schedule;
 pub use crate::sinks::{SinkConfig, SinkKind};
@@ -41,6 +43,8 @@ pub struct Config {
     pub load: Option<LoadConfig>,
     /// `[ui]`: the web UI's links and its public status page.
     pub ui: UiConfig,
+    /// Every `[[maintenance]]` window.
+    pub maintenance: Vec<MaintenanceConfig>,
 }
 
 /// `[ui]`: the web UI's links and its public status page.
@@ -52,6 +56,26 @@ pub struct UiConfig {
     pub title: String,
     /// The status page's groups: a name and its journeys, in order.
     pub groups: Vec<(String, Vec<String>)>,
+    /// Each tag of the journeys (`tags`), and the journeys that carry it.
+    pub tags: BTreeMap<String, Vec<String>>,
+    /// The `[[maintenance]]` windows, which the UI shows.
+    pub maintenance: Vec<MaintenanceConfig>,
+}
+
+impl UiConfig {
+    /// The maintenance window open at `at` for `journey`, if any.
+    pub fn maintenance_at(&self, journey: &str, at: std::time::SystemTime) -> Option<&str> {
+        let tags: Vec<String> = self
+            .tags
+            .iter()
+            .filter(|(_, js)| js.iter().any(|j| j == journey))
+            .map(|(t, _)| t.clone())
+            .collect();
+        self.maintenance
+            .iter()
+            .find(|w| w.covers(journey, &tags) && w.open_at(at))
+            .map(|w| w.name.as_str())
+    }
 }
 
 impl Default for UiConfig {
@@ -60,6 +84,8 @@ impl Default for UiConfig {
             trace_url: None,
             title: "Status".into(),
             groups: Vec::new(),
+            tags: BTreeMap::new(),
+            maintenance: Vec::new(),
         }
     }
 }
@@ -104,6 +130,8 @@ pub struct JourneyConfig {
     pub max_record: usize,
     /// Which runs keep their exchanges in the history, for `waymark replay`.
     pub keep_exchanges: KeepExchanges,
+    /// Labels the web UI filters by.
+    pub tags: Vec<String>,
     /// Plain variables.
     pub vars: BTreeMap<String, String>,
     /// Secrets: `***` in every output.
@@ -282,6 +310,7 @@ impl Config {
         let mut sinks_raw: Vec<Spanned<DeValue>> = Vec::new();
         let mut store_raw = RawStore::default();
         let mut ui_raw = RawUi::default();
+        let mut maintenance_raw: Vec<(Range<usize>, maintenance::RawMaintenance)> = Vec::new();
         let mut load_raw: Option<(Range<usize>, RawLoad)> = None;
         let mut defaults_value = None;
         for (key, value) in doc.get_ref().iter() {
@@ -327,6 +356,21 @@ impl Config {
                         store_raw = v;
                     }
                 }
+                "maintenance" => match value.get_ref() {
+                    DeValue::Array(items) => {
+                        for (i, item) in items.iter().enumerate() {
+                            let label = format!("[[maintenance]] #{}", i + 1);
+                            if let Some(m) = r.section(item, &label) {
+                                maintenance_raw.push((item.span(), m));
+                            }
+                        }
+                    }
+                    _ => r.error(
+                        key.span(),
+                        "maintenance",
+                        "maintenance windows are written as [[maintenance]] tables",
+                    ),
+                },
                 "ui" => {
                     if let Some(v) = r.section(value, "[ui]") {
                         ui_raw = v;
@@ -341,7 +385,7 @@ impl Config {
                     key.span(),
                     other.to_string(),
                     format!(
-                        "unknown key '{other}' (the file holds [runner], [defaults], [[journey]], [[sink]], [store], [ui] and [load])"
+                        "unknown key '{other}' (the file holds [runner], [defaults], [[journey]], [[sink]], [store], [ui], [[maintenance]] and [load])"
                     ),
                 ),
             }
@@ -450,7 +494,15 @@ impl Config {
             }
         }
         let store = read_store(&mut r, &base, store_raw);
-        let ui = read_ui(&mut r, ui_raw, &journeys);
+        let mut ui = read_ui(&mut r, ui_raw, &journeys);
+        let maintenance: Vec<MaintenanceConfig> = maintenance_raw
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (span, raw))| {
+                maintenance::read_maintenance(&mut r, i, span, raw, &journeys)
+            })
+            .collect();
+        ui.maintenance = maintenance.clone();
         let load =
             load_raw.and_then(|(span, raw)| read_load(&mut r, &base, span, raw, &journeys_raw));
         r.errors.sort_by_key(|e| (e.place.line, e.place.column));
@@ -464,6 +516,7 @@ impl Config {
             store,
             load,
             ui,
+            maintenance,
         };
         (Some(config), r.errors)
     }

@@ -47,6 +47,11 @@ pub(super) struct RawGroup {
 
 pub(super) fn read_ui(r: &mut Reader, raw: RawUi, journeys: &[JourneyConfig]) -> UiConfig {
     let mut out = UiConfig::default();
+    for j in journeys {
+        for t in &j.tags {
+            out.tags.entry(t.clone()).or_default().push(j.name.clone());
+        }
+    }
     if let Some(t) = raw.title {
         out.title = t.into_inner();
     }

@@ -19,6 +19,8 @@ pub struct Prepared {
     pub loaded: LoadedJourney,
     /// Limits, vars and client settings of its runs.
     pub opts: RunOptions,
+    /// The `[[maintenance]]` windows that cover it.
+    pub maintenance: Vec<crate::config::MaintenanceConfig>,
     wasm_hash: [u8; 32],
 }
 
@@ -125,10 +127,17 @@ pub fn prepare_partial(
         opts.memory_limit = j.memory_limit;
         opts.max_record = j.max_record;
         opts.location = config.runner.location.clone();
+        let maintenance = config
+            .maintenance
+            .iter()
+            .filter(|w| w.covers(&j.name, &j.tags))
+            .cloned()
+            .collect();
         journeys.push(Arc::new(Prepared {
             config: j.clone(),
             loaded,
             opts,
+            maintenance,
             wasm_hash: hash,
         }));
     }

@@ -56,7 +56,7 @@ async fn run_scheduled(shared: &Shared, p: &Prepared, state: &JourneyState, due:
     for attempt in 1..=attempts {
         opts.attempt = attempt;
         let keep = p.config.keep_exchanges;
-        let (rec, tape) = if keep == KeepExchanges::Never {
+        let (mut rec, tape) = if keep == KeepExchanges::Never {
             (shared.runtime.run(&p.loaded, &opts).await, None)
         } else {
             opts.tape = waymark_engine::tape::TapeMode::Record;
@@ -70,6 +70,13 @@ async fn run_scheduled(shared: &Shared, p: &Prepared, state: &JourneyState, due:
             });
             (full.record, tape)
         };
+        // Runs in a maintenance window go on and are stored, marked: the
+        // alert sinks hold them and availability leaves them out.
+        rec.maintenance = p
+            .maintenance
+            .iter()
+            .find(|w| w.open_at(rec.started_at))
+            .map(|w| w.name.clone());
         state.attempts.fetch_add(1, Ordering::Relaxed);
         first_started.get_or_insert(rec.started_at);
         let done = rec.status == Status::Pass

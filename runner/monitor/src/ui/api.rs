@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::store::{Filter, RunRow, Store, StoreError};
@@ -64,145 +63,141 @@ pub struct OverviewQuery {
     pub location: Option<String>,
     /// Journey names containing this.
     pub search: Option<String>,
+    /// Only these journeys (a tag's).
+    pub journeys: Option<Vec<String>>,
     /// 0-based page.
     pub page: usize,
     /// Rows per page.
     pub per_page: usize,
 }
 
-#[derive(Serialize)]
-struct DayCell {
-    day: String,
-    runs: u32,
-    passed: u32,
-}
-
-/// The overview, as of `now`.
-pub fn overview(store: &Store, now: SystemTime, q: &OverviewQuery) -> Result<Value, ApiError> {
+/// The overview, as of `now`: the rows come from the latest status of
+/// each journey and location, so filtering and paging read one small
+/// table; only the page's rows read their days and runs.
+pub fn overview(
+    store: &Store,
+    ui: &crate::config::UiConfig,
+    now: SystemTime,
+    q: &OverviewQuery,
+) -> Result<Value, ApiError> {
     let since = now.checked_sub(DAY * DAYS as u32).unwrap_or(UNIX_EPOCH);
-    let rows = store.rows(since)?;
-    let mut by: BTreeMap<(String, String), Vec<RunRow>> = BTreeMap::new();
-    for r in rows {
-        by.entry((r.journey.clone(), r.location.clone()))
-            .or_default()
-            .push(r);
-    }
-    let today = unix_ms(now) / (DAY.as_millis() as u64);
-    // Incidents as `history --stats` finds them (per journey): the open
-    // one, with its id for an acknowledgement.
-    let open: BTreeMap<String, crate::store::Incident> = store
-        .stats(&Filter {
-            since: Some(since),
-            ..Filter::default()
-        })?
+    let rows: Vec<crate::store::Latest> = store
+        .latest()?
         .into_iter()
-        .filter_map(|s| {
-            let i = s.incidents.last()?.clone();
-            i.recovered_at.is_none().then_some((s.journey, i))
+        .filter(|l| {
+            l.last >= since
+                && q.status.is_none_or(|s| s == l.status)
+                && q.location.as_ref().is_none_or(|x| *x == l.location)
+                && q.search
+                    .as_ref()
+                    .is_none_or(|x| l.journey.contains(x.as_str()))
+                && q.journeys.as_ref().is_none_or(|js| js.contains(&l.journey))
         })
         .collect();
+    let total = rows.len();
+    let per_page = q.per_page.max(1);
+    let today = (unix_ms(now) / (DAY.as_millis() as u64)) as i64;
+    let first_day = today - (DAYS as i64 - 1);
+    let day_ago = now.checked_sub(DAY).unwrap_or(UNIX_EPOCH);
     let mut out = Vec::new();
-    for ((journey, location), runs) in by {
-        let Some(last) = runs.last() else { continue };
-        if q.status.is_some_and(|s| s != last.status)
-            || q.location.as_ref().is_some_and(|l| *l != location)
-            || q.search
-                .as_ref()
-                .is_some_and(|s| !journey.contains(s.as_str()))
-        {
-            continue;
+    for l in rows
+        .iter()
+        .skip(q.page.saturating_mul(per_page))
+        .take(per_page)
+    {
+        let daily = store.daily(&l.journey, &l.location, first_day)?;
+        let mut cells: Vec<Value> = Vec::with_capacity(DAYS as usize);
+        let mut by_day = daily.iter().peekable();
+        for day in first_day..=today {
+            let (runs, passed, held) = match by_day.next_if(|d| d.0 == day) {
+                Some(&(_, r, p, m)) => (r, p, m),
+                None => (0, 0, 0),
+            };
+            let date = humantime::format_rfc3339(UNIX_EPOCH + DAY * day.max(0) as u32).to_string();
+            cells.push(
+                json!({"day": &date[..10], "runs": runs, "passed": passed, "maintenance": held}),
+            );
         }
-        // The current streak starts after the last run of another status.
-        let since_change = runs
+        let last_day = store.rows(&l.journey, &l.location, day_ago)?;
+        let counted: Vec<&RunRow> = last_day
             .iter()
-            .rev()
-            .take_while(|r| r.status == last.status)
-            .last()
-            .map_or(last.started_at, |r| r.started_at);
+            .filter(|r| r.maintenance.is_none())
+            .collect();
         let mut uptime = serde_json::Map::new();
         let mut counts = serde_json::Map::new();
         for (name, days) in WINDOWS {
-            let from = now.checked_sub(DAY * days as u32).unwrap_or(UNIX_EPOCH);
-            let w: Vec<&RunRow> = runs.iter().filter(|r| r.started_at >= from).collect();
-            let passed = w.iter().filter(|r| r.status == Status::Pass).count();
+            let (runs, passed) = if days == 1 {
+                (
+                    counted.len() as u64,
+                    counted.iter().filter(|r| r.status == Status::Pass).count() as u64,
+                )
+            } else {
+                cells
+                    .iter()
+                    .rev()
+                    .take(days as usize)
+                    .fold((0, 0), |(a, b), c| {
+                        (
+                            a + c["runs"].as_u64().unwrap_or(0),
+                            b + c["passed"].as_u64().unwrap_or(0),
+                        )
+                    })
+            };
             uptime.insert(
                 name.into(),
-                if w.is_empty() {
-                    Value::Null
-                } else {
-                    json!(passed as f64 / w.len() as f64)
-                },
+                (runs > 0).then(|| passed as f64 / runs as f64).into(),
             );
-            counts.insert(name.into(), json!({"runs": w.len(), "passed": passed}));
+            counts.insert(name.into(), json!({"runs": runs, "passed": passed}));
         }
-        let mut cells: Vec<DayCell> = (0..DAYS)
-            .map(|i| {
-                let day = today.saturating_sub(DAYS - 1 - i);
-                DayCell {
-                    day: humantime::format_rfc3339(UNIX_EPOCH + DAY * day as u32).to_string()[..10]
-                        .to_string(),
-                    runs: 0,
-                    passed: 0,
-                }
-            })
-            .collect();
-        for r in &runs {
-            let day = unix_ms(r.started_at) / (DAY.as_millis() as u64);
-            if let Some(i) = (day + DAYS).checked_sub(today + 1)
-                && let Some(c) = cells.get_mut(i as usize)
-            {
-                c.runs += 1;
-                c.passed += u32::from(r.status == Status::Pass);
-            }
-        }
-        let day_ago = now.checked_sub(DAY).unwrap_or(UNIX_EPOCH);
-        let mut last_day: Vec<f64> = runs
-            .iter()
-            .filter(|r| r.started_at >= day_ago)
-            .map(|r| ms(r.duration))
-            .collect();
-        let recent: Vec<Value> = runs
+        let mut durations: Vec<f64> = counted.iter().map(|r| ms(r.duration)).collect();
+        let recent: Vec<Value> = last_day
             .iter()
             .rev()
             .take(RECENT)
             .rev()
             .map(|r| json!({"ms": ms(r.duration), "status": r.status}))
             .collect();
+        // The open incident as `history --stats` finds it (per journey).
+        let incident = if l.status == Status::Pass {
+            Value::Null
+        } else {
+            let stats = store.stats(&Filter {
+                journey: Some(l.journey.clone()),
+                since: Some(since),
+                ..Filter::default()
+            })?;
+            let open = stats
+                .iter()
+                .flat_map(|s| s.incidents.last())
+                .find(|i| i.recovered_at.is_none());
+            json!({
+                "since": rfc3339(l.since),
+                "id": open.map(|i| &i.id),
+                "acknowledged_by": open.and_then(|i| i.acknowledged_by.as_ref()),
+                "acknowledged_at": open.and_then(|i| i.acknowledged_at.as_ref()),
+            })
+        };
         out.push(json!({
-            "journey": journey,
-            "location": location,
-            "status": last.status,
-            "since": rfc3339(since_change),
-            "last_run": {"run_id": last.run_id, "started_at": rfc3339(last.started_at)},
+            "journey": l.journey,
+            "location": l.location,
+            "status": l.status,
+            "since": rfc3339(l.since),
+            "last_run": {"run_id": l.run_id, "attempt": l.attempt, "started_at": rfc3339(l.last)},
             "uptime": uptime,
             "counts": counts,
             "days": cells,
-            "p95_ms_24h": percentile(&mut last_day, 0.95),
+            "p95_ms_24h": percentile(&mut durations, 0.95),
             "recent": recent,
-            "incident": (last.status != Status::Pass).then(|| {
-                let i = open.get(&journey);
-                json!({
-                    "since": rfc3339(since_change),
-                    "id": i.map(|i| &i.id),
-                    "acknowledged_by": i.and_then(|i| i.acknowledged_by.as_ref()),
-                    "acknowledged_at": i.and_then(|i| i.acknowledged_at.as_ref()),
-                })
-            }),
+            "incident": incident,
+            "maintenance": ui.maintenance_at(&l.journey, now),
         }));
     }
-    let total = out.len();
-    let per_page = q.per_page.max(1);
-    let rows: Vec<Value> = out
-        .into_iter()
-        .skip(q.page.saturating_mul(per_page))
-        .take(per_page)
-        .collect();
     Ok(json!({
         "generated_at": rfc3339(now),
         "total": total,
         "page": q.page,
         "per_page": per_page,
-        "rows": rows,
+        "rows": out,
     }))
 }
 

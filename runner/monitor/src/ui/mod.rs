@@ -162,7 +162,7 @@ pub fn answer(db: Option<&Path>, ui: &UiConfig, request: &Request<'_>, now: Syst
         };
         return match Store::open(db)
             .map_err(ApiError::from)
-            .and_then(|store| public::badge_svg(&store, now, &decode(journey), what))
+            .and_then(|store| public::badge_svg(&store, ui, now, &decode(journey), what))
         {
             Ok(svg) => Reply::ok("image/svg+xml", svg),
             Err(e) => Reply::error(&e),
@@ -218,13 +218,16 @@ fn api_answer(
     }
     match parts.as_slice() {
         ["incidents"] => api::incidents(store, now, param(p, "journey")),
+        ["tags"] => Ok(serde_json::json!({"tags": ui.tags})),
         ["journeys"] => api::overview(
             store,
+            ui,
             now,
             &OverviewQuery {
                 status: status(p)?,
                 location: location.map(str::to_string),
                 search: param(p, "q").map(str::to_string),
+                journeys: param(p, "tag").map(|t| ui.tags.get(t).cloned().unwrap_or_default()),
                 page: number(p, "page", 0)?,
                 per_page: number(p, "per_page", 100)?.clamp(1, 1000),
             },

@@ -12,13 +12,22 @@ use super::api::{self, ApiError, OverviewQuery};
 use crate::config::UiConfig;
 use crate::store::Store;
 
-/// Every row of the overview (all locations of all journeys).
-fn all_rows(store: &Store, now: SystemTime) -> Result<Vec<Value>, ApiError> {
+/// The rows of the overview for some journeys (all their locations): only
+/// theirs are read, however many journeys the history holds.
+/// The overview's rows of `journeys` (every location of each).
+fn rows_of(
+    store: &Store,
+    ui: &UiConfig,
+    now: SystemTime,
+    journeys: Vec<String>,
+) -> Result<Vec<Value>, ApiError> {
     let v = api::overview(
         store,
+        ui,
         now,
         &OverviewQuery {
             per_page: usize::MAX,
+            journeys: Some(journeys),
             ..OverviewQuery::default()
         },
     )?;
@@ -59,7 +68,8 @@ fn journey_summary(rows: &[Value], journey: &str) -> Value {
 /// `/api/status-page`: the groups of `[ui]`, each journey summed over its
 /// locations.
 pub fn status_page(store: &Store, ui: &UiConfig, now: SystemTime) -> Result<Value, ApiError> {
-    let rows = all_rows(store, now)?;
+    let named: Vec<String> = ui.groups.iter().flat_map(|(_, js)| js.clone()).collect();
+    let rows = rows_of(store, ui, now, named)?;
     let groups: Vec<Value> = ui
         .groups
         .iter()
@@ -162,12 +172,13 @@ fn badge(label: &str, value: &str, colour: &str) -> String {
 /// (over every location; p95 of the last 24 h, the worst location's).
 pub fn badge_svg(
     store: &Store,
+    ui: &UiConfig,
     now: SystemTime,
     journey: &str,
     what: &[&str],
 ) -> Result<String, ApiError> {
-    let rows = all_rows(store, now)?;
-    let mine: Vec<&Value> = rows.iter().filter(|r| r["journey"] == journey).collect();
+    let rows = rows_of(store, ui, now, vec![journey.to_string()])?;
+    let mine: Vec<&Value> = rows.iter().collect();
     if mine.is_empty() {
         return Err(ApiError::NotFound(format!(
             "no runs of '{journey}' in the last 90 days"

@@ -110,6 +110,9 @@ impl Deliver for Alertmanager {
                     a["endsAt"] = json!(rfc3339(SystemTime::now()));
                     out.push(a);
                 }
+            } else if r.maintenance.is_some() {
+                // Held: a failure inside a maintenance window fires nothing.
+                continue;
             } else {
                 // Each failing run updates what the alert points at (run id,
                 // message, failing step and check); it started with the first.

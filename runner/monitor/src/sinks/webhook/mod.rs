@@ -143,7 +143,9 @@ impl Deliver for Webhook {
             if wants("run") {
                 self.post(&self.body("run", d))?;
             }
-            if !d.final_attempt {
+            // A run in a maintenance window raises no alert event and does
+            // not change the state the next one is compared with.
+            if !d.final_attempt || r.maintenance.is_some() {
                 continue;
             }
             let now = r.status != Status::Pass;
