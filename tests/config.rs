@@ -84,7 +84,10 @@ fn full_file_values_and_defaults() {
     assert!(m.open_at(sunday));
     assert!(!m.open_at(sunday + Duration::from_secs(2 * 3600)));
     assert_eq!(c.ui.title, "Example status");
-    assert_eq!(c.ui.groups, vec![("Web".to_string(), vec!["login".to_string()])]);
+    assert_eq!(
+        c.ui.groups,
+        vec![("Web".to_string(), vec!["login".to_string()])]
+    );
     assert_eq!(c.ui.tags["auth"], vec!["login"]);
     assert_eq!(swap.keep_exchanges, KeepExchanges::Never);
     assert_eq!(login.http.allow_hosts, vec!["login.example.com"]);

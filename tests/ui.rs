@@ -167,7 +167,7 @@ fn the_ui_shows_status_uptime_and_a_phase_halved_by_the_move_to_the_edge() {
     std::fs::write(
         &config,
         format!(
-            "[runner]\nlisten = \"127.0.0.1:0\"\n\n[[journey]]\nname = \"swap\"\nwasm = \"{w}\"\nschedule = \"0 0 0 29 2 *\"\n\n[[journey]]\nname = \"search\"\nwasm = \"{w}\"\nschedule = \"0 0 0 29 2 *\"\ntags = [\"web\"]\n\n[store]\npath = \"{}\"\n\n[ui]\ntitle = \"Example trading status\"\ntrace_url = \"https://tempo.example/trace/{{trace_id}}\"\n\n[[ui.group]]\nname = \"Trading API\"\njourneys = [\"swap\", \"search\"]\n\n[[maintenance]]\nname = \"search reindex\"\nstart = \"{from}\"\nend = \"{to}\"\ntags = [\"web\"]\n",
+            "[runner]\nlisten = \"127.0.0.1:0\"\nlocation = \"frankfurt\"\n\n[[journey]]\nname = \"swap\"\nwasm = \"{w}\"\nschedule = \"0 0 0 29 2 *\"\n\n[[journey]]\nname = \"search\"\nwasm = \"{w}\"\nschedule = \"0 0 0 29 2 *\"\ntags = [\"web\"]\n\n[store]\npath = \"{}\"\n\n[ui]\ntitle = \"Example trading status\"\ntrace_url = \"https://tempo.example/trace/{{trace_id}}\"\n\n[[ui.group]]\nname = \"Trading API\"\njourneys = [\"swap\", \"search\"]\n\n[[maintenance]]\nname = \"search reindex\"\nstart = \"{from}\"\nend = \"{to}\"\ntags = [\"web\"]\n",
             db.display(),
             w = support::hostile_wasm().display(),
             from = humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(3600)),
@@ -217,6 +217,14 @@ fn the_ui_shows_status_uptime_and_a_phase_halved_by_the_move_to_the_edge() {
     let day = search["uptime"]["24h"].as_f64().expect("24h uptime");
     assert!((day - 21.0 / 24.0).abs() < 0.05, "{search}");
     assert!(search["incident"]["since"].is_string(), "{search}");
+    // This runner (at frankfurt) schedules search: its next run is known.
+    assert!(
+        search["next_run"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2028-02-29T00:00:00")),
+        "{search}"
+    );
+    assert_eq!(sp["next_run"], Value::Null, "another location's");
     // The open incident can be acknowledged, once; MTTA joins MTTR.
     let id = search["incident"]["id"]
         .as_str()

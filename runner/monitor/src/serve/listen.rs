@@ -84,6 +84,7 @@ pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared
                                 }
                             };
                             let (db, ui) = (shared.history.clone(), shared.ui.clone());
+                            let next = super::next_runs(&shared);
                             let now = shared.clock.now();
                             let reply = tokio::task::spawn_blocking(move || {
                                 let request = crate::ui::Request {
@@ -91,6 +92,7 @@ pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared
                                     path: &path,
                                     query: query.as_deref(),
                                     body: &body,
+                                    next: &next,
                                 };
                                 crate::ui::answer(db.as_deref(), &ui, &request, now)
                             })

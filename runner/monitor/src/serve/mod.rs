@@ -431,6 +431,28 @@ impl Shared {
     }
 }
 
+/// When each journey this runner schedules runs next, and where it runs.
+fn next_runs(shared: &Shared) -> crate::ui::NextRuns {
+    let location = shared
+        .location
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    let Ok(states) = shared.states.lock() else {
+        return crate::ui::NextRuns::default();
+    };
+    let due = states
+        .iter()
+        .filter_map(|(p, s)| {
+            let next = s.next_due_ms.load(Ordering::Relaxed);
+            from_unix_ms(next)
+                .filter(|_| next > 0)
+                .map(|t| (p.config.name.clone(), t))
+        })
+        .collect();
+    crate::ui::NextRuns { location, due }
+}
+
 fn status(shared: &Shared) -> Vec<JourneyStatus> {
     let Ok(states) = shared.states.lock() else {
         return Vec::new();

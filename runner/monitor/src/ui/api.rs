@@ -77,6 +77,7 @@ pub struct OverviewQuery {
 pub fn overview(
     store: &Store,
     ui: &crate::config::UiConfig,
+    next: &super::NextRuns,
     now: SystemTime,
     q: &OverviewQuery,
 ) -> Result<Value, ApiError> {
@@ -190,6 +191,11 @@ pub fn overview(
             "recent": recent,
             "incident": incident,
             "maintenance": ui.maintenance_at(&l.journey, now),
+            "next_run": next
+                .due
+                .get(&l.journey)
+                .filter(|_| l.location == next.location)
+                .map(|t| rfc3339(*t)),
         }));
     }
     Ok(json!({

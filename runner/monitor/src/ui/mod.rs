@@ -37,6 +37,17 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
     /// The body (POST).
     pub body: &'a [u8],
+    /// When the journeys of this runner run next.
+    pub next: &'a NextRuns,
+}
+
+/// When the journeys a runner schedules run next, at its location.
+#[derive(Debug, Default, Clone)]
+pub struct NextRuns {
+    /// The runner's location.
+    pub location: String,
+    /// Journey → its next due time.
+    pub due: std::collections::BTreeMap<String, SystemTime>,
 }
 
 /// An answer: status, content type, body.
@@ -174,7 +185,7 @@ pub fn answer(db: Option<&Path>, ui: &UiConfig, request: &Request<'_>, now: Syst
     let p = params(query);
     let result = Store::open(db)
         .map_err(ApiError::from)
-        .and_then(|store| api_answer(&store, ui, request.method, rest, &p, request.body, now));
+        .and_then(|store| api_answer(&store, ui, request, rest, &p, now));
     match result {
         Ok(v) => Reply::json(&v),
         Err(e) => Reply::error(&e),
@@ -200,12 +211,12 @@ fn decode(segment: &str) -> String {
 fn api_answer(
     store: &Store,
     ui: &UiConfig,
-    method: &str,
+    request: &Request<'_>,
     rest: &str,
     p: &[(String, String)],
-    body: &[u8],
     now: SystemTime,
 ) -> Result<serde_json::Value, ApiError> {
+    let (method, body) = (request.method, request.body);
     let parts: Vec<&str> = rest.split('/').collect();
     let location = param(p, "location");
     if method == "POST" {
@@ -222,6 +233,7 @@ fn api_answer(
         ["journeys"] => api::overview(
             store,
             ui,
+            request.next,
             now,
             &OverviewQuery {
                 status: status(p)?,

@@ -24,6 +24,7 @@ fn rows_of(
     let v = api::overview(
         store,
         ui,
+        &super::NextRuns::default(),
         now,
         &OverviewQuery {
             per_page: usize::MAX,
