@@ -7,7 +7,11 @@
 //!   300 % of a 2-core machine), 20 s each: runs started per minute, ticks
 //!   skipped, WARN lines, `/healthz`;
 //! - `burst` (only when asked): 10,000 journeys on the cron `0 * * * * *`,
-//!   all due in the same second, for 130 s.
+//!   all due in the same second, for 130 s;
+//! - `ui` (only when asked): the web UI over a history of 10,000 journeys
+//!   at 2 locations, hourly for 2 days (960,000 runs): the overview API's
+//!   answer time for a page, a filter and a deep page, and the overview's
+//!   first paint in headless Chromium (navigation start → table drawn).
 //!
 //! For each: schedule lag (actual start − due time, from the history store)
 //! p50/p90/p99/max, CPU of the serve process over the window, its peak RSS
@@ -295,6 +299,9 @@ fn main() {
             Duration::from_secs(20),
         );
     }
+    if only.as_deref() == Some("ui") {
+        ui();
+    }
     if only.as_deref() == Some("burst") {
         scenario(
             "burst",
@@ -304,4 +311,172 @@ fn main() {
             Duration::from_secs(60),
         );
     }
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, usize) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, 0);
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text.len())
+}
+
+fn ui() {
+    use std::time::SystemTime;
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("history.db");
+    let journeys = 10_000;
+    let t = Instant::now();
+    {
+        let mut store = Store::open(&db).expect("store");
+        let now = SystemTime::now();
+        for h in (0..48u64).rev() {
+            let at = now - Duration::from_secs(h * 3600);
+            let stamp = humantime::format_rfc3339_millis(at).to_string();
+            let mut batch = Vec::with_capacity(journeys * 2);
+            for j in 0..journeys {
+                for loc in ["eu", "sa"] {
+                    // One journey in 50 fails in its last 3 hours.
+                    let status = if j % 50 == 0 && h < 3 { "fail" } else { "pass" };
+                    let record = serde_json::from_value(serde_json::json!({
+                        "journey": format!("journey-{j:05}"), "run_id": format!("{j}-{loc}-{h}"),
+                        "location": loc, "attempt": 1, "started_at": stamp,
+                        "duration_ms": 50.0 + (j % 7) as f64, "status": status,
+                        "error": null, "steps": [], "logs": []
+                    }))
+                    .expect("record");
+                    batch.push(waymark_monitor::store::Entry {
+                        record,
+                        final_attempt: true,
+                        scheduled_at: None,
+                        tape: None,
+                    });
+                }
+            }
+            store.insert(&batch).expect("insert");
+        }
+    }
+    let runs = journeys * 2 * 48;
+    println!(
+        "ui: history of {runs} runs ({journeys} journeys × 2 locations × 48 hours) written in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = dir.path().join("waymark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runner]\nlisten = \"{listen}\"\n\n[[journey]]\nname = \"idle\"\nwasm = \"{}\"\nschedule = \"0 0 0 29 2 *\"\n\n[store]\npath = \"{}\"\n",
+            support::hostile_wasm().display(),
+            db.display()
+        ),
+    )
+    .expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .env("WAYMARK_CACHE_DIR", dir.path().join("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let _serve = support::Kill(child);
+    let up = Instant::now();
+    while http_get(&listen, "/healthz").0 != 200 {
+        assert!(
+            up.elapsed() < Duration::from_secs(60),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "{:<52} {:>8} {:>8} {:>8} {:>9}",
+        "request", "p50 ms", "p90 ms", "max ms", "bytes"
+    );
+    for path in [
+        "/api/journeys",
+        "/api/journeys?page=199",
+        "/api/journeys?status=fail",
+        "/api/journeys?q=journey-0420",
+        "/api/journeys/journey-04200/phases?window=2d/now",
+        "/status-page",
+        "/badge/journey-04200/uptime/7d.svg",
+    ] {
+        let mut ms = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..20 {
+            let t = Instant::now();
+            let (status, n) = http_get(&listen, path);
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(status, 200, "{path}");
+            bytes = n;
+        }
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "{path:<52} {:>8.1} {:>8.1} {:>8.1} {bytes:>9}",
+            percentile(&ms, 0.5),
+            percentile(&ms, 0.9),
+            ms[ms.len() - 1]
+        );
+    }
+    let home = dir.path().join("chromium");
+    // Chromium's own clock (the page notes when it drew its first page)
+    // and the wall time of the whole headless load beside that of the
+    // script-free status page, which is Chromium's start-up and nothing
+    // of the overview's.
+    let load = |path: &str| -> (f64, Option<f64>) {
+        let t = Instant::now();
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--virtual-time-budget=20000",
+                "--dump-dom",
+            ])
+            .arg(format!("http://{listen}{path}"))
+            .env("HOME", &home)
+            .stderr(Stdio::null())
+            .output()
+            .expect("chromium");
+        let wall = t.elapsed().as_secs_f64() * 1e3;
+        let dom = String::from_utf8_lossy(&out.stdout);
+        let drawn = dom
+            .split("data-drawn-ms=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        (wall, drawn)
+    };
+    let (mut paints, mut walls, mut bases) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let (wall, drawn) = load("/");
+        walls.push(wall);
+        paints.extend(drawn);
+        bases.push(load("/status-page").0);
+    }
+    for v in [&mut paints, &mut walls, &mut bases] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "overview in headless Chromium, 5 loads: first page of 100 rows drawn at {:.0} ms (median; max {:.0}) by the page's clock; whole load {:.0} ms against {:.0} ms for the script-free status page (Chromium's start-up), so about {:.0} ms of overview",
+        percentile(&paints, 0.5),
+        paints.last().copied().unwrap_or(f64::NAN),
+        percentile(&walls, 0.5),
+        percentile(&bases, 0.5),
+        percentile(&walls, 0.5) - percentile(&bases, 0.5)
+    );
 }

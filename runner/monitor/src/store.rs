@@ -486,9 +486,11 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
+                // Without statistics SQLite may take the time index and
+                // read a day of every journey's runs; this one is narrower.
                 "SELECT run_id, journey, location, started_at_ms, duration_ms, status, maintenance
-                 FROM runs WHERE journey = ?1 AND started_at_ms >= ?2 AND final = 1
-                   AND location = ?3
+                 FROM runs INDEXED BY runs_by_journey
+                 WHERE journey = ?1 AND started_at_ms >= ?2 AND final = 1 AND location = ?3
                  ORDER BY started_at_ms, attempt",
             )
             .map_err(|e| self.err(e))?;
@@ -561,10 +563,17 @@ impl Store {
 
     /// Stored attempts, newest first.
     pub fn list(&self, f: &Filter) -> Result<Vec<Entry>, StoreError> {
+        // The journey is compared only when given: `journey = coalesce(?1,
+        // journey)` would keep SQLite from its index, a scan of every run.
         let mut sql = String::from(
-            "SELECT record, final, scheduled_at_ms FROM runs WHERE journey = coalesce(?1, journey)
-             AND started_at_ms >= ?2 AND status = coalesce(?3, status)",
+            "SELECT record, final, scheduled_at_ms FROM runs WHERE started_at_ms >= ?2
+             AND status = coalesce(?3, status)",
         );
+        sql.push_str(if f.journey.is_some() {
+            " AND journey = ?1"
+        } else {
+            " AND ?1 IS NULL"
+        });
         if f.final_only {
             sql.push_str(" AND final = 1");
         }
@@ -608,17 +617,20 @@ impl Store {
     /// Per-journey availability, duration percentiles and incidents, over
     /// deciding attempts only (a run that passed on its retry is one pass).
     pub fn stats(&self, f: &Filter) -> Result<Vec<JourneyStats>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                // A run starts with its first attempt; it ends as its deciding one.
-                "SELECT journey, (SELECT min(a.started_at_ms) FROM runs a WHERE a.run_id = runs.run_id)
-                 AS first_start, duration_ms, status FROM runs
-                 WHERE final = 1 AND journey = coalesce(?1, journey) AND started_at_ms >= ?2
-                   AND maintenance IS NULL
-                 ORDER BY journey, first_start",
-            )
-            .map_err(|e| self.err(e))?;
+        // A run starts with its first attempt; it ends as its deciding one.
+        // The journey is compared only when given, so its index is used.
+        let sql = format!(
+            "SELECT journey, (SELECT min(a.started_at_ms) FROM runs a WHERE a.run_id = runs.run_id)
+             AS first_start, duration_ms, status FROM runs
+             WHERE final = 1 AND {} AND started_at_ms >= ?2 AND maintenance IS NULL
+             ORDER BY journey, first_start",
+            if f.journey.is_some() {
+                "journey = ?1"
+            } else {
+                "?1 IS NULL"
+            }
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(
                 params![f.journey, f.since.map_or(i64::MIN, millis)],
