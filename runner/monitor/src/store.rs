@@ -345,8 +345,12 @@ impl Store {
             )
             .map_err(err)?;
         }
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(err)?;
+        // Written only when it changes: the web UI opens the file for every
+        // request, and a write would wait on the writer's transactions.
+        if version != SCHEMA_VERSION {
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(err)?;
+        }
         Ok(Store {
             conn,
             path: path.to_path_buf(),
