@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use waymark_engine::{RunOptions, Runtime};
 use waymark_http::{AllowList, HttpConfig};
 
+pub mod wire;
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     // The tests belong to runner/cli; the workspace is two levels up.
@@ -83,7 +85,7 @@ pub fn opts(allow: &[String], ca_file: Option<&Path>, vars: &[(&str, &str)]) -> 
 }
 
 /// A CA made for one test, and a server certificate it signed for
-/// `localhost` and `127.0.0.1`, valid until 2031-01-01.
+/// `localhost`, `127.0.0.1` and the wire lab's name, valid until 2031-01-01.
 pub struct TestCa {
     /// The CA certificate, PEM, in a file (for `--ca-file`).
     pub ca_file: PathBuf,
@@ -123,9 +125,12 @@ impl TestCa {
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
         let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
-        let mut leaf_params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .expect("params");
+        let mut leaf_params = rcgen::CertificateParams::new(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            wire::HOST.to_string(),
+        ])
+        .expect("params");
         leaf_params.not_after = rcgen::date_time_ymd(2031, 1, 1);
         if let Some((from, to)) = validity {
             leaf_params.not_before = rcgen::date_time_ymd(from, 1, 1);

@@ -26,6 +26,10 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 fn main() {
     // WAYMARK_BENCH=keepalive runs only the last part (for profiling).
     let only_keepalive = std::env::var("WAYMARK_BENCH").as_deref() == Ok("keepalive");
+    if std::env::var("WAYMARK_BENCH").as_deref() == Ok("wire") {
+        wire_vs_curl();
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -312,5 +316,56 @@ async fn keepalive_vs_oha() {
         None => println!(
             "keep-alive loop, {N} GETs on one connection: journey {ours:.0} req/s (oha not installed: cargo install oha)"
         ),
+    }
+}
+
+/// Each phase against the packets on the wire (see `tests/wire.rs`), for
+/// Waymark in a fresh and in a warm process and for curl, 20 runs per case.
+fn wire_vs_curl() {
+    use support::wire::{Blackbox, Lab, cases, curl_run, differences, measure, table, waymark_run};
+    #[derive(Clone, Copy)]
+    enum Tool {
+        Waymark(bool),
+        Curl,
+        Blackbox,
+    }
+    const TARGET_MS: f64 = 0.25;
+    let lab = Lab::start().unwrap_or_else(|e| panic!("the wire lab cannot start: {e}"));
+    let wasm = hostile_wasm();
+    let cache = tempfile::tempdir().expect("cache");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_waymark"));
+    let names: Vec<String> = cases(&lab).into_iter().map(|c| c.name).collect();
+    waymark_run(&lab, bin, wasm, cache.path(), None, &cases(&lab)[0].url);
+    println!(
+        "phases − the same span on the wire, ms, median / p90 of 20 runs per case \
+         (DNS answering 30 ms late, the proxy delaying the return path 25 ms; target ±{TARGET_MS} ms):"
+    );
+    let blackbox = Blackbox::start(&lab);
+    if blackbox.is_none() {
+        println!(
+            "blackbox_exporter: skipped, Debian's prometheus-blackbox-exporter is not installed"
+        );
+    }
+    let tools = [
+        ("waymark, fresh process", Tool::Waymark(false)),
+        ("waymark, warm process", Tool::Waymark(true)),
+        ("curl 7.88", Tool::Curl),
+        ("blackbox_exporter 0.23", Tool::Blackbox),
+    ];
+    for (tool, kind) in tools {
+        let runs = match (kind, &blackbox) {
+            (Tool::Blackbox, None) => continue,
+            (Tool::Blackbox, Some(bb)) => {
+                measure(&lab, 20, |lab, case| bb.probe(lab, &case.url, case.h2))
+            }
+            (Tool::Curl, _) => measure(&lab, 20, |lab, case| curl_run(lab, &case.url, case.h2)),
+            (Tool::Waymark(warm), _) => measure(&lab, 20, |lab, case| {
+                let before = warm.then_some(case.other.as_str());
+                waymark_run(lab, bin, wasm, cache.path(), before, &case.url)
+            }),
+        };
+        let diffs = differences(&lab.packets(), &runs).unwrap_or_else(|e| panic!("{e}"));
+        let (t, within, all) = table(&diffs, &names, TARGET_MS);
+        println!("{tool}: {within} of {all} medians within ±{TARGET_MS} ms\n{t}");
     }
 }

@@ -11,9 +11,12 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::io::{FirstByteProbe, TimedIo};
+use crate::io::{FirstByteProbe, RawReads, TimedIo};
 use crate::wire::{Target, connect_error, hyper_error};
 use crate::{Client, HttpError, Phase, Progress, Timings, TlsInfo, tls};
+
+/// The most one read of an HTTP/1 connection takes from the socket.
+const LARGEST_READ: usize = 4 << 20;
 
 /// One connection's request side, HTTP/1.1 or HTTP/2 as ALPN chose.
 pub(crate) enum Sender {
@@ -72,6 +75,10 @@ impl Client {
         }
         let (sender, conn) = http1::Builder::new()
             .max_header_size(self.config.max_header_bytes)
+            // Each read's bytes reach the body's reader through the
+            // connection task; large reads of a large body keep that hand-over
+            // from pacing the reading (hyper's default stops at ~400 KB).
+            .max_buf_size(LARGEST_READ)
             .handshake(io)
             .await
             .map_err(|e| hyper_error(&e))?;
@@ -156,7 +163,8 @@ impl Client {
         let probe = Arc::new(FirstByteProbe::default());
         let (sender, tls_info) = if target.https {
             progress.enter(Phase::Tls);
-            let (stream, info) = tls::handshake(&self.config.tls, &target.host, tcp).await?;
+            let raw = RawReads::new(tcp, probe.clone());
+            let (stream, info) = tls::handshake(&self.config.tls, &target.host, raw).await?;
             timings.tls = connected.elapsed();
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             if h2 {

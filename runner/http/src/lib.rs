@@ -348,7 +348,13 @@ impl Client {
                     chunks.push(data);
                 }
             }
-            let done = Instant::now();
+            // The read that brought the last byte, not the end of handing the
+            // frames over: that is our time, not the network's.
+            let done = conn
+                .probe
+                .last_byte()
+                .filter(|t| *t >= first_byte)
+                .unwrap_or_else(Instant::now);
             let wire_bytes = conn.probe.wire_body_bytes().unwrap_or(len);
             if let Some(n) = content_length
                 && !h2

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -187,11 +186,14 @@ pub fn client_config_with(opts: &TlsOptions) -> Result<rustls::ClientConfig, Tls
 }
 
 /// Run the TLS handshake over `tcp`.
-pub async fn handshake(
+pub async fn handshake<S>(
     config: &Arc<rustls::ClientConfig>,
     host: &str,
-    tcp: TcpStream,
-) -> Result<(TlsStream<TcpStream>, TlsInfo), HttpError> {
+    tcp: S,
+) -> Result<(TlsStream<S>, TlsInfo), HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| HttpError::InvalidRequest(format!("'{host}' is not a valid TLS name")))?;
     let stream = TlsConnector::from(config.clone())

@@ -39,15 +39,14 @@ fn run() -> Result<()> {
         }
         "panic" => panic!("the journey gave up: {}", vars::get_or("why", "on purpose")),
         // Calls whatever `url` says; a denied host comes back as an error.
+        // With `then`, that URL is fetched next in the same process.
         "fetch" => {
             let url = vars::require("url")?;
-            match http::get(url).send() {
-                Ok(resp) => {
-                    check("status is 2xx", resp.is_success());
-                    Ok(())
-                }
-                Err(e) => Err(e.into()),
+            for url in std::iter::once(url).chain(vars::get("then")) {
+                let resp = http::get(url).send()?;
+                check("status is 2xx", resp.is_success());
             }
+            Ok(())
         }
         // Tells what went wrong as the journey sees it: a check named after
         // the error case, so a journey can decide on the kind of failure.
