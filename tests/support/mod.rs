@@ -444,35 +444,11 @@ impl FeatureServer {
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(feature_answer);
-                    match acceptor {
-                        None => {
-                            let io = hyper_util::rt::TokioIo::new(tcp);
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(io, service)
-                                .await;
-                        }
-                        Some(acceptor) => {
-                            let Ok(tls) = acceptor.accept(tcp).await else {
-                                return;
-                            };
-                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                            let io = hyper_util::rt::TokioIo::new(tls);
-                            if h2 {
-                                let _ = hyper::server::conn::http2::Builder::new(
-                                    hyper_util::rt::TokioExecutor::new(),
-                                )
-                                .serve_connection(io, service)
-                                .await;
-                            } else {
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(io, service)
-                                    .await;
-                            }
-                        }
-                    }
-                });
+                tokio::spawn(serve_http(
+                    tcp,
+                    acceptor,
+                    hyper::service::service_fn(feature_answer),
+                ));
             }
         });
         FeatureServer { addr, task }
@@ -949,4 +925,42 @@ pub fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
 /// Held by the other tests of a binary with an [`alone`] test.
 pub fn not_alone() -> std::sync::RwLockReadGuard<'static, ()> {
     QUIET.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serves one connection with `service`: plain HTTP/1.1, or TLS with HTTP/2
+/// when ALPN chose h2 and HTTP/1.1 otherwise.
+pub async fn serve_http<S>(
+    tcp: tokio::net::TcpStream,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    service: S,
+) where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<http_body_util::Full<bytes::Bytes>>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let Some(acceptor) = acceptor else {
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .await;
+        return;
+    };
+    let Ok(tls) = acceptor.accept(tcp).await else {
+        return;
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = hyper_util::rt::TokioIo::new(tls);
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(io, service)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .await;
+    }
 }

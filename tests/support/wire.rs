@@ -307,45 +307,18 @@ async fn serve(tls: Option<(Arc<rustls::ServerConfig>, Vec<u8>)>) -> u16 {
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let (big, small) = (big.clone(), small.clone());
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                    let body = if req.uri().path() == "/big" {
-                        big.clone()
-                    } else {
-                        small.clone()
-                    };
-                    async move {
-                        tokio::time::sleep(SERVER_DELAY).await;
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body)))
-                    }
-                });
-                match acceptor {
-                    None => {
-                        let io = hyper_util::rt::TokioIo::new(tcp);
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, service)
-                            .await;
-                    }
-                    Some(acceptor) => {
-                        let Ok(tls) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        let io = hyper_util::rt::TokioIo::new(tls);
-                        if h2 {
-                            let _ = hyper::server::conn::http2::Builder::new(
-                                hyper_util::rt::TokioExecutor::new(),
-                            )
-                            .serve_connection(io, service)
-                            .await;
-                        } else {
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(io, service)
-                                .await;
-                        }
-                    }
+            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let body = if req.uri().path() == "/big" {
+                    big.clone()
+                } else {
+                    small.clone()
+                };
+                async move {
+                    tokio::time::sleep(SERVER_DELAY).await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body)))
                 }
             });
+            tokio::spawn(super::serve_http(tcp, acceptor, service));
         }
     });
     port
@@ -690,35 +663,40 @@ pub fn waymark_run(
     )
 }
 
-/// One curl fetching `url` inside the lab, its `-w` timers as phases.
-pub fn curl_run(lab: &Lab, url: &str, h2: bool) -> (Phases, f64, f64) {
-    let from = now();
-    let out = lab
-        .ns
-        .command("curl")
-        .args(["-s", "-o", "/dev/null", "--cacert"])
-        .arg(&lab.ca_file)
-        .arg(if h2 { "--http2" } else { "--http1.1" })
-        .args([
-            "-w",
-            "%{time_namelookup} %{time_connect} %{time_appconnect} %{time_pretransfer} %{time_starttransfer} %{time_total}",
-            url,
-        ])
+/// curl's `-w` timers in ms, read as phases: resolve, connect, tls,
+/// processing, transfer, total.
+pub fn curl_phases(mut curl: Command, url: &str) -> [f64; 6] {
+    let out = curl
+        .args(["-s", "-o", "/dev/null", "-w"])
+        .arg("%{time_namelookup} %{time_connect} %{time_appconnect} %{time_pretransfer} %{time_starttransfer} %{time_total}")
+        .arg(url)
         .output()
         .expect("curl runs");
-    let to = now();
     let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter_map(|x| x.parse::<f64>().ok())
         .map(|s| s * 1e3)
         .collect();
     assert_eq!(v.len(), 6, "curl -w output: {out:?}");
+    // Plain http: curl's time_appconnect is not a TLS time.
     let tls = if url.starts_with("https") {
         v[2] - v[1]
     } else {
         0.0
     };
-    ([v[0], v[1] - v[0], tls, v[4] - v[3], v[5] - v[4]], from, to)
+    [v[0], v[1] - v[0], tls, v[4] - v[3], v[5] - v[4], v[5]]
+}
+
+/// One curl fetching `url` inside the lab, its `-w` timers as phases.
+pub fn curl_run(lab: &Lab, url: &str, h2: bool) -> (Phases, f64, f64) {
+    let mut curl = lab.ns.command("curl");
+    curl.arg("--cacert")
+        .arg(&lab.ca_file)
+        .arg(if h2 { "--http2" } else { "--http1.1" });
+    let from = now();
+    let v = curl_phases(curl, url);
+    let to = now();
+    ([v[0], v[1], v[2], v[3], v[4]], from, to)
 }
 
 /// Median and 90th percentile of `v`.

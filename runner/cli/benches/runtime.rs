@@ -149,27 +149,11 @@ async fn phases_vs_curl(https: bool) {
 
     let mut curl: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for _ in 0..20 {
-        let out = tokio::task::block_in_place(|| {
-            Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "--cacert"])
-                .arg(&ca.ca_file)
-                .args([
-                    "-w",
-                    "%{time_namelookup} %{time_connect} %{time_appconnect} %{time_pretransfer} %{time_starttransfer} %{time_total}",
-                    &url,
-                ])
-                .output()
-                .expect("curl runs")
+        let phases = tokio::task::block_in_place(|| {
+            let mut curl = Command::new("curl");
+            curl.arg("--cacert").arg(&ca.ca_file);
+            support::wire::curl_phases(curl, &url)
         });
-        let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|x| x.parse::<f64>().ok())
-            .map(|s| s * 1e3)
-            .collect();
-        assert_eq!(v.len(), 6, "curl -w output: {out:?}");
-        // Plain http: curl's time_appconnect is not a TLS time.
-        let tls = if https { v[2] - v[1] } else { 0.0 };
-        let phases = [v[0], v[1] - v[0], tls, v[4] - v[3], v[5] - v[4], v[5]];
         for (i, p) in phases.iter().enumerate() {
             curl[i].push(*p);
         }

@@ -183,80 +183,39 @@ impl Frames {
     }
 }
 
-/// The socket under TLS, noting when its reads begin: one decrypted read
-/// may take in several of the socket's (rustls asks for 4 KiB at a time),
-/// so only these say when the last bytes were taken from the socket.
-///
-/// Reading ahead into a larger buffer here was tried twice and dropped:
-/// decrypting, not the number of reads, is what falls behind the wire, and
-/// the extra copy into rustls's buffer made it worse (8 MB over TLS:
-/// transfer 1.0–1.8 ms behind the wire against 0.35–0.65 without).
-pub struct RawReads<S> {
-    inner: S,
-    probe: std::sync::Arc<FirstByteProbe>,
-}
-
-impl<S> RawReads<S> {
-    pub fn new(inner: S, probe: std::sync::Arc<FirstByteProbe>) -> Self {
-        RawReads { inner, probe }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for RawReads<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let at = Instant::now();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.probe.raw_read(at);
-        }
-        res
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for RawReads<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 /// A stream whose reads feed a [`FirstByteProbe`].
 pub struct TimedIo<S> {
     inner: S,
     probe: std::sync::Arc<FirstByteProbe>,
+    /// The socket beneath TLS, rather than the stream HTTP reads.
+    socket: bool,
 }
 
 impl<S> TimedIo<S> {
+    /// The stream HTTP reads: its bytes are the response's.
     pub fn new(inner: S, probe: std::sync::Arc<FirstByteProbe>) -> Self {
-        TimedIo { inner, probe }
+        TimedIo {
+            inner,
+            probe,
+            socket: false,
+        }
+    }
+
+    /// The socket under TLS, noting only when its reads begin: one
+    /// decrypted read may take in several of the socket's (rustls asks for
+    /// 4 KiB at a time), so only these say when the last bytes were taken
+    /// from the socket.
+    ///
+    /// Reading ahead into a larger buffer here was tried twice and dropped:
+    /// decrypting, not the number of reads, is what falls behind the wire,
+    /// and the extra copy into rustls's buffer made it worse (8 MB over TLS:
+    /// transfer 1.0–1.8 ms behind the wire against 0.35–0.65 without).
+    pub fn socket(inner: S, probe: std::sync::Arc<FirstByteProbe>) -> Self {
+        TimedIo {
+            inner,
+            probe,
+            socket: true,
+        }
     }
 }
 
@@ -270,7 +229,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
         let at = Instant::now();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.probe.saw(&buf.filled()[before..], at);
+            if self.socket {
+                self.probe.raw_read(at);
+            } else {
+                self.probe.saw(&buf.filled()[before..], at);
+            }
         }
         res
     }
