@@ -84,20 +84,21 @@ impl Netns {
         c.args(["netns", "exec", &self.name]).arg(program);
         c
     }
+}
 
-    /// Moves the calling thread (and the threads it starts) into the namespace.
-    fn enter(&self) -> Result<(), String> {
-        let path = Path::new("/run/netns").join(&self.name);
-        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: setns on an open namespace file only changes this thread's
-        // network namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
-        Ok(())
+/// Moves the calling thread (and the threads it starts) into the network
+/// namespace `name`.
+fn enter_netns(name: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let path = Path::new("/run/netns").join(name);
+    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: setns on an open namespace file only changes this thread's
+    // network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(format!("setns: {}", std::io::Error::last_os_error()));
     }
+    Ok(())
 }
 
 impl Drop for Netns {
@@ -166,16 +167,9 @@ impl Lab {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let (ports_tx, ports_rx) = std::sync::mpsc::channel();
         let server = ca.server.clone();
-        let netns_name = ns.name.clone();
-        let enter = Netns {
-            name: netns_name,
-            etc: PathBuf::new(),
-        };
+        let netns = ns.name.clone();
         let thread = std::thread::spawn(move || {
-            let entered = enter.enter();
-            // Not ours to remove: the lab's own Netns does.
-            std::mem::forget(enter);
-            if let Err(e) = entered {
+            if let Err(e) = enter_netns(&netns) {
                 let _ = ports_tx.send(Err(e));
                 return;
             }

@@ -36,7 +36,7 @@ struct ProbeState {
     /// carried its HEADERS or DATA).
     last: Option<Instant>,
     /// Under TLS: when the last read of the socket after the first byte began.
-    raw_last: Option<Instant>,
+    socket_last: Option<Instant>,
     /// Bytes read since `arm`.
     bytes: u64,
     /// The start of the response, kept until the end of its head is seen.
@@ -77,15 +77,15 @@ impl FirstByteProbe {
     /// several of the socket's and so begin before the last bytes came.
     pub fn last_byte(&self) -> Option<Instant> {
         let s = self.state.lock().ok()?;
-        s.last.max(s.raw_last)
+        s.last.max(s.socket_last)
     }
 
     /// A read of the socket under TLS, begun at `at`, brought bytes.
-    fn raw_read(&self, at: Instant) {
+    fn socket_read(&self, at: Instant) {
         if let Ok(mut s) = self.state.lock()
             && s.first.is_some()
         {
-            s.raw_last = Some(at);
+            s.socket_last = Some(at);
         }
     }
 
@@ -209,7 +209,7 @@ impl<S> TimedIo<S> {
     /// Reading ahead into a larger buffer here was tried twice and dropped:
     /// decrypting, not the number of reads, is what falls behind the wire,
     /// and the extra copy into rustls's buffer made it worse (8 MB over TLS:
-    /// transfer 1.0–1.8 ms behind the wire against 0.35–0.65 without).
+    /// transfer 0.6–1.8 ms behind the wire against 0.35–0.65 without).
     pub fn socket(inner: S, probe: std::sync::Arc<FirstByteProbe>) -> Self {
         TimedIo {
             inner,
@@ -230,7 +230,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             if self.socket {
-                self.probe.raw_read(at);
+                self.probe.socket_read(at);
             } else {
                 self.probe.saw(&buf.filled()[before..], at);
             }
