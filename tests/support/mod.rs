@@ -16,6 +16,18 @@ use waymark_http::{AllowList, HttpConfig};
 
 pub mod wire;
 
+/// The `p` quantile (0–1) of sorted values, nearest rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// `v` in ascending order.
+pub fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     // The tests belong to runner/cli; the workspace is two levels up.

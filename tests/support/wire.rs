@@ -126,8 +126,7 @@ pub struct Lab {
     pub direct: Ports,
     /// The same servers behind the delaying proxy.
     pub proxied: Ports,
-    pub ca_file: PathBuf,
-    _ca: TestCa,
+    pub ca: TestCa,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     capture: Option<Child>,
@@ -209,8 +208,7 @@ impl Lab {
             ns,
             direct,
             proxied,
-            ca_file: ca.ca_file.clone(),
-            _ca: ca,
+            ca,
             stop: Some(stop),
             thread: Some(thread),
             capture: Some(capture),
@@ -633,7 +631,7 @@ pub fn waymark_run(
     let out = cmd
         .args(["--allow-host", HOST, "--allow-host", "127.0.0.1"])
         .arg("--ca-file")
-        .arg(&lab.ca_file)
+        .arg(&lab.ca.ca_file)
         .args(["--max-body", "16MiB", "--format", "json"])
         .env("WAYMARK_CACHE_DIR", cache)
         .output()
@@ -685,7 +683,7 @@ pub fn curl_phases(mut curl: Command, url: &str) -> [f64; 6] {
 pub fn curl_run(lab: &Lab, url: &str, h2: bool) -> (Phases, f64, f64) {
     let mut curl = lab.ns.command("curl");
     curl.arg("--cacert")
-        .arg(&lab.ca_file)
+        .arg(&lab.ca.ca_file)
         .arg(if h2 { "--http2" } else { "--http1.1" });
     let from = now();
     let v = curl_phases(curl, url);
@@ -695,10 +693,8 @@ pub fn curl_run(lab: &Lab, url: &str, h2: bool) -> (Phases, f64, f64) {
 
 /// Median and 90th percentile of `v`.
 pub fn median_p90(v: &[f64]) -> (f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| s[((s.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.5), at(0.9))
+    let s = super::sorted(v.to_vec());
+    (super::percentile(&s, 0.5), super::percentile(&s, 0.9))
 }
 
 /// The five phases' names, in [`Phases`] order.
@@ -803,7 +799,7 @@ impl Blackbox {
     pub fn start(lab: &Lab) -> Option<Blackbox> {
         let dir = tempfile::tempdir().ok()?;
         let config = dir.path().join("blackbox.yml");
-        let ca = lab.ca_file.display();
+        let ca = lab.ca.ca_file.display();
         let module = |name: &str, h2: bool| {
             format!(
                 "  {name}:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n      enable_http2: {h2}\n      tls_config:\n        ca_file: {ca}\n"

@@ -10,18 +10,8 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Script, ScriptedServer, TestCa, hostile_wasm, opts, runtime};
+use support::{Script, ScriptedServer, TestCa, hostile_wasm, opts, percentile, runtime, sorted};
 use waymark_record::Status;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
-}
 
 fn main() {
     // WAYMARK_BENCH=keepalive runs only the last part (for profiling).
