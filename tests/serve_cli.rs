@@ -41,9 +41,15 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 impl Serve {
     fn start(config: &Path) -> Serve {
+        Serve::start_with(config, &[], &[])
+    }
+
+    fn start_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_waymark"))
             .args(["serve", "--log-format", "json", "-c"])
             .arg(config)
+            .args(args)
+            .envs(env.iter().copied())
             .env("WAYMARK_CACHE_DIR", cache_dir())
             .env_remove("WAYMARK_LOG")
             .stdout(Stdio::null())
@@ -350,6 +356,116 @@ fn ticks_missed_while_paused_are_counted_not_replayed() {
         (2..=6).contains(&after),
         "{after} runs in the 700 ms after the pause"
     );
+}
+
+#[test]
+fn three_replicas_of_one_config_run_each_journey_once_per_tick() {
+    let _one = serial();
+    let dir = tempfile::tempdir().expect("tmp");
+    let wasm = support::hostile_wasm().display().to_string();
+    let names: Vec<String> = (0..12).map(|i| format!("journey-{i}")).collect();
+    let mut src = "[runner]\nlisten = \"127.0.0.1:0\"\nwatch = false\nshard = \"${env:SHARD}\"\n\n\
+        [store]\npath = \"history-${env:REPLICA}.db\"\n\n"
+        .to_string();
+    for n in &names {
+        src.push_str(&format!(
+            "[[journey]]\nname = \"{n}\"\nwasm = \"{wasm}\"\nevery = \"500ms\"\nvars = {{ mode = \"noop\" }}\n\n"
+        ));
+    }
+    let config = dir.path().join("waymark.toml");
+    std::fs::write(&config, src).expect("write config");
+    // Two replicas take their shard from the environment, as a
+    // StatefulSet's pods do; the third is told on the command line, which
+    // wins over the config (were it ignored, that replica would run all).
+    let replicas = [
+        Serve::start_with(&config, &[], &[("SHARD", "0/3"), ("REPLICA", "0")]),
+        Serve::start_with(&config, &[], &[("SHARD", "1/3"), ("REPLICA", "1")]),
+        Serve::start_with(
+            &config,
+            &["--shard", "2/3"],
+            &[("SHARD", "0/1"), ("REPLICA", "2")],
+        ),
+    ];
+    let mut owned: Vec<Vec<String>> = replicas
+        .iter()
+        .map(|r| journey_names(&r.status()))
+        .collect();
+    for (i, r) in replicas.iter().enumerate() {
+        let s = r.status();
+        assert_eq!(s["shard"]["shard"], format!("{i}/3"), "{s}");
+        assert_eq!(
+            s["shard"]["journeys_per_shard"],
+            serde_json::json!(owned.iter().map(Vec::len).collect::<Vec<_>>()),
+            "every replica sees the same split"
+        );
+        assert!(!owned[i].is_empty(), "replica {i} runs nothing of 12");
+    }
+    // Asking one replica for a journey another runs says which.
+    let theirs = &owned[1][0];
+    let (code, body) = replicas[0].get(&format!("/status?journey={theirs}"));
+    assert_eq!(code, 200);
+    let s: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(s["total"], 0);
+    assert_eq!(s["elsewhere"]["shard"], "1/3", "{s}");
+    let (_, metrics) = replicas[2].get("/metrics");
+    assert!(
+        metrics.contains("waymark_shard{shard=\"2/3\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "waymark_shard_journeys{{shard=\"1/3\"}} {}",
+            owned[1].len()
+        )),
+        "{metrics}"
+    );
+
+    std::thread::sleep(Duration::from_secs(3));
+    for mut r in replicas {
+        r.signal("TERM");
+        assert!(r.wait_exit(Duration::from_secs(20)).success());
+    }
+    let mut runs_of: std::collections::BTreeMap<String, Vec<(usize, SystemTime)>> =
+        std::collections::BTreeMap::new();
+    for i in 0..3 {
+        let store = Store::open(&dir.path().join(format!("history-{i}.db"))).expect("open");
+        for e in store.list(&Filter::default()).expect("list") {
+            let due = e.scheduled_at.expect("scheduled runs carry their due time");
+            runs_of
+                .entry(e.record.journey.clone())
+                .or_default()
+                .push((i, due));
+        }
+    }
+    assert_eq!(
+        runs_of.keys().cloned().collect::<Vec<_>>(),
+        {
+            let mut all = names.clone();
+            all.sort();
+            all
+        },
+        "every journey ran somewhere"
+    );
+    for (journey, runs) in &runs_of {
+        let replicas: std::collections::BTreeSet<usize> = runs.iter().map(|r| r.0).collect();
+        assert_eq!(replicas.len(), 1, "{journey} ran in replicas {replicas:?}");
+        let r = *replicas.first().expect("one");
+        assert!(
+            owned[r].contains(journey),
+            "{journey} ran in replica {r}, which does not own it"
+        );
+        let mut ticks: Vec<SystemTime> = runs.iter().map(|r| r.1).collect();
+        ticks.sort();
+        let n = ticks.len();
+        ticks.dedup();
+        assert_eq!(ticks.len(), n, "{journey}: a tick ran twice");
+        assert!(n >= 4, "{journey}: {n} runs in 3 s at every 500ms");
+    }
+    for o in &mut owned {
+        o.sort();
+    }
+    let all: usize = owned.iter().map(Vec::len).sum();
+    assert_eq!(all, names.len());
 }
 
 #[test]

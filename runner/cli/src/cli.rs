@@ -93,6 +93,15 @@ struct ServeArgs {
     /// Log format on standard error.
     #[arg(long, value_enum, default_value = "human")]
     log_format: LogFormat,
+    /// Run only this replica's share of the journeys, I of N (I from 0):
+    /// N replicas with the same config run each journey exactly once.
+    /// Overrides `[runner] shard`.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: Option<crate::load::Shard>,
+}
+
+fn parse_shard(s: &str) -> Result<crate::load::Shard, crate::load::ShardError> {
+    crate::load::Shard::parse(s)
 }
 
 #[derive(clap::Args, Debug)]
@@ -551,7 +560,9 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => crate::cli_replay::replay(*args),
         Command::New(args) => new(args),
         Command::Demo(args) => demo(args),
-        Command::Serve(args) => crate::cli_serve::serve(&args.config).map(|()| Status::Pass),
+        Command::Serve(args) => {
+            crate::cli_serve::serve(&args.config, args.shard).map(|()| Status::Pass)
+        }
         Command::Check(args) => crate::cli_serve::check(&args.config),
         Command::History(args) => crate::cli_serve::history(crate::cli_serve::HistoryQuery {
             journey: args.journey,

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, anyhow, bail};
 
 use crate::config::{Config, ConfigErrors};
+use crate::load::Shard;
 use crate::record::Status;
 use crate::serve::{Service, prepare};
 use crate::store::{Filter, Store};
@@ -42,9 +43,18 @@ impl Stamps {
     }
 }
 
-/// Reads, validates and loads `path`, compiling on a blocking thread.
-async fn load_plan(runtime: &Arc<Runtime>, path: &Path) -> anyhow::Result<serve::Plan> {
-    let config = Config::load(path)?;
+/// Reads, validates and loads `path` (this replica's share of it),
+/// compiling on a blocking thread.
+async fn load_plan(
+    runtime: &Arc<Runtime>,
+    path: &Path,
+    shard: Option<Shard>,
+) -> anyhow::Result<serve::Plan> {
+    let mut config = Config::load(path)?;
+    if let Some(s) = shard {
+        config.runner.shard = s;
+    }
+    config.keep_own_share();
     let runtime = runtime.clone();
     tokio::task::spawn_blocking(move || prepare(&runtime, config, None))
         .await
@@ -53,7 +63,7 @@ async fn load_plan(runtime: &Arc<Runtime>, path: &Path) -> anyhow::Result<serve:
 }
 
 /// `waymark serve`.
-pub fn serve(path: &Path) -> anyhow::Result<()> {
+pub fn serve(path: &Path, shard: Option<Shard>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Name lookups run on blocking threads; one kept between runs a
@@ -63,18 +73,22 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async {
         let runtime = Arc::new(Runtime::new(Runtime::default_cache_dir())?);
-        let plan = load_plan(&runtime, path).await?;
+        let plan = load_plan(&runtime, path, shard).await?;
         let mut grace = plan.config.runner.shutdown_grace;
         let mut watch = plan.config.runner.watch;
         let mut applied = Stamps::of(&plan.config.watched_files());
         let journeys = plan.journeys.len();
         let location = plan.config.runner.location.clone();
+        let share = plan.config.runner.shard;
+        let elsewhere = plan.config.elsewhere.len();
         let store = plan.config.store.path.clone();
         let service = Service::start(runtime.clone(), plan).await?;
         tracing::info!(
             config = %path.display(),
             journeys,
             location,
+            shard = %share,
+            elsewhere,
             listen = %service.listen_addr().map_or("off".to_string(), |a| a.to_string()),
             store = %store.as_ref().map_or("off".to_string(), |p| p.display().to_string()),
             "waymark serve started"
@@ -107,7 +121,7 @@ pub fn serve(path: &Path) -> anyhow::Result<()> {
                     format!("changed: {}", applied.changed(&now).join(", "))
                 }
             };
-            match load_plan(&runtime, path).await {
+            match load_plan(&runtime, path, shard).await {
                 Ok(plan) => {
                     grace = plan.config.runner.shutdown_grace;
                     watch = plan.config.runner.watch;

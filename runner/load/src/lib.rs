@@ -543,6 +543,37 @@ mod tests {
     }
 
     #[test]
+    fn journeys_spread_over_shards_and_mostly_stay_when_one_is_added() {
+        let names: Vec<String> = (0..3000).map(|i| format!("journey-{i}")).collect();
+        let mut per = [0u32; 3];
+        for n in &names {
+            let owner = Shard::owner(3, n);
+            per[owner as usize] += 1;
+            let owners = (0..3)
+                .filter(|&i| Shard { index: i, count: 3 }.owns(n))
+                .count();
+            assert_eq!(owners, 1, "{n} has exactly one owner");
+        }
+        assert!(per.iter().all(|&c| (900..=1100).contains(&c)), "{per:?}");
+        // Going from 3 replicas to 4, a journey either stays or moves to the new one.
+        let moved = names
+            .iter()
+            .filter(|n| Shard::owner(4, n) != Shard::owner(3, n))
+            .inspect(|n| assert_eq!(Shard::owner(4, n), 3, "{n} moved between old shards"))
+            .count();
+        assert!((600..=900).contains(&moved), "{moved} of 3000 moved");
+        assert_eq!(Shard::owner(1, "anything"), 0);
+        // The assignment is part of the product: replicas of different
+        // versions must agree, so a change of hash shows up here. (Values
+        // computed independently: SHA-256 of the shard's big-endian u32 and
+        // the name, the first 8 bytes as a big-endian score.)
+        assert_eq!(
+            ["checkout", "login", "search", "swap-api", "home"].map(|n| Shard::owner(3, n)),
+            [1, 0, 1, 1, 0]
+        );
+    }
+
+    #[test]
     fn rates_read_like_people_write_them() {
         assert_eq!(parse_rate("200/s"), Ok(200.0));
         assert_eq!(parse_rate("30/m"), Ok(0.5));

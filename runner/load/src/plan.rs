@@ -82,6 +82,49 @@ impl Shard {
     pub(crate) fn label(&self) -> Option<String> {
         (self.count > 1).then(|| format!("{}/{}", self.index, self.count))
     }
+
+    /// Which of the `count` shards owns `key` (a journey's name).
+    ///
+    /// Rendezvous hashing: every shard scores the key and the highest score
+    /// wins. Each replica computes the same answer from the name alone, with
+    /// no coordination, on any platform and version (SHA-256, not std's
+    /// hasher, which is seeded per process). Changing the count moves only
+    /// the keys the added or removed shard wins or held, about 1/count of
+    /// them, so the schedules of the rest stay where they were.
+    pub fn owner(count: u32, key: &str) -> u32 {
+        use sha2::{Digest, Sha256};
+        let mut best = (0u64, 0u32);
+        for shard in 0..count.max(1) {
+            let digest = Sha256::new()
+                .chain_update(shard.to_be_bytes())
+                .chain_update(key.as_bytes())
+                .finalize();
+            let mut head = [0u8; 8];
+            head.copy_from_slice(&digest[..8]);
+            let score = u64::from_be_bytes(head);
+            if shard == 0 || score > best.0 {
+                best = (score, shard);
+            }
+        }
+        best.1
+    }
+
+    /// Whether this shard owns `key`.
+    pub fn owns(&self, key: &str) -> bool {
+        Shard::owner(self.count, key) == self.index
+    }
+}
+
+impl Default for Shard {
+    fn default() -> Shard {
+        Shard::WHOLE
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// A shard that does not read.

@@ -29,6 +29,12 @@ struct TickLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    /// `I/N`.
+    shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabels {
     outcome: &'static str,
 }
@@ -55,6 +61,8 @@ pub(crate) struct Telemetry {
     pub(crate) store_batch: Histogram,
     store_records: Family<StoreLabels, Counter>,
     store_queued: Gauge,
+    shard: Family<ShardLabels, Gauge>,
+    shard_journeys: Family<ShardLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -118,7 +126,21 @@ impl Telemetry {
             "Always 1; the version in a label",
             info,
         );
+        let shard = Family::<ShardLabels, Gauge>::default();
+        registry.register(
+            "waymark_shard",
+            "Always 1; this replica's share of the config (I/N) in a label",
+            shard.clone(),
+        );
+        let shard_journeys = Family::<ShardLabels, Gauge>::default();
+        registry.register(
+            "waymark_shard_journeys",
+            "Journeys each shard of the config runs, by shard (every replica reports the whole split)",
+            shard_journeys.clone(),
+        );
         Telemetry {
+            shard,
+            shard_journeys,
             registry,
             sinks,
             lag,
@@ -139,6 +161,24 @@ impl Telemetry {
     }
 
     /// The registry `/metrics` encodes.
+    /// The split of the config's journeys over the replicas.
+    pub(crate) fn shards(&self, view: &crate::serve::ShardView) {
+        // A reload may change the count: shards that no longer exist go.
+        self.shard.clear();
+        self.shard_journeys.clear();
+        let label = |i: usize| ShardLabels {
+            shard: format!("{i}/{}", view.shard.count),
+        };
+        self.shard
+            .get_or_create(&label(view.shard.index as usize))
+            .set(1);
+        for (i, n) in view.counts().into_iter().enumerate() {
+            self.shard_journeys
+                .get_or_create(&label(i))
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }

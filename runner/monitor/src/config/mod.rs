@@ -45,6 +45,9 @@ pub struct Config {
     pub ui: UiConfig,
     /// Every `[[maintenance]]` window.
     pub maintenance: Vec<MaintenanceConfig>,
+    /// The journeys of the file that other shards run, with the index of
+    /// the shard that owns each (see [`Config::keep_own_share`]).
+    pub elsewhere: Vec<(String, u32)>,
 }
 
 /// `[ui]`: the web UI's links and its public status page.
@@ -105,6 +108,9 @@ pub struct RunnerConfig {
     pub watch: bool,
     /// Where sinks keep records they could not deliver yet.
     pub spool_dir: PathBuf,
+    /// This replica's share of the journeys when several `waymark serve`
+    /// processes run the same config (`[runner] shard`, `--shard`).
+    pub shard: waymark_load::Shard,
 }
 
 /// One `[[journey]]` with `[defaults]` applied.
@@ -223,6 +229,28 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const MIN_EVERY: Duration = Duration::from_millis(100);
 
 impl Config {
+    /// Keeps only the journeys `runner.shard` owns, moving the others to
+    /// `elsewhere`. Every replica reads the same file and computes the same
+    /// split from the journeys' names, so each journey runs in exactly one.
+    pub fn keep_own_share(&mut self) {
+        let shard = self.runner.shard;
+        if shard.count <= 1 {
+            return;
+        }
+        let (mine, theirs): (Vec<JourneyConfig>, Vec<JourneyConfig>) =
+            std::mem::take(&mut self.journeys)
+                .into_iter()
+                .partition(|j| shard.owns(&j.name));
+        self.journeys = mine;
+        self.elsewhere = theirs
+            .into_iter()
+            .map(|j| {
+                let owner = waymark_load::Shard::owner(shard.count, &j.name);
+                (j.name, owner)
+            })
+            .collect();
+    }
+
     /// Reads and validates `path`; environment variables from the process.
     pub fn load(path: &Path) -> Result<Config, LoadConfigError> {
         let src = read(path)?;
@@ -517,6 +545,7 @@ impl Config {
             load,
             ui,
             maintenance,
+            elsewhere: Vec::new(),
         };
         (Some(config), r.errors)
     }
@@ -553,6 +582,30 @@ mod tests {
         .expect("valid");
         assert_eq!(c.journeys[0].secrets["t"], "Bearer s3cret");
         assert_eq!(c.journeys[0].secrets["lit"], "${env:TOK}");
+    }
+
+    #[test]
+    fn a_shard_from_the_environment_keeps_its_share_and_a_bad_one_is_placed() {
+        let src = "[runner]\nshard = \"${env:ORDINAL}/2\"\n\n[[journey]]\nname = \"a\"\nwasm = \"a.wasm\"\nevery = \"1m\"\n\n[[journey]]\nname = \"b\"\nwasm = \"a.wasm\"\nevery = \"1m\"\n";
+        let mut shares = Vec::new();
+        for ordinal in ["0", "1"] {
+            let mut c =
+                Config::parse(Path::new("w.toml"), src, &|_| Some(ordinal.into())).expect("valid");
+            c.keep_own_share();
+            let here: Vec<String> = c.journeys.iter().map(|j| j.name.clone()).collect();
+            assert_eq!(here.len() + c.elsewhere.len(), 2);
+            shares.extend(here);
+        }
+        shares.sort();
+        assert_eq!(shares, ["a", "b"], "each journey in exactly one share");
+
+        let e = Config::parse(Path::new("w.toml"), src, &|_| Some("2".into()))
+            .expect_err("2/2 is no shard");
+        let text = e.to_string();
+        assert!(
+            text.contains("w.toml:2:9: [runner] → shard: '2/2' is not a shard like 0/3"),
+            "{text}"
+        );
     }
 
     #[test]

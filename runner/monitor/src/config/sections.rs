@@ -21,6 +21,7 @@ pub(super) struct RawRunner {
     pub(super) shutdown_grace: Option<Spanned<String>>,
     pub(super) watch: Option<bool>,
     pub(super) spool_dir: Option<Spanned<String>>,
+    pub(super) shard: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -119,7 +120,14 @@ pub(super) fn read_runner(r: &mut Reader, base: &Path, raw: RawRunner) -> Runner
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
         shutdown_grace: Duration::from_secs(30),
         watch: raw.watch.unwrap_or(true),
+        shard: waymark_load::Shard::WHOLE,
     };
+    if let Some(t) = &raw.shard {
+        match waymark_load::Shard::parse(t.get_ref()) {
+            Ok(s) => out.shard = s,
+            Err(e) => r.error(t.span(), "[runner] → shard", e.to_string()),
+        }
+    }
     if let Some(l) = raw.location {
         if l.get_ref().trim().is_empty() {
             r.error(

@@ -94,6 +94,40 @@ struct Outputs {
     sinks: std::sync::RwLock<Vec<crate::sinks::Sink>>,
 }
 
+/// This replica's part of a config split over several (`[runner] shard`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ShardView {
+    pub(crate) shard: waymark_load::Shard,
+    /// Journeys here.
+    pub(crate) here: usize,
+    /// Journeys other shards run, with the shard that owns each.
+    pub(crate) elsewhere: Arc<HashMap<String, u32>>,
+}
+
+impl ShardView {
+    fn of(cfg: &crate::config::Config) -> ShardView {
+        ShardView {
+            shard: cfg.runner.shard,
+            here: cfg.journeys.len(),
+            elsewhere: Arc::new(cfg.elsewhere.iter().cloned().collect()),
+        }
+    }
+
+    /// How many journeys each shard runs, this one's included.
+    pub(crate) fn counts(&self) -> Vec<usize> {
+        let mut per = vec![0; self.shard.count as usize];
+        if let Some(c) = per.get_mut(self.shard.index as usize) {
+            *c = self.here;
+        }
+        for &owner in self.elsewhere.values() {
+            if let Some(c) = per.get_mut(owner as usize) {
+                *c += 1;
+            }
+        }
+        per
+    }
+}
+
 struct Shared {
     runtime: Arc<Runtime>,
     semaphore: Arc<Semaphore>,
@@ -104,6 +138,8 @@ struct Shared {
     heartbeat_ms: AtomicU64,
     states: Mutex<Vec<(Arc<Prepared>, Arc<JourneyState>)>>,
     location: Mutex<String>,
+    /// This replica's shard and the journeys other shards run.
+    shard: Mutex<ShardView>,
     /// The prometheus sink's registry, served at `/metrics`.
     metrics: Option<Arc<crate::sinks::prometheus::Metrics>>,
     /// The runner's own metrics, served at `/metrics` whatever the sinks.
@@ -194,6 +230,7 @@ impl Service {
     ) -> Result<Service, StartError> {
         let cfg = &plan.config;
         let telemetry = Arc::new(Telemetry::new());
+        telemetry.shards(&ShardView::of(cfg));
         let mut exposed = Exposed {
             telemetry: Some(telemetry.clone()),
             ..Exposed::default()
@@ -225,6 +262,7 @@ impl Service {
             heartbeat_ms: AtomicU64::new(now_ms()),
             states: Mutex::new(Vec::new()),
             location: Mutex::new(cfg.runner.location.clone()),
+            shard: Mutex::new(ShardView::of(cfg)),
             metrics: exposed.metrics.clone(),
             telemetry,
             status_cache: tokio::sync::Mutex::new(None),
@@ -498,6 +536,11 @@ fn apply_runner(shared: &Shared, old: &Plan, new: &Plan) {
     }
     if let Ok(mut l) = shared.location.lock() {
         l.clone_from(&n.runner.location);
+    }
+    let view = ShardView::of(n);
+    shared.telemetry.shards(&view);
+    if let Ok(mut s) = shared.shard.lock() {
+        *s = view;
     }
     if o.runner.listen != n.runner.listen || o.sinks != n.sinks || o.store != n.store {
         tracing::warn!(

@@ -20,6 +20,7 @@ pub(super) struct Snapshot {
     generation: u64,
     taken: SystemTime,
     location: String,
+    shard: super::ShardView,
     in_flight: usize,
     journeys: Vec<JourneyStatus>,
     /// The answer to a request without a query, made once per snapshot: a
@@ -42,15 +43,31 @@ impl Snapshot {
             .skip(q.offset)
             .take(q.limit.unwrap_or(usize::MAX))
             .collect();
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "location": self.location,
             "in_flight": self.in_flight,
             "as_of": humantime::format_rfc3339_millis(self.taken).to_string(),
             "total": total,
             "offset": q.offset,
             "journeys": page,
-        })
-        .to_string()
+        });
+        let shard = self.shard.shard;
+        if shard.count > 1 {
+            body["shard"] = serde_json::json!({
+                "shard": shard.to_string(),
+                "journeys_per_shard": self.shard.counts(),
+            });
+            // Asked for a journey that another replica runs: say which.
+            if let Some(name) = &q.journey
+                && let Some(owner) = self.shard.elsewhere.get(name)
+            {
+                body["elsewhere"] = serde_json::json!({
+                    "journey": name,
+                    "shard": format!("{owner}/{}", shard.count),
+                });
+            }
+        }
+        body.to_string()
     }
 }
 
@@ -128,6 +145,7 @@ async fn snapshot(shared: &Arc<Shared>) -> Arc<Snapshot> {
             .lock()
             .map(|l| l.clone())
             .unwrap_or_default(),
+        shard: shared.shard.lock().map(|s| s.clone()).unwrap_or_default(),
         in_flight: shared.telemetry.in_flight().load(Ordering::Relaxed),
         journeys,
         whole: OnceLock::new(),
