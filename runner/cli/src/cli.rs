@@ -547,6 +547,17 @@ fn init_logs(default: &str, format: LogFormat) {
     }
 }
 
+/// Whether `args` (the program's name first) is a command line `waymark`
+/// accepts, without running it: for checking command lines written
+/// elsewhere, such as the Kubernetes manifests in `deploy/`.
+pub fn parse_args<I, T>(args: I) -> Result<(), clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args).map(|_| ())
+}
+
 /// Entry point of the binary: exit 0 pass, 1 fail, 2 error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
