@@ -101,12 +101,10 @@ fn full_file_values_and_defaults() {
     );
     assert_eq!(c.sinks[0].name, "jsonl");
     assert_eq!(c.sinks[1].kind, SinkKind::Pretty);
-    assert!(
-        c.store
-            .path
-            .as_ref()
-            .is_some_and(|p| p.ends_with("history/waymark.db"))
-    );
+    assert!(matches!(
+        &c.store.database,
+        Some(waymark_monitor::store::Database::Sqlite(p)) if p.ends_with("history/waymark.db")
+    ));
     assert_eq!(c.store.retention, Duration::from_secs(7 * 86400));
 }
 
@@ -133,7 +131,7 @@ fn defaults_when_unsaid() {
         Schedule::Every(Duration::from_secs(300))
     );
     assert!(matches!(&c.journeys[1].schedule, Schedule::Cron { .. }));
-    assert_eq!(c.store.path, None);
+    assert_eq!(c.store.database, None);
     assert_eq!(c.runner.listen, None);
 }
 

@@ -112,6 +112,12 @@ struct CheckArgs {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum StatsBy {
+    /// Each journey at each location.
+    Location,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum HistoryFormat {
     /// A table.
     Table,
@@ -126,8 +132,9 @@ struct HistoryArgs {
     /// The config file naming the store ([store] path).
     #[arg(short = 'c', long, default_value = "waymark.toml")]
     config: PathBuf,
-    /// The SQLite history file itself (instead of reading the config).
-    #[arg(long, value_name = "FILE")]
+    /// The history itself instead of the config's: a SQLite file, or a
+    /// PostgreSQL URL (postgres://user:password@host/db).
+    #[arg(long, value_name = "FILE or URL")]
     db: Option<PathBuf>,
     /// Runs since this long ago (e.g. 1h, 7d) or since an RFC 3339 time.
     #[arg(long)]
@@ -138,6 +145,9 @@ struct HistoryArgs {
     /// Per journey: runs, availability, p50/p95 duration, incidents and time to recovery.
     #[arg(long)]
     stats: bool,
+    /// With --stats: one row per journey and location, to compare locations.
+    #[arg(long, value_enum, requires = "stats")]
+    by: Option<StatsBy>,
     /// Most runs listed (newest first).
     #[arg(long, default_value_t = 50)]
     limit: usize,
@@ -582,6 +592,7 @@ pub fn main() -> ExitCode {
             since: args.since,
             status: args.status,
             stats: args.stats,
+            by_location: args.by == Some(StatsBy::Location),
             limit: args.limit,
             json: args.format == HistoryFormat::Json,
         })

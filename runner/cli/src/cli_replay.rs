@@ -81,39 +81,23 @@ fn load_tape(args: &ReplayArgs) -> anyhow::Result<Tape> {
         return read_tape(as_file);
     }
     // Not a file: a run id in the history.
-    let path = match &args.db {
-        Some(p) => p.clone(),
-        None => crate::config::Config::load_store(&args.config)
-            .with_context(|| {
-                format!(
-                    "'{}' is not a file, so it is taken as a run id; finding the history store (or give --db FILE)",
-                    args.source
-                )
-            })?
-            .path
-            .ok_or_else(|| {
-                anyhow!(
-                    "{}: [store] path is off, so no history is kept",
-                    args.config.display()
-                )
-            })?,
-    };
-    if !path.exists() {
-        bail!(
-            "'{}' is neither a file nor a run id of a history: there is no history at {}",
-            args.source,
-            path.display()
-        );
-    }
-    let store = crate::store::Store::open(&path)?;
+    let database = crate::cli_serve::history_database(
+        &args.config,
+        args.db.as_deref(),
+        &format!(
+            "; '{}' is not a file, so it is taken as a run id",
+            args.source
+        ),
+    )?;
+    let store = crate::store::Store::connect(&database)?;
     let text = store.tape(&args.source, args.attempt)?.ok_or_else(|| {
         anyhow!(
             "run '{}' has no recorded exchanges in {} (keep_exchanges = \"on-failure\" or \"always\" on the journey keeps them)",
             args.source,
-            path.display()
+            database
         )
     })?;
-    Tape::from_json(&text).with_context(|| format!("run {} in {}", args.source, path.display()))
+    Tape::from_json(&text).with_context(|| format!("run {} in {}", args.source, database))
 }
 
 /// `waymark replay`: exit code of the replay's own status.

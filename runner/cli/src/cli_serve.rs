@@ -10,7 +10,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::load::Shard;
 use crate::record::Status;
 use crate::serve::{Service, prepare};
-use crate::store::{Filter, Store};
+use crate::store::{Database, Filter, Postgres, Store};
 use crate::{Runtime, serve};
 
 /// Size and modification time of each watched file, to notice edits.
@@ -81,7 +81,7 @@ pub fn serve(path: &Path, shard: Option<Shard>) -> anyhow::Result<()> {
         let location = plan.config.runner.location.clone();
         let share = plan.config.runner.shard;
         let elsewhere = plan.config.elsewhere.len();
-        let store = plan.config.store.path.clone();
+        let store = plan.config.store.database.clone();
         let service = Service::start(runtime.clone(), plan).await?;
         tracing::info!(
             config = %path.display(),
@@ -90,7 +90,7 @@ pub fn serve(path: &Path, shard: Option<Shard>) -> anyhow::Result<()> {
             shard = %share,
             elsewhere,
             listen = %service.listen_addr().map_or("off".to_string(), |a| a.to_string()),
-            store = %store.as_ref().map_or("off".to_string(), |p| p.display().to_string()),
+            store = %store.as_ref().map_or("off".to_string(), ToString::to_string),
             "waymark serve started"
         );
         use tokio::signal::unix::{SignalKind, signal};
@@ -194,6 +194,8 @@ pub struct HistoryQuery {
     pub status: Option<String>,
     /// Per-journey figures.
     pub stats: bool,
+    /// The figures per journey and location.
+    pub by_location: bool,
     /// Most rows.
     pub limit: usize,
     /// JSON out.
@@ -223,35 +225,59 @@ fn parse_status(s: &str) -> anyhow::Result<Status> {
 }
 
 /// `waymark history`.
-pub fn history(q: HistoryQuery) -> anyhow::Result<()> {
-    let path = match &q.db {
-        Some(p) => p.clone(),
-        None => {
-            let store = Config::load_store(&q.config)
-                .with_context(|| "finding the history store (or give --db FILE)".to_string())?;
-            store.path.ok_or_else(|| {
+/// The history a reader means: `--db` (a SQLite file, or a PostgreSQL URL),
+/// else the config's `[store]`. A SQLite file must exist: reading must not
+/// create an empty store where the user mistyped a path.
+pub(crate) fn history_database(
+    config: &Path,
+    db: Option<&Path>,
+    what: &str,
+) -> anyhow::Result<Database> {
+    let database = match db {
+        Some(p) => {
+            let text = p.to_string_lossy();
+            if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+                Database::Postgres(Postgres {
+                    url: text.into_owned(),
+                    ca_file: None,
+                })
+            } else {
+                Database::Sqlite(p.to_path_buf())
+            }
+        }
+        None => Config::load_store(config)
+            .with_context(|| format!("finding the history store (or give --db FILE or URL){what}"))?
+            .database
+            .ok_or_else(|| {
                 anyhow!(
                     "{}: [store] path is off, so no history is kept",
-                    q.config.display()
+                    config.display()
                 )
-            })?
-        }
+            })?,
     };
-    // Reading must not create an empty store where the user mistyped a path.
-    if !path.exists() {
+    if let Database::Sqlite(path) = &database
+        && !path.exists()
+    {
         bail!(
             "no history at {}: waymark serve has not written one there",
             path.display()
         );
     }
+    Ok(database)
+}
+
+/// `waymark history`.
+pub fn history(q: HistoryQuery) -> anyhow::Result<()> {
+    let database = history_database(&q.config, q.db.as_deref(), "")?;
     let filter = Filter {
         journey: q.journey.clone(),
         since: q.since.as_deref().map(parse_since).transpose()?,
         status: q.status.as_deref().map(parse_status).transpose()?,
         final_only: false,
         limit: Some(q.limit),
+        by_location: q.by_location,
     };
-    let store = Store::open(&path)?;
+    let store = Store::connect(&database)?;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if q.stats {
@@ -340,6 +366,7 @@ fn human_secs(s: f64) -> String {
 fn stats_table(stats: &[crate::store::JourneyStats]) -> String {
     let mut rows = vec![[
         "JOURNEY".to_string(),
+        "LOCATION".into(),
         "RUNS".into(),
         "AVAILABILITY".into(),
         "P50".into(),
@@ -370,6 +397,7 @@ fn stats_table(stats: &[crate::store::JourneyStats]) -> String {
         );
         rows.push([
             s.journey.clone(),
+            s.location.clone().unwrap_or_else(|| "all".into()),
             s.runs.to_string(),
             format!("{:.2}%", s.availability * 100.0),
             format!("{:.1} ms", s.p50_ms),

@@ -166,8 +166,8 @@ pub enum KeepExchanges {
 }
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
-    /// SQLite file; none keeps no history.
-    pub path: Option<PathBuf>,
+    /// The SQLite file or PostgreSQL database; none keeps no history.
+    pub database: Option<crate::store::Database>,
     /// Runs older than this are deleted.
     pub retention: Duration,
 }

@@ -28,6 +28,8 @@ pub(super) struct RawRunner {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
     pub(super) path: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
     pub(super) retention: Option<Spanned<String>>,
 }
 
@@ -168,17 +170,51 @@ pub(super) fn read_runner(r: &mut Reader, base: &Path, raw: RawRunner) -> Runner
 }
 
 pub(super) fn read_store(r: &mut Reader, base: &Path, raw: RawStore) -> StoreConfig {
+    use crate::store::{Database, Postgres};
     let mut out = StoreConfig {
-        path: Some(base.join("waymark.db")),
+        database: Some(Database::Sqlite(base.join("waymark.db"))),
         retention: DEFAULT_RETENTION,
     };
     if let Some(p) = &raw.path {
         let t = p.get_ref().trim();
-        out.path = if t.is_empty() || t == "off" {
+        out.database = if t.is_empty() || t == "off" {
             None
         } else {
-            Some(base.join(t))
+            Some(Database::Sqlite(base.join(t)))
         };
+    }
+    if let Some(u) = &raw.url {
+        let text = u.get_ref().trim();
+        if let Some(p) = &raw.path {
+            r.error(
+                p.span(),
+                "[store] → path",
+                "give path (a SQLite file) or url (PostgreSQL), not both",
+            );
+        } else if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            r.error(
+                u.span(),
+                "[store] → url",
+                "the history's url must be a PostgreSQL one: postgres://user:password@host:port/database",
+            );
+        } else if let Err(e) = text.parse::<postgres::Config>() {
+            r.error(
+                u.span(),
+                "[store] → url",
+                format!("not a PostgreSQL URL: {e}"),
+            );
+        } else {
+            out.database = Some(Database::Postgres(Postgres {
+                url: text.to_string(),
+                ca_file: raw.ca_file.as_ref().map(|c| base.join(c.get_ref().trim())),
+            }));
+        }
+    } else if let Some(c) = &raw.ca_file {
+        r.error(
+            c.span(),
+            "[store] → ca_file",
+            "ca_file is for a PostgreSQL url; a SQLite file needs none",
+        );
     }
     if let Some(v) = &raw.retention
         && let Some(d) = r.duration(v, "[store] → retention")

@@ -155,7 +155,7 @@ struct Shared {
     /// What the schedule is read from.
     clock: Clock,
     /// The history file the web UI reads.
-    history: Option<PathBuf>,
+    history: Option<Arc<store::Database>>,
     /// The web UI's settings.
     ui: Arc<crate::config::UiConfig>,
 }
@@ -241,9 +241,9 @@ impl Service {
                 .iter()
                 .map(|s| (s.name().to_string(), s.stats_handle())),
         );
-        let store = match &cfg.store.path {
-            Some(p) => Some(store::Writer::start_observed(
-                p,
+        let store = match &cfg.store.database {
+            Some(d) => Some(store::Writer::start_observed(
+                d,
                 cfg.store.retention,
                 Some(telemetry.clone()),
             )?),
@@ -270,7 +270,7 @@ impl Service {
             overload: Mutex::new(None),
             grace: cfg.runner.shutdown_grace,
             clock,
-            history: cfg.store.path.clone(),
+            history: cfg.store.database.clone().map(Arc::new),
             ui: Arc::new(cfg.ui.clone()),
         });
         let listener = match cfg.runner.listen {

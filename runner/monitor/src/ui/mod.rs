@@ -12,7 +12,6 @@
 pub mod api;
 pub mod public;
 
-use std::path::Path;
 use std::time::SystemTime;
 
 use api::{ApiError, OverviewQuery, Window};
@@ -139,8 +138,13 @@ fn status(p: &[(String, String)]) -> Result<Option<Status>, ApiError> {
 }
 
 /// The page, asset or API answer for `path`, reading the history at `db`.
-/// Blocking (SQLite): call it off the async threads.
-pub fn answer(db: Option<&Path>, ui: &UiConfig, request: &Request<'_>, now: SystemTime) -> Reply {
+/// Blocking (the database): call it off the async threads.
+pub fn answer(
+    db: Option<&crate::store::Database>,
+    ui: &UiConfig,
+    request: &Request<'_>,
+    now: SystemTime,
+) -> Reply {
     let (path, query) = (request.path, request.query);
     match path {
         "/" => return Reply::ok("text/html; charset=utf-8", INDEX),
@@ -158,7 +162,7 @@ pub fn answer(db: Option<&Path>, ui: &UiConfig, request: &Request<'_>, now: Syst
         ));
     };
     if path == "/status-page" {
-        return match Store::open(db)
+        return match Store::connect(db)
             .map_err(ApiError::from)
             .and_then(|store| public::status_page(&store, ui, now))
         {
@@ -171,7 +175,7 @@ pub fn answer(db: Option<&Path>, ui: &UiConfig, request: &Request<'_>, now: Syst
         let Some((journey, what)) = parts.split_first() else {
             return Reply::error(&ApiError::NotFound("no badge".into()));
         };
-        return match Store::open(db)
+        return match Store::connect(db)
             .map_err(ApiError::from)
             .and_then(|store| public::badge_svg(&store, ui, now, &decode(journey), what))
         {
@@ -183,7 +187,7 @@ pub fn answer(db: Option<&Path>, ui: &UiConfig, request: &Request<'_>, now: Syst
         return Reply::error(&ApiError::NotFound(format!("no page {path}")));
     };
     let p = params(query);
-    let result = Store::open(db)
+    let result = Store::connect(db)
         .map_err(ApiError::from)
         .and_then(|store| api_answer(&store, ui, request, rest, &p, now));
     match result {

@@ -1,41 +1,45 @@
-//! The run history: every attempt's record in one SQLite file (WAL mode),
-//! written by one thread in batches, readable by `waymark history` while
-//! `waymark serve` writes.
+//! The run history: every attempt's record, in one SQLite file (WAL mode)
+//! or in PostgreSQL, written by one thread in batches, readable by
+//! `waymark history` and the web UI while `waymark serve` writes.
 
-use std::path::{Path, PathBuf};
+mod db;
+
+use std::cell::RefCell;
+use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+pub use db::{Database, DbError, Postgres};
+use db::{Db, Sql, Val};
 use waymark_record::{RunRecord, Status};
 
 /// A history store error.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite said no.
-    #[error("history store {path}: {source}")]
-    Sqlite {
-        /// The file.
-        path: PathBuf,
-        /// SQLite's reason.
-        source: rusqlite::Error,
+    /// The database said no, or could not be reached.
+    #[error("history store {at}: {source}")]
+    Database {
+        /// The file, or the database's URL without its password.
+        at: String,
+        /// Why.
+        source: DbError,
     },
     /// A stored record is not valid JSON.
-    #[error("history store {path}: a stored record cannot be read: {source}")]
+    #[error("history store {at}: a stored record cannot be read: {source}")]
     Record {
-        /// The file.
-        path: PathBuf,
+        /// Where.
+        at: String,
         /// Why.
         source: serde_json::Error,
     },
-    /// The file was written by a newer waymark.
-    #[error("history store {path} has schema version {found}; this waymark knows up to {known}")]
+    /// The history was written by a newer waymark.
+    #[error("history store {at} has schema version {found}; this waymark knows up to {known}")]
     Version {
-        /// The file.
-        path: PathBuf,
+        /// Where.
+        at: String,
         /// Its version.
         found: i64,
         /// Ours.
@@ -43,16 +47,17 @@ pub enum StoreError {
     },
 }
 
-/// 1: runs. 2: exchanges (a run's recording for `waymark replay`), acks
-/// (who acknowledged an incident, when), each run's maintenance window,
-/// and the summaries the web UI reads (daily counts, the latest status of
-/// each journey and location), kept up to date by `insert`.
-const SCHEMA_VERSION: i64 = 2;
+/// SQLite files made before the schema was kept by migrations carry their
+/// version in `user_version`: 1: runs. 2: exchanges, acks, each run's
+/// maintenance window and the summaries the web UI reads. Files still at 1
+/// are brought to 2 here, once; from 2 on, the migrations in
+/// `store/migrations/` (the same for both databases) take over.
+const LEGACY_SQLITE_VERSION: i64 = 2;
 
-/// An open history file.
+/// An open history.
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
+    db: RefCell<Db>,
+    at: String,
 }
 
 /// One stored attempt.
@@ -133,6 +138,8 @@ pub struct Filter {
     pub final_only: bool,
     /// Most rows, newest first.
     pub limit: Option<usize>,
+    /// Stats per journey and location instead of per journey.
+    pub by_location: bool,
 }
 
 /// Per-journey figures of `waymark history --stats`.
@@ -140,6 +147,9 @@ pub struct Filter {
 pub struct JourneyStats {
     /// The journey.
     pub journey: String,
+    /// The location, when asked per location.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     /// Runs (deciding attempts).
     pub runs: u64,
     /// Of which passed.
@@ -187,29 +197,30 @@ fn rfc3339(ms: i64) -> String {
 }
 
 /// Adds a deciding attempt to the daily counts and the latest status.
-fn summarise(tx: &rusqlite::Transaction<'_>, r: &RunRecord, started: i64) -> rusqlite::Result<()> {
+fn summarise(tx: &mut impl Sql, r: &RunRecord, started: i64) -> Result<(), DbError> {
     let pass = i64::from(r.status == Status::Pass);
-    let (runs, passed, held) = match r.maintenance {
+    let (runs, passed, held): (i64, i64, i64) = match r.maintenance {
         Some(_) => (0, 0, 1),
         None => (1, pass, 0),
     };
-    tx.prepare_cached(
+    tx.exec(
         "INSERT INTO daily (journey, location, day, runs, passed, maintenance)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (journey, location, day) DO UPDATE SET runs = runs + excluded.runs,
-           passed = passed + excluded.passed, maintenance = maintenance + excluded.maintenance",
-    )?
-    .execute(params![
-        r.journey,
-        r.location,
-        started.div_euclid(86_400_000),
-        runs,
-        passed,
-        held
-    ])?;
+         ON CONFLICT (journey, location, day) DO UPDATE SET runs = daily.runs + excluded.runs,
+           passed = daily.passed + excluded.passed,
+           maintenance = daily.maintenance + excluded.maintenance",
+        &[
+            (&r.journey).into(),
+            (&r.location).into(),
+            started.div_euclid(86_400_000).into(),
+            runs.into(),
+            passed.into(),
+            Val::Int(held),
+        ],
+    )?;
     // The streak goes on while the status stays; an older run than the
     // latest (late from a spool) changes nothing.
-    tx.prepare_cached(
+    tx.exec(
         "INSERT INTO latest (journey, location, status, since_ms, run_id, attempt, last_ms, maintenance)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?7)
          ON CONFLICT (journey, location) DO UPDATE SET
@@ -218,265 +229,259 @@ fn summarise(tx: &rusqlite::Transaction<'_>, r: &RunRecord, started: i64) -> rus
            status = excluded.status, run_id = excluded.run_id, attempt = excluded.attempt,
            last_ms = excluded.last_ms, maintenance = excluded.maintenance
          WHERE excluded.last_ms >= latest.last_ms",
-    )?
-    .execute(params![
-        r.journey,
-        r.location,
-        r.status.as_str(),
-        started,
-        r.run_id,
-        r.attempt,
-        r.maintenance
-    ])?;
+        &[
+            (&r.journey).into(),
+            (&r.location).into(),
+            r.status.as_str().into(),
+            started.into(),
+            (&r.run_id).into(),
+            r.attempt.into(),
+            r.maintenance.as_ref().into(),
+        ],
+    )?;
     Ok(())
 }
 
+/// Brings a SQLite file of user_version 1 to 2 (see [`LEGACY_SQLITE_VERSION`]).
+fn upgrade_legacy_sqlite(c: &rusqlite::Connection) -> rusqlite::Result<()> {
+    // Version 1 kept neither the maintenance column nor the summaries the
+    // web UI reads; the migration makes the tables, this fills them.
+    c.execute_batch(include_str!("migrations/V1__history.sql"))?;
+    c.execute_batch(
+        "BEGIN;
+         ALTER TABLE runs ADD COLUMN maintenance TEXT;
+         INSERT OR REPLACE INTO daily (journey, location, day, runs, passed, maintenance)
+           SELECT journey, location, started_at_ms / 86400000, count(*),
+                  sum(status = 'pass'), 0
+           FROM runs WHERE final = 1 GROUP BY 1, 2, 3;
+         INSERT OR REPLACE INTO latest
+           (journey, location, status, since_ms, run_id, attempt, last_ms, maintenance)
+           SELECT r.journey, r.location, r.status,
+             coalesce(
+               (SELECT min(x.started_at_ms) FROM runs x
+                WHERE x.final = 1 AND x.journey = r.journey AND x.location = r.location
+                  AND x.started_at_ms > (SELECT max(y.started_at_ms) FROM runs y
+                    WHERE y.final = 1 AND y.journey = r.journey
+                      AND y.location = r.location AND y.status != r.status)),
+               (SELECT min(z.started_at_ms) FROM runs z
+                WHERE z.final = 1 AND z.journey = r.journey AND z.location = r.location)),
+             r.run_id, r.attempt, r.started_at_ms, NULL
+           FROM runs r
+           WHERE r.final = 1 AND r.started_at_ms = (SELECT max(m.started_at_ms) FROM runs m
+             WHERE m.final = 1 AND m.journey = r.journey AND m.location = r.location);
+         COMMIT;",
+    )
+}
+
 impl Store {
-    /// Opens (creating if needed) the history at `path`.
+    /// Opens (creating if needed) the SQLite history at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let err = |source| StoreError::Sqlite {
-            path: path.to_path_buf(),
+        Store::connect(&Database::Sqlite(path.to_path_buf()))
+    }
+
+    /// Opens the history in `database`, applying the schema migrations it
+    /// has not had yet.
+    pub fn connect(database: &Database) -> Result<Store, StoreError> {
+        let at = database.to_string();
+        let err = |source: DbError| StoreError::Database {
+            at: at.clone(),
             source,
         };
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            // If this fails, SQLite's own error below says so more precisely.
-            let _ = std::fs::create_dir_all(dir);
+        let mut db = match database {
+            Database::Sqlite(path) => {
+                if let Some(dir) = path.parent()
+                    && !dir.as_os_str().is_empty()
+                {
+                    // If this fails, SQLite's own error below says so more precisely.
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                let db = Db::sqlite(path).map_err(err)?;
+                if let Some(c) = db.as_sqlite() {
+                    Store::prepare_sqlite(c, &at).map_err(|e| match e {
+                        Prep::Db(source) => err(source.into()),
+                        Prep::Newer(found) => StoreError::Version {
+                            at: at.clone(),
+                            found,
+                            known: LEGACY_SQLITE_VERSION,
+                        },
+                    })?;
+                }
+                db
+            }
+            Database::Postgres(pg) => Db::postgres(pg).map_err(err)?,
+        };
+        if let Some(found) = db.migrate().map_err(err)? {
+            return Err(StoreError::Version {
+                at,
+                found: i64::from(found),
+                known: i64::from(db::schema_version()),
+            });
         }
-        let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        Ok(Store {
+            db: RefCell::new(db),
+            at,
+        })
+    }
+
+    /// SQLite's settings, and files from before the migrations.
+    fn prepare_sqlite(c: &rusqlite::Connection, at: &str) -> Result<(), Prep> {
+        c.busy_timeout(Duration::from_secs(5))?;
         // WAL: readers (`waymark history`) never block the writer, and a
         // killed process leaves every committed transaction in the file.
         // NORMAL sync loses nothing on a process crash; only a power loss
         // can take the last transactions.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::Version {
-                path: path.to_path_buf(),
-                found: version,
-                known: SCHEMA_VERSION,
-            });
+        c.pragma_update(None, "journal_mode", "WAL")?;
+        c.pragma_update(None, "synchronous", "NORMAL")?;
+        let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > LEGACY_SQLITE_VERSION {
+            return Err(Prep::Newer(version));
         }
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS runs (
-                run_id TEXT NOT NULL,
-                attempt INTEGER NOT NULL,
-                journey TEXT NOT NULL,
-                location TEXT NOT NULL,
-                started_at_ms INTEGER NOT NULL,
-                scheduled_at_ms INTEGER,
-                duration_ms REAL NOT NULL,
-                status TEXT NOT NULL,
-                final INTEGER NOT NULL,
-                error_kind TEXT,
-                error_message TEXT,
-                record TEXT NOT NULL,
-                maintenance TEXT,
-                PRIMARY KEY (run_id, attempt)
-            );
-            CREATE INDEX IF NOT EXISTS runs_by_journey ON runs(journey, started_at_ms);
-            CREATE INDEX IF NOT EXISTS runs_by_time ON runs(started_at_ms);
-            CREATE TABLE IF NOT EXISTS acks (
-                incident TEXT PRIMARY KEY,
-                by TEXT NOT NULL,
-                at_ms INTEGER NOT NULL
-            );
-            CREATE TABLE IF NOT EXISTS exchanges (
-                run_id TEXT NOT NULL,
-                attempt INTEGER NOT NULL,
-                tape TEXT NOT NULL,
-                PRIMARY KEY (run_id, attempt)
-            );
-            CREATE TABLE IF NOT EXISTS daily (
-                journey TEXT NOT NULL,
-                location TEXT NOT NULL,
-                day INTEGER NOT NULL,
-                runs INTEGER NOT NULL,
-                passed INTEGER NOT NULL,
-                maintenance INTEGER NOT NULL,
-                PRIMARY KEY (journey, location, day)
-            );
-            CREATE TABLE IF NOT EXISTS latest (
-                journey TEXT NOT NULL,
-                location TEXT NOT NULL,
-                status TEXT NOT NULL,
-                since_ms INTEGER NOT NULL,
-                run_id TEXT NOT NULL,
-                attempt INTEGER NOT NULL,
-                last_ms INTEGER NOT NULL,
-                maintenance TEXT,
-                PRIMARY KEY (journey, location)
-            );",
-        )
-        .map_err(err)?;
         if version == 1 {
-            // Version 1 kept neither the maintenance column nor the summaries
-            // the web UI reads; they are made from the runs, once.
-            conn.execute_batch(
-                "BEGIN;
-                 ALTER TABLE runs ADD COLUMN maintenance TEXT;
-                 INSERT OR REPLACE INTO daily (journey, location, day, runs, passed, maintenance)
-                   SELECT journey, location, started_at_ms / 86400000, count(*),
-                          sum(status = 'pass'), 0
-                   FROM runs WHERE final = 1 GROUP BY 1, 2, 3;
-                 INSERT OR REPLACE INTO latest
-                   (journey, location, status, since_ms, run_id, attempt, last_ms, maintenance)
-                   SELECT r.journey, r.location, r.status,
-                     coalesce(
-                       (SELECT min(x.started_at_ms) FROM runs x
-                        WHERE x.final = 1 AND x.journey = r.journey AND x.location = r.location
-                          AND x.started_at_ms > (SELECT max(y.started_at_ms) FROM runs y
-                            WHERE y.final = 1 AND y.journey = r.journey
-                              AND y.location = r.location AND y.status != r.status)),
-                       (SELECT min(z.started_at_ms) FROM runs z
-                        WHERE z.final = 1 AND z.journey = r.journey AND z.location = r.location)),
-                     r.run_id, r.attempt, r.started_at_ms, NULL
-                   FROM runs r
-                   WHERE r.final = 1 AND r.started_at_ms = (SELECT max(m.started_at_ms) FROM runs m
-                     WHERE m.final = 1 AND m.journey = r.journey AND m.location = r.location);
-                 COMMIT;",
-            )
-            .map_err(err)?;
+            tracing::info!(
+                history = at,
+                "history: filling the summaries of a version 1 file"
+            );
+            upgrade_legacy_sqlite(c)?;
         }
-        // Written only when it changes: the web UI opens the file for every
-        // request, and a write would wait on the writer's transactions.
-        if version != SCHEMA_VERSION {
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(err)?;
+        // Older waymarks read this number; written only when it changes, as
+        // the web UI opens the file for every request and a write would wait
+        // on the writer's transactions.
+        if version != LEGACY_SQLITE_VERSION {
+            c.pragma_update(None, "user_version", LEGACY_SQLITE_VERSION)?;
         }
-        Ok(Store {
-            conn,
-            path: path.to_path_buf(),
-        })
+        Ok(())
     }
 
-    fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
+    fn err(&self, source: DbError) -> StoreError {
+        StoreError::Database {
+            at: self.at.clone(),
             source,
         }
     }
 
-    /// Writes `entries` in one transaction: all or none.
+    fn record_err(&self, source: serde_json::Error) -> StoreError {
+        StoreError::Record {
+            at: self.at.clone(),
+            source,
+        }
+    }
+
+    fn query(&self, sql: &str, params: &[Val]) -> Result<Vec<db::Row>, StoreError> {
+        self.db
+            .borrow_mut()
+            .query(sql, params)
+            .map_err(|e| self.err(e))
+    }
+
+    fn exec(&self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
+        self.db
+            .borrow_mut()
+            .exec(sql, params)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Writes `entries` in one transaction: all or none. Writing the same
+    /// attempt again (a spool delivering twice) changes nothing.
     pub fn insert(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO runs (run_id, attempt, journey, location, started_at_ms,
-                     scheduled_at_ms, duration_ms, status, final, error_kind, error_message, record,
-                     maintenance)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )
-                .map_err(err)?;
-            let mut known = tx
-                .prepare_cached("SELECT final FROM runs WHERE run_id = ?1 AND attempt = ?2")
-                .map_err(err)?;
-            for e in entries {
-                let r = &e.record;
-                let started = millis(r.started_at);
-                // A deciding attempt stored again (a spool delivering twice)
-                // is not counted twice in the summaries.
-                let counted: bool = known
-                    .query_row(params![r.run_id, r.attempt], |row| row.get(0))
-                    .optional()
-                    .map_err(err)?
-                    .unwrap_or(false);
-                if e.final_attempt && !counted {
-                    summarise(&tx, r, started).map_err(err)?;
-                }
-                let json = serde_json::to_string(r).map_err(|source| StoreError::Record {
-                    path: path.clone(),
-                    source,
-                })?;
-                stmt.execute(params![
-                    r.run_id,
-                    r.attempt,
-                    r.journey,
-                    r.location,
-                    started,
-                    e.scheduled_at.map(millis),
-                    waymark_record::serde_time::as_millis(r.duration),
-                    r.status.as_str(),
-                    e.final_attempt,
-                    r.error.as_ref().map(|e| e.kind.as_str()),
-                    r.error.as_ref().map(|e| e.message.as_str()),
-                    json,
-                    r.maintenance,
-                ])
-                .map_err(err)?;
-            }
-            let mut tapes = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO exchanges (run_id, attempt, tape) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(err)?;
-            for e in entries {
-                if let Some(tape) = &e.tape {
-                    tapes
-                        .execute(params![e.record.run_id, e.record.attempt, tape])
-                        .map_err(err)?;
-                }
-            }
+        let mut rows = Vec::with_capacity(entries.len());
+        for e in entries {
+            let json = serde_json::to_string(&e.record).map_err(|s| self.record_err(s))?;
+            rows.push(json);
         }
-        tx.commit().map_err(err)
+        let at = self.at.clone();
+        self.db
+            .get_mut()
+            .transaction(|tx| {
+                for (e, json) in entries.iter().zip(rows) {
+                    let r = &e.record;
+                    let started = millis(r.started_at);
+                    // A deciding attempt stored again is not counted twice
+                    // in the summaries.
+                    let counted = tx
+                        .query_one(
+                            "SELECT final FROM runs WHERE run_id = ?1 AND attempt = ?2",
+                            &[(&r.run_id).into(), r.attempt.into()],
+                        )?
+                        .map(|row| row.bool(0))
+                        .transpose()?
+                        .unwrap_or(false);
+                    if e.final_attempt && !counted {
+                        summarise(tx, r, started)?;
+                    }
+                    tx.exec(
+                        "INSERT INTO runs (run_id, attempt, journey, location, started_at_ms,
+                         scheduled_at_ms, duration_ms, status, final, error_kind, error_message,
+                         record, maintenance)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                         ON CONFLICT (run_id, attempt) DO UPDATE SET journey = excluded.journey,
+                           location = excluded.location, started_at_ms = excluded.started_at_ms,
+                           scheduled_at_ms = excluded.scheduled_at_ms,
+                           duration_ms = excluded.duration_ms, status = excluded.status,
+                           final = excluded.final, error_kind = excluded.error_kind,
+                           error_message = excluded.error_message, record = excluded.record,
+                           maintenance = excluded.maintenance",
+                        &[
+                            (&r.run_id).into(),
+                            r.attempt.into(),
+                            (&r.journey).into(),
+                            (&r.location).into(),
+                            started.into(),
+                            e.scheduled_at.map(millis).into(),
+                            waymark_record::serde_time::as_millis(r.duration).into(),
+                            r.status.as_str().into(),
+                            e.final_attempt.into(),
+                            r.error.as_ref().map(|e| e.kind.as_str()).into(),
+                            r.error.as_ref().map(|e| e.message.as_str()).into(),
+                            json.into(),
+                            r.maintenance.as_ref().into(),
+                        ],
+                    )?;
+                    if let Some(tape) = &e.tape {
+                        tx.exec(
+                            "INSERT INTO exchanges (run_id, attempt, tape) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (run_id, attempt) DO UPDATE SET tape = excluded.tape",
+                            &[(&r.run_id).into(), r.attempt.into(), tape.into()],
+                        )?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|source| StoreError::Database { at, source })
     }
 
     /// The recording of `run_id` (the given attempt, or its last one kept).
     pub fn tape(&self, run_id: &str, attempt: Option<u32>) -> Result<Option<String>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT tape FROM exchanges WHERE run_id = ?1 AND (?2 IS NULL OR attempt = ?2)
-                 ORDER BY attempt DESC LIMIT 1",
-                params![run_id, attempt],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.query(
+            "SELECT tape FROM exchanges WHERE run_id = ?1
+               AND (CAST(?2 AS BIGINT) IS NULL OR attempt = ?2)
+             ORDER BY attempt DESC LIMIT 1",
+            &[run_id.into(), attempt.into()],
+        )?
+        .first()
+        .map(|r| r.text(0))
+        .transpose()
+        .map_err(|e| self.err(e))
     }
 
     /// Deletes runs started before `before`; returns how many.
     pub fn prune(&self, before: SystemTime) -> Result<usize, StoreError> {
-        self.conn
-            .execute(
-                "DELETE FROM exchanges WHERE (run_id, attempt) IN
-                 (SELECT run_id, attempt FROM runs WHERE started_at_ms < ?1)",
-                params![millis(before)],
-            )
-            .map_err(|e| self.err(e))?;
-        self.conn
-            .execute("DELETE FROM acks WHERE at_ms < ?1", params![millis(before)])
-            .map_err(|e| self.err(e))?;
-        self.conn
-            .execute(
-                "DELETE FROM daily WHERE day < ?1",
-                params![millis(before).div_euclid(86_400_000)],
-            )
-            .map_err(|e| self.err(e))?;
-        self.conn
-            .execute(
-                "DELETE FROM latest WHERE last_ms < ?1",
-                params![millis(before)],
-            )
-            .map_err(|e| self.err(e))?;
-        self.conn
-            .execute(
-                "DELETE FROM runs WHERE started_at_ms < ?1",
-                params![millis(before)],
-            )
-            .map_err(|e| self.err(e))
+        let before = millis(before);
+        self.exec(
+            "DELETE FROM exchanges WHERE (run_id, attempt) IN
+             (SELECT run_id, attempt FROM runs WHERE started_at_ms < ?1)",
+            &[before.into()],
+        )?;
+        self.exec("DELETE FROM acks WHERE at_ms < ?1", &[before.into()])?;
+        self.exec(
+            "DELETE FROM daily WHERE day < ?1",
+            &[before.div_euclid(86_400_000).into()],
+        )?;
+        self.exec("DELETE FROM latest WHERE last_ms < ?1", &[before.into()])?;
+        let n = self.exec(
+            "DELETE FROM runs WHERE started_at_ms < ?1",
+            &[before.into()],
+        )?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// Deciding attempts of `journey` at `location` started at or after
@@ -487,58 +492,62 @@ impl Store {
         location: &str,
         since: SystemTime,
     ) -> Result<Vec<RunRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                // Without statistics SQLite may take the time index and
-                // read a day of every journey's runs; this one is narrower.
-                "SELECT run_id, journey, location, started_at_ms, duration_ms, status, maintenance
-                 FROM runs INDEXED BY runs_by_journey
-                 WHERE journey = ?1 AND started_at_ms >= ?2 AND final = 1 AND location = ?3
-                 ORDER BY started_at_ms, attempt",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![journey, millis(since), location], |r| {
-                Ok(RunRow {
-                    run_id: r.get(0)?,
-                    journey: r.get(1)?,
-                    location: r.get(2)?,
-                    started_at: at_ms(r.get(3)?),
-                    duration: Duration::from_secs_f64(r.get::<_, f64>(4)?.max(0.0) / 1e3),
-                    status: status_of(&r.get::<_, String>(5)?),
-                    maintenance: r.get(6)?,
-                })
+        // Without statistics SQLite may take the time index and read a day
+        // of every journey's runs; PostgreSQL plans with its statistics.
+        let hint = if self.db.borrow().is_sqlite() {
+            "INDEXED BY runs_by_journey"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT run_id, journey, location, started_at_ms, duration_ms, status, maintenance
+             FROM runs {hint}
+             WHERE journey = ?1 AND started_at_ms >= ?2 AND final AND location = ?3
+             ORDER BY started_at_ms, attempt"
+        );
+        self.query(
+            &sql,
+            &[journey.into(), millis(since).into(), location.into()],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(RunRow {
+                run_id: r.text(0)?,
+                journey: r.text(1)?,
+                location: r.text(2)?,
+                started_at: at_ms(r.int(3)?),
+                duration: Duration::from_secs_f64(r.real(4)?.max(0.0) / 1e3),
+                status: status_of(&r.text(5)?),
+                maintenance: r.opt_text(6)?,
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        })
+        .collect::<Result<_, DbError>>()
+        .map_err(|e| self.err(e))
     }
 
     /// Every journey and location's latest deciding attempt and the start
     /// of its current streak, by journey and location.
     pub fn latest(&self) -> Result<Vec<Latest>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT journey, location, status, since_ms, run_id, attempt, last_ms, maintenance
-                 FROM latest ORDER BY journey, location",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Latest {
-                    journey: r.get(0)?,
-                    location: r.get(1)?,
-                    status: status_of(&r.get::<_, String>(2)?),
-                    since: at_ms(r.get(3)?),
-                    run_id: r.get(4)?,
-                    attempt: r.get(5)?,
-                    last: at_ms(r.get(6)?),
-                    maintenance: r.get(7)?,
-                })
+        self.query(
+            "SELECT journey, location, status, since_ms, run_id, attempt, last_ms, maintenance
+             FROM latest ORDER BY journey, location",
+            &[],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(Latest {
+                journey: r.text(0)?,
+                location: r.text(1)?,
+                status: status_of(&r.text(2)?),
+                since: at_ms(r.int(3)?),
+                run_id: r.text(4)?,
+                attempt: r.u32(5)?,
+                last: at_ms(r.int(6)?),
+                maintenance: r.opt_text(7)?,
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        })
+        .collect::<Result<_, DbError>>()
+        .map_err(|e| self.err(e))
     }
 
     /// Daily counts of `journey` at `location` from day `from` (days since
@@ -550,19 +559,15 @@ impl Store {
         location: &str,
         from: i64,
     ) -> Result<Vec<(i64, u32, u32, u32)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT day, runs, passed, maintenance FROM daily
-                 WHERE journey = ?1 AND location = ?2 AND day >= ?3 ORDER BY day",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![journey, location, from], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.query(
+            "SELECT day, runs, passed, maintenance FROM daily
+             WHERE journey = ?1 AND location = ?2 AND day >= ?3 ORDER BY day",
+            &[journey.into(), location.into(), from.into()],
+        )?
+        .iter()
+        .map(|r| Ok((r.int(0)?, r.u32(1)?, r.u32(2)?, r.u32(3)?)))
+        .collect::<Result<_, DbError>>()
+        .map_err(|e| self.err(e))
     }
 
     /// Stored attempts, newest first.
@@ -576,41 +581,33 @@ impl Store {
         sql.push_str(if f.journey.is_some() {
             " AND journey = ?1"
         } else {
-            " AND ?1 IS NULL"
+            " AND CAST(?1 AS TEXT) IS NULL"
         });
         if f.final_only {
-            sql.push_str(" AND final = 1");
+            sql.push_str(" AND final");
         }
         sql.push_str(" ORDER BY started_at_ms DESC, attempt DESC LIMIT ?4");
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(
-                params![
-                    f.journey,
-                    f.since.map_or(i64::MIN, millis),
-                    f.status.map(Status::as_str),
-                    f.limit.map_or(-1, |n| n as i64),
-                ],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, bool>(1)?,
-                        row.get::<_, Option<i64>>(2)?,
-                    ))
-                },
-            )
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
+        let rows = self.query(
+            &sql,
+            &[
+                f.journey.as_ref().into(),
+                f.since.map_or(i64::MIN, millis).into(),
+                f.status.map(Status::as_str).into(),
+                f.limit
+                    .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX))
+                    .into(),
+            ],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let (json, final_attempt, scheduled) = row.map_err(|e| self.err(e))?;
-            let record = serde_json::from_str(&json).map_err(|source| StoreError::Record {
-                path: self.path.clone(),
-                source,
-            })?;
+            let (json, final_attempt, scheduled) =
+                (|| Ok::<_, DbError>((row.text(0)?, row.bool(1)?, row.opt_int(2)?)))()
+                    .map_err(|e| self.err(e))?;
+            let record = serde_json::from_str(&json).map_err(|e| self.record_err(e))?;
             out.push(Entry {
                 record,
                 final_attempt,
-                scheduled_at: scheduled.map(|ms| UNIX_EPOCH + Duration::from_millis(ms as u64)),
+                scheduled_at: scheduled.map(at_ms),
                 // Listed without: `Store::tape` reads one when asked.
                 tape: None,
             });
@@ -619,35 +616,30 @@ impl Store {
     }
 
     /// Per-journey availability, duration percentiles and incidents, over
-    /// deciding attempts only (a run that passed on its retry is one pass).
+    /// deciding attempts only (a run that passed on its retry is one pass);
+    /// per journey and location with `f.by_location`.
     pub fn stats(&self, f: &Filter) -> Result<Vec<JourneyStats>, StoreError> {
         // A run starts with its first attempt; it ends as its deciding one.
         // The journey is compared only when given, so its index is used.
         let sql = format!(
             "SELECT journey, (SELECT min(a.started_at_ms) FROM runs a WHERE a.run_id = runs.run_id)
-             AS first_start, duration_ms, status FROM runs
-             WHERE final = 1 AND {} AND started_at_ms >= ?2 AND maintenance IS NULL
-             ORDER BY journey, first_start",
+             AS first_start, duration_ms, status, location FROM runs
+             WHERE final AND {} AND started_at_ms >= ?2 AND maintenance IS NULL
+             ORDER BY journey, {}first_start",
             if f.journey.is_some() {
                 "journey = ?1"
             } else {
-                "?1 IS NULL"
-            }
+                "CAST(?1 AS TEXT) IS NULL"
+            },
+            if f.by_location { "location, " } else { "" }
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(
-                params![f.journey, f.since.map_or(i64::MIN, millis)],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, f64>(2)?,
-                        row.get::<_, String>(3)?,
-                    ))
-                },
-            )
-            .map_err(|e| self.err(e))?;
+        let rows = self.query(
+            &sql,
+            &[
+                f.journey.as_ref().into(),
+                f.since.map_or(i64::MIN, millis).into(),
+            ],
+        )?;
         let mut out: Vec<JourneyStats> = Vec::new();
         let mut durations: Vec<f64> = Vec::new();
         let mut open: Option<Incident> = None;
@@ -666,13 +658,27 @@ impl Store {
             d.clear();
         };
         for row in rows {
-            let (journey, started, duration, status) = row.map_err(|e| self.err(e))?;
-            if out.last().is_none_or(|s| s.journey != journey) {
+            let (journey, started, duration, status, location) = (|| {
+                Ok::<_, DbError>((
+                    row.text(0)?,
+                    row.int(1)?,
+                    row.real(2)?,
+                    row.text(3)?,
+                    row.text(4)?,
+                ))
+            })()
+            .map_err(|e| self.err(e))?;
+            let location = f.by_location.then_some(location);
+            if out
+                .last()
+                .is_none_or(|s| s.journey != journey || s.location != location)
+            {
                 if let Some(last) = out.last_mut() {
                     finish(last, &mut durations, &mut open);
                 }
                 out.push(JourneyStats {
                     journey,
+                    location,
                     runs: 0,
                     passed: 0,
                     availability: 0.0,
@@ -720,14 +726,15 @@ impl Store {
     }
 
     fn add_acks(&self, stats: &mut [JourneyStats]) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT by, at_ms FROM acks WHERE incident = ?1")
-            .map_err(|e| self.err(e))?;
         for i in stats.iter_mut().flat_map(|s| s.incidents.iter_mut()) {
-            let ack: Option<(String, i64)> = stmt
-                .query_row(params![i.id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
+            let ack = self
+                .query(
+                    "SELECT \"by\", at_ms FROM acks WHERE incident = ?1",
+                    &[(&i.id).into()],
+                )?
+                .first()
+                .map(|r| Ok::<_, DbError>((r.text(0)?, r.int(1)?)))
+                .transpose()
                 .map_err(|e| self.err(e))?;
             if let Some((by, at)) = ack {
                 let began =
@@ -755,30 +762,35 @@ impl Store {
         if !stats.iter().flat_map(|s| &s.incidents).any(|i| i.id == id) {
             return Ok(false);
         }
-        self.conn
-            .execute(
-                "INSERT OR IGNORE INTO acks (incident, by, at_ms) VALUES (?1, ?2, ?3)",
-                params![id, by, millis(at)],
-            )
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            "INSERT INTO acks (incident, \"by\", at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (incident) DO NOTHING",
+            &[id.into(), by.into(), millis(at).into()],
+        )?;
         Ok(true)
     }
 
-    /// `PRAGMA integrity_check` says "ok".
+    /// SQLite's `PRAGMA integrity_check` says "ok" (PostgreSQL checks its
+    /// own pages: always true there).
     pub fn integrity_ok(&self) -> Result<bool, StoreError> {
-        let v: String = self
-            .conn
+        let db = self.db.borrow();
+        let Some(c) = db.as_sqlite() else {
+            return Ok(true);
+        };
+        let v: String = c
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err(e.into()))?;
         Ok(v == "ok")
     }
 
     /// How many attempts are stored.
     pub fn count(&self) -> Result<u64, StoreError> {
-        self.conn
-            .query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
+        let rows = self.query("SELECT count(*) FROM runs", &[])?;
+        let n = rows
+            .first()
+            .map_or(Ok(0), |r| r.int(0))
+            .map_err(|e| self.err(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// One stored attempt by id.
@@ -792,22 +804,32 @@ impl Store {
         run_id: &str,
         attempt: Option<u32>,
     ) -> Result<Option<RunRecord>, StoreError> {
-        let json: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT record FROM runs WHERE run_id = ?1 AND (?2 IS NULL OR attempt = ?2)
+        let json = self
+            .query(
+                "SELECT record FROM runs WHERE run_id = ?1
+                   AND (CAST(?2 AS BIGINT) IS NULL OR attempt = ?2)
                  ORDER BY attempt DESC LIMIT 1",
-                params![run_id, attempt],
-                |r| r.get(0),
-            )
-            .optional()
+                &[run_id.into(), attempt.into()],
+            )?
+            .first()
+            .map(|r| r.text(0))
+            .transpose()
             .map_err(|e| self.err(e))?;
         json.map(|j| serde_json::from_str(&j))
             .transpose()
-            .map_err(|source| StoreError::Record {
-                path: self.path.clone(),
-                source,
-            })
+            .map_err(|e| self.record_err(e))
+    }
+}
+
+/// Why SQLite's preparation stopped.
+enum Prep {
+    Db(rusqlite::Error),
+    Newer(i64),
+}
+
+impl From<rusqlite::Error> for Prep {
+    fn from(e: rusqlite::Error) -> Prep {
+        Prep::Db(e)
     }
 }
 
@@ -836,16 +858,16 @@ const BATCH: usize = 1_000;
 impl Writer {
     /// Opens `path` and starts the thread; prunes runs older than `retention` first.
     pub fn start(path: &Path, retention: Duration) -> Result<Writer, StoreError> {
-        Self::start_observed(path, retention, None)
+        Self::start_observed(&Database::Sqlite(path.to_path_buf()), retention, None)
     }
 
     /// As [`Writer::start`], timing each batch into `telemetry`.
     pub(crate) fn start_observed(
-        path: &Path,
+        database: &Database,
         retention: Duration,
         telemetry: Option<std::sync::Arc<crate::telemetry::Telemetry>>,
     ) -> Result<Writer, StoreError> {
-        let mut store = Store::open(path)?;
+        let mut store = Store::connect(database)?;
         prune(&store, retention);
         // `None` asks the thread to commit what it has and stop, even while
         // a stuck run still holds a sender.
@@ -884,9 +906,9 @@ impl Writer {
                     }
                 }
             })
-            .map_err(|e| StoreError::Sqlite {
-                path: path.to_path_buf(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            .map_err(|e| StoreError::Database {
+                at: database.to_string(),
+                source: DbError::Thread(e),
             })?;
         Ok(Writer {
             tx,
@@ -922,6 +944,7 @@ fn prune(store: &Store, retention: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     fn entry(run: &str, at: SystemTime) -> Entry {
         let record: RunRecord = serde_json::from_value(serde_json::json!({
