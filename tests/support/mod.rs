@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use waymark_engine::{RunOptions, Runtime};
 use waymark_http::{AllowList, HttpConfig};
 
+pub mod postgres;
 pub mod wire;
 
 /// The `p` quantile (0–1) of sorted values, nearest rank.
@@ -108,6 +109,8 @@ pub struct TestCa {
     /// A client certificate and key (PEM files) this CA signed, for mTLS.
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// The leaf's certificate and private key, PEM (for servers run as processes).
+    pub leaf_pem: (String, String),
     _dir: tempfile::TempDir,
 }
 
@@ -193,6 +196,7 @@ impl TestCa {
             .with_single_cert(vec![leaf.der().clone()], key())
             .expect("server config");
         TestCa {
+            leaf_pem: (leaf.pem(), leaf_key.serialize_pem()),
             ca_file,
             server: Arc::new(server),
             server_mtls: Arc::new(server_mtls),

@@ -106,7 +106,7 @@ impl Telemetry {
         );
         registry.register(
             "waymark_store_records",
-            "Records the history writer handled, by outcome: written or failed",
+            "Records the history writer handled, by outcome: written (to the database, from the queue or the spool), spooled (kept on disk while the database is unreachable) or lost (neither)",
             store_records.clone(),
         );
         let sinks = Arc::new(Mutex::new(Vec::new()));
@@ -211,14 +211,22 @@ impl Telemetry {
     }
 
     /// A batch went to the history (or did not).
-    pub(crate) fn stored(&self, took: std::time::Duration, records: usize, ok: bool) {
-        self.store_batch.observe(took.as_secs_f64());
+    /// Records taken off the writer's queue.
+    pub(crate) fn store_taken(&self, records: usize) {
         self.store_queued
             .dec_by(i64::try_from(records).unwrap_or(i64::MAX));
+    }
+
+    /// A batch the writer committed, and how long it took.
+    pub(crate) fn store_written(&self, took: std::time::Duration, records: usize) {
+        self.store_batch.observe(took.as_secs_f64());
+        self.store_outcome(records, "written");
+    }
+
+    /// Records by what became of them: `written`, `spooled` or `lost`.
+    pub(crate) fn store_outcome(&self, records: usize, outcome: &'static str) {
         self.store_records
-            .get_or_create(&StoreLabels {
-                outcome: if ok { "written" } else { "failed" },
-            })
+            .get_or_create(&StoreLabels { outcome })
             .inc_by(records as u64);
     }
 }

@@ -246,6 +246,7 @@ impl Service {
                 d,
                 cfg.store.retention,
                 Some(telemetry.clone()),
+                Some(&cfg.runner.spool_dir.join("history")),
             )?),
             None => None,
         };

@@ -13,7 +13,7 @@ pub mod otlp;
 pub mod pretty;
 pub mod prometheus;
 mod registry;
-mod spool;
+pub(crate) mod spool;
 pub mod webhook;
 
 pub(crate) use registry::read;

@@ -14,13 +14,17 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use super::{DeliverError, Delivery};
 
 /// The dead-letter file stops growing here and starts afresh, keeping the
 /// one before as `dead-letter.1.jsonl`.
 const DEAD_LETTER_MAX: u64 = 64 << 20;
 
-pub struct Spool {
+/// Records of type `T` (a sink's [`Delivery`], the history writer's entries).
+pub struct Spool<T = Delivery> {
     dir: PathBuf,
     max: u64,
     append_lock: Mutex<()>,
@@ -28,6 +32,7 @@ pub struct Spool {
     /// The segment the reader holds, which eviction leaves alone (a lock of
     /// its own: `append` may not wait on `reading`, which waits on it).
     reading_file: Mutex<Option<PathBuf>>,
+    items: std::marker::PhantomData<fn() -> T>,
 }
 
 struct Draining {
@@ -37,14 +42,14 @@ struct Draining {
 }
 
 /// Records taken from the spool, to be committed once delivered.
-pub struct Chunk {
-    pub items: Vec<Arc<Delivery>>,
+pub struct Chunk<T = Delivery> {
+    pub items: Vec<Arc<T>>,
     end: usize,
 }
 
-impl Spool {
+impl<T: Serialize + DeserializeOwned> Spool<T> {
     /// The spool in `dir`, holding at most about `max` bytes.
-    pub fn open(dir: &Path, max: u64) -> Result<Spool, DeliverError> {
+    pub fn open(dir: &Path, max: u64) -> Result<Spool<T>, DeliverError> {
         std::fs::create_dir_all(dir).map_err(DeliverError::file("create the spool", dir))?;
         let current = dir.join("current.jsonl");
         cut_torn_tail(&current)?;
@@ -54,6 +59,7 @@ impl Spool {
             append_lock: Mutex::new(()),
             reading: Mutex::new(None),
             reading_file: Mutex::new(None),
+            items: std::marker::PhantomData,
         })
     }
 
@@ -65,7 +71,7 @@ impl Spool {
     /// returns its path.
     pub fn dead_letter(
         &self,
-        items: &[Arc<Delivery>],
+        items: &[Arc<T>],
         why: &DeliverError,
     ) -> Result<PathBuf, DeliverError> {
         let _g = self
@@ -81,17 +87,17 @@ impl Spool {
         let mut buf = Vec::new();
         for d in items {
             #[derive(serde::Serialize)]
-            struct Dead<'a> {
+            struct Dead<'a, T: Serialize> {
                 at: &'a str,
                 error: String,
-                delivery: &'a Delivery,
+                delivery: &'a T,
             }
             serde_json::to_writer(
                 &mut buf,
                 &Dead {
                     at: &at,
                     error: why.to_string(),
-                    delivery: d,
+                    delivery: d.as_ref(),
                 },
             )?;
             buf.push(b'\n');
@@ -109,7 +115,7 @@ impl Spool {
 
     /// Appends `items`; returns how many older records were dropped to
     /// stay within the bound.
-    pub fn append(&self, items: &[Arc<Delivery>]) -> Result<u64, DeliverError> {
+    pub fn append(&self, items: &[Arc<T>]) -> Result<u64, DeliverError> {
         let _g = self
             .append_lock
             .lock()
@@ -192,7 +198,7 @@ impl Spool {
     }
 
     /// Up to `max` records, oldest first; none when the spool is empty.
-    pub fn take(&self, max: usize) -> Result<Option<Chunk>, DeliverError> {
+    pub fn take(&self, max: usize) -> Result<Option<Chunk<T>>, DeliverError> {
         let mut reading = self.reading.lock().map_err(|_| DeliverError::Poisoned)?;
         if reading.as_ref().is_none_or(|d| d.pos >= d.lines.len()) {
             if let Some(done) = reading.take() {
@@ -209,7 +215,7 @@ impl Spool {
         let end = (d.pos + max).min(d.lines.len());
         let mut items = Vec::with_capacity(end - d.pos);
         for line in &d.lines[d.pos..end] {
-            match serde_json::from_str::<Delivery>(line) {
+            match serde_json::from_str::<T>(line) {
                 Ok(x) => items.push(Arc::new(x)),
                 Err(e) => {
                     tracing::error!(file = %d.file.display(), error = %e, "skipping an unreadable spooled record")
@@ -220,7 +226,7 @@ impl Spool {
     }
 
     /// The records of `chunk` were delivered.
-    pub fn commit(&self, chunk: Chunk) -> Result<(), DeliverError> {
+    pub fn commit(&self, chunk: Chunk<T>) -> Result<(), DeliverError> {
         let mut reading = self.reading.lock().map_err(|_| DeliverError::Poisoned)?;
         let Some(d) = reading.as_mut() else {
             return Ok(());

@@ -35,6 +35,14 @@ pub enum StoreError {
         /// Why.
         source: serde_json::Error,
     },
+    /// The spool that keeps records while the database is away.
+    #[error("history spool {at}: {source}")]
+    Spool {
+        /// Its directory.
+        at: String,
+        /// Why.
+        source: Box<crate::sinks::DeliverError>,
+    },
     /// The history was written by a newer waymark.
     #[error("history store {at} has schema version {found}; this waymark knows up to {known}")]
     Version {
@@ -61,7 +69,7 @@ pub struct Store {
 }
 
 /// One stored attempt.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     /// The attempt's record.
     pub record: RunRecord,
@@ -586,7 +594,9 @@ impl Store {
         if f.final_only {
             sql.push_str(" AND final");
         }
-        sql.push_str(" ORDER BY started_at_ms DESC, attempt DESC LIMIT ?4");
+        // The run id last, so runs that started in the same millisecond
+        // come in one order each time.
+        sql.push_str(" ORDER BY started_at_ms DESC, attempt DESC, run_id DESC LIMIT ?4");
         let rows = self.query(
             &sql,
             &[
@@ -625,7 +635,7 @@ impl Store {
             "SELECT journey, (SELECT min(a.started_at_ms) FROM runs a WHERE a.run_id = runs.run_id)
              AS first_start, duration_ms, status, location FROM runs
              WHERE final AND {} AND started_at_ms >= ?2 AND maintenance IS NULL
-             ORDER BY journey, {}first_start",
+             ORDER BY journey, {}first_start, location, run_id",
             if f.journey.is_some() {
                 "journey = ?1"
             } else {
@@ -844,7 +854,10 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// The writer thread: takes entries from a channel and commits them in
 /// batches, prunes old runs hourly, and commits what is left when the
-/// channel closes.
+/// channel closes. While the database cannot be written (PostgreSQL down,
+/// a network cut), batches go to a disk spool and are written, oldest
+/// first, once it answers again; writing an attempt twice changes nothing,
+/// so a batch retried after a crash is not counted twice.
 pub struct Writer {
     tx: mpsc::SyncSender<Option<Entry>>,
     thread: Option<JoinHandle<()>>,
@@ -854,21 +867,215 @@ pub struct Writer {
 const QUEUE: usize = 65_536;
 /// Most entries per transaction.
 const BATCH: usize = 1_000;
+/// Most bytes the spool keeps while the database is away (the oldest go first, counted).
+pub const SPOOL_MAX: u64 = 1 << 30;
+/// Waits between tries of a database that failed: doubling up to the last.
+const RETRY: [Duration; 6] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+    Duration::from_secs(30),
+];
+
+/// The writer's side of the database: connected or not, and its backlog.
+struct Link {
+    database: Database,
+    store: Option<Store>,
+    spool: Option<crate::sinks::spool::Spool<Entry>>,
+    /// The spool may hold entries older than the next batch.
+    backlog: bool,
+    /// Failed tries in a row, and when to try next.
+    failures: usize,
+    next_try: Instant,
+    telemetry: Option<std::sync::Arc<crate::telemetry::Telemetry>>,
+}
+
+impl Link {
+    fn outcome(&self, n: usize, outcome: &'static str) {
+        if let Some(m) = &self.telemetry {
+            m.store_outcome(n, outcome);
+        }
+    }
+
+    fn failed(&mut self, e: &StoreError) {
+        if self.failures == 0 {
+            tracing::error!(error = %e, "history: cannot write to the database; records are kept in the spool until it answers");
+        } else {
+            tracing::debug!(error = %e, "history: the database still does not answer");
+        }
+        self.next_try = Instant::now() + RETRY[self.failures.min(RETRY.len() - 1)];
+        self.failures += 1;
+        // A broken session is not reused; the next try connects afresh.
+        self.store = None;
+    }
+
+    fn connected(&mut self) -> bool {
+        if self.store.is_some() {
+            return true;
+        }
+        if Instant::now() < self.next_try {
+            return false;
+        }
+        match Store::connect(&self.database) {
+            Ok(s) => {
+                self.store = Some(s);
+                true
+            }
+            Err(e) => {
+                self.failed(&e);
+                false
+            }
+        }
+    }
+
+    fn insert(&mut self, batch: &[Entry]) -> Result<(), StoreError> {
+        let Some(store) = self.store.as_mut() else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        store.insert(batch)?;
+        if let Some(m) = &self.telemetry {
+            m.store_written(t.elapsed(), batch.len());
+        }
+        if self.failures > 0 {
+            tracing::info!(database = %self.database, "history: the database answers again");
+            self.failures = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes the spool's backlog; true when it is empty.
+    fn drain(&mut self) -> bool {
+        while self.backlog {
+            if !self.connected() {
+                return false;
+            }
+            let Some(spool) = &self.spool else {
+                self.backlog = false;
+                break;
+            };
+            let chunk = match spool.take(BATCH) {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    self.backlog = false;
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "history: cannot read the spool");
+                    return false;
+                }
+            };
+            let batch: Vec<Entry> = chunk.items.iter().map(|e| e.as_ref().clone()).collect();
+            if let Err(e) = self.insert(&batch) {
+                self.failed(&e);
+                return false;
+            }
+            if let Some(spool) = &self.spool
+                && let Err(e) = spool.commit(chunk)
+            {
+                // Written; the worst case is writing them again, which
+                // changes nothing.
+                tracing::warn!(error = %e, "history: cannot mark spooled records as written");
+            }
+        }
+        true
+    }
+
+    /// Writes `batch` after the backlog, or keeps it in the spool.
+    fn write(&mut self, batch: Vec<Entry>) {
+        if batch.is_empty() {
+            self.drain();
+            return;
+        }
+        if self.drain() && self.connected() {
+            match self.insert(&batch) {
+                Ok(()) => return,
+                Err(e) => self.failed(&e),
+            }
+        }
+        let Some(spool) = &self.spool else {
+            tracing::error!(
+                runs = batch.len(),
+                "history: could not store runs, and no spool keeps them"
+            );
+            self.outcome(batch.len(), "lost");
+            return;
+        };
+        let n = batch.len();
+        let items: Vec<std::sync::Arc<Entry>> =
+            batch.into_iter().map(std::sync::Arc::new).collect();
+        match spool.append(&items) {
+            Ok(evicted) => {
+                self.backlog = true;
+                self.outcome(n, "spooled");
+                if evicted > 0 {
+                    self.outcome(usize::try_from(evicted).unwrap_or(usize::MAX), "lost");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, runs = n, "history: could not store runs, nor spool them");
+                self.outcome(n, "lost");
+            }
+        }
+    }
+}
 
 impl Writer {
     /// Opens `path` and starts the thread; prunes runs older than `retention` first.
     pub fn start(path: &Path, retention: Duration) -> Result<Writer, StoreError> {
-        Self::start_observed(&Database::Sqlite(path.to_path_buf()), retention, None)
+        Self::start_observed(&Database::Sqlite(path.to_path_buf()), retention, None, None)
     }
 
-    /// As [`Writer::start`], timing each batch into `telemetry`.
+    /// As [`Writer::start`] for any database, keeping what the database
+    /// cannot take in `spool_dir`. A PostgreSQL that does not answer at
+    /// start is not fatal when there is a spool: records wait in it.
+    pub fn start_with(
+        database: &Database,
+        retention: Duration,
+        spool_dir: Option<&Path>,
+    ) -> Result<Writer, StoreError> {
+        Self::start_observed(database, retention, None, spool_dir)
+    }
+
+    /// As [`Writer::start_with`], timing each batch into `telemetry`.
     pub(crate) fn start_observed(
         database: &Database,
         retention: Duration,
         telemetry: Option<std::sync::Arc<crate::telemetry::Telemetry>>,
+        spool_dir: Option<&Path>,
     ) -> Result<Writer, StoreError> {
-        let mut store = Store::connect(database)?;
-        prune(&store, retention);
+        let spool = match spool_dir {
+            Some(dir) => Some(
+                crate::sinks::spool::Spool::<Entry>::open(dir, SPOOL_MAX).map_err(|e| {
+                    StoreError::Spool {
+                        at: dir.display().to_string(),
+                        source: Box::new(e),
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        let mut link = Link {
+            database: database.clone(),
+            store: None,
+            backlog: spool.is_some(),
+            spool,
+            failures: 0,
+            next_try: Instant::now(),
+            telemetry,
+        };
+        match Store::connect(database) {
+            Ok(s) => {
+                prune(&s, retention);
+                link.store = Some(s);
+            }
+            Err(e) if matches!(database, Database::Postgres(_)) && link.spool.is_some() => {
+                link.failed(&e);
+            }
+            Err(e) => return Err(e),
+        }
         // `None` asks the thread to commit what it has and stop, even while
         // a stuck run still holds a sender.
         let (tx, rx) = mpsc::sync_channel::<Option<Entry>>(QUEUE);
@@ -878,31 +1085,44 @@ impl Writer {
                 let mut last_prune = Instant::now();
                 let mut stop = false;
                 while !stop {
-                    let Ok(Some(first)) = rx.recv() else { break };
-                    let mut batch = vec![first];
-                    while batch.len() < BATCH {
+                    // With a backlog, wake to retry even when no run ends.
+                    let wait = if link.backlog || link.store.is_none() {
+                        Duration::from_secs(1)
+                    } else {
+                        Duration::from_secs(60)
+                    };
+                    let mut batch = match rx.recv_timeout(wait) {
+                        Ok(Some(first)) => vec![first],
+                        Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            stop = true;
+                            Vec::new()
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+                    };
+                    while !stop && !batch.is_empty() && batch.len() < BATCH {
                         match rx.try_recv() {
                             Ok(Some(e)) => batch.push(e),
-                            Ok(None) => {
-                                stop = true;
-                                break;
-                            }
+                            Ok(None) => stop = true,
                             Err(_) => break,
                         }
                     }
-                    let t = Instant::now();
-                    let stored = store.insert(&batch);
-                    if let Some(m) = &telemetry {
-                        m.stored(t.elapsed(), batch.len(), stored.is_ok());
+                    if let Some(m) = &link.telemetry {
+                        m.store_taken(batch.len());
                     }
-                    if let Err(e) = stored {
-                        // The records still went to the sinks; the history
-                        // misses them, and says so.
-                        tracing::error!(error = %e, runs = batch.len(), "could not store runs");
-                    }
-                    if last_prune.elapsed() > Duration::from_secs(3600) {
-                        prune(&store, retention);
+                    link.write(batch);
+                    if last_prune.elapsed() > Duration::from_secs(3600)
+                        && let Some(store) = &link.store
+                    {
+                        prune(store, retention);
                         last_prune = Instant::now();
+                    }
+                }
+                if link.backlog && link.spool.is_some() {
+                    // One more try without waiting; what is left stays in
+                    // the spool for the next start.
+                    link.next_try = Instant::now();
+                    if !link.drain() {
+                        tracing::warn!("history: the database did not answer before the end; the spool keeps the records for the next start");
                     }
                 }
             })

@@ -1,0 +1,528 @@
+//! The history in PostgreSQL (Debian's, started by the test on a loopback
+//! port): it reads the same as the SQLite one, TLS to it is verified, and a
+//! fleet of runners writes to it through an outage without losing or
+//! repeating a record.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::postgres::Pg;
+use waymark_monitor::store::{Database, Entry, Filter, Postgres, Store, StoreError};
+use waymark_record::{RunRecord, Status};
+
+fn postgres(pg: &Pg) -> Database {
+    Database::Postgres(Postgres {
+        url: pg.url(),
+        ca_file: None,
+    })
+}
+
+/// Attempt `attempt` of run `n` of `journey` at `location`, `minutes` ago.
+fn entry(journey: &str, location: &str, n: u32, attempt: u32, status: &str, minutes: u64) -> Entry {
+    let at = SystemTime::now() - Duration::from_secs(minutes * 60);
+    let record: RunRecord = serde_json::from_value(serde_json::json!({
+        "journey": journey, "run_id": format!("{journey}-{location}-{n}"), "location": location,
+        "attempt": attempt, "started_at": humantime::format_rfc3339_millis(at).to_string(),
+        "duration_ms": 10.0 + f64::from(n % 7) * 3.5, "status": status,
+        "error": if status == "pass" { serde_json::Value::Null } else {
+            serde_json::json!({"kind": "check", "message": "status is 200: got 503"}) },
+        "steps": [], "logs": []
+    }))
+    .expect("record");
+    Entry {
+        record,
+        final_attempt: true,
+        scheduled_at: Some(UNIX_EPOCH + Duration::from_millis(millis(at) as u64)),
+        tape: None,
+    }
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Two journeys at two locations over two days: passes, failures that pass
+/// on retry, an incident, runs in a maintenance window, kept recordings.
+fn history() -> Vec<Entry> {
+    let mut out = Vec::new();
+    for (journey, location) in [
+        ("swap", "sao-paulo"),
+        ("swap", "frankfurt"),
+        ("login", "frankfurt"),
+    ] {
+        for n in 0..60u32 {
+            let minutes = u64::from(60 - n) * 45;
+            let failing = journey == "swap" && location == "frankfurt" && (20..26).contains(&n);
+            if n % 9 == 4 {
+                // Failed, passed on the retry.
+                let mut first = entry(journey, location, n, 1, "fail", minutes);
+                first.final_attempt = false;
+                out.push(first);
+                out.push(entry(journey, location, n, 2, "pass", minutes));
+            } else {
+                let mut e = entry(
+                    journey,
+                    location,
+                    n,
+                    1,
+                    if failing { "fail" } else { "pass" },
+                    minutes,
+                );
+                if journey == "login" && n > 55 {
+                    e.record.maintenance = Some("db upgrade".into());
+                }
+                if failing {
+                    e.tape = Some(format!("{{\"tape\": {n}}}"));
+                }
+                out.push(e);
+            }
+        }
+    }
+    out
+}
+
+fn json(entries: &[Entry]) -> Vec<serde_json::Value> {
+    entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({"record": e.record, "final": e.final_attempt,
+                "scheduled": e.scheduled_at.map(millis)})
+        })
+        .collect()
+}
+
+#[test]
+fn a_history_in_postgresql_reads_as_the_same_history_in_sqlite() {
+    let pg = Pg::start(None);
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut lite = Store::open(&dir.path().join("h.db")).expect("sqlite");
+    let mut post = Store::connect(&postgres(&pg)).expect("postgres");
+    let all = history();
+    for store in [&mut lite, &mut post] {
+        let (a, b) = all.split_at(all.len() / 2);
+        store.insert(a).expect("insert");
+        store.insert(b).expect("insert");
+        // A spool delivering a batch again changes nothing.
+        store.insert(b).expect("insert again");
+    }
+    assert_eq!(post.count().expect("count"), all.len() as u64);
+    assert_eq!(lite.count().expect("count"), post.count().expect("count"));
+
+    let filters = [
+        Filter::default(),
+        Filter {
+            journey: Some("swap".into()),
+            ..Filter::default()
+        },
+        Filter {
+            status: Some(Status::Fail),
+            final_only: true,
+            ..Filter::default()
+        },
+        Filter {
+            since: Some(SystemTime::now() - Duration::from_secs(6 * 3600)),
+            limit: Some(7),
+            ..Filter::default()
+        },
+        Filter {
+            by_location: true,
+            ..Filter::default()
+        },
+    ];
+    for f in &filters {
+        let (a, b) = (
+            json(&lite.list(f).expect("list")),
+            json(&post.list(f).expect("list")),
+        );
+        assert_eq!(a.len(), b.len(), "{f:?}");
+        if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+            panic!("{f:?}: entry {i} differs:\n{}\n{}", a[i], b[i]);
+        }
+        assert_eq!(
+            lite.stats(f).expect("stats"),
+            post.stats(f).expect("stats"),
+            "{f:?}"
+        );
+    }
+    let by_location = post
+        .stats(&Filter {
+            by_location: true,
+            ..Filter::default()
+        })
+        .expect("stats");
+    let rows: Vec<(String, Option<String>, u64)> = by_location
+        .iter()
+        .map(|s| (s.journey.clone(), s.location.clone(), s.runs))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("login".into(), Some("frankfurt".into()), 57),
+            ("swap".into(), Some("frankfurt".into()), 60),
+            ("swap".into(), Some("sao-paulo".into()), 60),
+        ],
+        "runs in a maintenance window are not in the figures"
+    );
+    let incident = by_location[1].incidents[0].id.clone();
+    // 20 and 21 failed, 22 passed on its retry, 23 to 25 failed.
+    assert_eq!(by_location[1].incidents.len(), 2);
+
+    assert_eq!(
+        lite.latest().expect("latest"),
+        post.latest().expect("latest")
+    );
+    let since = SystemTime::now() - Duration::from_secs(48 * 3600);
+    for (j, l) in [
+        ("swap", "frankfurt"),
+        ("login", "frankfurt"),
+        ("swap", "nowhere"),
+    ] {
+        assert_eq!(
+            lite.rows(j, l, since).expect("rows"),
+            post.rows(j, l, since).expect("rows")
+        );
+        assert_eq!(
+            lite.daily(j, l, 0).expect("daily"),
+            post.daily(j, l, 0).expect("daily")
+        );
+    }
+    for (run, attempt) in [
+        ("swap-frankfurt-21", None),
+        ("swap-frankfurt-21", Some(1)),
+        ("swap-frankfurt-21", Some(2)),
+        ("nothing", None),
+    ] {
+        assert_eq!(
+            lite.tape(run, attempt).expect("tape"),
+            post.tape(run, attempt).expect("tape")
+        );
+    }
+    assert!(
+        post.tape("swap-frankfurt-21", None)
+            .expect("tape")
+            .is_some()
+    );
+    for (run, attempt) in [
+        ("swap-sao-paulo-4", None),
+        ("swap-sao-paulo-4", Some(1)),
+        ("nothing", Some(1)),
+    ] {
+        assert_eq!(
+            lite.get_attempt(run, attempt)
+                .expect("get")
+                .map(|r| (r.status, r.attempt)),
+            post.get_attempt(run, attempt)
+                .expect("get")
+                .map(|r| (r.status, r.attempt))
+        );
+    }
+    let at = SystemTime::now();
+    for store in [&lite, &post] {
+        assert!(store.acknowledge(&incident, "ana", at).expect("ack"));
+        assert!(
+            store
+                .acknowledge(&incident, "bo", at)
+                .expect("the first one stands")
+        );
+        assert!(
+            !store
+                .acknowledge("swap@1", "ana", at)
+                .expect("no such incident")
+        );
+    }
+    assert_eq!(
+        lite.stats(&filters[0]).expect("stats"),
+        post.stats(&filters[0]).expect("stats")
+    );
+    let before = SystemTime::now() - Duration::from_secs(24 * 3600);
+    assert_eq!(
+        lite.prune(before).expect("prune"),
+        post.prune(before).expect("prune")
+    );
+    assert_eq!(lite.count().expect("count"), post.count().expect("count"));
+    assert_eq!(
+        json(&lite.list(&filters[0]).expect("list")),
+        json(&post.list(&filters[0]).expect("list"))
+    );
+
+    // The schema is refinery's migrations, applied once however often the
+    // history is opened; a newer one than this build knows is refused.
+    drop(post);
+    let again = Store::connect(&postgres(&pg)).expect("again");
+    drop(again);
+    assert_eq!(
+        pg.psql("SELECT string_agg(name, ',') FROM waymark_migrations"),
+        "history"
+    );
+    pg.psql(
+        "INSERT INTO waymark_migrations (version, name, applied_on, checksum)
+         SELECT 99, 'future', applied_on, '0' FROM waymark_migrations WHERE version = 1",
+    );
+    assert!(matches!(
+        Store::connect(&postgres(&pg)),
+        Err(StoreError::Version { found: 99, .. })
+    ));
+}
+
+#[test]
+fn tls_to_postgresql_is_required_and_verified() {
+    let ca = support::TestCa::new();
+    let mut pg = Pg::start(Some(&ca));
+    // TCP connections must use TLS.
+    let hba = pg.data().join("pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+    let tls_only: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("host ") {
+                l.replacen("host ", "hostssl ", 1)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&hba, tls_only).expect("write");
+    pg.pause();
+    pg.resume();
+
+    let with = |query: &str, ca_file: Option<&Path>| {
+        Database::Postgres(Postgres {
+            url: format!("{}?{query}", pg.url()),
+            ca_file: ca_file.map(Path::to_path_buf),
+        })
+    };
+    let store = Store::connect(&with("sslmode=require", Some(&ca.ca_file)))
+        .expect("TLS with the server's CA");
+    assert_eq!(store.count().expect("count"), 0);
+    let encrypted = pg.psql(
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+         WHERE ssl AND application_name = '' AND backend_type = 'client backend'",
+    );
+    assert!(encrypted.parse::<u32>().unwrap_or(0) >= 1, "{encrypted}");
+    drop(store);
+
+    let e = Store::connect(&with("sslmode=require", None))
+        .err()
+        .expect("a certificate no trusted CA signed is refused");
+    assert!(e.to_string().contains("certificate"), "{e}");
+    let e = Store::connect(&with("sslmode=disable", None))
+        .err()
+        .expect("the server wants TLS");
+    assert!(e.to_string().contains("pg_hba.conf"), "{e}");
+    assert!(!e.to_string().contains(support::postgres::PASSWORD), "{e}");
+}
+
+/// `waymark serve` as a process until dropped.
+struct Serve {
+    child: Child,
+    listen: SocketAddr,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    fn start(config: &Path, env: &[(&str, &str)], cache: &Path) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_waymark"))
+            .args(["serve", "--log-format", "json", "-c"])
+            .arg(config)
+            .envs(env.iter().copied())
+            .env("WAYMARK_CACHE_DIR", cache)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut serve = Serve {
+            child,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let t = Instant::now();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(120).saturating_sub(t.elapsed()))
+                .expect("serve starts");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["message"] == "waymark serve started" {
+                serve.listen = v["listen"].as_str().unwrap_or("").parse().expect("listen");
+                return serve;
+            }
+        }
+    }
+
+    fn get(&self, path: &str) -> String {
+        let mut s = TcpStream::connect(self.listen).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        text
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let t = Instant::now();
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(t.elapsed() < Duration::from_secs(30), "serve did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn runners_in_two_locations_share_one_history_through_an_outage() {
+    let mut pg = Pg::start(None);
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = tempfile::tempdir().expect("cache");
+    let wasm = support::hostile_wasm().display().to_string();
+    let url = pg
+        .url()
+        .replace(support::postgres::PASSWORD, "${env:PG_PASSWORD}");
+    let mut src = format!(
+        "[runner]\nlisten = \"127.0.0.1:0\"\nwatch = false\nlocation = \"${{env:LOC}}\"\n\
+         spool_dir = \"spool-${{env:LOC}}\"\n\n[store]\nurl = \"{url}\"\n\n\
+         [[sink]]\ntype = \"jsonl\"\npath = \"runs-${{env:LOC}}.jsonl\"\n\n[[sink]]\ntype = \"prometheus\"\n\n"
+    );
+    let journeys = ["home", "search", "checkout"];
+    for j in journeys {
+        src.push_str(&format!(
+            "[[journey]]\nname = \"{j}\"\nwasm = \"{wasm}\"\nevery = \"200ms\"\nvars = {{ mode = \"noop\" }}\n\n"
+        ));
+    }
+    let config = dir.path().join("waymark.toml");
+    std::fs::write(&config, src).expect("write");
+    let locations = ["sao-paulo", "frankfurt"];
+    let runners: Vec<Serve> = locations
+        .iter()
+        .map(|l| {
+            Serve::start(
+                &config,
+                &[("LOC", l), ("PG_PASSWORD", support::postgres::PASSWORD)],
+                cache.path(),
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    // The database goes away for 3 s, with runs going on.
+    pg.pause();
+    let down = SystemTime::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let up = SystemTime::now();
+    pg.resume();
+    std::thread::sleep(Duration::from_secs(4));
+    for r in &runners {
+        let metrics = r.get("/metrics");
+        let spooled = metrics
+            .lines()
+            .find(|l| l.starts_with("waymark_store_records_total{outcome=\"spooled\"}"))
+            .unwrap_or_default();
+        assert!(
+            spooled
+                .split_whitespace()
+                .last()
+                .and_then(|n| n.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                > 0.0,
+            "records were spooled during the outage: {spooled:?}"
+        );
+    }
+    for r in runners {
+        r.stop();
+    }
+
+    let store = Store::connect(&postgres(&pg)).expect("connect");
+    let stored = store
+        .list(&Filter {
+            limit: Some(1_000_000),
+            ..Filter::default()
+        })
+        .expect("list");
+    for l in locations {
+        // What the runner itself recorded, from its JSON lines sink.
+        let file =
+            std::fs::read_to_string(dir.path().join(format!("runs-{l}.jsonl"))).expect("jsonl");
+        let sent: BTreeSet<(String, u32)> = file
+            .lines()
+            .map(|line| {
+                let r: RunRecord = serde_json::from_str(line).expect("record");
+                (r.run_id, r.attempt)
+            })
+            .collect();
+        let here: Vec<&Entry> = stored.iter().filter(|e| e.record.location == l).collect();
+        let kept: BTreeSet<(String, u32)> = here
+            .iter()
+            .map(|e| (e.record.run_id.clone(), e.record.attempt))
+            .collect();
+        assert_eq!(kept.len(), here.len(), "{l}: an attempt stored twice");
+        assert_eq!(
+            kept, sent,
+            "{l}: the history holds every run the runner made, no more"
+        );
+        let during = here
+            .iter()
+            .filter(|e| e.record.started_at > down && e.record.started_at < up)
+            .count();
+        assert!(during >= 20, "{l}: {during} runs during the outage");
+        let mut ticks: BTreeMap<&str, Vec<SystemTime>> = BTreeMap::new();
+        for e in &here {
+            ticks
+                .entry(e.record.journey.as_str())
+                .or_default()
+                .push(e.scheduled_at.expect("scheduled"));
+        }
+        assert_eq!(ticks.len(), journeys.len(), "{l}");
+        for (j, t) in &mut ticks {
+            let n = t.len();
+            t.sort();
+            t.dedup();
+            assert_eq!(t.len(), n, "{l} {j}: a tick stored twice");
+        }
+    }
+
+    // One table per journey and location, from either place.
+    let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args(["history", "--stats", "--by", "location", "--db", &pg.url()])
+        .output()
+        .expect("history");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    for j in journeys {
+        for l in locations {
+            assert!(
+                table
+                    .lines()
+                    .any(|line| line.starts_with(j) && line.contains(l)),
+                "{j} at {l}:\n{table}"
+            );
+        }
+    }
+}
