@@ -356,11 +356,13 @@ impl Serve {
             }
         });
         let t = Instant::now();
+        let mut seen = Vec::new();
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(120).saturating_sub(t.elapsed()))
-                .expect("serve starts");
+                .unwrap_or_else(|_| panic!("serve did not start:\n{}", seen.join("\n")));
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            seen.push(line);
             if v["message"] == "waymark serve started" {
                 serve.listen = v["listen"].as_str().unwrap_or("").parse().expect("listen");
                 return serve;
@@ -449,6 +451,15 @@ fn runners_in_two_locations_share_one_history_through_an_outage() {
                 .unwrap_or(0.0)
                 > 0.0,
             "records were spooled during the outage: {spooled:?}"
+        );
+    }
+    // The web UI reads the shared history: every journey at both locations.
+    let page = runners[0].get("/api/journeys");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    for l in locations {
+        assert!(
+            page.contains(&format!("\"location\":\"{l}\"")),
+            "{l}: {page}"
         );
     }
     for r in runners {

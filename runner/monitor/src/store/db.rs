@@ -16,7 +16,7 @@ pub enum DbError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL said no, or could not be reached.
-    #[error(transparent)]
+    #[error("{}", with_causes(.0))]
     Postgres(#[from] postgres::Error),
     /// A column held another type than the query expects.
     #[error("column {index} is {found}, not {expected}")]
@@ -37,6 +37,22 @@ pub enum DbError {
     /// The writer's thread could not start.
     #[error("cannot start the history writer: {0}")]
     Thread(std::io::Error),
+}
+
+/// The error and what caused it: the PostgreSQL client's own message is
+/// often only "error performing TLS handshake" or "error connecting".
+fn with_causes(e: &postgres::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// One value bound to a statement or read from a row.

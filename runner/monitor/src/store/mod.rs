@@ -1066,22 +1066,32 @@ impl Writer {
             next_try: Instant::now(),
             telemetry,
         };
-        match Store::connect(database) {
-            Ok(s) => {
-                prune(&s, retention);
-                link.store = Some(s);
-            }
-            Err(e) if matches!(database, Database::Postgres(_)) && link.spool.is_some() => {
-                link.failed(&e);
-            }
-            Err(e) => return Err(e),
-        }
         // `None` asks the thread to commit what it has and stop, even while
         // a stuck run still holds a sender.
         let (tx, rx) = mpsc::sync_channel::<Option<Entry>>(QUEUE);
+        // The database is opened on the writer's thread: PostgreSQL's client
+        // runs a runtime of its own, which cannot start on an async one. The
+        // caller waits for the outcome, so a bad SQLite path still fails
+        // the start.
+        let (opened_tx, opened) = mpsc::sync_channel::<Result<(), StoreError>>(1);
+        let db = database.clone();
         let thread = std::thread::Builder::new()
             .name("waymark-store".into())
             .spawn(move || {
+                match Store::connect(&db) {
+                    Ok(s) => {
+                        prune(&s, retention);
+                        link.store = Some(s);
+                    }
+                    Err(e) if matches!(db, Database::Postgres(_)) && link.spool.is_some() => {
+                        link.failed(&e);
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                }
+                let _ = opened_tx.send(Ok(()));
                 let mut last_prune = Instant::now();
                 let mut stop = false;
                 while !stop {
@@ -1130,6 +1140,22 @@ impl Writer {
                 at: database.to_string(),
                 source: DbError::Thread(e),
             })?;
+        match opened.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(StoreError::Database {
+                    at: database.to_string(),
+                    source: DbError::Thread(std::io::Error::other(
+                        "the history writer stopped while opening the database",
+                    )),
+                });
+            }
+        }
         Ok(Writer {
             tx,
             thread: Some(thread),
