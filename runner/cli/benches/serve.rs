@@ -2,6 +2,8 @@
 //!
 //! - `10k`: 10,000 journeys `every = "1m"`, each one GET to a loopback
 //!   server, for 150 s;
+//! - `10k-postgres`: the same with the history in PostgreSQL (Debian's,
+//!   started in a temporary directory on the same cores);
 //! - `100`: 100 journeys `every = "1s"` for 60 s;
 //! - `overload`: 2,400 to 14,400 journeys `every = "1s"` (about 50 % to
 //!   300 % of a 2-core machine), 20 s each: runs started per minute, ticks
@@ -16,7 +18,7 @@
 //! For each: schedule lag (actual start − due time, from the history store)
 //! p50/p90/p99/max, CPU of the serve process over the window, its peak RSS
 //! (VmHWM), and the run counts. `cargo bench -p waymark --bench serve`;
-//! `WAYMARK_BENCH=10k|100|overload|burst` runs one. Linux only (reads /proc).
+//! `WAYMARK_BENCH=10k|10k-postgres|100|overload|burst` runs one. Linux only (reads /proc).
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -24,7 +26,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use waymark_monitor::store::{Filter, Store};
+use waymark_monitor::store::{Database, Filter, Postgres, Store};
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -60,12 +62,13 @@ fn start_serve(
     schedule: &str,
     listen: &str,
     server: &support::CountingServer,
+    store: &str,
 ) -> (std::process::Child, Duration) {
     let wasm = dir.join("health.wasm");
     std::fs::write(&wasm, waymark::demo::JOURNEYS[0].1).expect("write journey");
     let mut cfg = format!(
         "[runner]\nlocation = \"bench\"\nlisten = \"{listen}\"\nwatch = false\n\n\
-         [store]\npath = \"history.db\"\n\n\
+         [store]\n{store}\n\n\
          [defaults]\nallow_hosts = [\"127.0.0.1\"]\ntimeout = \"10s\"\n\
          vars = {{ base_url = \"http://{}\" }}\n{schedule}\n\n",
         server.addr
@@ -104,9 +107,26 @@ fn start_serve(
 }
 
 fn scenario(label: &str, n: usize, schedule: &str, window: Duration, interval: Duration) {
+    scenario_on(label, n, schedule, window, interval, None);
+}
+
+/// As [`scenario`], with the history in `pg` (PostgreSQL on the same cores)
+/// instead of a SQLite file.
+fn scenario_on(
+    label: &str,
+    n: usize,
+    schedule: &str,
+    window: Duration,
+    interval: Duration,
+    pg: Option<&support::postgres::Pg>,
+) {
     let server = support::CountingServer::start(0, Duration::ZERO);
     let dir = tempfile::tempdir().expect("tmp");
-    let (mut child, startup) = start_serve(dir.path(), n, schedule, "off", &server);
+    let store = match pg {
+        Some(pg) => format!("url = \"{}\"", pg.url()),
+        None => "path = \"history.db\"".to_string(),
+    };
+    let (mut child, startup) = start_serve(dir.path(), n, schedule, "off", &server, &store);
     let pid = child.id();
     let rss_after_start = support::status_kib(pid, "VmRSS:");
     let cpu0 = cpu_seconds(pid);
@@ -122,7 +142,14 @@ fn scenario(label: &str, n: usize, schedule: &str, window: Duration, interval: D
     let code = child.wait().expect("wait");
     let stop = t_stop.elapsed();
 
-    let store = Store::open(&dir.path().join("history.db")).expect("store");
+    let database = match pg {
+        Some(pg) => Database::Postgres(Postgres {
+            url: pg.url(),
+            ca_file: None,
+        }),
+        None => Database::Sqlite(dir.path().join("history.db")),
+    };
+    let store = Store::connect(&database).expect("store");
     let entries = store
         .list(&Filter {
             final_only: true,
@@ -201,7 +228,14 @@ fn overload(levels: &[usize], window: Duration) {
         let dir = tempfile::tempdir().expect("tmp");
         let port = support::free_port();
         let addr = format!("127.0.0.1:{port}");
-        let (mut child, _) = start_serve(dir.path(), n, "every = \"1s\"", &addr, &server);
+        let (mut child, _) = start_serve(
+            dir.path(),
+            n,
+            "every = \"1s\"",
+            &addr,
+            &server,
+            "path = \"history.db\"",
+        );
         let pid = child.id();
         // Let the schedule settle into its pace first.
         std::thread::sleep(Duration::from_secs(3));
@@ -282,6 +316,17 @@ fn main() {
             "every = \"1m\"",
             Duration::from_secs(150),
             Duration::from_secs(60),
+        );
+    }
+    if want("10k-postgres") {
+        let pg = support::postgres::Pg::start(None);
+        scenario_on(
+            "10k, history in PostgreSQL",
+            10_000,
+            "every = \"1m\"",
+            Duration::from_secs(150),
+            Duration::from_secs(60),
+            Some(&pg),
         );
     }
     if want("100") {

@@ -545,8 +545,11 @@ fn demo(args: DemoArgs) -> anyhow::Result<Status> {
 }
 
 fn init_logs(default: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WAYMARK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // refinery logs each check of the schema at info, and the history is
+    // opened for every web UI request: only its warnings are news.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WAYMARK_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},refinery_core=warn"))
+    });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -397,7 +397,7 @@ fn stats_table(stats: &[crate::store::JourneyStats]) -> String {
         );
         rows.push([
             s.journey.clone(),
-            s.location.clone().unwrap_or_else(|| "all".into()),
+            s.location.clone().unwrap_or_default(),
             s.runs.to_string(),
             format!("{:.2}%", s.availability * 100.0),
             format!("{:.1} ms", s.p50_ms),
@@ -407,7 +407,17 @@ fn stats_table(stats: &[crate::store::JourneyStats]) -> String {
             mttr,
         ]);
     }
-    let mut out = table(&rows);
+    // The location column only when asked per location: the default table
+    // keeps its columns for whoever reads it.
+    let mut out = if stats.iter().any(|s| s.location.is_some()) {
+        table(&rows)
+    } else {
+        let rows: Vec<[String; 8]> = rows
+            .into_iter()
+            .map(|[j, _, a, b, c, d, e, f, g]| [j, a, b, c, d, e, f, g])
+            .collect();
+        table(&rows)
+    };
     for s in stats.iter().filter(|s| !s.incidents.is_empty()) {
         out.push_str(&format!("\nincidents of {}:\n", s.journey));
         for i in &s.incidents {
