@@ -9,11 +9,8 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -333,81 +330,6 @@ fn find_kustomization(docs: &[Doc]) -> &Value {
         .v
 }
 
-/// `waymark serve` started as a pod would start it, until dropped.
-struct Pod {
-    child: Child,
-    listen: SocketAddr,
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Pod {
-    fn start(mut cmd: Command) -> Pod {
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        // Owned from here on, so a failed start below still kills it.
-        let mut pod = Pod {
-            child,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let t = Instant::now();
-        let mut seen = Vec::new();
-        loop {
-            let left = Duration::from_secs(120).saturating_sub(t.elapsed());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("serve did not start:\n{}", seen.join("\n")));
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["message"] == "waymark serve started" {
-                pod.listen = text_json(&v["listen"]).parse().expect("listen address");
-                return pod;
-            }
-            seen.push(line);
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(self.listen).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).expect("read");
-        let code = answer
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = answer
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (code, body)
-    }
-}
-
 fn text_json(v: &serde_json::Value) -> &str {
     v.as_str().unwrap_or("")
 }
@@ -452,7 +374,11 @@ fn every_statefulset_pod_checks_and_serves_its_share() {
                 "listen = \":9464\"",
                 "listen = \"127.0.0.1:0\"",
             );
-            pods.push(Pod::start(waymark(&argv, &env, cache.path())));
+            pods.push(support::ServeProcess::start(waymark(
+                &argv,
+                &env,
+                cache.path(),
+            )));
         }
         let mut ran: Vec<String> = Vec::new();
         for (i, pod) in pods.iter().enumerate() {

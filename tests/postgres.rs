@@ -6,11 +6,9 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::postgres::Pg;
 use waymark_monitor::store::{Database, Entry, Filter, Postgres, Store, StoreError};
@@ -320,80 +318,14 @@ fn tls_to_postgresql_is_required_and_verified() {
     assert!(!e.to_string().contains(support::postgres::PASSWORD), "{e}");
 }
 
-/// `waymark serve` as a process until dropped.
-struct Serve {
-    child: Child,
-    listen: SocketAddr,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Serve {
-    fn start(config: &Path, env: &[(&str, &str)], cache: &Path) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_waymark"))
-            .args(["serve", "--log-format", "json", "-c"])
-            .arg(config)
-            .envs(env.iter().copied())
-            .env("WAYMARK_CACHE_DIR", cache)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut serve = Serve {
-            child,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let t = Instant::now();
-        let mut seen = Vec::new();
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(120).saturating_sub(t.elapsed()))
-                .unwrap_or_else(|_| panic!("serve did not start:\n{}", seen.join("\n")));
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            seen.push(line);
-            if v["message"] == "waymark serve started" {
-                serve.listen = v["listen"].as_str().unwrap_or("").parse().expect("listen");
-                return serve;
-            }
-        }
-    }
-
-    fn get(&self, path: &str) -> String {
-        let mut s = TcpStream::connect(self.listen).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("read");
-        text
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let t = Instant::now();
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(t.elapsed() < Duration::from_secs(30), "serve did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// `waymark serve -c config` with `env`.
+fn serve(config: &Path, env: &[(&str, &str)], cache: &Path) -> support::ServeProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_waymark"));
+    cmd.args(["serve", "--log-format", "json", "-c"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .env("WAYMARK_CACHE_DIR", cache);
+    support::ServeProcess::start(cmd)
 }
 
 #[test]
@@ -419,10 +351,10 @@ fn runners_in_two_locations_share_one_history_through_an_outage() {
     let config = dir.path().join("waymark.toml");
     std::fs::write(&config, src).expect("write");
     let locations = ["sao-paulo", "frankfurt"];
-    let runners: Vec<Serve> = locations
+    let runners: Vec<support::ServeProcess> = locations
         .iter()
         .map(|l| {
-            Serve::start(
+            serve(
                 &config,
                 &[("LOC", l), ("PG_PASSWORD", support::postgres::PASSWORD)],
                 cache.path(),
@@ -438,7 +370,7 @@ fn runners_in_two_locations_share_one_history_through_an_outage() {
     pg.resume();
     std::thread::sleep(Duration::from_secs(4));
     for r in &runners {
-        let metrics = r.get("/metrics");
+        let (_, metrics) = r.get("/metrics");
         let spooled = metrics
             .lines()
             .find(|l| l.starts_with("waymark_store_records_total{outcome=\"spooled\"}"))
@@ -454,8 +386,8 @@ fn runners_in_two_locations_share_one_history_through_an_outage() {
         );
     }
     // The web UI reads the shared history: every journey at both locations.
-    let page = runners[0].get("/api/journeys");
-    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let (code, page) = runners[0].get("/api/journeys");
+    assert_eq!(code, 200, "{page}");
     for l in locations {
         assert!(
             page.contains(&format!("\"location\":\"{l}\"")),
@@ -463,7 +395,7 @@ fn runners_in_two_locations_share_one_history_through_an_outage() {
         );
     }
     for r in runners {
-        r.stop();
+        assert!(r.stop().success());
     }
 
     let store = Store::connect(&postgres(&pg)).expect("connect");

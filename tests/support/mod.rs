@@ -980,3 +980,103 @@ pub async fn serve_http<S>(
             .await;
     }
 }
+
+/// A `waymark serve` process (its command given: config, environment),
+/// killed when dropped.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    /// Where `/healthz`, `/status`, `/metrics` and the UI answer.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServeProcess {
+    /// Spawns `cmd` (a `waymark serve … --log-format json`) and waits for
+    /// its "started" line; panics with the lines it wrote when it does not.
+    pub fn start(mut cmd: Command) -> ServeProcess {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn waymark serve");
+        let stderr = child.stderr.take().expect("stderr");
+        // Owned from here on, so a failed start below still kills it.
+        let mut serve = ServeProcess {
+            child,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Read to the end: a runner whose stderr is closed fails its writes.
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let t = std::time::Instant::now();
+        let mut seen = Vec::new();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(120).saturating_sub(t.elapsed()))
+                .unwrap_or_else(|_| panic!("serve did not start:\n{}", seen.join("\n")));
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["message"] == "waymark serve started" {
+                serve.listen = v["listen"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .expect("serve listens");
+                return serve;
+            }
+            seen.push(line);
+        }
+    }
+
+    /// `GET path`: status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.listen).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("read");
+        let code = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    /// SIGTERM, and the exit within 30 s.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let t = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "serve did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -459,16 +459,27 @@ impl Store {
 
     /// The recording of `run_id` (the given attempt, or its last one kept).
     pub fn tape(&self, run_id: &str, attempt: Option<u32>) -> Result<Option<String>, StoreError> {
-        self.query(
+        self.of_attempt(
             "SELECT tape FROM exchanges WHERE run_id = ?1
                AND (CAST(?2 AS BIGINT) IS NULL OR attempt = ?2)
              ORDER BY attempt DESC LIMIT 1",
-            &[run_id.into(), attempt.into()],
-        )?
-        .first()
-        .map(|r| r.text(0))
-        .transpose()
-        .map_err(|e| self.err(e))
+            run_id,
+            attempt,
+        )
+    }
+
+    /// The one text column `sql` selects for `run_id`'s `attempt` (or its last).
+    fn of_attempt(
+        &self,
+        sql: &str,
+        run_id: &str,
+        attempt: Option<u32>,
+    ) -> Result<Option<String>, StoreError> {
+        self.query(sql, &[run_id.into(), attempt.into()])?
+            .first()
+            .map(|r| r.text(0))
+            .transpose()
+            .map_err(|e| self.err(e))
     }
 
     /// Deletes runs started before `before`; returns how many.
@@ -814,17 +825,13 @@ impl Store {
         run_id: &str,
         attempt: Option<u32>,
     ) -> Result<Option<RunRecord>, StoreError> {
-        let json = self
-            .query(
-                "SELECT record FROM runs WHERE run_id = ?1
-                   AND (CAST(?2 AS BIGINT) IS NULL OR attempt = ?2)
-                 ORDER BY attempt DESC LIMIT 1",
-                &[run_id.into(), attempt.into()],
-            )?
-            .first()
-            .map(|r| r.text(0))
-            .transpose()
-            .map_err(|e| self.err(e))?;
+        let json = self.of_attempt(
+            "SELECT record FROM runs WHERE run_id = ?1
+               AND (CAST(?2 AS BIGINT) IS NULL OR attempt = ?2)
+             ORDER BY attempt DESC LIMIT 1",
+            run_id,
+            attempt,
+        )?;
         json.map(|j| serde_json::from_str(&j))
             .transpose()
             .map_err(|e| self.record_err(e))
