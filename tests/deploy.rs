@@ -208,6 +208,15 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// The config file a command line names (`-c FILE`).
+fn config_arg(argv: &[String]) -> String {
+    argv.iter()
+        .position(|a| a == "-c")
+        .and_then(|i| argv.get(i + 1))
+        .expect("a -c config")
+        .clone()
+}
+
 /// In `file`, `from` (which must be there) replaced by `to`.
 fn edit(file: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(file).expect("read");
@@ -355,11 +364,7 @@ fn every_statefulset_pod_checks_and_serves_its_share() {
         for (i, dir) in (0..replicas).zip(&dirs) {
             let mounts = lay_out(&docs, sts, dir.path());
             let (argv, env) = command_line(&docs, sts, i, &mounts);
-            let file = argv
-                .iter()
-                .find(|a| a.ends_with("waymark.toml"))
-                .expect("a config")
-                .clone();
+            let file = config_arg(&argv);
             // The config as the pod reads it, journeys compiled and
             // instantiated: `waymark check`.
             run(waymark(
@@ -423,11 +428,7 @@ fn the_audit_job_runs_sharded_and_its_merge_gates() {
     let mut shards = Vec::new();
     for i in 0..n {
         let (argv, env) = command_line(&docs, audit, i, &mounts);
-        let file = argv
-            .iter()
-            .find(|a| a.ends_with(".toml"))
-            .expect("a config")
-            .clone();
+        let file = config_arg(&argv);
         if i == 0 {
             run(waymark(
                 &["check".into(), "-c".into(), file.clone()],

@@ -33,7 +33,7 @@ fn bin_dir() -> PathBuf {
 
 /// Runs `cmd` as the `postgres` user when this is root, which PostgreSQL refuses to run as.
 fn as_server_user(bin: &Path, program: &str) -> Command {
-    if unsafe_is_root() {
+    if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(bin.join(program));
         c
@@ -42,7 +42,19 @@ fn as_server_user(bin: &Path, program: &str) -> Command {
     }
 }
 
-fn unsafe_is_root() -> bool {
+/// Makes `path` (recursively) the `postgres` user's when this is root.
+fn give_to_server_user(path: &Path) {
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown {} to postgres", path.display());
+    }
+}
+
+fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
@@ -62,15 +74,7 @@ impl Pg {
         std::fs::create_dir(&data).expect("mkdir");
         let pw = dir.path().join("pw");
         std::fs::write(&pw, PASSWORD).expect("write");
-        if unsafe_is_root() {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown")
-                .success();
-            assert!(ok, "chown the cluster's directory to postgres");
-        }
+        give_to_server_user(dir.path());
         let out = as_server_user(&bin, "initdb")
             .arg("-D")
             .arg(&data)
@@ -101,13 +105,7 @@ impl Pg {
             let (cert, key) = &ca.leaf_pem;
             std::fs::write(data.join("server.crt"), cert).expect("write");
             std::fs::write(data.join("server.key"), key).expect("write");
-            if unsafe_is_root() {
-                let _ = Command::new("chown")
-                    .args(["postgres:postgres"])
-                    .arg(data.join("server.crt"))
-                    .arg(data.join("server.key"))
-                    .status();
-            }
+            give_to_server_user(&data);
             let _ = Command::new("chmod")
                 .arg("600")
                 .arg(data.join("server.key"))

@@ -545,8 +545,8 @@ fn demo(args: DemoArgs) -> anyhow::Result<Status> {
 }
 
 fn init_logs(default: &str, format: LogFormat) {
-    // refinery logs each check of the schema at info, and the history is
-    // opened for every web UI request: only its warnings are news.
+    // refinery logs each check of the schema at info: only its warnings
+    // are news.
     let filter = tracing_subscriber::EnvFilter::try_from_env("WAYMARK_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{default},refinery_core=warn"))
     });

@@ -290,12 +290,28 @@ impl Store {
     /// Opens the history in `database`, applying the schema migrations it
     /// has not had yet.
     pub fn connect(database: &Database) -> Result<Store, StoreError> {
+        let store = Store::reader(database)?;
+        let migrated = store.db.borrow_mut().migrate();
+        if let Some(found) = migrated.map_err(|e| store.err(e))? {
+            return Err(StoreError::Version {
+                at: store.at,
+                found: i64::from(found),
+                known: i64::from(db::schema_version()),
+            });
+        }
+        Ok(store)
+    }
+
+    /// Opens the history in `database` without touching its schema: for
+    /// readers of a history a writer keeps (the web UI, which opens it for
+    /// every request, inside the `waymark serve` that migrated it at start).
+    pub fn reader(database: &Database) -> Result<Store, StoreError> {
         let at = database.to_string();
         let err = |source: DbError| StoreError::Database {
             at: at.clone(),
             source,
         };
-        let mut db = match database {
+        let db = match database {
             Database::Sqlite(path) => {
                 if let Some(dir) = path.parent()
                     && !dir.as_os_str().is_empty()
@@ -318,13 +334,6 @@ impl Store {
             }
             Database::Postgres(pg) => Db::postgres(pg).map_err(err)?,
         };
-        if let Some(found) = db.migrate().map_err(err)? {
-            return Err(StoreError::Version {
-                at,
-                found: i64::from(found),
-                known: i64::from(db::schema_version()),
-            });
-        }
         Ok(Store {
             db: RefCell::new(db),
             at,

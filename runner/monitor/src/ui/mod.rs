@@ -162,7 +162,7 @@ pub fn answer(
         ));
     };
     if path == "/status-page" {
-        return match Store::connect(db)
+        return match Store::reader(db)
             .map_err(ApiError::from)
             .and_then(|store| public::status_page(&store, ui, now))
         {
@@ -175,7 +175,7 @@ pub fn answer(
         let Some((journey, what)) = parts.split_first() else {
             return Reply::error(&ApiError::NotFound("no badge".into()));
         };
-        return match Store::connect(db)
+        return match Store::reader(db)
             .map_err(ApiError::from)
             .and_then(|store| public::badge_svg(&store, ui, now, &decode(journey), what))
         {
@@ -187,7 +187,7 @@ pub fn answer(
         return Reply::error(&ApiError::NotFound(format!("no page {path}")));
     };
     let p = params(query);
-    let result = Store::connect(db)
+    let result = Store::reader(db)
         .map_err(ApiError::from)
         .and_then(|store| api_answer(&store, ui, request, rest, &p, now));
     match result {
