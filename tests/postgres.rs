@@ -256,8 +256,8 @@ fn a_history_in_postgresql_reads_as_the_same_history_in_sqlite() {
     let again = Store::connect(&postgres(&pg)).expect("again");
     drop(again);
     assert_eq!(
-        pg.psql("SELECT string_agg(name, ',') FROM waymark_migrations"),
-        "history"
+        pg.psql("SELECT string_agg(name, ',' ORDER BY version) FROM waymark_migrations"),
+        "history,replicas"
     );
     pg.psql(
         "INSERT INTO waymark_migrations (version, name, applied_on, checksum)

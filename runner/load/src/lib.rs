@@ -574,6 +574,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stopped_shards_journeys_go_to_the_others_and_only_its_own_move() {
+        let names: Vec<String> = (0..3000).map(|i| format!("journey-{i}")).collect();
+        let mut taken = [0u32; 3];
+        for n in &names {
+            let before = Shard::owner(3, n);
+            let after = Shard::owner_among(3, n, |s| s != 1).expect("two alive");
+            if before == 1 {
+                taken[after as usize] += 1;
+            } else {
+                assert_eq!(after, before, "{n} moved though its shard is alive");
+            }
+        }
+        assert_eq!(taken[1], 0);
+        assert!(taken[0] > 400 && taken[2] > 400, "spread: {taken:?}");
+        assert_eq!(Shard::owner_among(3, "home", |_| false), None);
+    }
+
+    #[test]
     fn rates_read_like_people_write_them() {
         assert_eq!(parse_rate("200/s"), Ok(200.0));
         assert_eq!(parse_rate("30/m"), Ok(0.5));

@@ -92,9 +92,16 @@ impl Shard {
     /// the keys the added or removed shard wins or held, about 1/count of
     /// them, so the schedules of the rest stay where they were.
     pub fn owner(count: u32, key: &str) -> u32 {
+        Shard::owner_among(count, key, |_| true).unwrap_or(0)
+    }
+
+    /// As [`Shard::owner`] among the shards `alive` accepts, or none when
+    /// it accepts none. The scores are the same, so removing a shard moves
+    /// only the keys it held, each to the shard that scored next.
+    pub fn owner_among(count: u32, key: &str, alive: impl Fn(u32) -> bool) -> Option<u32> {
         use sha2::{Digest, Sha256};
-        let mut best = (0u64, 0u32);
-        for shard in 0..count.max(1) {
+        let mut best: Option<(u64, u32)> = None;
+        for shard in (0..count.max(1)).filter(|&s| alive(s)) {
             let digest = Sha256::new()
                 .chain_update(shard.to_be_bytes())
                 .chain_update(key.as_bytes())
@@ -102,11 +109,11 @@ impl Shard {
             let mut head = [0u8; 8];
             head.copy_from_slice(&digest[..8]);
             let score = u64::from_be_bytes(head);
-            if shard == 0 || score > best.0 {
-                best = (score, shard);
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, shard));
             }
         }
-        best.1
+        best.map(|(_, shard)| shard)
     }
 
     /// Whether this shard owns `key`.

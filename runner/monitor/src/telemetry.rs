@@ -63,6 +63,8 @@ pub(crate) struct Telemetry {
     store_queued: Gauge,
     shard: Family<ShardLabels, Gauge>,
     shard_journeys: Family<ShardLabels, Gauge>,
+    shard_live: Family<ShardLabels, Gauge>,
+    orphans: Gauge,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -138,9 +140,23 @@ impl Telemetry {
             "Journeys each shard of the config runs, by shard (every replica reports the whole split)",
             shard_journeys.clone(),
         );
+        let shard_live = Family::<ShardLabels, Gauge>::default();
+        registry.register(
+            "waymark_shard_live",
+            "With leases in a shared PostgreSQL history: 1 for each shard whose replica beats and runs its share, 0 for one that stopped, is starting or never came",
+            shard_live.clone(),
+        );
+        let orphans = Gauge::default();
+        registry.register(
+            "waymark_journeys_without_owner",
+            "With leases: journeys whose shard stopped beating and whose lease has not run out yet, so nobody runs them (0 without leases: unknown)",
+            orphans.clone(),
+        );
         Telemetry {
             shard,
             shard_journeys,
+            shard_live,
+            orphans,
             registry,
             sinks,
             lag,
@@ -176,6 +192,18 @@ impl Telemetry {
             self.shard_journeys
                 .get_or_create(&label(i))
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if let Some(l) = &view.leases {
+            self.shard_live.clear();
+            if let Some(st) = l.standings(std::time::SystemTime::now()) {
+                for (i, s) in st.into_iter().enumerate() {
+                    self.shard_live
+                        .get_or_create(&label(i))
+                        .set(i64::from(s == crate::serve::Standing::Live));
+                }
+            }
+            self.orphans
+                .set(i64::try_from(view.orphans().len()).unwrap_or(i64::MAX));
         }
     }
 

@@ -111,6 +111,9 @@ pub struct RunnerConfig {
     /// This replica's share of the journeys when several `waymark serve`
     /// processes run the same config (`[runner] shard`, `--shard`).
     pub shard: waymark_load::Shard,
+    /// How long a replica that stopped beating keeps its share before the
+    /// others take it over (`[runner] lease`; with a PostgreSQL history).
+    pub lease: Duration,
 }
 
 /// One `[[journey]]` with `[defaults]` applied.
@@ -225,6 +228,11 @@ pub enum LoadConfigError {
 pub use waymark_engine::{DEFAULT_LOCATION, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT};
 /// Default history retention.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Default `[runner] lease`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// Shortest `[runner] lease`: a beat is a fifth of it, one database round
+/// trip each.
+pub const MIN_LEASE: Duration = Duration::from_millis(500);
 /// Shortest `every`: below this a journey would be a load test.
 pub const MIN_EVERY: Duration = Duration::from_millis(100);
 
@@ -232,9 +240,12 @@ impl Config {
     /// Keeps only the journeys `runner.shard` owns, moving the others to
     /// `elsewhere`. Every replica reads the same file and computes the same
     /// split from the journeys' names, so each journey runs in exactly one.
+    ///
+    /// Not with [`Config::takes_over`]: then every replica loads every
+    /// journey, so it can take over the share of one that stopped.
     pub fn keep_own_share(&mut self) {
         let shard = self.runner.shard;
-        if shard.count <= 1 {
+        if shard.count <= 1 || self.takes_over() {
             return;
         }
         let (mine, theirs): (Vec<JourneyConfig>, Vec<JourneyConfig>) =
@@ -249,6 +260,18 @@ impl Config {
                 (j.name, owner)
             })
             .collect();
+    }
+
+    /// Whether the replicas hold their shares by leases in the shared
+    /// history, so the survivors take over the share of one that stops:
+    /// when the config is sharded and the history is PostgreSQL (a SQLite
+    /// file is each replica's own, so it cannot tell who else is alive).
+    pub fn takes_over(&self) -> bool {
+        self.runner.shard.count > 1
+            && matches!(
+                self.store.database,
+                Some(crate::store::Database::Postgres(_))
+            )
     }
 
     /// Reads and validates `path`; environment variables from the process.

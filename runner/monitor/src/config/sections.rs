@@ -22,6 +22,7 @@ pub(super) struct RawRunner {
     pub(super) watch: Option<bool>,
     pub(super) spool_dir: Option<Spanned<String>>,
     pub(super) shard: Option<Spanned<String>>,
+    pub(super) lease: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -123,7 +124,25 @@ pub(super) fn read_runner(r: &mut Reader, base: &Path, raw: RawRunner) -> Runner
         shutdown_grace: Duration::from_secs(30),
         watch: raw.watch.unwrap_or(true),
         shard: waymark_load::Shard::WHOLE,
+        lease: DEFAULT_LEASE,
     };
+    if let Some(t) = &raw.lease
+        && let Some(d) = r.duration(t, "[runner] → lease")
+    {
+        if d < MIN_LEASE {
+            r.error(
+                t.span(),
+                "[runner] → lease",
+                format!(
+                    "{} is shorter than the shortest lease, {} ms: replicas beat five times per lease",
+                    t.get_ref(),
+                    MIN_LEASE.as_millis()
+                ),
+            );
+        } else {
+            out.lease = d;
+        }
+    }
     if let Some(t) = &raw.shard {
         match waymark_load::Shard::parse(t.get_ref()) {
             Ok(s) => out.shard = s,

@@ -11,12 +11,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::clock::Clock;
 
+mod lease;
 mod listen;
 mod prepare;
 mod run;
 mod schedule;
 mod status;
 use crate::telemetry::{Skip, Telemetry};
+pub use lease::{Leases, Standing};
 use listen::listen;
 pub use prepare::{Plan, Prepared, check, prepare, prepare_partial};
 use run::dispatch;
@@ -98,24 +100,53 @@ struct Outputs {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ShardView {
     pub(crate) shard: waymark_load::Shard,
-    /// Journeys here.
+    /// Journeys here (without leases).
     pub(crate) here: usize,
-    /// Journeys other shards run, with the shard that owns each.
+    /// Journeys other shards run, with the shard that owns each (without
+    /// leases).
     pub(crate) elsewhere: Arc<HashMap<String, u32>>,
+    /// With leases: who runs what changes with the replicas alive.
+    pub(crate) leases: Option<Arc<Leases>>,
+    /// With leases: every journey of the config.
+    pub(crate) names: Arc<Vec<String>>,
 }
 
 impl ShardView {
-    fn of(cfg: &crate::config::Config) -> ShardView {
+    fn of(cfg: &crate::config::Config, leases: Option<&Arc<Leases>>) -> ShardView {
         ShardView {
             shard: cfg.runner.shard,
             here: cfg.journeys.len(),
             elsewhere: Arc::new(cfg.elsewhere.iter().cloned().collect()),
+            leases: leases.cloned(),
+            names: Arc::new(cfg.journeys.iter().map(|j| j.name.clone()).collect()),
         }
     }
 
-    /// How many journeys each shard runs, this one's included.
+    /// The shard that runs `journey` now (none: no live owner), or none
+    /// when it is not in the config.
+    pub(crate) fn owner_now(&self, journey: &str) -> Option<Option<u32>> {
+        match &self.leases {
+            Some(l) => self
+                .names
+                .iter()
+                .any(|n| n == journey)
+                .then(|| l.owner_at(journey, SystemTime::now())),
+            None => self.elsewhere.get(journey).map(|&o| Some(o)),
+        }
+    }
+
+    /// How many journeys each shard runs now, this one's included.
     pub(crate) fn counts(&self) -> Vec<usize> {
         let mut per = vec![0; self.shard.count as usize];
+        if let Some(l) = &self.leases {
+            let now = SystemTime::now();
+            for n in self.names.iter() {
+                if let Some(c) = l.owner_at(n, now).and_then(|o| per.get_mut(o as usize)) {
+                    *c += 1;
+                }
+            }
+            return per;
+        }
         if let Some(c) = per.get_mut(self.shard.index as usize) {
             *c = self.here;
         }
@@ -125,6 +156,19 @@ impl ShardView {
             }
         }
         per
+    }
+
+    /// The journeys with no live owner now (known only with leases).
+    pub(crate) fn orphans(&self) -> Vec<String> {
+        let Some(l) = &self.leases else {
+            return Vec::new();
+        };
+        let now = SystemTime::now();
+        self.names
+            .iter()
+            .filter(|n| l.orphaned(n, now))
+            .cloned()
+            .collect()
     }
 }
 
@@ -140,6 +184,8 @@ struct Shared {
     location: Mutex<String>,
     /// This replica's shard and the journeys other shards run.
     shard: Mutex<ShardView>,
+    /// With leases, which ticks of which journeys are this replica's.
+    leases: Option<Arc<Leases>>,
     /// The prometheus sink's registry, served at `/metrics`.
     metrics: Option<Arc<crate::sinks::prometheus::Metrics>>,
     /// The runner's own metrics, served at `/metrics` whatever the sinks.
@@ -173,6 +219,7 @@ pub struct Service {
     listener: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     extra_listeners: Vec<tokio::task::JoinHandle<()>>,
     store: Option<store::Writer>,
+    beater: Option<lease::Beater>,
     config_path: PathBuf,
 }
 
@@ -204,6 +251,9 @@ pub enum StartError {
     /// A sink.
     #[error(transparent)]
     Sink(#[from] crate::sinks::SinkError),
+    /// The thread that keeps this replica's lease.
+    #[error("cannot start the lease thread: {0}")]
+    Lease(std::io::Error),
     /// The `/healthz` listener.
     #[error("cannot listen on {addr} ([runner] listen): {source}")]
     Listen {
@@ -230,7 +280,14 @@ impl Service {
     ) -> Result<Service, StartError> {
         let cfg = &plan.config;
         let telemetry = Arc::new(Telemetry::new());
-        telemetry.shards(&ShardView::of(cfg));
+        let leases = cfg.takes_over().then(|| {
+            Arc::new(Leases::new(
+                cfg.runner.shard,
+                &cfg.runner.location,
+                cfg.runner.lease,
+            ))
+        });
+        telemetry.shards(&ShardView::of(cfg, leases.as_ref()));
         let mut exposed = Exposed {
             telemetry: Some(telemetry.clone()),
             ..Exposed::default()
@@ -263,7 +320,8 @@ impl Service {
             heartbeat_ms: AtomicU64::new(now_ms()),
             states: Mutex::new(Vec::new()),
             location: Mutex::new(cfg.runner.location.clone()),
-            shard: Mutex::new(ShardView::of(cfg)),
+            shard: Mutex::new(ShardView::of(cfg, leases.as_ref())),
+            leases: leases.clone(),
             metrics: exposed.metrics.clone(),
             telemetry,
             status_cache: tokio::sync::Mutex::new(None),
@@ -300,6 +358,23 @@ impl Service {
                 extra.push(tokio::spawn(listen(l, shared.clone())));
             }
         }
+        let beater = match (&leases, &cfg.store.database) {
+            (Some(l), Some(db)) => {
+                let weak = Arc::downgrade(&shared);
+                let after = Box::new(move || {
+                    if let Some(s) = weak.upgrade()
+                        && let Ok(v) = s.shard.lock()
+                    {
+                        s.telemetry.shards(&v);
+                    }
+                });
+                Some(
+                    lease::Beater::start(l.clone(), db.clone(), after)
+                        .map_err(StartError::Lease)?,
+                )
+            }
+            _ => None,
+        };
         let config_path = cfg.path.clone();
         let (control, rx) = mpsc::channel(4);
         // Arranged here, not in the task, so `status()` answers from the start.
@@ -313,6 +388,7 @@ impl Service {
             listener,
             extra_listeners: extra,
             store,
+            beater,
             config_path,
         })
     }
@@ -352,6 +428,11 @@ impl Service {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = self.control.send(Control::Stop).await;
         let _ = (&mut self.scheduler).await;
+        // No new runs here: the others take this replica's share at their
+        // next beat rather than when its lease runs out.
+        if let Some(b) = self.beater.take() {
+            let _ = tokio::task::spawn_blocking(move || b.stop()).await;
+        }
         let deadline = tokio::time::Instant::from_std(waymark_record::units::later(
             std::time::Instant::now(),
             grace,
@@ -418,6 +499,11 @@ const DEGRADED_FOR: Duration = Duration::from_secs(60);
 const LATE: Duration = Duration::from_secs(1);
 
 impl Shared {
+    /// Whether this replica runs `journey`'s tick due at `tick`.
+    fn runs_here(&self, journey: &str, tick: SystemTime) -> bool {
+        self.leases.as_ref().is_none_or(|l| l.runs(journey, tick))
+    }
+
     /// Notes a sign of overload for `/healthz`.
     fn overloaded(&self, why: String) {
         if let Ok(mut o) = self.overload.lock() {
@@ -496,8 +582,16 @@ fn status(shared: &Shared) -> Vec<JourneyStatus> {
     let Ok(states) = shared.states.lock() else {
         return Vec::new();
     };
+    let now = SystemTime::now();
     states
         .iter()
+        // With leases every replica schedules every journey: it lists those
+        // it runs now and those it ran.
+        .filter(|(p, s)| {
+            shared.leases.as_ref().is_none_or(|l| {
+                s.due.load(Ordering::Relaxed) > 0 || l.runs(&p.config.name, now)
+            })
+        })
         .map(|(p, s)| {
             let last = s.last.lock().ok().and_then(|l| l.clone());
             let next = s.next_due_ms.load(Ordering::Relaxed);
@@ -538,7 +632,7 @@ fn apply_runner(shared: &Shared, old: &Plan, new: &Plan) {
     if let Ok(mut l) = shared.location.lock() {
         l.clone_from(&n.runner.location);
     }
-    let view = ShardView::of(n);
+    let view = ShardView::of(n, shared.leases.as_ref());
     shared.telemetry.shards(&view);
     if let Ok(mut s) = shared.shard.lock() {
         *s = view;
@@ -546,6 +640,15 @@ fn apply_runner(shared: &Shared, old: &Plan, new: &Plan) {
     if o.runner.listen != n.runner.listen || o.sinks != n.sinks || o.store != n.store {
         tracing::warn!(
             "changes to [runner] listen, [[sink]] and [store] take effect at the next restart"
+        );
+    }
+    if shared.leases.is_some()
+        && (o.runner.shard != n.runner.shard
+            || o.runner.lease != n.runner.lease
+            || o.runner.location != n.runner.location)
+    {
+        tracing::warn!(
+            "with leases, changes to [runner] shard, lease and location take effect at the next restart"
         );
     }
 }

@@ -89,10 +89,15 @@ pub(super) async fn schedule_loop(
             }
             heap.pop();
             let slot = &slots[idx];
-            dispatch(&shared, slot, at);
+            let name = slot.prepared.config.name.as_str();
+            // With leases, each replica decides from the tick's due time, so
+            // all of them decide alike about the same tick.
+            let here = shared.runs_here(name, tick);
+            if here {
+                dispatch(&shared, slot, at);
+            }
             // The next tick after now, not after the last one: ticks missed
             // while the process was paused are counted, not replayed.
-            let name = slot.prepared.config.name.as_str();
             let schedule = &slot.prepared.config.schedule;
             let mut next = schedule.next_after(tick, name);
             let mut missed = 0u64;
@@ -106,7 +111,7 @@ pub(super) async fn schedule_loop(
                 }
                 next = schedule.next_after(n, name);
             }
-            if missed > 0 {
+            if missed > 0 && here {
                 shared.skipped(name, &slot.state, Skip::Missed, missed);
             }
             if let Some(n) = next {

@@ -57,18 +57,54 @@ impl Snapshot {
                 "shard": shard.to_string(),
                 "journeys_per_shard": self.shard.counts(),
             });
+            if let Some(l) = &self.shard.leases {
+                body["shard"]["leases"] = leases(l, shard.count, &self.shard.orphans());
+            }
             // Asked for a journey that another replica runs: say which.
             if let Some(name) = &q.journey
-                && let Some(owner) = self.shard.elsewhere.get(name)
+                && total == 0
+                && let Some(owner) = self.shard.owner_now(name)
             {
                 body["elsewhere"] = serde_json::json!({
                     "journey": name,
-                    "shard": format!("{owner}/{}", shard.count),
+                    "shard": owner.map(|o| format!("{o}/{}", shard.count)),
                 });
             }
         }
         body.to_string()
     }
+}
+
+/// The replicas' leases as this one sees them now.
+fn leases(l: &super::Leases, count: u32, orphans: &[String]) -> serde_json::Value {
+    let now = SystemTime::now();
+    let standings = l.standings(now);
+    let rows = l.rows();
+    let replicas: Vec<serde_json::Value> = (0..count)
+        .map(|i| {
+            let row = rows
+                .as_ref()
+                .and_then(|(_, rs)| rs.iter().find(|r| r.shard == i));
+            serde_json::json!({
+                "shard": format!("{i}/{count}"),
+                "standing": standings.as_ref().and_then(|s| s.get(i as usize)),
+                "instance": row.map(|r| r.instance.clone()),
+                "last_beat": row
+                    .filter(|r| r.seen > std::time::UNIX_EPOCH)
+                    .map(|r| humantime::format_rfc3339_millis(r.seen).to_string()),
+            })
+        })
+        .collect();
+    // Thousands of names would drown the answer; the count is exact.
+    const LISTED: usize = 100;
+    serde_json::json!({
+        "lease_ms": l.lease().as_millis() as u64,
+        "read_at": rows.map(|(at, _)| humantime::format_rfc3339_millis(at).to_string()),
+        "error": l.failing(),
+        "replicas": replicas,
+        "without_owner": orphans.len(),
+        "journeys_without_owner": orphans.iter().take(LISTED).collect::<Vec<_>>(),
+    })
 }
 
 /// What a request asked for.

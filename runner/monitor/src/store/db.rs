@@ -455,7 +455,10 @@ impl Sql for Tx<'_> {
 /// The schema, one migration per file, the same for both databases. The
 /// migrations applied are kept in `waymark_migrations` (refinery's table).
 fn migrations() -> Vec<refinery_core::Migration> {
-    [("V1__history", include_str!("migrations/V1__history.sql"))]
+    [
+        ("V1__history", include_str!("migrations/V1__history.sql")),
+        ("V2__replicas", include_str!("migrations/V2__replicas.sql")),
+    ]
         .into_iter()
         .map(|(name, sql)| {
             // The files are part of the binary: a bad name is a build mistake.

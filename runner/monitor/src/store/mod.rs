@@ -847,6 +847,82 @@ impl Store {
     }
 }
 
+/// One replica's lease, as the shared history holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// Its shard's index.
+    pub shard: u32,
+    /// Which process (host and pid, and a random part).
+    pub instance: String,
+    /// When its current lease began.
+    pub joined: SystemTime,
+    /// Its last beat.
+    pub seen: SystemTime,
+}
+
+impl Store {
+    /// Writes `me`'s beat for the replicas of `location` split in `shards`.
+    /// Its lease goes on (its `joined` kept) when the last beat is not older
+    /// than `expired_before`; otherwise a new one begins at `me.joined`.
+    pub fn beat(
+        &self,
+        location: &str,
+        shards: u32,
+        me: &Replica,
+        expired_before: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO replicas (location, shards, shard, instance, joined_ms, seen_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (location, shards, shard) DO UPDATE SET
+               instance = excluded.instance,
+               joined_ms = CASE WHEN replicas.seen_ms >= ?7 THEN replicas.joined_ms
+                                ELSE excluded.joined_ms END,
+               seen_ms = excluded.seen_ms",
+            &[
+                location.into(),
+                shards.into(),
+                me.shard.into(),
+                (&me.instance).into(),
+                millis(me.joined).into(),
+                millis(me.seen).into(),
+                millis(expired_before).into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Ends `shard`'s lease now, so the others take its share at their next
+    /// beat instead of waiting for it to run out (a clean shutdown).
+    pub fn release(&self, location: &str, shards: u32, shard: u32) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE replicas SET seen_ms = 0 WHERE location = ?1 AND shards = ?2 AND shard = ?3",
+            &[location.into(), shards.into(), shard.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Every replica's lease for `location` split in `shards`.
+    pub fn replicas(&self, location: &str, shards: u32) -> Result<Vec<Replica>, StoreError> {
+        let rows = self.query(
+            "SELECT shard, instance, joined_ms, seen_ms FROM replicas
+             WHERE location = ?1 AND shards = ?2 ORDER BY shard",
+            &[location.into(), shards.into()],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(Replica {
+                    shard: r.u32(0)?,
+                    instance: r.text(1)?,
+                    joined: at_ms(r.int(2)?),
+                    seen: at_ms(r.int(3)?),
+                })
+            })
+            .collect::<Result<_, DbError>>()
+            .map_err(|e| self.err(e))
+    }
+}
+
 /// Why SQLite's preparation stopped.
 enum Prep {
     Db(rusqlite::Error),
