@@ -469,3 +469,204 @@ fn runners_in_two_locations_share_one_history_through_an_outage() {
         }
     }
 }
+
+/// The value of the first `/metrics` line that starts with `series`.
+fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_killed_replicas_share_is_taken_over_within_its_lease_and_handed_back() {
+    let pg = Pg::start(None);
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = tempfile::tempdir().expect("cache");
+    let wasm = support::hostile_wasm().display().to_string();
+    let lease = Duration::from_secs(2);
+    let mut src = format!(
+        "[runner]\nlisten = \"127.0.0.1:0\"\nwatch = false\nshard = \"${{env:SHARD}}/3\"\n\
+         lease = \"2s\"\nspool_dir = \"spool-${{env:SHARD}}\"\n\n[store]\nurl = \"{}\"\n\n",
+        pg.url()
+    );
+    let names: Vec<String> = (0..12).map(|i| format!("journey-{i}")).collect();
+    for n in &names {
+        src.push_str(&format!(
+            "[[journey]]\nname = \"{n}\"\nwasm = \"{wasm}\"\nevery = \"500ms\"\nvars = {{ mode = \"noop\" }}\n\n"
+        ));
+    }
+    let config = dir.path().join("waymark.toml");
+    std::fs::write(&config, src).expect("write");
+    let start = |i: usize| serve(&config, &[("SHARD", &i.to_string())], cache.path());
+    let share = |i: u32| -> Vec<&String> {
+        names
+            .iter()
+            .filter(|n| waymark_load::Shard::owner(3, n) == i)
+            .collect()
+    };
+    let theirs = share(2);
+    assert!(!theirs.is_empty());
+    let mut replicas: Vec<support::ServeProcess> = (0..3).map(start).collect();
+    // The last to start takes its share two beats (800 ms) after it began.
+    let settled = SystemTime::now() + Duration::from_secs(1);
+    std::thread::sleep(Duration::from_secs(3));
+    let s: serde_json::Value =
+        serde_json::from_str(&replicas[0].get("/status?limit=0").1).expect("json");
+    let leases = &s["shard"]["leases"];
+    assert_eq!(leases["lease_ms"], 2000, "{s}");
+    for i in 0..3 {
+        assert_eq!(leases["replicas"][i]["standing"], "live", "{s}");
+    }
+    assert_eq!(leases["without_owner"], 0, "{s}");
+
+    // Replica 2 dies without a word.
+    let mut dead = replicas.pop().expect("three");
+    dead.child.kill().expect("kill");
+    let killed = SystemTime::now();
+    let _ = dead.child.wait();
+    // Replica 0 sees it stop beating (its journeys then have no live owner),
+    // then its lease run out.
+    let (mut late, mut gone) = (None, None);
+    let t = std::time::Instant::now();
+    while gone.is_none() && t.elapsed() < Duration::from_secs(8) {
+        let s: serde_json::Value =
+            serde_json::from_str(&replicas[0].get("/status?limit=0").1).expect("json");
+        let l = &s["shard"]["leases"];
+        match l["replicas"][2]["standing"].as_str() {
+            Some("late") if late.is_none() => {
+                assert_eq!(l["without_owner"], theirs.len(), "{s}");
+                let mut listed: Vec<String> =
+                    serde_json::from_value(l["journeys_without_owner"].clone()).expect("names");
+                listed.sort();
+                let mut want: Vec<String> = theirs.iter().map(|n| n.to_string()).collect();
+                want.sort();
+                assert_eq!(listed, want);
+                let (_, metrics) = replicas[0].get("/metrics");
+                late = Some((killed.elapsed().unwrap_or_default(), metrics));
+            }
+            Some("gone") => {
+                assert_eq!(l["without_owner"], 0, "{s}");
+                gone = Some(killed.elapsed().unwrap_or_default());
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (late_after, metrics) = late.expect("replica 2 was seen late before its lease ran out");
+    assert_eq!(
+        metric(&metrics, "waymark_journeys_without_owner"),
+        Some(theirs.len() as f64),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "waymark_shard_live{shard=\"2/3\"}"),
+        Some(0.0)
+    );
+    let gone_after = gone.expect("replica 2's lease ran out");
+    eprintln!("replica 2 late after {late_after:?}, gone after {gone_after:?}");
+    // Asked about one of its journeys, a survivor names the survivor (once
+    // its `/status` snapshot, at most a second old, is newer than the lease).
+    std::thread::sleep(Duration::from_millis(1100));
+    let s: serde_json::Value =
+        serde_json::from_str(&replicas[0].get(&format!("/status?journey={}", theirs[0])).1)
+            .expect("json");
+    let now_owner = waymark_load::Shard::owner_among(3, theirs[0], |i| i != 2).expect("two");
+    if now_owner == 0 {
+        assert_eq!(s["total"], 1, "{s}");
+    } else {
+        assert_eq!(s["elsewhere"]["shard"], "1/3", "{s}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+
+    // It comes back: the survivors hand its share back.
+    replicas.push(start(2));
+    let back = SystemTime::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let s: serde_json::Value = serde_json::from_str(&replicas[2].get("/status").1).expect("json");
+    let mut listed = journey_names(&s);
+    listed.sort();
+    let mut want: Vec<String> = theirs.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    assert_eq!(listed, want, "the returned replica runs its share again");
+    let stopped = SystemTime::now();
+    for r in replicas {
+        assert!(r.stop().success());
+    }
+
+    let store = Store::connect(&postgres(&pg)).expect("connect");
+    let stored = store
+        .list(&Filter {
+            limit: Some(1_000_000),
+            ..Filter::default()
+        })
+        .expect("list");
+    let mut ticks: BTreeMap<String, Vec<SystemTime>> = BTreeMap::new();
+    for e in &stored {
+        ticks
+            .entry(e.record.journey.clone())
+            .or_default()
+            .push(e.scheduled_at.expect("scheduled"));
+    }
+    assert_eq!(ticks.len(), names.len(), "every journey ran");
+    let ms = |d: Duration| d.as_millis();
+    let mut takeover = Duration::ZERO;
+    for (j, t) in &mut ticks {
+        t.sort();
+        let n = t.len();
+        t.dedup();
+        assert_eq!(t.len(), n, "{j}: a tick ran twice (in two replicas)");
+        // Gaps between consecutive runs: one tick (500 ms) wherever a live
+        // replica owned the journey, the kill aside.
+        for w in t.windows(2) {
+            let gap = w[1].duration_since(w[0]).unwrap_or_default();
+            let across_kill = w[0] <= killed && w[1] > killed;
+            if across_kill && theirs.contains(&j) {
+                let after = w[1].duration_since(killed).unwrap_or_default();
+                takeover = takeover.max(after);
+                assert!(
+                    after <= lease + Duration::from_millis(900),
+                    "{j}: first run {} ms after the kill; the lease is {} ms",
+                    ms(after),
+                    ms(lease)
+                );
+            } else if w[0] > settled
+                && w[0]
+                    < stopped
+                        .checked_sub(Duration::from_secs(1))
+                        .unwrap_or(stopped)
+            {
+                assert!(
+                    gap <= Duration::from_millis(1000),
+                    "{j}: {} ms without a run at {:?} (back at {:?})",
+                    ms(gap),
+                    w[0],
+                    back
+                );
+            }
+        }
+        let after_kill = t.iter().filter(|x| **x > killed && **x < back).count();
+        assert!(
+            after_kill >= 3,
+            "{j}: {after_kill} runs while replica 2 was down"
+        );
+    }
+    eprintln!(
+        "takeover: the dead replica's journeys ran again {} ms after the kill (lease {} ms)",
+        ms(takeover),
+        ms(lease)
+    );
+}
+
+/// The journeys a `/status` answer lists.
+fn journey_names(s: &serde_json::Value) -> Vec<String> {
+    s["journeys"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|j| j["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

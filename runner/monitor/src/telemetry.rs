@@ -188,14 +188,15 @@ impl Telemetry {
         self.shard
             .get_or_create(&label(view.shard.index as usize))
             .set(1);
-        for (i, n) in view.counts().into_iter().enumerate() {
+        let now = std::time::SystemTime::now();
+        for (i, n) in view.counts(now).into_iter().enumerate() {
             self.shard_journeys
                 .get_or_create(&label(i))
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         if let Some(l) = &view.leases {
             self.shard_live.clear();
-            if let Some(st) = l.standings(std::time::SystemTime::now()) {
+            if let Some(st) = l.standings(now) {
                 for (i, s) in st.into_iter().enumerate() {
                     self.shard_live
                         .get_or_create(&label(i))
@@ -203,7 +204,7 @@ impl Telemetry {
                 }
             }
             self.orphans
-                .set(i64::try_from(view.orphans().len()).unwrap_or(i64::MAX));
+                .set(i64::try_from(view.orphans(now).len()).unwrap_or(i64::MAX));
         }
     }
 

@@ -216,6 +216,70 @@ impl Leases {
     }
 }
 
+/// The beating replica's connection to the history.
+struct Link {
+    leases: Arc<Leases>,
+    database: Database,
+    store: Option<Store>,
+    /// Said that the history is out of reach, and not yet that it is back.
+    warned: bool,
+}
+
+impl Link {
+    /// One beat, connecting first if needed; true when it read the rows.
+    fn beat(&mut self) -> bool {
+        if self.store.is_none() {
+            match Store::connect(&self.database) {
+                Ok(s) => self.store = Some(s),
+                Err(e) => {
+                    self.failed(&e);
+                    return false;
+                }
+            }
+        }
+        let Some(store) = &self.store else {
+            return false;
+        };
+        match self.leases.beat_once(store, SystemTime::now()) {
+            Ok(()) => {
+                if self.warned {
+                    tracing::info!("lease: the history answers again");
+                }
+                self.warned = false;
+                if let Ok(mut f) = self.leases.failing.lock() {
+                    *f = None;
+                }
+                true
+            }
+            Err(e) => {
+                self.failed(&e);
+                self.store = None;
+                false
+            }
+        }
+    }
+
+    fn failed(&mut self, e: &crate::store::StoreError) {
+        if !self.warned {
+            tracing::warn!(error = %e, "lease: cannot beat in the history; this replica keeps the shares it knew");
+        }
+        self.warned = true;
+        if let Ok(mut f) = self.leases.failing.lock() {
+            *f = Some(e.to_string());
+        }
+    }
+
+    /// Ends the lease, so the others take the share at their next beat.
+    fn release(&self) {
+        let l = &self.leases;
+        if let Some(s) = &self.store
+            && let Err(e) = s.release(&l.location, l.shard.count, l.shard.index)
+        {
+            tracing::warn!(error = %e, "lease: could not end this replica's lease; the others take its share when it runs out");
+        }
+    }
+}
+
 /// The thread that beats for a replica; ends its lease when stopped.
 pub struct Beater {
     stop: Arc<AtomicBool>,
@@ -224,6 +288,9 @@ pub struct Beater {
 
 impl Beater {
     /// Beats for `leases` into `database`, calling `after` after each read.
+    /// The first beat is made before it returns (it blocks), so a replica
+    /// that can reach the database never starts on the hash alone, running
+    /// a share the others already run.
     pub fn start(
         leases: Arc<Leases>,
         database: Database,
@@ -231,62 +298,39 @@ impl Beater {
     ) -> std::io::Result<Beater> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let mut link = Link {
+            leases,
+            database,
+            store: None,
+            warned: false,
+        };
+        // A database that answers slowly at start (another replica
+        // migrating it) gets a few tries before the hash alone decides.
+        for _ in 0..3 {
+            if link.beat() {
+                break;
+            }
+            std::thread::sleep(link.leases.beat().min(Duration::from_millis(500)));
+        }
+        after();
         let thread = std::thread::Builder::new()
             .name("waymark-lease".into())
             .spawn(move || {
-                let mut store: Option<Store> = None;
-                let mut warned = false;
-                while !flag.load(Ordering::SeqCst) {
+                loop {
                     let started = std::time::Instant::now();
-                    if store.is_none() {
-                        store = Store::connect(&database)
-                            .inspect_err(|e| {
-                                if !warned {
-                                    tracing::warn!(error = %e, "lease: cannot reach the history; this replica keeps the shares it knew");
-                                }
-                                warned = true;
-                                if let Ok(mut f) = leases.failing.lock() {
-                                    *f = Some(e.to_string());
-                                }
-                            })
-                            .ok();
-                    }
-                    if let Some(s) = &store {
-                        match leases.beat_once(s, SystemTime::now()) {
-                            Ok(()) => {
-                                if warned {
-                                    tracing::info!("lease: the history answers again");
-                                }
-                                warned = false;
-                                if let Ok(mut f) = leases.failing.lock() {
-                                    *f = None;
-                                }
-                                after();
-                            }
-                            Err(e) => {
-                                if !warned {
-                                    tracing::warn!(error = %e, "lease: a beat failed; this replica keeps the shares it knew");
-                                }
-                                warned = true;
-                                if let Ok(mut f) = leases.failing.lock() {
-                                    *f = Some(e.to_string());
-                                }
-                                store = None;
-                            }
-                        }
-                    }
-                    let pause = leases.beat().saturating_sub(started.elapsed());
+                    let pause = link.leases.beat().saturating_sub(started.elapsed());
                     let until = std::time::Instant::now() + pause;
                     while !flag.load(Ordering::SeqCst) && std::time::Instant::now() < until {
                         std::thread::sleep(pause.min(Duration::from_millis(50)));
                     }
+                    if flag.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if link.beat() {
+                        after();
+                    }
                 }
-                if let Some(s) = &store
-                    && let Err(e) =
-                        s.release(&leases.location, leases.shard.count, leases.shard.index)
-                {
-                    tracing::warn!(error = %e, "lease: could not end this replica's lease; the others take its share when it runs out");
-                }
+                link.release();
             })?;
         Ok(Beater {
             stop,
@@ -342,7 +386,11 @@ mod tests {
                 .collect()
         };
         // Before any read: the hash alone.
-        assert!(names.iter().all(|n| r[0].runs(n, at(0)) == Shard { index: 0, count: 3 }.owns(n)));
+        assert!(
+            names
+                .iter()
+                .all(|n| r[0].runs(n, at(0)) == Shard { index: 0, count: 3 }.owns(n))
+        );
         // All beat from 0 ms every 200 ms.
         let beat = |alive: &[usize], now: u64| {
             for &i in alive {
@@ -355,7 +403,10 @@ mod tests {
         };
         beat(&[0, 1, 2], 10_000);
         // Starting together: nobody runs until the leases begin (two beats).
-        assert_eq!(runners(&r, &[0, 1, 2], "j1", at(10_100)), Vec::<usize>::new());
+        assert_eq!(
+            runners(&r, &[0, 1, 2], "j1", at(10_100)),
+            Vec::<usize>::new()
+        );
         assert!(r[0].orphaned("j1", at(10_100)));
         let mut now = 10_200;
         while now <= 12_000 {
@@ -384,7 +435,11 @@ mod tests {
                 late_seen = true;
                 for n in &theirs {
                     assert!(r[0].orphaned(n, t), "{n} at {now}");
-                    assert_eq!(runners(&r, &[0, 1], n, t), Vec::<usize>::new(), "{n} at {now}");
+                    assert_eq!(
+                        runners(&r, &[0, 1], n, t),
+                        Vec::<usize>::new(),
+                        "{n} at {now}"
+                    );
                 }
             } else {
                 assert_eq!(st[2], Standing::Gone, "{now}");
@@ -447,6 +502,9 @@ mod tests {
             .filter(|n| Shard::owner(2, n) == 0)
             .collect();
         assert!(mine.iter().all(|n| r[0].runs(n, at(3_600_000))));
-        assert_eq!(r[0].standings(at(3_600_000)).expect("read"), vec![Standing::Live; 2]);
+        assert_eq!(
+            r[0].standings(at(3_600_000)).expect("read"),
+            vec![Standing::Live; 2]
+        );
     }
 }

@@ -59,6 +59,13 @@ pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared
                                 .get(hyper::header::ACCEPT)
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or("");
+                            // With leases the split changes between beats
+                            // as leases run out: as of this scrape.
+                            if shared.leases.is_some()
+                                && let Ok(v) = shared.shard.lock()
+                            {
+                                shared.telemetry.shards(&v);
+                            }
                             let mut registries = vec![shared.telemetry.registry()];
                             if let Some(m) = &shared.metrics {
                                 registries.insert(0, m.registry());

@@ -122,26 +122,25 @@ impl ShardView {
         }
     }
 
-    /// The shard that runs `journey` now (none: no live owner), or none
+    /// The shard that runs `journey` at `t` (none: no live owner), or none
     /// when it is not in the config.
-    pub(crate) fn owner_now(&self, journey: &str) -> Option<Option<u32>> {
+    pub(crate) fn owner_at(&self, journey: &str, t: SystemTime) -> Option<Option<u32>> {
         match &self.leases {
             Some(l) => self
                 .names
                 .iter()
                 .any(|n| n == journey)
-                .then(|| l.owner_at(journey, SystemTime::now())),
+                .then(|| l.owner_at(journey, t)),
             None => self.elsewhere.get(journey).map(|&o| Some(o)),
         }
     }
 
-    /// How many journeys each shard runs now, this one's included.
-    pub(crate) fn counts(&self) -> Vec<usize> {
+    /// How many journeys each shard runs at `t`, this one's included.
+    pub(crate) fn counts(&self, t: SystemTime) -> Vec<usize> {
         let mut per = vec![0; self.shard.count as usize];
         if let Some(l) = &self.leases {
-            let now = SystemTime::now();
             for n in self.names.iter() {
-                if let Some(c) = l.owner_at(n, now).and_then(|o| per.get_mut(o as usize)) {
+                if let Some(c) = l.owner_at(n, t).and_then(|o| per.get_mut(o as usize)) {
                     *c += 1;
                 }
             }
@@ -158,15 +157,14 @@ impl ShardView {
         per
     }
 
-    /// The journeys with no live owner now (known only with leases).
-    pub(crate) fn orphans(&self) -> Vec<String> {
+    /// The journeys with no live owner at `t` (known only with leases).
+    pub(crate) fn orphans(&self, t: SystemTime) -> Vec<String> {
         let Some(l) = &self.leases else {
             return Vec::new();
         };
-        let now = SystemTime::now();
         self.names
             .iter()
-            .filter(|n| l.orphaned(n, now))
+            .filter(|n| l.orphaned(n, t))
             .cloned()
             .collect()
     }
@@ -368,10 +366,12 @@ impl Service {
                         s.telemetry.shards(&v);
                     }
                 });
-                Some(
-                    lease::Beater::start(l.clone(), db.clone(), after)
-                        .map_err(StartError::Lease)?,
-                )
+                let (l, db) = (l.clone(), db.clone());
+                let started =
+                    tokio::task::spawn_blocking(move || lease::Beater::start(l, db, after))
+                        .await
+                        .map_err(|e| StartError::Lease(std::io::Error::other(e)))?;
+                Some(started.map_err(StartError::Lease)?)
             }
             _ => None,
         };
@@ -588,9 +588,10 @@ fn status(shared: &Shared) -> Vec<JourneyStatus> {
         // With leases every replica schedules every journey: it lists those
         // it runs now and those it ran.
         .filter(|(p, s)| {
-            shared.leases.as_ref().is_none_or(|l| {
-                s.due.load(Ordering::Relaxed) > 0 || l.runs(&p.config.name, now)
-            })
+            shared
+                .leases
+                .as_ref()
+                .is_none_or(|l| s.due.load(Ordering::Relaxed) > 0 || l.runs(&p.config.name, now))
         })
         .map(|(p, s)| {
             let last = s.last.lock().ok().and_then(|l| l.clone());

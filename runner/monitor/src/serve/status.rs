@@ -55,15 +55,16 @@ impl Snapshot {
         if shard.count > 1 {
             body["shard"] = serde_json::json!({
                 "shard": shard.to_string(),
-                "journeys_per_shard": self.shard.counts(),
+                "journeys_per_shard": self.shard.counts(self.taken),
             });
             if let Some(l) = &self.shard.leases {
-                body["shard"]["leases"] = leases(l, shard.count, &self.shard.orphans());
+                body["shard"]["leases"] =
+                    leases(l, shard.count, self.taken, &self.shard.orphans(self.taken));
             }
             // Asked for a journey that another replica runs: say which.
             if let Some(name) = &q.journey
                 && total == 0
-                && let Some(owner) = self.shard.owner_now(name)
+                && let Some(owner) = self.shard.owner_at(name, self.taken)
             {
                 body["elsewhere"] = serde_json::json!({
                     "journey": name,
@@ -75,10 +76,9 @@ impl Snapshot {
     }
 }
 
-/// The replicas' leases as this one sees them now.
-fn leases(l: &super::Leases, count: u32, orphans: &[String]) -> serde_json::Value {
-    let now = SystemTime::now();
-    let standings = l.standings(now);
+/// The replicas' leases as this one saw them at `at`.
+fn leases(l: &super::Leases, count: u32, at: SystemTime, orphans: &[String]) -> serde_json::Value {
+    let standings = l.standings(at);
     let rows = l.rows();
     let replicas: Vec<serde_json::Value> = (0..count)
         .map(|i| {

@@ -459,13 +459,13 @@ fn migrations() -> Vec<refinery_core::Migration> {
         ("V1__history", include_str!("migrations/V1__history.sql")),
         ("V2__replicas", include_str!("migrations/V2__replicas.sql")),
     ]
-        .into_iter()
-        .map(|(name, sql)| {
-            // The files are part of the binary: a bad name is a build mistake.
-            refinery_core::Migration::unapplied(name, sql)
-                .unwrap_or_else(|e| panic!("migration {name}: {e}"))
-        })
-        .collect()
+    .into_iter()
+    .map(|(name, sql)| {
+        // The files are part of the binary: a bad name is a build mistake.
+        refinery_core::Migration::unapplied(name, sql)
+            .unwrap_or_else(|e| panic!("migration {name}: {e}"))
+    })
+    .collect()
 }
 
 /// The newest migration this build knows.
@@ -474,6 +474,9 @@ pub fn schema_version() -> i32 {
 }
 
 const MIGRATIONS_TABLE: &str = "waymark_migrations";
+
+/// The PostgreSQL advisory lock held while migrating ("waymark" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0077_6179_6d61_726b;
 
 impl Db {
     /// Opens a SQLite file (created if missing).
@@ -508,6 +511,23 @@ impl Db {
     /// newest one it had before, when that is newer than this build knows
     /// (then nothing is applied).
     pub fn migrate(&mut self) -> Result<Option<i32>, DbError> {
+        if let Db::Postgres { client, .. } = self {
+            // Replicas of a fleet start together; refinery takes no lock, and
+            // two sessions creating one table at once collide. One at a time.
+            client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+            let out = self.migrate_locked();
+            if let Db::Postgres { client, .. } = self {
+                let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+                if out.is_ok() {
+                    unlocked?;
+                }
+            }
+            return out;
+        }
+        self.migrate_locked()
+    }
+
+    fn migrate_locked(&mut self) -> Result<Option<i32>, DbError> {
         let list = migrations();
         let mut runner = refinery_core::Runner::new(&list);
         runner.set_migration_table_name(MIGRATIONS_TABLE);
