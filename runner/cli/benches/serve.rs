@@ -4,6 +4,8 @@
 //!   server, for 150 s;
 //! - `10k-postgres`: the same with the history in PostgreSQL (Debian's,
 //!   started in a temporary directory on the same cores);
+//! - `10k-postgres-3`: the same 10,000 over 3 replicas (`shard`, leases)
+//!   writing to one PostgreSQL;
 //! - `100`: 100 journeys `every = "1s"` for 60 s;
 //! - `overload`: 2,400 to 14,400 journeys `every = "1s"` (about 50 % to
 //!   300 % of a 2-core machine), 20 s each: runs started per minute, ticks
@@ -18,7 +20,7 @@
 //! For each: schedule lag (actual start − due time, from the history store)
 //! p50/p90/p99/max, CPU of the serve process over the window, its peak RSS
 //! (VmHWM), and the run counts. `cargo bench -p waymark --bench serve`;
-//! `WAYMARK_BENCH=10k|10k-postgres|100|overload|burst` runs one. Linux only (reads /proc).
+//! `WAYMARK_BENCH=10k|10k-postgres|10k-postgres-3|100|overload|burst` runs one. Linux only (reads /proc).
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -63,11 +65,12 @@ fn start_serve(
     listen: &str,
     server: &support::CountingServer,
     store: &str,
+    runner: &str,
 ) -> (std::process::Child, Duration) {
     let wasm = dir.join("health.wasm");
     std::fs::write(&wasm, waymark::demo::JOURNEYS[0].1).expect("write journey");
     let mut cfg = format!(
-        "[runner]\nlocation = \"bench\"\nlisten = \"{listen}\"\nwatch = false\n\n\
+        "[runner]\nlocation = \"bench\"\nlisten = \"{listen}\"\nwatch = false\n{runner}\n\n\
          [store]\n{store}\n\n\
          [defaults]\nallow_hosts = [\"127.0.0.1\"]\ntimeout = \"10s\"\n\
          vars = {{ base_url = \"http://{}\" }}\n{schedule}\n\n",
@@ -126,7 +129,7 @@ fn scenario_on(
         Some(pg) => format!("url = \"{}\"", pg.url()),
         None => "path = \"history.db\"".to_string(),
     };
-    let (mut child, startup) = start_serve(dir.path(), n, schedule, "off", &server, &store);
+    let (mut child, startup) = start_serve(dir.path(), n, schedule, "off", &server, &store, "");
     let pid = child.id();
     let rss_after_start = support::status_kib(pid, "VmRSS:");
     let cpu0 = cpu_seconds(pid);
@@ -202,6 +205,110 @@ fn scenario_on(
     );
 }
 
+/// `replicas` processes of one config of `n` journeys every minute, sharded
+/// with leases in one PostgreSQL history: the lag and the ticks stored from
+/// the shared history (a tick stored twice would be a double run), each
+/// replica's CPU and peak RSS.
+fn sharded(n: usize, replicas: usize, window: Duration, pg: &support::postgres::Pg) {
+    let server = support::CountingServer::start(0, Duration::ZERO);
+    let dirs: Vec<tempfile::TempDir> = (0..replicas)
+        .map(|_| tempfile::tempdir().expect("tmp"))
+        .collect();
+    let store = format!("url = \"{}\"", pg.url());
+    let mut children = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let runner = format!("shard = \"{i}/{replicas}\"\nlease = \"10s\"");
+        let (child, startup) = start_serve(
+            d.path(),
+            n,
+            "every = \"1m\"",
+            "off",
+            &server,
+            &store,
+            &runner,
+        );
+        println!("   replica {i}/{replicas} started in {:.2} s", startup.as_secs_f64());
+        children.push(child);
+    }
+    let pids: Vec<u32> = children.iter().map(std::process::Child::id).collect();
+    let cpu0: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
+    let begin = std::time::SystemTime::now();
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu: Vec<f64> = pids
+        .iter()
+        .zip(&cpu0)
+        .map(|(&p, c0)| cpu_seconds(p) - c0)
+        .collect();
+    let hwm: Vec<u64> = pids.iter().map(|&p| support::status_kib(p, "VmHWM:")).collect();
+    let end = std::time::SystemTime::now();
+    for mut c in children {
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", &c.id().to_string()])
+            .status();
+        let _ = c.wait();
+    }
+    let store = Store::connect(&Database::Postgres(Postgres {
+        url: pg.url(),
+        ca_file: None,
+    }))
+    .expect("store");
+    let entries = store
+        .list(&Filter {
+            final_only: true,
+            limit: Some(10_000_000),
+            ..Filter::default()
+        })
+        .expect("history");
+    let in_window: Vec<_> = entries
+        .iter()
+        .filter(|e| e.scheduled_at.is_some_and(|d| d >= begin && d < end))
+        .collect();
+    let mut ticks: Vec<(String, std::time::SystemTime)> = in_window
+        .iter()
+        .filter_map(|e| Some((e.record.journey.clone(), e.scheduled_at?)))
+        .collect();
+    ticks.sort();
+    let all = ticks.len();
+    ticks.dedup();
+    let mut lags: Vec<f64> = in_window
+        .iter()
+        .filter_map(|e| {
+            let due = e.scheduled_at?;
+            Some(
+                e.record
+                    .started_at
+                    .duration_since(due)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            )
+        })
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    println!(
+        "== {n} journeys every 1m over {replicas} replicas with leases, history in PostgreSQL, {wall:.0} s window"
+    );
+    println!(
+        "   runs due in the window stored {all} (about {:.0} due), ticks stored twice {}",
+        n as f64 * wall / 60.0,
+        all - ticks.len()
+    );
+    println!(
+        "   schedule lag ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        percentile(&lags, 0.50),
+        percentile(&lags, 0.90),
+        percentile(&lags, 0.99),
+        lags.last().copied().unwrap_or(f64::NAN)
+    );
+    for i in 0..replicas {
+        println!(
+            "   replica {i}: CPU {:.1}% of one core, peak RSS {:.1} MiB",
+            100.0 * cpu[i] / wall,
+            hwm[i] as f64 / 1024.0
+        );
+    }
+}
+
 /// The sum of the `/metrics` samples named `name` whose labels contain `with`.
 fn metric(addr: &str, name: &str, with: &str) -> f64 {
     http_text(addr, "/metrics")
@@ -235,6 +342,7 @@ fn overload(levels: &[usize], window: Duration) {
             &addr,
             &server,
             "path = \"history.db\"",
+            "",
         );
         let pid = child.id();
         // Let the schedule settle into its pace first.
@@ -328,6 +436,10 @@ fn main() {
             Duration::from_secs(60),
             Some(&pg),
         );
+    }
+    if want("10k-postgres-3") {
+        let pg = support::postgres::Pg::start(None);
+        sharded(10_000, 3, Duration::from_secs(150), &pg);
     }
     if want("100") {
         scenario(

@@ -81,6 +81,7 @@ pub fn serve(path: &Path, shard: Option<Shard>) -> anyhow::Result<()> {
         let location = plan.config.runner.location.clone();
         let share = plan.config.runner.shard;
         let elsewhere = plan.config.elsewhere.len();
+        let leases = plan.config.takes_over();
         let store = plan.config.store.database.clone();
         let service = Service::start(runtime.clone(), plan).await?;
         tracing::info!(
@@ -89,6 +90,7 @@ pub fn serve(path: &Path, shard: Option<Shard>) -> anyhow::Result<()> {
             location,
             shard = %share,
             elsewhere,
+            leases,
             listen = %service.listen_addr().map_or("off".to_string(), |a| a.to_string()),
             store = %store.as_ref().map_or("off".to_string(), ToString::to_string),
             "waymark serve started"
