@@ -318,6 +318,17 @@ fn tls_to_postgresql_is_required_and_verified() {
     assert!(!e.to_string().contains(support::postgres::PASSWORD), "{e}");
 }
 
+/// Every attempt the history in `pg` holds.
+fn everything(pg: &Pg) -> Vec<Entry> {
+    Store::connect(&postgres(pg))
+        .expect("connect")
+        .list(&Filter {
+            limit: Some(1_000_000),
+            ..Filter::default()
+        })
+        .expect("list")
+}
+
 /// `waymark serve -c config` with `env`.
 fn serve(config: &Path, env: &[(&str, &str)], cache: &Path) -> support::ServeProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_waymark"));
@@ -398,13 +409,7 @@ fn runners_in_two_locations_share_one_history_through_an_outage() {
         assert!(r.stop().success());
     }
 
-    let store = Store::connect(&postgres(&pg)).expect("connect");
-    let stored = store
-        .list(&Filter {
-            limit: Some(1_000_000),
-            ..Filter::default()
-        })
-        .expect("list");
+    let stored = everything(&pg);
     for l in locations {
         // What the runner itself recorded, from its JSON lines sink.
         let file =
@@ -508,6 +513,9 @@ fn a_killed_replicas_share_is_taken_over_within_its_lease_and_handed_back() {
     };
     let theirs = share(2);
     assert!(!theirs.is_empty());
+    // Sorted, as the names are compared with lists.
+    let mut want: Vec<String> = theirs.iter().map(|n| n.to_string()).collect();
+    want.sort();
     let mut replicas: Vec<support::ServeProcess> = (0..3).map(start).collect();
     // The last to start takes its share two beats (800 ms) after it began.
     let settled = SystemTime::now() + Duration::from_secs(1);
@@ -540,8 +548,6 @@ fn a_killed_replicas_share_is_taken_over_within_its_lease_and_handed_back() {
                 let mut listed: Vec<String> =
                     serde_json::from_value(l["journeys_without_owner"].clone()).expect("names");
                 listed.sort();
-                let mut want: Vec<String> = theirs.iter().map(|n| n.to_string()).collect();
-                want.sort();
                 assert_eq!(listed, want);
                 let (_, metrics) = replicas[0].get("/metrics");
                 late = Some((killed.elapsed().unwrap_or_default(), metrics));
@@ -587,21 +593,13 @@ fn a_killed_replicas_share_is_taken_over_within_its_lease_and_handed_back() {
     let s: serde_json::Value = serde_json::from_str(&replicas[2].get("/status").1).expect("json");
     let mut listed = journey_names(&s);
     listed.sort();
-    let mut want: Vec<String> = theirs.iter().map(|n| n.to_string()).collect();
-    want.sort();
     assert_eq!(listed, want, "the returned replica runs its share again");
     let stopped = SystemTime::now();
     for r in replicas {
         assert!(r.stop().success());
     }
 
-    let store = Store::connect(&postgres(&pg)).expect("connect");
-    let stored = store
-        .list(&Filter {
-            limit: Some(1_000_000),
-            ..Filter::default()
-        })
-        .expect("list");
+    let stored = everything(&pg);
     let mut ticks: BTreeMap<String, Vec<SystemTime>> = BTreeMap::new();
     for e in &stored {
         ticks

@@ -30,6 +30,17 @@ use std::time::{Duration, Instant};
 
 use waymark_monitor::store::{Database, Filter, Postgres, Store};
 
+/// The schedule lag line, from lags in ms sorted ascending.
+fn print_lags(lags: &[f64]) {
+    println!(
+        "   schedule lag ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        percentile(lags, 0.50),
+        percentile(lags, 0.90),
+        percentile(lags, 0.99),
+        lags.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -188,13 +199,7 @@ fn scenario_on(
         expected,
         server.count()
     );
-    println!(
-        "   schedule lag ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-        percentile(&lags, 0.50),
-        percentile(&lags, 0.90),
-        percentile(&lags, 0.99),
-        lags.last().copied().unwrap_or(f64::NAN)
-    );
+    print_lags(&lags);
     println!(
         "   CPU {:.1}% of one core over the window ({:.1} s of {:.0} s); RSS after start {:.1} MiB, peak {:.1} MiB",
         100.0 * cpu / wall,
@@ -227,7 +232,10 @@ fn sharded(n: usize, replicas: usize, window: Duration, pg: &support::postgres::
             &store,
             &runner,
         );
-        println!("   replica {i}/{replicas} started in {:.2} s", startup.as_secs_f64());
+        println!(
+            "   replica {i}/{replicas} started in {:.2} s",
+            startup.as_secs_f64()
+        );
         children.push(child);
     }
     let pids: Vec<u32> = children.iter().map(std::process::Child::id).collect();
@@ -241,7 +249,10 @@ fn sharded(n: usize, replicas: usize, window: Duration, pg: &support::postgres::
         .zip(&cpu0)
         .map(|(&p, c0)| cpu_seconds(p) - c0)
         .collect();
-    let hwm: Vec<u64> = pids.iter().map(|&p| support::status_kib(p, "VmHWM:")).collect();
+    let hwm: Vec<u64> = pids
+        .iter()
+        .map(|&p| support::status_kib(p, "VmHWM:"))
+        .collect();
     let end = std::time::SystemTime::now();
     for mut c in children {
         let _ = Command::new("kill")
@@ -293,13 +304,7 @@ fn sharded(n: usize, replicas: usize, window: Duration, pg: &support::postgres::
         n as f64 * wall / 60.0,
         all - ticks.len()
     );
-    println!(
-        "   schedule lag ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-        percentile(&lags, 0.50),
-        percentile(&lags, 0.90),
-        percentile(&lags, 0.99),
-        lags.last().copied().unwrap_or(f64::NAN)
-    );
+    print_lags(&lags);
     for i in 0..replicas {
         println!(
             "   replica {i}: CPU {:.1}% of one core, peak RSS {:.1} MiB",
