@@ -668,3 +668,59 @@ fn journey_names(s: &serde_json::Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+#[test]
+fn a_replica_whose_database_is_unreachable_at_start_runs_its_share_by_the_hash() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = tempfile::tempdir().expect("cache");
+    let wasm = support::hostile_wasm().display().to_string();
+    // Nothing listens there: every connection is refused at once.
+    let port = support::free_port();
+    let mut src = format!(
+        "[runner]\nlisten = \"127.0.0.1:0\"\nwatch = false\nshard = \"0/2\"\nlease = \"2s\"\n\n\
+         [store]\nurl = \"postgres://waymark@127.0.0.1:{port}/waymark?connect_timeout=2\"\n\n"
+    );
+    let names: Vec<String> = (0..8).map(|i| format!("journey-{i}")).collect();
+    for n in &names {
+        src.push_str(&format!(
+            "[[journey]]\nname = \"{n}\"\nwasm = \"{wasm}\"\nevery = \"200ms\"\nvars = {{ mode = \"noop\" }}\n\n"
+        ));
+    }
+    let config = dir.path().join("waymark.toml");
+    std::fs::write(&config, src).expect("write");
+    let t = std::time::Instant::now();
+    let r = serve(&config, &[], cache.path());
+    let started = t.elapsed();
+    assert!(
+        started < Duration::from_secs(10),
+        "start held up {started:?} by the database"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, _) = r.get("/healthz");
+    assert_eq!(code, 200);
+    let s: serde_json::Value = serde_json::from_str(&r.get("/status").1).expect("json");
+    let leases = &s["shard"]["leases"];
+    assert!(
+        leases["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("127.0.0.1")),
+        "the lease error says where: {s}"
+    );
+    assert_eq!(leases["replicas"][0]["standing"], serde_json::Value::Null);
+    let mut ran = journey_names(&s);
+    ran.sort();
+    let mut mine: Vec<String> = names
+        .iter()
+        .filter(|n| waymark_load::Shard::owner(2, n) == 0)
+        .cloned()
+        .collect();
+    mine.sort();
+    assert_eq!(ran, mine, "its own share, by the hash alone");
+    assert!(
+        s["journeys"]
+            .as_array()
+            .is_some_and(|js| js.iter().all(|j| j["runs"].as_u64() > Some(2))),
+        "{s}"
+    );
+    assert!(r.stop().success());
+}

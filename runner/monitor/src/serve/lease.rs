@@ -216,6 +216,9 @@ impl Leases {
     }
 }
 
+/// How long a starting replica waits for its first beat.
+pub const FIRST_BEAT_WAIT: Duration = Duration::from_secs(3);
+
 /// The beating replica's connection to the history.
 struct Link {
     leases: Arc<Leases>,
@@ -288,9 +291,10 @@ pub struct Beater {
 
 impl Beater {
     /// Beats for `leases` into `database`, calling `after` after each read.
-    /// The first beat is made before it returns (it blocks), so a replica
-    /// that can reach the database never starts on the hash alone, running
-    /// a share the others already run.
+    /// It waits (blocking, up to [`FIRST_BEAT_WAIT`]) for the first beat, so
+    /// a replica that can reach the database does not start on the hash
+    /// alone, running a share the others already run; one that cannot is
+    /// not held up longer than that (its `/healthz` would fail meanwhile).
     pub fn start(
         leases: Arc<Leases>,
         database: Database,
@@ -304,34 +308,38 @@ impl Beater {
             store: None,
             warned: false,
         };
-        // A database that answers slowly at start (another replica
-        // migrating it) gets a few tries before the hash alone decides.
-        for _ in 0..3 {
-            if link.beat() {
-                break;
-            }
-            std::thread::sleep(link.leases.beat().min(Duration::from_millis(500)));
-        }
-        after();
+        let (first, first_done) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("waymark-lease".into())
             .spawn(move || {
+                let beat = link.leases.beat();
+                // A database that answers slowly at start (another replica
+                // migrating it) gets a few tries.
+                for _ in 0..3 {
+                    if link.beat() || flag.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(beat.min(Duration::from_millis(500)));
+                }
+                after();
+                let _ = first.send(());
+                let mut last = std::time::Instant::now();
                 loop {
-                    let started = std::time::Instant::now();
-                    let pause = link.leases.beat().saturating_sub(started.elapsed());
-                    let until = std::time::Instant::now() + pause;
+                    let until = waymark_record::units::later(last, beat);
                     while !flag.load(Ordering::SeqCst) && std::time::Instant::now() < until {
-                        std::thread::sleep(pause.min(Duration::from_millis(50)));
+                        std::thread::sleep(beat.min(Duration::from_millis(50)));
                     }
                     if flag.load(Ordering::SeqCst) {
                         break;
                     }
+                    last = std::time::Instant::now();
                     if link.beat() {
                         after();
                     }
                 }
                 link.release();
             })?;
+        let _ = first_done.recv_timeout(FIRST_BEAT_WAIT);
         Ok(Beater {
             stop,
             thread: Some(thread),
