@@ -490,10 +490,13 @@ fn a_killed_replicas_share_is_taken_over_within_its_lease_and_handed_back() {
     let dir = tempfile::tempdir().expect("tmp");
     let cache = tempfile::tempdir().expect("cache");
     let wasm = support::hostile_wasm().display().to_string();
-    let lease = Duration::from_secs(2);
+    // Long enough that the time a replica is late (from three beats after
+    // its last to the end of its lease, 1.2 s) is longer than `/status`'s
+    // snapshots are kept (1 s), so a poller cannot miss it.
+    let lease = Duration::from_secs(3);
     let mut src = format!(
         "[runner]\nlisten = \"127.0.0.1:0\"\nwatch = false\nshard = \"${{env:SHARD}}/3\"\n\
-         lease = \"2s\"\nspool_dir = \"spool-${{env:SHARD}}\"\n\n[store]\nurl = \"{}\"\n\n",
+         lease = \"3s\"\nspool_dir = \"spool-${{env:SHARD}}\"\n\n[store]\nurl = \"{}\"\n\n",
         pg.url()
     );
     let names: Vec<String> = (0..12).map(|i| format!("journey-{i}")).collect();
@@ -517,13 +520,13 @@ fn a_killed_replicas_share_is_taken_over_within_its_lease_and_handed_back() {
     let mut want: Vec<String> = theirs.iter().map(|n| n.to_string()).collect();
     want.sort();
     let mut replicas: Vec<support::ServeProcess> = (0..3).map(start).collect();
-    // The last to start takes its share two beats (800 ms) after it began.
-    let settled = SystemTime::now() + Duration::from_secs(1);
+    // The last to start takes its share two beats (1.2 s) after it began.
+    let settled = SystemTime::now() + Duration::from_millis(1500);
     std::thread::sleep(Duration::from_secs(3));
     let s: serde_json::Value =
         serde_json::from_str(&replicas[0].get("/status?limit=0").1).expect("json");
     let leases = &s["shard"]["leases"];
-    assert_eq!(leases["lease_ms"], 2000, "{s}");
+    assert_eq!(leases["lease_ms"], 3000, "{s}");
     for i in 0..3 {
         assert_eq!(leases["replicas"][i]["standing"], "live", "{s}");
     }
