@@ -71,6 +71,8 @@ pub struct Leases {
     seen: RwLock<Option<Seen>>,
     /// The last error of a beat, for `/status`.
     failing: Mutex<Option<String>>,
+    /// Another process beats for this shard (said once).
+    twin: AtomicBool,
 }
 
 impl Leases {
@@ -90,6 +92,7 @@ impl Leases {
             ),
             seen: RwLock::new(None),
             failing: Mutex::new(None),
+            twin: AtomicBool::new(false),
         }
     }
 
@@ -199,9 +202,12 @@ impl Leases {
         store.beat(&self.location, self.shard.count, &me, expired_before)?;
         let rows = store.replicas(&self.location, self.shard.count)?;
         for r in &rows {
-            if r.shard == self.shard.index && r.instance != self.instance {
-                // Two processes were given the same shard: each beat takes
-                // the row from the other, and both run the share.
+            // Two processes were given the same shard: each beat takes the
+            // row from the other, and both run the share. Said once.
+            if r.shard == self.shard.index
+                && r.instance != self.instance
+                && !self.twin.swap(true, Ordering::Relaxed)
+            {
                 tracing::warn!(
                     shard = %self.shard,
                     other = %r.instance,
