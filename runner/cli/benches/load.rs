@@ -16,9 +16,10 @@
 //! `cargo bench -p waymark --bench load`; a tool that is not installed is
 //! skipped and said so (`apt-get install nginx-light wrk`, `cargo install
 //! oha`, `pip install locust`). `WAYMARK_BENCH=rss`, `=usl`, `=compare`
-//! `=rounds` (three rounds of an audit, compared) or `=phases` (resolve
-//! and an 8 MB transfer in fresh `waymark run` processes, beside curl)
-//! runs one part. Linux only (reads /proc). Every run is bounded by its duration.
+//! `=rounds` (three rounds of an audit, compared), `=phases` (resolve
+//! and an 8 MB transfer in fresh `waymark run` processes, beside curl) or
+//! `=open` (the open model at 1,000 to 50,000 arrivals/s beside oha's rate
+//! limit) runs one part. Linux only (reads /proc). Every run is bounded by its duration.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -635,6 +636,85 @@ fn phases() {
     );
 }
 
+/// The open model against nginx at fixed arrival rates, beside oha's rate
+/// limit with its coordinated-omission correction: the rate each kept, the
+/// latency p50 and p99 (from the intended start), and waymark's CPU. A
+/// server answering in about 0.1 ms is the point: any lateness of the
+/// generator's own timetable shows at once in the latency.
+fn open(secs: u64) {
+    let dir = tempfile::tempdir().expect("tmp");
+    if !have("nginx") {
+        println!("nginx not installed (apt-get install nginx-light): open model skipped");
+        return;
+    }
+    let port = support::free_port();
+    let Some(_nginx) = nginx(dir.path(), port) else {
+        println!("nginx did not start: open model skipped");
+        return;
+    };
+    let wasm = dir.path().join("health.wasm");
+    std::fs::write(&wasm, waymark::demo::JOURNEYS[0].1).expect("write journey");
+    let cache = dir.path().join("cache");
+    println!(
+        "\nopen model, {secs} s per rate, nginx 1 KiB file on loopback: rate kept, latency p50 / p99 (ms) from the intended start\n"
+    );
+    println!(
+        "{:>8}  {:>30}  {:>30}  {:>30}",
+        "rate/s",
+        "waymark fresh (gen CPU)",
+        "waymark reuse (gen CPU)",
+        "oha -q --latency-correction"
+    );
+    for rate in [1_000u32, 5_000, 10_000, 20_000, 50_000] {
+        let ours = |reuse: bool| -> String {
+            let json = cache.join(format!("open-{rate}-{reuse}.json"));
+            let r = format!("{rate}/s");
+            let step = format!("{}s", secs + 1);
+            let mut extra = vec!["--rate", &r, "--step-duration", &step, "--warmup", "1s"];
+            if reuse {
+                extra.push("--reuse-instance");
+            }
+            let Some(v) = load_json(&wasm, port, "/1k.txt", &extra, &json, &cache) else {
+                return "-".into();
+            };
+            let s = &v["steps"][0];
+            let g = &s["generator"];
+            let demand =
+                g["cpu"].as_f64().unwrap_or(f64::NAN) + g["cpu_wait"].as_f64().unwrap_or(f64::NAN);
+            format!(
+                "{:>7.0} {:>6.2} {:>6.2} ({:>3.0} %{})",
+                s["throughput"].as_f64().unwrap_or(f64::NAN),
+                s["latency"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                s["latency"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                demand * 100.0,
+                if g["saturated"] == true { ", sat." } else { "" }
+            )
+        };
+        let fresh = ours(false);
+        let reuse = ours(true);
+        let o = have("oha")
+            .then(|| {
+                let out = Command::new("oha")
+                    .args(["-z", &format!("{secs}s"), "-q", &rate.to_string()])
+                    .args(["-c", "1000", "--latency-correction"])
+                    .args(["--no-tui", "--output-format", "json"])
+                    .arg(format!("http://127.0.0.1:{port}/1k.txt"))
+                    .output()
+                    .ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                Some(format!(
+                    "{:>7.0} {:>6.2} {:>6.2}",
+                    v["summary"]["requestsPerSec"].as_f64()?,
+                    v["latencyPercentiles"]["p50"].as_f64()? * 1000.0,
+                    v["latencyPercentiles"]["p99"].as_f64()? * 1000.0
+                ))
+            })
+            .flatten()
+            .unwrap_or_else(|| "-".into());
+        println!("{rate:>8}  {fresh:>30}  {reuse:>30}  {o:>30}");
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -658,5 +738,8 @@ fn main() {
     }
     if only.is_empty() || only == "phases" {
         phases();
+    }
+    if only.is_empty() || only == "open" {
+        open(secs);
     }
 }

@@ -191,16 +191,18 @@ impl Collector {
             scratch.clear();
             return;
         };
-        if let Some(ready) = when.ready {
-            t.start_delay
-                .record(when.started.saturating_duration_since(ready));
-        }
         let window_end = t.window_end();
         let late = !t.by_arrival && when.ended > window_end;
         if when.intended < t.window_start || late {
             t.unmeasured += 1;
             scratch.clear();
             return;
+        }
+        // Measured iterations only: the warm-up's instances being made are
+        // not the generator falling behind.
+        if let Some(ready) = when.ready {
+            t.start_delay
+                .record(when.started.saturating_duration_since(ready));
         }
         t.busy += when.ended.saturating_duration_since(when.started);
         if when.ended <= window_end {
@@ -225,8 +227,12 @@ impl Collector {
                 }
             }
         }
-        c.latency
-            .record(when.ended.saturating_duration_since(when.intended));
+        // From the intended start (coordinated omission), or from the
+        // actual one for an arrival released a little early (see pace.rs).
+        c.latency.record(
+            when.ended
+                .saturating_duration_since(when.intended.min(when.started)),
+        );
         for (name, d) in &scratch.steps[..scratch.len] {
             record_into(&mut c.journey_steps, name, *d);
         }

@@ -24,6 +24,7 @@ mod runner;
 pub use runner::run;
 mod workers;
 pub use workers::WorkersError;
+mod pace;
 mod passes;
 mod plan;
 pub use passes::{LevelSpread, Spread};

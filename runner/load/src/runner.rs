@@ -320,7 +320,7 @@ async fn arrive(w: usize, tt: Timetable, lane: Arc<Lane>, shared: Arc<Shared>) -
         if intended >= tt.end || shared.budget.exhausted() {
             break;
         }
-        tokio::time::sleep_until(intended.into()).await;
+        crate::pace::until(intended).await;
         let permit = match lane.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
