@@ -267,7 +267,11 @@ impl Client {
             *timings = Timings::default();
             let mut conn = match pooled {
                 Some(c) => c,
-                None => self.connect(&target, started, progress, timings).await?,
+                // Boxed: setting a connection up (resolve, TCP, TLS, the
+                // HTTP handshake) was most of this future's size (9.3 KiB of
+                // `send`'s, 1.9 KiB without), held by every request in
+                // flight, a kept-alive connection's included.
+                None => Box::pin(self.connect(&target, started, progress, timings)).await?,
             };
             let ready = Instant::now();
             progress.enter(Phase::Processing);
