@@ -253,20 +253,44 @@ fn cell(f: &Option<Figures>) -> String {
     }
 }
 
+/// nginx serving the 1 KiB file, and the health journey beside it.
+struct Nginx {
+    /// Stops nginx when dropped.
+    _server: support::Kill,
+    port: u16,
+    wasm: std::path::PathBuf,
+    cache: std::path::PathBuf,
+}
+
+impl Nginx {
+    /// Started in `dir`; none (said why, naming `part`) without nginx.
+    fn start(dir: &Path, part: &str) -> Option<Nginx> {
+        if !have("nginx") {
+            println!("nginx not installed (apt-get install nginx-light): {part} skipped");
+            return None;
+        }
+        let port = support::free_port();
+        let Some(server) = nginx(dir, port) else {
+            println!("nginx did not start: {part} skipped");
+            return None;
+        };
+        let wasm = dir.join("health.wasm");
+        std::fs::write(&wasm, waymark::demo::JOURNEYS[0].1).expect("write journey");
+        Some(Nginx {
+            _server: server,
+            port,
+            wasm,
+            cache: dir.join("cache"),
+        })
+    }
+}
+
 fn compare(secs: u64) {
     let dir = tempfile::tempdir().expect("tmp");
-    if !have("nginx") {
-        println!("nginx not installed (apt-get install nginx-light): comparison skipped");
-        return;
-    }
-    let port = support::free_port();
-    let Some(_nginx) = nginx(dir.path(), port) else {
-        println!("nginx did not start: comparison skipped");
+    let Some(ng) = Nginx::start(dir.path(), "comparison") else {
         return;
     };
-    let wasm = dir.path().join("health.wasm");
-    std::fs::write(&wasm, waymark::demo::JOURNEYS[0].1).expect("write journey");
-    let cache = dir.path().join("cache");
+    let (port, wasm, cache) = (ng.port, ng.wasm.clone(), ng.cache.clone());
     let tools = ["wrk", "oha", "locust"];
     for t in tools {
         if !have(t) {
@@ -643,18 +667,10 @@ fn phases() {
 /// generator's own timetable shows at once in the latency.
 fn open(secs: u64) {
     let dir = tempfile::tempdir().expect("tmp");
-    if !have("nginx") {
-        println!("nginx not installed (apt-get install nginx-light): open model skipped");
-        return;
-    }
-    let port = support::free_port();
-    let Some(_nginx) = nginx(dir.path(), port) else {
-        println!("nginx did not start: open model skipped");
+    let Some(ng) = Nginx::start(dir.path(), "open model") else {
         return;
     };
-    let wasm = dir.path().join("health.wasm");
-    std::fs::write(&wasm, waymark::demo::JOURNEYS[0].1).expect("write journey");
-    let cache = dir.path().join("cache");
+    let (port, wasm, cache) = (ng.port, ng.wasm.clone(), ng.cache.clone());
     println!(
         "\nopen model, {secs} s per rate, nginx 1 KiB file on loopback: rate kept, latency p50 / p99 (ms) from the intended start\n"
     );
