@@ -65,6 +65,8 @@ pub(crate) struct Telemetry {
     shard_journeys: Family<ShardLabels, Gauge>,
     shard_live: Family<ShardLabels, Gauge>,
     orphans: Gauge,
+    /// The split the shard series above were last set for (index, count).
+    split: Mutex<Option<(u32, u32)>>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -157,6 +159,7 @@ impl Telemetry {
             shard_journeys,
             shard_live,
             orphans,
+            split: Mutex::new(None),
             registry,
             sinks,
             lag,
@@ -179,9 +182,18 @@ impl Telemetry {
     /// The registry `/metrics` encodes.
     /// The split of the config's journeys over the replicas.
     pub(crate) fn shards(&self, view: &crate::serve::ShardView) {
-        // A reload may change the count: shards that no longer exist go.
-        self.shard.clear();
-        self.shard_journeys.clear();
+        // A reload may change the split: the series of the old one go. Only
+        // then, as the lease thread and a scrape both refresh these, and a
+        // scrape must not find them cleared by the other.
+        let split = (view.shard.index, view.shard.count);
+        if let Ok(mut last) = self.split.lock()
+            && *last != Some(split)
+        {
+            *last = Some(split);
+            self.shard.clear();
+            self.shard_journeys.clear();
+            self.shard_live.clear();
+        }
         let label = |i: usize| ShardLabels {
             shard: format!("{i}/{}", view.shard.count),
         };
@@ -195,7 +207,6 @@ impl Telemetry {
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         if let Some(l) = &view.leases {
-            self.shard_live.clear();
             if let Some(st) = l.standings(now) {
                 for (i, s) in st.into_iter().enumerate() {
                     self.shard_live
