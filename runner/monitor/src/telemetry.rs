@@ -207,11 +207,11 @@ impl Telemetry {
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         if let Some(l) = &view.leases {
-            if let Some(st) = l.standings(now) {
-                for (i, s) in st.into_iter().enumerate() {
+            if let Some(st) = l.at(now).standings() {
+                for (i, s) in st.iter().enumerate() {
                     self.shard_live
                         .get_or_create(&label(i))
-                        .set(i64::from(s == crate::serve::Standing::Live));
+                        .set(i64::from(*s == crate::serve::Standing::Live));
                 }
             }
             self.orphans

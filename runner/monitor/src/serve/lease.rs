@@ -54,6 +54,48 @@ impl Standing {
     }
 }
 
+/// Every shard's standing at one instant, and what follows for journeys.
+#[derive(Debug, Clone)]
+pub struct Split {
+    count: u32,
+    /// None before the first read: the hash alone decides.
+    standings: Option<Vec<Standing>>,
+}
+
+impl Split {
+    /// Every shard's standing, or none before the first read.
+    pub fn standings(&self) -> Option<&[Standing]> {
+        self.standings.as_deref()
+    }
+
+    fn holder(&self, journey: &str) -> Option<u32> {
+        let s = self.standings.as_deref()?;
+        Shard::owner_among(self.count, journey, |i| {
+            s.get(i as usize).is_some_and(|x| x.holds())
+        })
+    }
+
+    /// The shard that runs `journey`: none when no shard holds a lease.
+    pub fn owner(&self, journey: &str) -> Option<u32> {
+        match &self.standings {
+            None => Some(Shard::owner(self.count, journey)),
+            Some(_) => self.holder(journey),
+        }
+    }
+
+    /// Whether `journey` has no live owner: its shard's lease holds but the
+    /// shard stopped beating, or no shard holds one.
+    pub fn orphaned(&self, journey: &str) -> bool {
+        let Some(s) = self.standings.as_deref() else {
+            return false;
+        };
+        match self.holder(journey) {
+            None => true,
+            Some(o) => s.get(o as usize) == Some(&Standing::Late),
+        }
+    }
+}
+
 /// What the last read of the rows said.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -96,6 +138,11 @@ impl Leases {
         }
     }
 
+    /// This replica's shard index.
+    pub fn index(&self) -> u32 {
+        self.shard.index
+    }
+
     /// The interval between beats.
     pub fn beat(&self) -> Duration {
         self.lease / 5
@@ -104,11 +151,6 @@ impl Leases {
     /// How long a new lease waits before its share moves to it.
     fn join_delay(&self) -> Duration {
         self.beat() * 2
-    }
-
-    /// This replica's shard.
-    pub fn shard(&self) -> Shard {
-        self.shard
     }
 
     /// How long a silent replica keeps its share.
@@ -149,15 +191,19 @@ impl Leases {
         Some(out)
     }
 
+    /// Who runs what at `t`: the standings read once, for deciding about
+    /// many journeys (a `/status` snapshot, the metrics).
+    pub fn at(&self, t: SystemTime) -> Split {
+        Split {
+            count: self.shard.count,
+            standings: self.standings(t),
+        }
+    }
+
     /// The shard that runs `journey`'s tick at `t`: none when no shard holds
     /// a lease (all of them are starting, or gone).
     pub fn owner_at(&self, journey: &str, t: SystemTime) -> Option<u32> {
-        match self.standings(t) {
-            None => Some(Shard::owner(self.shard.count, journey)),
-            Some(s) => Shard::owner_among(self.shard.count, journey, |i| {
-                s.get(i as usize).is_some_and(|x| x.holds())
-            }),
-        }
+        self.at(t).owner(journey)
     }
 
     /// Whether this replica runs `journey`'s tick at `t`.
@@ -165,18 +211,9 @@ impl Leases {
         self.owner_at(journey, t) == Some(self.shard.index)
     }
 
-    /// Whether `journey` has no live owner at `t`: its shard's lease holds
-    /// but the shard stopped beating, or no shard holds one.
+    /// Whether `journey` has no live owner at `t` (see [`Split::orphaned`]).
     pub fn orphaned(&self, journey: &str, t: SystemTime) -> bool {
-        let Some(s) = self.standings(t) else {
-            return false;
-        };
-        match Shard::owner_among(self.shard.count, journey, |i| {
-            s.get(i as usize).is_some_and(|x| x.holds())
-        }) {
-            None => true,
-            Some(o) => s.get(o as usize) == Some(&Standing::Late),
-        }
+        self.at(t).orphaned(journey)
     }
 
     /// The rows of the last read, with when it was made.

@@ -61,10 +61,12 @@ pub(super) async fn listen(listener: tokio::net::TcpListener, shared: Arc<Shared
                                 .unwrap_or("");
                             // With leases the split changes between beats
                             // as leases run out: as of this scrape.
-                            if shared.leases.is_some()
-                                && let Ok(v) = shared.shard.lock()
-                            {
-                                shared.telemetry.shards(&v);
+                            // Hashing every journey's name: off the async
+                            // workers.
+                            if shared.leases.is_some() {
+                                let sh = shared.clone();
+                                let _ =
+                                    tokio::task::spawn_blocking(move || sh.shard_metrics()).await;
                             }
                             let mut registries = vec![shared.telemetry.registry()];
                             if let Some(m) = &shared.metrics {

@@ -18,7 +18,7 @@ mod run;
 mod schedule;
 mod status;
 use crate::telemetry::{Skip, Telemetry};
-pub use lease::{Leases, Standing};
+pub use lease::{Leases, Split, Standing};
 use listen::listen;
 pub use prepare::{Plan, Prepared, check, prepare, prepare_partial};
 use run::dispatch;
@@ -139,8 +139,9 @@ impl ShardView {
     pub(crate) fn counts(&self, t: SystemTime) -> Vec<usize> {
         let mut per = vec![0; self.shard.count as usize];
         if let Some(l) = &self.leases {
+            let split = l.at(t);
             for n in self.names.iter() {
-                if let Some(c) = l.owner_at(n, t).and_then(|o| per.get_mut(o as usize)) {
+                if let Some(c) = split.owner(n).and_then(|o| per.get_mut(o as usize)) {
                     *c += 1;
                 }
             }
@@ -162,9 +163,10 @@ impl ShardView {
         let Some(l) = &self.leases else {
             return Vec::new();
         };
+        let split = l.at(t);
         self.names
             .iter()
-            .filter(|n| l.orphaned(n, t))
+            .filter(|n| split.orphaned(n))
             .cloned()
             .collect()
     }
@@ -360,10 +362,8 @@ impl Service {
             (Some(l), Some(db)) => {
                 let weak = Arc::downgrade(&shared);
                 let after = Box::new(move || {
-                    if let Some(s) = weak.upgrade()
-                        && let Ok(v) = s.shard.lock()
-                    {
-                        s.telemetry.shards(&v);
+                    if let Some(s) = weak.upgrade() {
+                        s.shard_metrics();
                     }
                 });
                 let (l, db) = (l.clone(), db.clone());
@@ -499,6 +499,13 @@ const DEGRADED_FOR: Duration = Duration::from_secs(60);
 const LATE: Duration = Duration::from_secs(1);
 
 impl Shared {
+    /// Sets the shard metrics from the split as it stands now.
+    fn shard_metrics(&self) {
+        if let Ok(v) = self.shard.lock() {
+            self.telemetry.shards(&v);
+        }
+    }
+
     /// Whether this replica runs `journey`'s tick due at `tick`.
     fn runs_here(&self, journey: &str, tick: SystemTime) -> bool {
         self.leases.as_ref().is_none_or(|l| l.runs(journey, tick))
@@ -582,16 +589,18 @@ fn status(shared: &Shared) -> Vec<JourneyStatus> {
     let Ok(states) = shared.states.lock() else {
         return Vec::new();
     };
-    let now = SystemTime::now();
+    // With leases every replica schedules every journey: it lists those it
+    // runs now and those it ran.
+    let split = shared
+        .leases
+        .as_ref()
+        .map(|l| (l.at(SystemTime::now()), l.index()));
     states
         .iter()
-        // With leases every replica schedules every journey: it lists those
-        // it runs now and those it ran.
         .filter(|(p, s)| {
-            shared
-                .leases
-                .as_ref()
-                .is_none_or(|l| s.due.load(Ordering::Relaxed) > 0 || l.runs(&p.config.name, now))
+            split.as_ref().is_none_or(|(split, me)| {
+                s.due.load(Ordering::Relaxed) > 0 || split.owner(&p.config.name) == Some(*me)
+            })
         })
         .map(|(p, s)| {
             let last = s.last.lock().ok().and_then(|l| l.clone());

@@ -78,7 +78,8 @@ impl Snapshot {
 
 /// The replicas' leases as this one saw them at `at`.
 fn leases(l: &super::Leases, count: u32, at: SystemTime, orphans: &[String]) -> serde_json::Value {
-    let standings = l.standings(at);
+    let split = l.at(at);
+    let standings = split.standings();
     let rows = l.rows();
     let replicas: Vec<serde_json::Value> = (0..count)
         .map(|i| {
@@ -87,7 +88,7 @@ fn leases(l: &super::Leases, count: u32, at: SystemTime, orphans: &[String]) -> 
                 .and_then(|(_, rs)| rs.iter().find(|r| r.shard == i));
             serde_json::json!({
                 "shard": format!("{i}/{count}"),
-                "standing": standings.as_ref().and_then(|s| s.get(i as usize)),
+                "standing": standings.and_then(|s| s.get(i as usize)),
                 "instance": row.map(|r| r.instance.clone()),
                 "last_beat": row
                     .filter(|r| r.seen > std::time::UNIX_EPOCH)
