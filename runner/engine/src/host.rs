@@ -13,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::waymark::journey::{http as whttp, report, vars};
 use crate::recorder::Recorder;
+use crate::script_bindings::waymark::journey::script;
 use crate::tape::{
     self, ClockLog, RecordingMonotonic, RecordingWall, ReplayClock, Replayer, TapeMode,
 };
@@ -42,6 +43,8 @@ pub struct RunState {
     http_ctx: WasiHttpCtx,
     hooks: Hooks,
     vars: Arc<HashMap<String, String>>,
+    /// A journey run from its source: the modules the runtime evaluates.
+    pub(crate) script: Option<Arc<Vec<script::Module>>>,
     /// For `--har`, `-v` and a recording: body cap, and the run's start on
     /// both clocks.
     capture: Option<(usize, std::time::SystemTime, Instant)>,
@@ -159,6 +162,7 @@ impl RunState {
                 replay,
             },
             vars,
+            script: None,
             rec,
             logs,
             deadline,
@@ -591,6 +595,12 @@ impl report::Host for RunState {
     async fn sleep(&mut self, ms: u32) {
         self.drain_wasi_http();
         tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+    }
+}
+
+impl script::Host for RunState {
+    async fn modules(&mut self) -> Vec<script::Module> {
+        self.script.as_deref().cloned().unwrap_or_default()
     }
 }
 

@@ -31,6 +31,7 @@ mod host;
 mod outcome;
 mod recorder;
 mod runtime;
+mod script;
 pub mod tape;
 mod user;
 mod wasi_http;
@@ -45,11 +46,28 @@ pub mod bindings {
     });
 }
 
+/// Host bindings of the script runtimes' world (`wit/script.wit`): the
+/// journey world's interfaces are the ones above.
+pub(crate) mod script_bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "script-runtime",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "waymark:journey/http": crate::bindings::waymark::journey::http,
+            "waymark:journey/report": crate::bindings::waymark::journey::report,
+            "waymark:journey/vars": crate::bindings::waymark::journey::vars,
+        },
+    });
+}
+
 pub use outcome::{Observer, Verdict};
 pub use runtime::{
     DEFAULT_LOCATION, DEFAULT_MAX_RECORD, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EngineError,
     FullRun, InstantiateError, LoadError, LoadedJourney, RunOptions, Runtime,
 };
+pub use script::Language;
 pub use user::{InstanceMode, VirtualUser};
 pub use waymark_http as http;
 pub use waymark_record as record;

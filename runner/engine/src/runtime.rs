@@ -40,6 +40,15 @@ pub enum LoadError {
         /// wasmtime's reason.
         message: String,
     },
+    /// A journey's source could not be prepared: a file it names is
+    /// missing or outside its directory, or a syntax error.
+    #[error("journey '{name}': {message}")]
+    Script {
+        /// Journey name.
+        name: String,
+        /// What and where (file, line and column).
+        message: String,
+    },
     /// The component does not fit the `waymark:journey` world.
     #[error("journey '{name}' does not fit the waymark:journey world: {message}")]
     Link {
@@ -59,9 +68,11 @@ pub struct EngineError(String);
 /// imports, the epoch ticker, and the on-disk compile cache.
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<RunState>,
+    pub(crate) linker: Linker<RunState>,
     cache_dir: Option<PathBuf>,
     ticker_stop: Arc<AtomicBool>,
+    /// The script runtime, once a journey from source needed it.
+    pub(crate) scripts: std::sync::Mutex<Option<Arc<crate::script::ScriptEngine>>>,
 }
 
 impl Drop for Runtime {
@@ -78,8 +89,11 @@ pub struct LoadedJourney {
     pub(crate) pre: JourneyPre<RunState>,
     /// True when the compiled code came from the disk cache.
     pub from_cache: bool,
-    /// SHA-256 of the component's bytes, hex.
+    /// SHA-256 of the component's bytes, hex (of a journey run from its
+    /// source: of the runtime and the prepared modules).
     pub sha256: String,
+    /// A journey run from its source: its modules, handed to the runtime.
+    pub(crate) script: Option<Arc<Vec<crate::script_bindings::waymark::journey::script::Module>>>,
 }
 
 /// One run with everything kept of it.
@@ -242,6 +256,11 @@ impl Runtime {
             .map_err(|e| EngineError(format!("{e:#}")))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| EngineError(format!("{e:#}")))?;
+        crate::script_bindings::waymark::journey::script::add_to_linker::<
+            RunState,
+            HasSelf<RunState>,
+        >(&mut linker, |s| s)
+        .map_err(|e| EngineError(format!("{e:#}")))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let stop = ticker_stop.clone();
@@ -266,6 +285,7 @@ impl Runtime {
             linker,
             cache_dir,
             ticker_stop,
+            scripts: std::sync::Mutex::new(None),
         })
     }
 
@@ -282,8 +302,12 @@ impl Runtime {
             .or_else(|| env("HOME").map(|d| d.join(".cache").join("waymark")))
     }
 
-    /// Read and load the component at `path`; its name is the file stem.
+    /// Read and load the component at `path`, or the journey's source if
+    /// `path` is one ([`crate::Language::of`]); its name is the file stem.
     pub fn load_file(&self, path: &Path) -> Result<LoadedJourney, LoadError> {
+        if crate::Language::of(path).is_some() {
+            return self.load_script(path);
+        }
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.display().to_string(),
             source,
@@ -315,6 +339,7 @@ impl Runtime {
             pre,
             from_cache,
             sha256,
+            script: None,
         })
     }
 
@@ -333,7 +358,7 @@ impl Runtime {
         Some(dir.join(format!("{}.cwasm", hex::encode(h.finalize()))))
     }
 
-    fn compile(
+    pub(crate) fn compile(
         &self,
         name: &str,
         wasm: &[u8],
@@ -375,16 +400,38 @@ impl Runtime {
         t0: Instant,
         conns: waymark_http::Connections,
     ) -> Store<RunState> {
+        self.store_for(
+            &journey.name,
+            journey.script.clone(),
+            opts,
+            started_at,
+            t0,
+            conns,
+        )
+    }
+
+    /// A Store for one run of the journey `name` (with its modules when it
+    /// runs from its source), with its limits armed.
+    pub(crate) fn store_for(
+        &self,
+        name: &str,
+        script: Option<Arc<Vec<crate::script_bindings::waymark::journey::script::Module>>>,
+        opts: &RunOptions,
+        started_at: SystemTime,
+        t0: Instant,
+        conns: waymark_http::Connections,
+    ) -> Store<RunState> {
         let mut all_vars = opts.vars.clone();
         all_vars.extend(opts.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let state = RunState::new(
-            &journey.name,
+        let mut state = RunState::new(
+            name,
             Arc::new(all_vars),
             opts,
             t0..waymark_record::units::later(t0, opts.timeout),
             started_at,
             conns,
         );
+        state.script = script;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);

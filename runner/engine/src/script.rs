@@ -1,0 +1,356 @@
+//! Journeys run from their source. One runtime component per language is
+//! carried in the binary (JavaScript, which also takes TypeScript: its
+//! types are stripped by sucrase inside the runtime), compiled once per
+//! machine (the compile cache) and once per process, and shared by every
+//! journey of that language: a journey adds only its modules' text.
+//!
+//! Loading a journey prepares each of its files once (the runtime's
+//! `prepare`: types stripped, imports turned into `require`, lines kept)
+//! and follows its relative imports, which must stay inside the journey's
+//! directory. Every run then hands the prepared modules to the runtime's
+//! `run` through `waymark:journey/script`.
+
+use std::path::{Component as PathPart, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::bindings::JourneyPre;
+use crate::host::RunState;
+use crate::runtime::{LoadError, LoadedJourney, RunOptions, Runtime};
+use crate::script_bindings::ScriptRuntimePre;
+use crate::script_bindings::waymark::journey::script::Module;
+
+/// The JavaScript runtime component (`sdk/js/runtime`, built by build.rs).
+static JS_RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/js-runtime.wasm"));
+
+/// A journey's modules beyond this many are refused: imports are followed
+/// at load time and a cycle of generated names must not go on for ever.
+const MAX_MODULES: usize = 256;
+/// A source file larger than this is refused.
+const MAX_SOURCE_BYTES: u64 = 4 << 20;
+/// Preparing all of a journey's files may take this long.
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(60);
+/// What the runtime needs to prepare a file: sucrase's parse of a large
+/// file, beside the engine's own heap.
+const PREPARE_MEMORY: usize = 256 << 20;
+/// The name a journey imports the SDK by (`import { step } from 'waymark'`).
+const SDK: &str = "waymark";
+
+/// The languages a journey can be written in and run from its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// `.js`, `.mjs`
+    JavaScript,
+    /// `.ts`, `.mts`: types are stripped, not checked.
+    TypeScript,
+}
+
+impl Language {
+    /// The language of a source file, by its extension; `None` for anything
+    /// else (a component, say).
+    pub fn of(path: &Path) -> Option<Language> {
+        match path.extension()?.to_str()? {
+            "js" | "mjs" => Some(Language::JavaScript),
+            "ts" | "mts" => Some(Language::TypeScript),
+            _ => None,
+        }
+    }
+}
+
+/// One language's runtime, compiled and linked.
+pub(crate) struct ScriptEngine {
+    run: JourneyPre<RunState>,
+    prepare: ScriptRuntimePre<RunState>,
+    sha256: String,
+    from_cache: bool,
+}
+
+/// Where an import leads.
+enum Link {
+    Sdk,
+    Module(String),
+}
+
+impl Runtime {
+    /// The JavaScript runtime, compiled (or taken from the cache) the first
+    /// time a process needs it.
+    fn js_engine(&self) -> Result<Arc<ScriptEngine>, LoadError> {
+        let mut slot = self
+            .scripts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(e) = slot.as_ref() {
+            return Ok(e.clone());
+        }
+        let name = "JavaScript runtime";
+        let sha256 = crate::tape::Tape::sha256(JS_RUNTIME);
+        let (component, from_cache) = self.compile(name, JS_RUNTIME, &sha256)?;
+        let link = |e: wasmtime::Error| LoadError::Link {
+            name: name.to_string(),
+            message: format!("{e:#}"),
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        let engine = Arc::new(ScriptEngine {
+            run: JourneyPre::new(pre.clone()).map_err(link)?,
+            prepare: ScriptRuntimePre::new(pre).map_err(link)?,
+            sha256,
+            from_cache,
+        });
+        *slot = Some(engine.clone());
+        Ok(engine)
+    }
+
+    /// Load a journey from its source file (see [`Language::of`]): its
+    /// name is the file stem, and the files it imports come from its
+    /// directory and the directories below.
+    pub fn load_script(&self, path: &Path) -> Result<LoadedJourney, LoadError> {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "journey".into());
+        let fail = |message: String| LoadError::Script {
+            name: name.clone(),
+            message,
+        };
+        let read_err = |source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        };
+        let canonical = path.canonicalize().map_err(read_err)?;
+        let (Some(root), Some(entry)) = (canonical.parent(), canonical.file_name()) else {
+            return Err(fail(format!("{} is not a file", path.display())));
+        };
+        // Messages name files as the user's path does.
+        let shown_root = path.parent().unwrap_or(Path::new(""));
+        let engine = self.js_engine()?;
+        let entry = entry.to_string_lossy().into_owned();
+        let modules = std::thread::scope(|s| {
+            s.spawn(|| self.prepare_all(&engine, root, shown_root, entry))
+                .join()
+                .unwrap_or_else(|_| Err("preparing the journey's files panicked".into()))
+        })
+        .map_err(fail)?;
+        let mut h = Sha256::new();
+        h.update(engine.sha256.as_bytes());
+        for m in &modules {
+            h.update(m.path.as_bytes());
+            h.update([0]);
+            h.update(m.code.as_bytes());
+            h.update([0]);
+        }
+        Ok(LoadedJourney {
+            name,
+            pre: engine.run.clone(),
+            from_cache: engine.from_cache,
+            sha256: hex::encode(h.finalize()),
+            script: Some(Arc::new(modules)),
+        })
+    }
+
+    /// Prepare the entry and every file it imports, on a thread of its own
+    /// (loading is synchronous; the runtime's calls are not).
+    fn prepare_all(
+        &self,
+        engine: &ScriptEngine,
+        root: &Path,
+        shown_root: &Path,
+        entry: String,
+    ) -> Result<Vec<Module>, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the preparing thread's runtime: {e}"))?;
+        rt.block_on(async {
+            tokio::time::timeout(
+                PREPARE_TIMEOUT,
+                self.prepare_files(engine, root, shown_root, entry),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "preparing the journey's files took longer than {} s",
+                    PREPARE_TIMEOUT.as_secs()
+                ))
+            })
+        })
+    }
+
+    async fn prepare_files(
+        &self,
+        engine: &ScriptEngine,
+        root: &Path,
+        shown_root: &Path,
+        entry: String,
+    ) -> Result<Vec<Module>, String> {
+        let http = waymark_http::HttpConfig::new(
+            waymark_http::AllowList::parse::<&str>(&[]).map_err(|e| e.to_string())?,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut opts = RunOptions::new(Arc::new(http));
+        opts.memory_limit = PREPARE_MEMORY;
+        let mut store = self.store_for(
+            "prepare",
+            None,
+            &opts,
+            std::time::SystemTime::now(),
+            std::time::Instant::now(),
+            Default::default(),
+        );
+        let runtime = engine
+            .prepare
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| format!("cannot start the JavaScript runtime: {e:#}"))?;
+
+        let shown = |rel: &str| shown_root.join(rel).display().to_string();
+        let mut modules: Vec<Module> = Vec::new();
+        let mut queue = vec![entry];
+        while let Some(rel) = queue.pop() {
+            if modules.iter().any(|m| m.path == rel) {
+                continue;
+            }
+            if modules.len() >= MAX_MODULES {
+                return Err(format!("the journey imports more than {MAX_MODULES} files"));
+            }
+            let file = root.join(&rel);
+            let size = std::fs::metadata(&file)
+                .map_err(|e| format!("cannot read {}: {e}", shown(&rel)))?
+                .len();
+            if size > MAX_SOURCE_BYTES {
+                return Err(format!(
+                    "{} is {size} bytes, above the {MAX_SOURCE_BYTES} a journey's file may have",
+                    shown(&rel)
+                ));
+            }
+            let source = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", shown(&rel)))?;
+            let prepared = runtime
+                .call_prepare(&mut store, &rel, &source)
+                .await
+                .map_err(|e| format!("{}: the JavaScript runtime failed: {e:#}", shown(&rel)))?
+                // The runtime's message begins with the path it was given.
+                .map_err(|m| match m.strip_prefix(rel.as_str()) {
+                    Some(rest) => format!("{}{rest}", shown(&rel)),
+                    None => m,
+                })?;
+            let mut links = Vec::new();
+            for spec in prepared.imports {
+                let to = match resolve(root, &rel, &spec) {
+                    Ok(Link::Sdk) => SDK.to_string(),
+                    Ok(Link::Module(p)) => {
+                        queue.push(p.clone());
+                        p
+                    }
+                    Err(why) => return Err(format!("{} imports '{spec}': {why}", shown(&rel))),
+                };
+                links.push((spec, to));
+            }
+            modules.push(Module {
+                path: rel,
+                code: prepared.code,
+                links,
+                source_map: prepared.source_map,
+            });
+        }
+        Ok(modules)
+    }
+}
+
+/// The module `spec`, imported by `from` (both relative to `root`), names.
+fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, String> {
+    if spec == SDK {
+        return Ok(Link::Sdk);
+    }
+    if !(spec.starts_with("./") || spec.starts_with("../")) {
+        return Err(format!(
+            "only '{SDK}' and the journey's own files ('./…') can be imported"
+        ));
+    }
+    let mut parts: Vec<&str> = from.split('/').collect();
+    parts.pop();
+    for seg in spec.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err("it is outside the journey's directory".into());
+                }
+            }
+            s => parts.push(s),
+        }
+    }
+    let base = parts.join("/");
+    let tried: Vec<String> = [
+        base.clone(),
+        format!("{base}.ts"),
+        format!("{base}.js"),
+        format!("{base}.mjs"),
+        format!("{base}/index.ts"),
+        format!("{base}/index.js"),
+    ]
+    .into_iter()
+    .collect();
+    let canonical_root = root.canonicalize().map_err(|e| e.to_string())?;
+    for candidate in &tried {
+        let p: PathBuf = root.join(candidate);
+        if !p.is_file() {
+            continue;
+        }
+        // A link may not lead out of the directory either.
+        let real = p.canonicalize().map_err(|e| e.to_string())?;
+        if !real.starts_with(&canonical_root) {
+            return Err("it leads outside the journey's directory".into());
+        }
+        if Language::of(&p).is_none() {
+            return Err(format!("{candidate} is not a .js or .ts file"));
+        }
+        return Ok(Link::Module(candidate.clone()));
+    }
+    // Journeys written for the component build import the SDK as the file
+    // that build puts beside them.
+    if Path::new(&base)
+        .components()
+        .next_back()
+        .is_some_and(|c| matches!(c, PathPart::Normal(n) if n == "waymark.js" || n == "waymark"))
+    {
+        return Ok(Link::Sdk);
+    }
+    Err(format!(
+        "no such file in the journey's directory (tried {})",
+        tried.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_resolve_inside_the_directory_only() {
+        let dir = std::env::temp_dir().join(format!("waymark-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("lib")).expect("dir");
+        std::fs::write(dir.join("lib/auth.ts"), "export const a = 1;").expect("write");
+        std::fs::write(dir.join("data.json"), "{}").expect("write");
+        let to = |from: &str, spec: &str| match resolve(&dir, from, spec) {
+            Ok(Link::Sdk) => "sdk".to_string(),
+            Ok(Link::Module(p)) => p,
+            Err(e) => format!("error: {e}"),
+        };
+        assert_eq!(to("main.ts", "./lib/auth"), "lib/auth.ts");
+        assert_eq!(to("lib/auth.ts", "../lib/./auth.ts"), "lib/auth.ts");
+        assert_eq!(to("main.ts", "waymark"), "sdk");
+        assert_eq!(to("main.js", "./waymark.js"), "sdk");
+        assert!(
+            to("main.ts", "../etc/passwd").contains("outside"),
+            "{}",
+            to("main.ts", "../etc/passwd")
+        );
+        assert!(to("main.ts", "lodash").contains("only 'waymark'"));
+        assert!(to("main.ts", "./data.json").contains("not a .js or .ts"));
+        assert!(to("main.ts", "./nope").contains("tried nope, nope.ts"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

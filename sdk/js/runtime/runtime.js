@@ -1,0 +1,155 @@
+// The JavaScript runtime carried in the waymark binary: one component (the
+// JS engine, sucrase and the SDK) that runs any journey from its source.
+//
+// The host calls `prepare` once per source file when it loads a journey
+// (TypeScript types stripped, imports turned into `require`, line numbers
+// kept), then every run calls `run`, which evaluates the prepared modules
+// the host hands over through `waymark:journey/script`. Built by build.mjs.
+import { transform } from 'sucrase';
+import * as sdk from '../waymark.js';
+import { modules } from 'waymark:journey/script@0.2.0';
+
+const TS = /\.[cm]?tsx?$/;
+
+export function prepare(path, source) {
+  let out;
+  try {
+    out = transform(source, {
+      transforms: TS.test(path) ? ['typescript', 'imports'] : ['imports'],
+      filePath: path,
+      production: true,
+      sourceMapOptions: { compiledFilename: path },
+    });
+  } catch (e) {
+    // sucrase's `loc` is 1-based in both.
+    const loc = e?.loc;
+    const at = loc ? `${path}:${loc.line}:${loc.column}` : path;
+    const msg = String(e?.message ?? e)
+      .replace(/^Error transforming .*?: /, '')
+      .replace(/ \(\d+:\d+\)$/, '');
+    throw `${at}: ${msg}`;
+  }
+  const imports = [];
+  for (const m of out.code.matchAll(/(?<![.\w$])require\((['"])([^'"\n]+)\1\)/g)) {
+    if (!imports.includes(m[2])) imports.push(m[2]);
+  }
+  return { code: out.code, imports, sourceMap: JSON.stringify(out.sourceMap) };
+}
+
+// `journey(body)` hands the body back as it is, so that what it throws
+// reaches `run` with its stack and can be placed in the source.
+const api = Object.freeze({ ...sdk, journey: (body) => body });
+
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+
+// The segments of a source map's `mappings`, per generated line:
+// [generated column, source line, source column], all 0-based.
+function decodeMappings(mappings) {
+  const lines = [];
+  let srcLine = 0;
+  let srcCol = 0;
+  for (const text of mappings.split(';')) {
+    const segs = [];
+    let genCol = 0;
+    for (const seg of text.split(',')) {
+      if (!seg) continue;
+      const vals = [];
+      let shift = 0;
+      let value = 0;
+      for (const ch of seg) {
+        const d = B64.indexOf(ch);
+        value += (d & 31) << shift;
+        if (d & 32) {
+          shift += 5;
+        } else {
+          vals.push(value & 1 ? -(value >> 1) : value >> 1);
+          value = 0;
+          shift = 0;
+        }
+      }
+      genCol += vals[0];
+      if (vals.length >= 4) {
+        srcLine += vals[2];
+        srcCol += vals[3];
+        segs.push([genCol, srcLine, srcCol]);
+      }
+    }
+    lines.push(segs);
+  }
+  return lines;
+}
+
+// Text put before a module's code on its first line when it is evaluated.
+const WRAP = '(function (exports, require, module) {';
+
+export async function run() {
+  const mods = modules();
+  const byPath = new Map(mods.map((m) => [m.path, m]));
+  const maps = new Map();
+  const cache = new Map();
+
+  // 1-based line and column of the prepared code → the same in the source.
+  function place(path, line, col) {
+    const m = byPath.get(path);
+    if (!m) return `${path}:${line}:${col}`;
+    let lines = maps.get(path);
+    if (!lines) {
+      try {
+        lines = decodeMappings(JSON.parse(m.sourceMap).mappings ?? '');
+      } catch {
+        lines = [];
+      }
+      maps.set(path, lines);
+    }
+    const c = (line === 1 ? col - WRAP.length : col) - 1;
+    let best;
+    for (const s of lines[line - 1] ?? []) {
+      if (s[0] <= c) best = s;
+      else break;
+    }
+    return best ? `${path}:${best[1] + 1}:${best[2] + 1 + (c - best[0])}` : `${path}:${line}:${col}`;
+  }
+
+  function load(path) {
+    const hit = cache.get(path);
+    if (hit) return hit.exports;
+    const m = byPath.get(path);
+    const module = { exports: {} };
+    cache.set(path, module);
+    const links = new Map(m.links);
+    const require = (spec) => {
+      const to = links.get(spec);
+      if (to === 'waymark') return api;
+      if (to === undefined) throw new Error(`${path} cannot import '${spec}'`);
+      return load(to);
+    };
+    const fn = (0, eval)(`${WRAP}${m.code}\n})\n//# sourceURL=${path}`);
+    fn.call(module.exports, module.exports, require, module);
+    return module.exports;
+  }
+
+  // Where in the journey's own files an error was raised: the first frame
+  // of its stack that is one of them.
+  function located(e) {
+    const msg = e instanceof Error ? `${e.name === 'Error' ? '' : `${e.name}: `}${e.message}` : String(e);
+    for (const frame of String(e?.stack ?? '').split('\n')) {
+      const at = /@(.+):(\d+):(\d+)$/.exec(frame);
+      if (at && byPath.has(at[1])) return `${place(at[1], Number(at[2]), Number(at[3]))}: ${msg}`;
+    }
+    if (e instanceof SyntaxError && byPath.has(e.fileName)) {
+      return `${place(e.fileName, e.lineNumber, e.columnNumber)}: ${msg}`;
+    }
+    return msg;
+  }
+
+  try {
+    const entry = load(mods[0].path);
+    const body = entry.run ?? entry.default;
+    if (typeof body !== 'function') {
+      throw `${mods[0].path} exports no journey: export a function as \`run\` (or as the default export)`;
+    }
+    await body();
+  } catch (e) {
+    throw typeof e === 'string' ? e : located(e);
+  }
+}
