@@ -67,9 +67,17 @@ pub(crate) struct ScriptEngine {
     from_cache: bool,
 }
 
+/// The world's interfaces a journey may import as a component would.
+const WORLD: [&str; 3] = [
+    "waymark:journey/http@0.2.0",
+    "waymark:journey/report@0.2.0",
+    "waymark:journey/vars@0.2.0",
+];
+
 /// Where an import leads.
 enum Link {
     Sdk,
+    World(&'static str),
     Module(String),
 }
 
@@ -240,6 +248,7 @@ impl Runtime {
             for spec in prepared.imports {
                 let to = match resolve(root, &rel, &spec) {
                     Ok(Link::Sdk) => SDK.to_string(),
+                    Ok(Link::World(w)) => w.to_string(),
                     Ok(Link::Module(p)) => {
                         queue.push(p.clone());
                         p
@@ -264,9 +273,13 @@ fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, String> {
     if spec == SDK {
         return Ok(Link::Sdk);
     }
+    if let Some(w) = WORLD.iter().find(|w| **w == spec) {
+        return Ok(Link::World(w));
+    }
     if !(spec.starts_with("./") || spec.starts_with("../")) {
         return Err(format!(
-            "only '{SDK}' and the journey's own files ('./…') can be imported"
+            "only '{SDK}', the world's interfaces ({}) and the journey's own files ('./…') can be imported",
+            WORLD.join(", ")
         ));
     }
     let mut parts: Vec<&str> = from.split('/').collect();
@@ -336,6 +349,7 @@ mod tests {
         std::fs::write(dir.join("data.json"), "{}").expect("write");
         let to = |from: &str, spec: &str| match resolve(&dir, from, spec) {
             Ok(Link::Sdk) => "sdk".to_string(),
+            Ok(Link::World(w)) => w.to_string(),
             Ok(Link::Module(p)) => p,
             Err(e) => format!("error: {e}"),
         };
@@ -343,6 +357,11 @@ mod tests {
         assert_eq!(to("lib/auth.ts", "../lib/./auth.ts"), "lib/auth.ts");
         assert_eq!(to("main.ts", "waymark"), "sdk");
         assert_eq!(to("main.js", "./waymark.js"), "sdk");
+        assert_eq!(
+            to("main.js", "waymark:journey/vars@0.2.0"),
+            "waymark:journey/vars@0.2.0"
+        );
+        assert!(to("main.js", "waymark:journey/script@0.2.0").contains("only 'waymark'"));
         assert!(
             to("main.ts", "../etc/passwd").contains("outside"),
             "{}",

@@ -7,7 +7,18 @@
 // the host hands over through `waymark:journey/script`. Built by build.mjs.
 import { transform } from 'sucrase';
 import * as sdk from '../waymark.js';
+import * as http from 'waymark:journey/http@0.2.0';
+import * as report from 'waymark:journey/report@0.2.0';
+import * as vars from 'waymark:journey/vars@0.2.0';
 import { modules } from 'waymark:journey/script@0.2.0';
+
+// The world's own interfaces, for journeys that import them as a component
+// would; `script` is the runtime's and not among them.
+const WORLD = new Map([
+  ['waymark:journey/http@0.2.0', http],
+  ['waymark:journey/report@0.2.0', report],
+  ['waymark:journey/vars@0.2.0', vars],
+]);
 
 const TS = /\.[cm]?tsx?$/;
 
@@ -120,6 +131,7 @@ export async function run() {
     const require = (spec) => {
       const to = links.get(spec);
       if (to === 'waymark') return api;
+      if (WORLD.has(to)) return WORLD.get(to);
       if (to === undefined) throw new Error(`${path} cannot import '${spec}'`);
       return load(to);
     };

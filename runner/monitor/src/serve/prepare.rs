@@ -81,6 +81,13 @@ pub fn prepare_partial(
         let loaded = by_path
             .entry(j.wasm.clone())
             .or_insert_with(|| {
+                if waymark_engine::Language::of(&j.wasm).is_some() {
+                    // From its source: the files it imports count too, so
+                    // the key is the prepared journey's own digest.
+                    let l = runtime.load_file(&j.wasm).map_err(|e| e.to_string())?;
+                    let hash: [u8; 32] = Sha256::digest(l.sha256.as_bytes()).into();
+                    return Ok((hash, by_hash.entry(hash).or_insert(l).clone()));
+                }
                 let bytes = std::fs::read(&j.wasm)
                     .map_err(|e| format!("cannot read {}: {e}", j.wasm.display()))?;
                 if !bytes.starts_with(b"\0asm") {

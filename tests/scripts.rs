@@ -1,0 +1,276 @@
+//! Journeys run from their JavaScript or TypeScript source, with no build
+//! step: the runtime the binary carries evaluates them. They record what the
+//! built components record, errors point into the source (file, line,
+//! column), imports stay inside the journey's directory, and the sandbox is
+//! the compiled journeys' one.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::{opts, root, runtime};
+use waymark::demo::{DemoApi, JOURNEYS, PASSWORD};
+use waymark_engine::LoadedJourney;
+use waymark_record::{ErrorKind, HttpErrorKind, RunRecord, Status};
+
+/// Steps with their checks and requests, as in tests/languages.rs.
+type Shape = Vec<(String, Vec<(String, bool)>, Vec<(String, String)>)>;
+
+fn shape(rec: &RunRecord) -> Shape {
+    rec.steps
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.checks
+                    .iter()
+                    .map(|c| (c.name.clone(), c.passed))
+                    .collect(),
+                s.requests
+                    .iter()
+                    .map(|r| {
+                        let path = url::Url::parse(&r.url)
+                            .map(|u| u.path().to_string())
+                            .unwrap_or_default();
+                        (r.method.clone(), path)
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+async fn run_demo(j: &LoadedJourney) -> RunRecord {
+    let api = DemoApi::start().await.expect("demo api");
+    let mut o = opts(&[api.authority()], None, &[]);
+    (o.vars, o.secrets) = api.vars();
+    runtime().run(j, &o).await
+}
+
+/// A journey directory of its own with `files` (path, text) in it.
+fn journey_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+        std::fs::write(p, text).expect("write");
+    }
+    dir
+}
+
+fn load(path: &Path) -> LoadedJourney {
+    runtime()
+        .load_file(path)
+        .unwrap_or_else(|e| panic!("{} loads: {e}", path.display()))
+}
+
+fn load_error(path: &Path) -> String {
+    match runtime().load_file(path) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The api journey in TypeScript, its log-in in a helper module.
+const API_TS: &str = r#"import { step, check, checkEq, http, vars } from 'waymark';
+import { logIn } from './lib/auth';
+
+interface Me {
+  user: string;
+  plan?: string;
+}
+
+export default function run(): void {
+  const base: string = vars.require('base_url');
+  const token = logIn(base, vars.getOr('user', 'qa'));
+  step('profile', () => {
+    const resp = http.get(`${base}/me`, { bearer: token });
+    checkEq('status is 200', resp.status, 200);
+    const me = resp.json() as Me;
+    checkEq('user matches', me.user, vars.getOr('user', 'qa'));
+    check('plan is set', Boolean(me.plan));
+  });
+  step('rejects a bad token', () => {
+    checkEq('status is 401', http.get(`${base}/me`, { bearer: 'not-a-token' }).status, 401);
+  });
+}
+"#;
+
+const AUTH_TS: &str = r#"import { step, check, checkEq, http, vars } from 'waymark';
+
+type Token = string;
+
+export function logIn(base: string, user: string): Token {
+  return step('log in', (): Token => {
+    const password = vars.require('password');
+    const resp = http.post(`${base}/login`, { json: { user, password } });
+    checkEq('status is 200', resp.status, 200);
+    const { token } = resp.json() as { token: Token };
+    check('token is not empty', typeof token === 'string' && token.length > 0);
+    return token;
+  });
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn js_and_ts_sources_record_what_the_built_journeys_record() {
+    let rust = JOURNEYS
+        .iter()
+        .find(|(n, _)| *n == "api")
+        .map(|(_, w)| runtime().load("api", w).expect("loads"))
+        .expect("api journey");
+    let expected = run_demo(&rust).await;
+    assert_eq!(expected.status, Status::Pass);
+
+    let ts = journey_dir(&[("api.ts", API_TS), ("lib/auth.ts", AUTH_TS)]);
+    let sources = [root().join("journeys/js/api.js"), ts.path().join("api.ts")];
+    for path in &sources {
+        let j = load(path);
+        assert_eq!(j.name, "api");
+        let rec = run_demo(&j).await;
+        assert_eq!(rec.status, Status::Pass, "{}: {rec:#?}", path.display());
+        assert_eq!(shape(&rec), shape(&expected), "{}", path.display());
+        let reused: Vec<bool> = rec.requests().map(|r| r.reused_connection).collect();
+        assert_eq!(reused, vec![false, true, true], "{}", path.display());
+        let json = serde_json::to_string(&rec).expect("json");
+        assert!(
+            !json.contains(PASSWORD),
+            "{}: the secret leaked",
+            path.display()
+        );
+    }
+
+    // A changed helper is a changed journey.
+    let before = load(&sources[1]).sha256;
+    std::fs::write(
+        ts.path().join("lib/auth.ts"),
+        AUTH_TS.replace("log in", "sign in"),
+    )
+    .expect("write");
+    let after = load(&sources[1]);
+    assert_ne!(before, after.sha256);
+    let rec = run_demo(&after).await;
+    assert_eq!(rec.steps[0].name, "sign in");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_name_the_file_line_and_column_of_the_source() {
+    let dir = journey_dir(&[
+        ("bad.ts", "const a: number = 1;\nconst b = (;\n"),
+        ("bad.js", "export const run = () => {};\nlet x = ;\n"),
+        (
+            "boom.ts",
+            "import { step } from 'waymark';\n\ntype N = number;\nexport default function run(): void {\n  step('first', () => {\n    const x: N = 1;\n    throw new Error(`boom ${x}`);\n  });\n}\n",
+        ),
+        (
+            "deep.ts",
+            "import { fail } from './lib/fail';\nexport const run = () => fail(null);\n",
+        ),
+        (
+            "lib/fail.ts",
+            "export function fail(o: { x: number } | null): number {\n  return o!.x;\n}\n",
+        ),
+        ("noexport.js", "const run = () => {};\n"),
+    ]);
+    let p = |f: &str| dir.path().join(f);
+
+    let e = load_error(&p("bad.ts"));
+    assert!(e.contains("bad.ts:2:12: Unexpected token"), "{e}");
+    let e = load_error(&p("bad.js"));
+    assert!(e.contains("bad.js:2:9: Unexpected token"), "{e}");
+
+    for (file, at) in [
+        ("boom.ts", "boom.ts:7:11: boom 1"),
+        ("deep.ts", "lib/fail.ts:2:3: TypeError"),
+        ("noexport.js", "noexport.js exports no journey"),
+    ] {
+        let rec = runtime().run(&load(&p(file)), &opts(&[], None, &[])).await;
+        assert_eq!(rec.status, Status::Fail, "{file}: {rec:#?}");
+        let err = rec.error.as_ref().expect("error");
+        assert_eq!(err.kind, ErrorKind::Journey, "{file}: {err:?}");
+        assert!(err.message.contains(at), "{file}: {}", err.message);
+    }
+
+    // The command line says the same, at load time and at run time.
+    let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .arg("run")
+        .arg(p("bad.ts"))
+        .output()
+        .expect("waymark runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.ts:2:12: Unexpected token"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_journey_reads_nothing_outside_its_directory() {
+    let outside = journey_dir(&[("secret.js", "export const s = 'outside';\n")]);
+    let dir = journey_dir(&[
+        (
+            "up.js",
+            "import { s } from '../secret.js';\nexport const run = () => s;\n",
+        ),
+        (
+            "fs.js",
+            "import { readFileSync } from 'fs';\nexport const run = () => readFileSync;\n",
+        ),
+        (
+            "linked.js",
+            "import { s } from './link.js';\nexport const run = () => s;\n",
+        ),
+        (
+            "missing.ts",
+            "import { h } from './lib/nothing';\nexport const run = () => h;\n",
+        ),
+    ]);
+    std::os::unix::fs::symlink(outside.path().join("secret.js"), dir.path().join("link.js"))
+        .expect("symlink");
+    let p = |f: &str| dir.path().join(f);
+    for (file, why) in [
+        (
+            "up.js",
+            "'../secret.js': it is outside the journey's directory",
+        ),
+        ("fs.js", "'fs': only 'waymark'"),
+        (
+            "linked.js",
+            "'./link.js': it leads outside the journey's directory",
+        ),
+        ("missing.ts", "'./lib/nothing': no such file"),
+    ] {
+        let e = load_error(&p(file));
+        assert!(e.contains(why), "{file}: {e}");
+        assert!(e.contains(&p(file).display().to_string()), "{file}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_holds_for_journeys_run_from_their_source() {
+    let api = DemoApi::start().await.expect("demo api");
+    let policy = load(&root().join("tests/guests/js/policy.js"));
+    let mut o = opts(&["example.com".into()], None, &[]);
+    o.vars
+        .insert("url".into(), format!("{}/health", api.base_url()));
+    let rec = runtime().run(&policy, &o).await;
+    assert_eq!(rec.status, Status::Fail, "{rec:#?}");
+    let reqs: Vec<_> = rec.requests().collect();
+    assert_eq!(reqs.len(), 2, "fetch and the helper: {rec:#?}");
+    for req in reqs {
+        let err = req.error.as_ref().expect("denied");
+        assert_eq!(err.kind, HttpErrorKind::Denied, "{err:?}");
+    }
+
+    let hostile = load(&root().join("tests/guests/js/hostile.js"));
+    let mut o = opts(&[], None, &[("mode", "spin")]);
+    o.timeout = std::time::Duration::from_secs(2);
+    let rec = runtime().run(&hostile, &o).await;
+    assert_eq!(rec.status, Status::Timeout, "{rec:#?}");
+    let rec = runtime()
+        .run(&hostile, &opts(&[], None, &[("mode", "oom")]))
+        .await;
+    assert_eq!(rec.status, Status::Error, "{rec:#?}");
+    let err = rec.error.as_ref().expect("error");
+    assert_eq!(err.kind, ErrorKind::Memory, "{err:?}");
+}
