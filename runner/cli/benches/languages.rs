@@ -142,7 +142,7 @@ fn main() {
         "tests/guests/js/noop.js",
         "tests/guests/python/noop.py",
     ]);
-    let rows: [(&str, PathBuf, PathBuf, Vec<&str>); 3] = [
+    let rows: [(&str, PathBuf, PathBuf, Vec<&str>); 4] = [
         (
             "Rust",
             rust_api,
@@ -151,6 +151,13 @@ fn main() {
         ),
         ("JavaScript", built[0].clone(), built[2].clone(), vec![]),
         ("Python", built[1].clone(), built[3].clone(), vec![]),
+        // No build: the binary's JavaScript runtime runs the sources.
+        (
+            "JavaScript, from source",
+            root.join("journeys/js/api.js"),
+            root.join("tests/guests/js/noop.js"),
+            vec![],
+        ),
     ];
     println!(
         "| language | api component | first run (compiles) | cached run (median of 5) | \
@@ -185,6 +192,91 @@ fn main() {
     }
     println!(
         "\nA run is the whole command: process start, the demo API, loading the component \
-         (compiling it, or mapping it from the cache), one run of the journey, the record."
+         (compiling it, or mapping it from the cache), one run of the journey, the record \
+         (from source: the runtime's component, then preparing the source). The \
+         component size of a journey from source is that of its .js file."
+    );
+    fleet(&root);
+}
+
+/// `n` distinct JavaScript journeys from source (the api journey, one line
+/// different in each) in a serve config, in `dir`.
+fn js_fleet(root: &Path, dir: &Path, n: usize) -> PathBuf {
+    let api = std::fs::read_to_string(root.join("journeys/js/api.js")).expect("api.js");
+    let mut config =
+        String::from("[store]\npath = \"off\"\n\n[runner]\nlisten = \"127.0.0.1:0\"\n");
+    for i in 0..n {
+        let name = format!("api{i}");
+        std::fs::write(
+            dir.join(format!("{name}.js")),
+            api.replace("'log in'", &format!("'log in {i}'")),
+        )
+        .expect("write");
+        config.push_str(&format!(
+            "\n[[journey]]\nname = \"{name}\"\nwasm = \"{name}.js\"\nevery = \"1h\"\n"
+        ));
+    }
+    let path = dir.join(format!("fleet{n}.toml"));
+    std::fs::write(&path, config).expect("config");
+    path
+}
+
+/// 100 distinct JavaScript journeys from source: `waymark check` with an
+/// empty and a filled compile cache, and `waymark serve`'s RSS with 100
+/// and 200 of them loaded (none due within the measure).
+fn fleet(root: &Path) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = dir.path().join("cache");
+    let hundred = js_fleet(root, dir.path(), 100);
+    let two_hundred = js_fleet(root, dir.path(), 200);
+    let check = |config: &Path| {
+        let t = Instant::now();
+        let out = Command::new("/usr/bin/time")
+            .arg("-f")
+            .arg("%M")
+            .arg(env!("CARGO_BIN_EXE_waymark"))
+            .arg("check")
+            .arg("--config")
+            .arg(config)
+            .env("WAYMARK_CACHE_DIR", &cache)
+            .output()
+            .expect("waymark check runs");
+        let took = t.elapsed();
+        assert!(out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let kib: u64 = stderr
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("/usr/bin/time's peak RSS");
+        (took, kib)
+    };
+    let (cold, cold_kib) = check(&hundred);
+    let (warm, warm_kib) = check(&hundred);
+    let serve_rss = |config: &Path| {
+        let mut cmd = waymark();
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(config)
+            .args(["--log-format", "json"])
+            .env("WAYMARK_CACHE_DIR", &cache);
+        let serve = support::ServeProcess::start(cmd);
+        std::thread::sleep(Duration::from_secs(2));
+        support::rss_kib(serve.child.id())
+    };
+    let rss100 = serve_rss(&hundred);
+    let rss200 = serve_rss(&two_hundred);
+    println!(
+        "\n| 100 distinct JavaScript journeys from source | figure |\n|---|---|\n\
+         | `waymark check`, empty compile cache | {:.1} s, peak RSS {:.0} MiB |\n\
+         | `waymark check`, cache filled | {:.2} s, peak RSS {:.0} MiB |\n\
+         | `waymark serve` RSS, 100 journeys loaded | {:.0} MiB |\n\
+         | added RSS per further journey (100 → 200) | {:.0} KiB |",
+        cold.as_secs_f64(),
+        cold_kib as f64 / 1024.0,
+        warm.as_secs_f64(),
+        warm_kib as f64 / 1024.0,
+        rss100 as f64 / 1024.0,
+        rss200.saturating_sub(rss100) as f64 / 100.0,
     );
 }
