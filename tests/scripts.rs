@@ -1,5 +1,5 @@
-//! Journeys run from their JavaScript or TypeScript source, with no build
-//! step: the runtime the binary carries evaluates them. They record what the
+//! Journeys run from their JavaScript, TypeScript or Python source, with no
+//! build step: the runtimes the binary carries evaluate them. They record what the
 //! built components record, errors point into the source (file, line,
 //! column), imports stay inside the journey's directory, and the sandbox is
 //! the compiled journeys' one.
@@ -114,8 +114,42 @@ export function logIn(base: string, user: string): Token {
 }
 "#;
 
+/// The api journey in Python, its log-in in a package without __init__.py.
+const API_PY: &str = r#"import json
+
+from waymark import check, check_eq, http, journey, step, variables
+from lib.auth import log_in
+
+
+@journey
+def run():
+    base = variables.require("base_url")
+    token = log_in(base, variables.get("user", "qa"))
+    with step("profile"):
+        resp = http.get(f"{base}/me", bearer=token)
+        check_eq("status is 200", resp.status, 200)
+        me = json.loads(resp.text())
+        check_eq("user matches", me["user"], variables.get("user", "qa"))
+        check("plan is set", bool(me.get("plan")))
+    with step("rejects a bad token"):
+        check_eq("status is 401", http.get(f"{base}/me", bearer="not-a-token").status, 401)
+"#;
+
+const AUTH_PY: &str = r#"from waymark import check, check_eq, http, step, variables
+
+
+def log_in(base, user):
+    with step("log in"):
+        password = variables.require("password")
+        resp = http.post(f"{base}/login", json={"user": user, "password": password})
+        check_eq("status is 200", resp.status, 200)
+        token = resp.json().get("token")
+        check("token is not empty", isinstance(token, str) and len(token) > 0)
+        return token
+"#;
+
 #[tokio::test(flavor = "multi_thread")]
-async fn js_and_ts_sources_record_what_the_built_journeys_record() {
+async fn sources_record_what_the_built_journeys_record() {
     let rust = JOURNEYS
         .iter()
         .find(|(n, _)| *n == "api")
@@ -125,7 +159,13 @@ async fn js_and_ts_sources_record_what_the_built_journeys_record() {
     assert_eq!(expected.status, Status::Pass);
 
     let ts = journey_dir(&[("api.ts", API_TS), ("lib/auth.ts", AUTH_TS)]);
-    let sources = [root().join("journeys/js/api.js"), ts.path().join("api.ts")];
+    let py = journey_dir(&[("api.py", API_PY), ("lib/auth.py", AUTH_PY)]);
+    let sources = [
+        root().join("journeys/js/api.js"),
+        ts.path().join("api.ts"),
+        root().join("journeys/python/api.py"),
+        py.path().join("api.py"),
+    ];
     for path in &sources {
         let j = load(path);
         assert_eq!(j.name, "api");
@@ -143,16 +183,17 @@ async fn js_and_ts_sources_record_what_the_built_journeys_record() {
     }
 
     // A changed helper is a changed journey.
-    let before = load(&sources[1]).sha256;
-    std::fs::write(
-        ts.path().join("lib/auth.ts"),
-        AUTH_TS.replace("log in", "sign in"),
-    )
-    .expect("write");
-    let after = load(&sources[1]);
-    assert_ne!(before, after.sha256);
-    let rec = run_demo(&after).await;
-    assert_eq!(rec.steps[0].name, "sign in");
+    for (entry, helper, text) in [
+        (&sources[1], ts.path().join("lib/auth.ts"), AUTH_TS),
+        (&sources[3], py.path().join("lib/auth.py"), AUTH_PY),
+    ] {
+        let before = load(entry).sha256;
+        std::fs::write(helper, text.replace("log in", "sign in")).expect("write");
+        let after = load(entry);
+        assert_ne!(before, after.sha256);
+        let rec = run_demo(&after).await;
+        assert_eq!(rec.steps[0].name, "sign in", "{}", entry.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -173,6 +214,17 @@ async fn errors_name_the_file_line_and_column_of_the_source() {
             "export function fail(o: { x: number } | null): number {\n  return o!.x;\n}\n",
         ),
         ("noexport.js", "const run = () => {};\n"),
+        ("bad.py", "def run(:\n    pass\n"),
+        (
+            "boom.py",
+            "from waymark import step\n\n\ndef run():\n    with step(\"first\"):\n        x = {}\n        return x[\"missing\"]\n",
+        ),
+        (
+            "deep.py",
+            "from helpers.fail import fail\n\n\ndef run():\n    fail(None)\n",
+        ),
+        ("helpers/fail.py", "def fail(o):\n    return o.x\n"),
+        ("norun.py", "x = 1\n"),
     ]);
     let p = |f: &str| dir.path().join(f);
 
@@ -180,11 +232,16 @@ async fn errors_name_the_file_line_and_column_of_the_source() {
     assert!(e.contains("bad.ts:2:12: Unexpected token"), "{e}");
     let e = load_error(&p("bad.js"));
     assert!(e.contains("bad.js:2:9: Unexpected token"), "{e}");
+    let e = load_error(&p("bad.py"));
+    assert!(e.contains("bad.py:1:9: invalid syntax"), "{e}");
 
     for (file, at) in [
         ("boom.ts", "boom.ts:7:11: boom 1"),
         ("deep.ts", "lib/fail.ts:2:3: TypeError"),
         ("noexport.js", "noexport.js exports no journey"),
+        ("boom.py", "boom.py:7:16: KeyError: 'missing'"),
+        ("deep.py", "helpers/fail.py:2:12: AttributeError"),
+        ("norun.py", "norun.py defines no journey"),
     ] {
         let rec = runtime().run(&load(&p(file)), &opts(&[], None, &[])).await;
         assert_eq!(rec.status, Status::Fail, "{file}: {rec:#?}");
@@ -224,8 +281,15 @@ async fn a_journey_reads_nothing_outside_its_directory() {
             "missing.ts",
             "import { h } from './lib/nothing';\nexport const run = () => h;\n",
         ),
+        (
+            "linked.py",
+            "from evil import s\n\n\ndef run():\n    pass\n",
+        ),
     ]);
     std::os::unix::fs::symlink(outside.path().join("secret.js"), dir.path().join("link.js"))
+        .expect("symlink");
+    std::fs::write(outside.path().join("evil.py"), "s = 1\n").expect("write");
+    std::os::unix::fs::symlink(outside.path().join("evil.py"), dir.path().join("evil.py"))
         .expect("symlink");
     let p = |f: &str| dir.path().join(f);
     for (file, why) in [
@@ -239,6 +303,10 @@ async fn a_journey_reads_nothing_outside_its_directory() {
             "'./link.js': it leads outside the journey's directory",
         ),
         ("missing.ts", "'./lib/nothing': no such file"),
+        (
+            "linked.py",
+            "'evil': it leads outside the journey's directory",
+        ),
     ] {
         let e = load_error(&p(file));
         assert!(e.contains(why), "{file}: {e}");
@@ -249,28 +317,33 @@ async fn a_journey_reads_nothing_outside_its_directory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sandbox_holds_for_journeys_run_from_their_source() {
     let api = DemoApi::start().await.expect("demo api");
-    let policy = load(&root().join("tests/guests/js/policy.js"));
-    let mut o = opts(&["example.com".into()], None, &[]);
-    o.vars
-        .insert("url".into(), format!("{}/health", api.base_url()));
-    let rec = runtime().run(&policy, &o).await;
-    assert_eq!(rec.status, Status::Fail, "{rec:#?}");
-    let reqs: Vec<_> = rec.requests().collect();
-    assert_eq!(reqs.len(), 2, "fetch and the helper: {rec:#?}");
-    for req in reqs {
-        let err = req.error.as_ref().expect("denied");
-        assert_eq!(err.kind, HttpErrorKind::Denied, "{err:?}");
+    // JavaScript: fetch() and the helper; Python: the helper.
+    for (lang, requests) in [("js/policy.js", 2), ("python/policy.py", 1)] {
+        let policy = load(&root().join("tests/guests").join(lang));
+        let mut o = opts(&["example.com".into()], None, &[]);
+        o.vars
+            .insert("url".into(), format!("{}/health", api.base_url()));
+        let rec = runtime().run(&policy, &o).await;
+        assert_eq!(rec.status, Status::Fail, "{lang}: {rec:#?}");
+        let reqs: Vec<_> = rec.requests().collect();
+        assert_eq!(reqs.len(), requests, "{lang}: {rec:#?}");
+        for req in reqs {
+            let err = req.error.as_ref().expect("denied");
+            assert_eq!(err.kind, HttpErrorKind::Denied, "{lang}: {err:?}");
+        }
     }
 
-    let hostile = load(&root().join("tests/guests/js/hostile.js"));
-    let mut o = opts(&[], None, &[("mode", "spin")]);
-    o.timeout = std::time::Duration::from_secs(2);
-    let rec = runtime().run(&hostile, &o).await;
-    assert_eq!(rec.status, Status::Timeout, "{rec:#?}");
-    let rec = runtime()
-        .run(&hostile, &opts(&[], None, &[("mode", "oom")]))
-        .await;
-    assert_eq!(rec.status, Status::Error, "{rec:#?}");
-    let err = rec.error.as_ref().expect("error");
-    assert_eq!(err.kind, ErrorKind::Memory, "{err:?}");
+    for lang in ["js/hostile.js", "python/hostile.py"] {
+        let hostile = load(&root().join("tests/guests").join(lang));
+        let mut o = opts(&[], None, &[("mode", "spin")]);
+        o.timeout = std::time::Duration::from_secs(2);
+        let rec = runtime().run(&hostile, &o).await;
+        assert_eq!(rec.status, Status::Timeout, "{lang}: {rec:#?}");
+        let rec = runtime()
+            .run(&hostile, &opts(&[], None, &[("mode", "oom")]))
+            .await;
+        assert_eq!(rec.status, Status::Error, "{lang}: {rec:#?}");
+        let err = rec.error.as_ref().expect("error");
+        assert_eq!(err.kind, ErrorKind::Memory, "{lang}: {err:?}");
+    }
 }

@@ -1,32 +1,104 @@
-//! Builds the JavaScript runtime component the engine carries
-//! (`sdk/js/runtime`): the binary then runs `.js` and `.ts` journeys with no
-//! Node.js where it runs. Building it needs Node.js and `npm ci --prefix
-//! sdk/js` (pinned versions); the result is kept in `target/` by the hash of
-//! its inputs, so debug, release and clippy builds share one.
+//! Builds the script runtimes the engine carries: JavaScript
+//! (`sdk/js/runtime`, with componentize-js) and Python
+//! (`sdk/python/runtime`, with componentize-py). The binary then runs `.js`,
+//! `.ts` and `.py` journeys with no tool chain where it runs. Building them
+//! needs Node.js after `npm ci --prefix sdk/js`, and Python after `pip
+//! install ./sdk/python` (pinned versions); each result is kept in
+//! `target/` by the hash of its inputs, so debug, release and clippy builds
+//! share one.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+/// componentize-py through its module: pip may put its script off PATH.
+const COMPONENTIZE_PY: &str = "import sys; from componentize_py import script; \
+                               sys.argv[0] = 'componentize-py'; sys.exit(script())";
+
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest.join("../..");
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
+    let wit = [root.join("wit/journey.wit"), root.join("wit/script.wit")];
+
     let js = root.join("sdk/js");
-    let inputs = [
-        js.join("runtime/runtime.js"),
-        js.join("runtime/build.mjs"),
-        js.join("waymark.js"),
-        js.join("package-lock.json"),
-        root.join("wit/journey.wit"),
-        root.join("wit/script.wit"),
-    ];
+    runtime(
+        &root,
+        &out_dir,
+        "js-runtime",
+        &[
+            js.join("runtime/runtime.js"),
+            js.join("runtime/build.mjs"),
+            js.join("waymark.js"),
+            js.join("package-lock.json"),
+        ],
+        &wit,
+        |out| {
+            if !js
+                .join("node_modules/@bytecodealliance/componentize-js")
+                .exists()
+            {
+                panic!(
+                    "the JavaScript runtime is built with Node.js from sdk/js's pinned packages: \
+                     run `npm ci --prefix sdk/js` first"
+                );
+            }
+            let mut cmd = Command::new("node");
+            cmd.arg(js.join("runtime/build.mjs")).arg(out);
+            cmd
+        },
+    );
+
+    let py = root.join("sdk/python");
+    runtime(
+        &root,
+        &out_dir,
+        "py-runtime",
+        &[
+            py.join("runtime/waymark_runtime.py"),
+            py.join("waymark.py"),
+            py.join("pyproject.toml"),
+        ],
+        &wit,
+        |out| {
+            let mut cmd = Command::new("python3");
+            cmd.args(["-c", COMPONENTIZE_PY, "-d"])
+                .arg(root.join("wit"))
+                .args([
+                    "-w",
+                    "script-runtime",
+                    "componentize",
+                    "waymark_runtime",
+                    "-p",
+                ])
+                .arg(py.join("runtime"))
+                .arg("-p")
+                .arg(&py)
+                .arg("-o")
+                .arg(out)
+                .env("PYTHONDONTWRITEBYTECODE", "1");
+            cmd
+        },
+    );
+}
+
+/// Build `OUT_DIR/name.wasm` with `command`, or copy the one kept for the
+/// same inputs.
+fn runtime(
+    root: &Path,
+    out_dir: &Path,
+    name: &str,
+    inputs: &[PathBuf],
+    wit: &[PathBuf],
+    command: impl FnOnce(&Path) -> Command,
+) {
     let mut h = Sha256::new();
-    for p in &inputs {
+    for p in inputs.iter().chain(wit) {
         println!("cargo:rerun-if-changed={}", p.display());
         let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
         h.update(
-            p.strip_prefix(&root)
+            p.strip_prefix(root)
                 .unwrap_or(p)
                 .to_string_lossy()
                 .as_bytes(),
@@ -34,51 +106,41 @@ fn main() {
         h.update(bytes);
     }
     let key = hex(&h.finalize()[..12]);
-
-    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
-    let out = out_dir.join("js-runtime.wasm");
-    // OUT_DIR is target/<profile>/build/<crate>/out: keep the component two
-    // levels above the profiles, where every profile finds it.
+    let out = out_dir.join(format!("{name}.wasm"));
+    // OUT_DIR is target/<profile>/build/<crate>/out: keep the component
+    // beside the profiles, where every profile finds it.
     let shared = out_dir
         .ancestors()
         .nth(4)
         .filter(|t| t.join("CACHEDIR.TAG").exists())
-        .map(|t| t.join("js-runtime"));
-    if let Some(dir) = &shared {
-        let kept = dir.join(format!("{key}.wasm"));
-        if kept.exists() && std::fs::copy(&kept, &out).is_ok() {
-            return;
-        }
-    }
-    build(&js, &out);
-    if let Some(dir) = shared {
-        let _ = std::fs::create_dir_all(&dir);
-        let tmp = dir.join(format!("{key}.tmp{}", std::process::id()));
-        if std::fs::copy(&out, &tmp).is_ok() {
-            let _ = std::fs::rename(&tmp, dir.join(format!("{key}.wasm")));
-        }
-    }
-}
-
-fn build(js: &Path, out: &Path) {
-    if !js
-        .join("node_modules/@bytecodealliance/componentize-js")
-        .exists()
+        .map(|t| t.join("script-runtimes"));
+    let kept = shared
+        .as_ref()
+        .map(|d| d.join(format!("{name}-{key}.wasm")));
+    if let Some(kept) = &kept
+        && kept.exists()
+        && std::fs::copy(kept, &out).is_ok()
     {
-        panic!(
-            "the JavaScript runtime is built with Node.js from sdk/js's pinned packages: \
-             run `npm ci --prefix sdk/js` first"
-        );
+        return;
     }
-    let status = Command::new("node")
-        .arg(js.join("runtime/build.mjs"))
-        .arg(out)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run node (Node.js is needed to build waymark): {e}"));
+    let mut cmd = command(&out);
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} to build the {name}: {e}"));
     assert!(
-        status.success(),
-        "building the JavaScript runtime failed ({status})"
+        output.status.success(),
+        "building the {name} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
+    if let (Some(dir), Some(kept)) = (shared, kept) {
+        let _ = std::fs::create_dir_all(&dir);
+        let tmp = dir.join(format!("{name}-{key}.tmp{}", std::process::id()));
+        if std::fs::copy(&out, &tmp).is_ok() {
+            let _ = std::fs::rename(&tmp, kept);
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -72,7 +72,8 @@ pub struct Runtime {
     cache_dir: Option<PathBuf>,
     ticker_stop: Arc<AtomicBool>,
     /// The script runtime, once a journey from source needed it.
-    pub(crate) scripts: std::sync::Mutex<Option<Arc<crate::script::ScriptEngine>>>,
+    pub(crate) scripts:
+        std::sync::Mutex<HashMap<crate::Language, Arc<crate::script::ScriptEngine>>>,
 }
 
 impl Drop for Runtime {
@@ -285,7 +286,7 @@ impl Runtime {
             linker,
             cache_dir,
             ticker_stop,
-            scripts: std::sync::Mutex::new(None),
+            scripts: std::sync::Mutex::new(HashMap::new()),
         })
     }
 

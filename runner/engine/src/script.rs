@@ -1,14 +1,15 @@
 //! Journeys run from their source. One runtime component per language is
 //! carried in the binary (JavaScript, which also takes TypeScript: its
-//! types are stripped by sucrase inside the runtime), compiled once per
-//! machine (the compile cache) and once per process, and shared by every
-//! journey of that language: a journey adds only its modules' text.
+//! types are stripped by sucrase inside the runtime; and Python), compiled
+//! once per machine (the compile cache) and once per process, and shared by
+//! every journey of that language: a journey adds only its modules' text.
 //!
 //! Loading a journey prepares each of its files once (the runtime's
-//! `prepare`: types stripped, imports turned into `require`, lines kept)
-//! and follows its relative imports, which must stay inside the journey's
-//! directory. Every run then hands the prepared modules to the runtime's
-//! `run` through `waymark:journey/script`.
+//! `prepare`: JavaScript's types stripped and imports turned into
+//! `require`, lines kept; Python's syntax checked) and follows its imports
+//! of its own files, which must stay inside the journey's directory. Every
+//! run then hands the prepared modules to the runtime's `run` through
+//! `waymark:journey/script`.
 
 use std::path::{Component as PathPart, Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +25,8 @@ use crate::script_bindings::waymark::journey::script::Module;
 
 /// The JavaScript runtime component (`sdk/js/runtime`, built by build.rs).
 static JS_RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/js-runtime.wasm"));
+/// The Python runtime component (`sdk/python/runtime`, built by build.rs).
+static PY_RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/py-runtime.wasm"));
 
 /// A journey's modules beyond this many are refused: imports are followed
 /// at load time and a cycle of generated names must not go on for ever.
@@ -39,12 +42,14 @@ const PREPARE_MEMORY: usize = 256 << 20;
 const SDK: &str = "waymark";
 
 /// The languages a journey can be written in and run from its source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Language {
     /// `.js`, `.mjs`
     JavaScript,
     /// `.ts`, `.mts`: types are stripped, not checked.
     TypeScript,
+    /// `.py`
+    Python,
 }
 
 impl Language {
@@ -54,7 +59,23 @@ impl Language {
         match path.extension()?.to_str()? {
             "js" | "mjs" => Some(Language::JavaScript),
             "ts" | "mts" => Some(Language::TypeScript),
+            "py" => Some(Language::Python),
             _ => None,
+        }
+    }
+
+    /// The runtime that runs it: TypeScript is JavaScript once stripped.
+    fn runtime(self) -> Language {
+        match self {
+            Language::TypeScript => Language::JavaScript,
+            l => l,
+        }
+    }
+
+    fn runtime_name(self) -> &'static str {
+        match self.runtime() {
+            Language::Python => "Python runtime",
+            _ => "JavaScript runtime",
         }
     }
 }
@@ -79,22 +100,30 @@ enum Link {
     Sdk,
     World(&'static str),
     Module(String),
+    /// Python: not one of the journey's files, so the runtime's own (the
+    /// standard library), or an ImportError when the journey runs.
+    Runtime,
 }
 
 impl Runtime {
-    /// The JavaScript runtime, compiled (or taken from the cache) the first
+    /// The runtime of `lang`, compiled (or taken from the cache) the first
     /// time a process needs it.
-    fn js_engine(&self) -> Result<Arc<ScriptEngine>, LoadError> {
-        let mut slot = self
+    fn script_engine(&self, lang: Language) -> Result<Arc<ScriptEngine>, LoadError> {
+        let lang = lang.runtime();
+        let mut engines = self
             .scripts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(e) = slot.as_ref() {
+        if let Some(e) = engines.get(&lang) {
             return Ok(e.clone());
         }
-        let name = "JavaScript runtime";
-        let sha256 = crate::tape::Tape::sha256(JS_RUNTIME);
-        let (component, from_cache) = self.compile(name, JS_RUNTIME, &sha256)?;
+        let name = lang.runtime_name();
+        let bytes = match lang {
+            Language::Python => PY_RUNTIME,
+            _ => JS_RUNTIME,
+        };
+        let sha256 = crate::tape::Tape::sha256(bytes);
+        let (component, from_cache) = self.compile(name, bytes, &sha256)?;
         let link = |e: wasmtime::Error| LoadError::Link {
             name: name.to_string(),
             message: format!("{e:#}"),
@@ -106,7 +135,7 @@ impl Runtime {
             sha256,
             from_cache,
         });
-        *slot = Some(engine.clone());
+        engines.insert(lang, engine.clone());
         Ok(engine)
     }
 
@@ -132,10 +161,16 @@ impl Runtime {
         };
         // Messages name files as the user's path does.
         let shown_root = path.parent().unwrap_or(Path::new(""));
-        let engine = self.js_engine()?;
+        let lang = Language::of(path).ok_or_else(|| {
+            fail(format!(
+                "{} is not a .js, .mjs, .ts, .mts or .py file",
+                path.display()
+            ))
+        })?;
+        let engine = self.script_engine(lang)?;
         let entry = entry.to_string_lossy().into_owned();
         let modules = std::thread::scope(|s| {
-            s.spawn(|| self.prepare_all(&engine, root, shown_root, entry))
+            s.spawn(|| self.prepare_all(&engine, lang, root, shown_root, entry))
                 .join()
                 .unwrap_or_else(|_| Err("preparing the journey's files panicked".into()))
         })
@@ -162,6 +197,7 @@ impl Runtime {
     fn prepare_all(
         &self,
         engine: &ScriptEngine,
+        lang: Language,
         root: &Path,
         shown_root: &Path,
         entry: String,
@@ -173,7 +209,7 @@ impl Runtime {
         rt.block_on(async {
             tokio::time::timeout(
                 PREPARE_TIMEOUT,
-                self.prepare_files(engine, root, shown_root, entry),
+                self.prepare_files(engine, lang, root, shown_root, entry),
             )
             .await
             .unwrap_or_else(|_| {
@@ -188,6 +224,7 @@ impl Runtime {
     async fn prepare_files(
         &self,
         engine: &ScriptEngine,
+        lang: Language,
         root: &Path,
         shown_root: &Path,
         entry: String,
@@ -211,7 +248,7 @@ impl Runtime {
             .prepare
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| format!("cannot start the JavaScript runtime: {e:#}"))?;
+            .map_err(|e| format!("cannot start the {}: {e:#}", lang.runtime_name()))?;
 
         let shown = |rel: &str| shown_root.join(rel).display().to_string();
         let mut modules: Vec<Module> = Vec::new();
@@ -238,7 +275,7 @@ impl Runtime {
             let prepared = runtime
                 .call_prepare(&mut store, &rel, &source)
                 .await
-                .map_err(|e| format!("{}: the JavaScript runtime failed: {e:#}", shown(&rel)))?
+                .map_err(|e| format!("{}: the {} failed: {e:#}", shown(&rel), lang.runtime_name()))?
                 // The runtime's message begins with the path it was given.
                 .map_err(|m| match m.strip_prefix(rel.as_str()) {
                     Some(rest) => format!("{}{rest}", shown(&rel)),
@@ -246,7 +283,12 @@ impl Runtime {
                 })?;
             let mut links = Vec::new();
             for spec in prepared.imports {
-                let to = match resolve(root, &rel, &spec) {
+                let found = match lang.runtime() {
+                    Language::Python => resolve_python(root, &spec),
+                    _ => resolve(root, &rel, &spec),
+                };
+                let to = match found {
+                    Ok(Link::Runtime) => continue,
                     Ok(Link::Sdk) => SDK.to_string(),
                     Ok(Link::World(w)) => w.to_string(),
                     Ok(Link::Module(p)) => {
@@ -317,7 +359,7 @@ fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, String> {
         if !real.starts_with(&canonical_root) {
             return Err("it leads outside the journey's directory".into());
         }
-        if Language::of(&p).is_none() {
+        if Language::of(&p).is_none_or(|l| l.runtime() != Language::JavaScript) {
             return Err(format!("{candidate} is not a .js or .ts file"));
         }
         return Ok(Link::Module(candidate.clone()));
@@ -337,6 +379,28 @@ fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, String> {
     ))
 }
 
+/// The journey's file that the Python module `name` (`lib.auth`) is, if it
+/// is one of them; anything else is left to the runtime.
+fn resolve_python(root: &Path, name: &str) -> Result<Link, String> {
+    if name == SDK {
+        return Ok(Link::Sdk);
+    }
+    let base = name.replace('.', "/");
+    let canonical_root = root.canonicalize().map_err(|e| e.to_string())?;
+    for candidate in [format!("{base}.py"), format!("{base}/__init__.py")] {
+        let p = root.join(&candidate);
+        if !p.is_file() {
+            continue;
+        }
+        let real = p.canonicalize().map_err(|e| e.to_string())?;
+        if !real.starts_with(&canonical_root) {
+            return Err("it leads outside the journey's directory".into());
+        }
+        return Ok(Link::Module(candidate));
+    }
+    Ok(Link::Runtime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +415,7 @@ mod tests {
             Ok(Link::Sdk) => "sdk".to_string(),
             Ok(Link::World(w)) => w.to_string(),
             Ok(Link::Module(p)) => p,
+            Ok(Link::Runtime) => "runtime".to_string(),
             Err(e) => format!("error: {e}"),
         };
         assert_eq!(to("main.ts", "./lib/auth"), "lib/auth.ts");
