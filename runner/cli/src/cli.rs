@@ -501,9 +501,8 @@ fn new(args: NewArgs) -> anyhow::Result<Status> {
     crate::project::create(&dir, &args.name, args.lang)?;
     let build = match args.lang {
         crate::project::Lang::Rust => "cargo build --release --target wasm32-wasip2",
-        crate::project::Lang::Js => "npm install && npm run build",
-        crate::project::Lang::Python => {
-            "componentize-py -d wit -w journey componentize app -o journey.wasm"
+        crate::project::Lang::Js | crate::project::Lang::Ts | crate::project::Lang::Python => {
+            "none: it runs from its source"
         }
     };
     println!(

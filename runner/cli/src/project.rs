@@ -17,9 +17,11 @@ const COMPONENTIZE_PY: &str = "import sys; from componentize_py import script; s
 pub enum Lang {
     /// Rust with the Waymark SDK (cargo, wasm32-wasip2).
     Rust,
-    /// JavaScript with componentize-js (npm).
+    /// JavaScript, run from its source (a componentize-js build optional).
     Js,
-    /// Python with componentize-py (pip).
+    /// TypeScript, run from its source.
+    Ts,
+    /// Python, run from its source (a componentize-py build optional).
     Python,
 }
 
@@ -44,8 +46,9 @@ pub enum ProjectError {
     },
     /// The directory has nothing Waymark knows how to build.
     #[error(
-        "{0} is a directory without Cargo.toml, package.json, pyproject.toml or app.py: \
-         Waymark does not know how to build it (give the .wasm file instead)"
+        "{0} is a directory without journey.ts, journey.js, app.py, Cargo.toml, package.json \
+         or pyproject.toml: Waymark does not know how to build it (give the .wasm file or the \
+         journey's source file instead)"
     )]
     Unknown(PathBuf),
     /// A file of the project says something unusable.
@@ -152,6 +155,10 @@ pub fn create(dir: &Path, name: &str, lang: Lang) -> Result<Vec<PathBuf>, Projec
             ),
             (".gitignore", "node_modules/\njourney.wasm\n"),
         ],
+        Lang::Ts => vec![
+            ("journey.ts", include_str!("../templates/ts/journey.ts")),
+            ("README.md", include_str!("../templates/ts/README.md")),
+        ],
         Lang::Python => vec![
             ("app.py", include_str!("../templates/python/app.py")),
             (
@@ -163,8 +170,10 @@ pub fn create(dir: &Path, name: &str, lang: Lang) -> Result<Vec<PathBuf>, Projec
             (".gitignore", "__pycache__/\njourney.wasm\n"),
         ],
     };
+    // A TypeScript project has no build, so it needs no world either.
+    let wit = (lang != Lang::Ts).then_some(("wit/journey.wit", WIT));
     let mut written = Vec::new();
-    for (rel, text) in files.into_iter().chain([("wit/journey.wit", WIT)]) {
+    for (rel, text) in files.into_iter().chain(wit) {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
@@ -182,11 +191,36 @@ pub fn component(path: &Path) -> Result<(PathBuf, Option<String>), ProjectError>
     if !path.is_dir() {
         return Ok((path.to_path_buf(), None));
     }
-    let wasm = build(path)?;
+    let wasm = match source_entry(path)? {
+        Some(source) => source,
+        None => build(path)?,
+    };
     let name = std::fs::canonicalize(path)
         .ok()
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
     Ok((wasm, name))
+}
+
+/// The source file a JavaScript, TypeScript or Python project in `dir` runs
+/// from (no build): `journey.ts`, `journey.js` or `journey.mjs`, or the
+/// Python module of pyproject.toml (`app.py` by default). `None` for a Rust
+/// project, which is built.
+fn source_entry(dir: &Path) -> Result<Option<PathBuf>, ProjectError> {
+    if dir.join("Cargo.toml").is_file() {
+        return Ok(None);
+    }
+    for name in ["journey.ts", "journey.js", "journey.mjs"] {
+        if dir.join(name).is_file() {
+            return Ok(Some(dir.join(name)));
+        }
+    }
+    if dir.join("pyproject.toml").is_file() || dir.join("app.py").is_file() {
+        let module = dir.join(format!("{}.py", python_module(dir)?));
+        if module.is_file() {
+            return Ok(Some(module));
+        }
+    }
+    Ok(None)
 }
 
 /// Build the project in `dir` (when its sources changed) and return its
