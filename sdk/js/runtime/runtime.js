@@ -93,7 +93,13 @@ function decodeMappings(mappings) {
 // Text put before a module's code on its first line when it is evaluated.
 const WRAP = '(function (exports, require, module) {';
 
+// The journey as the first run of this instance evaluated it: a kept
+// instance (`waymark load --reuse-instance`) evaluates its modules once and
+// calls the journey again, as a component's instance would.
+let evaluated = null;
+
 export async function run() {
+  if (evaluated) return evaluated.call();
   const mods = modules();
   const byPath = new Map(mods.map((m) => [m.path, m]));
   const maps = new Map();
@@ -154,14 +160,21 @@ export async function run() {
     return msg;
   }
 
-  try {
+  const call = async (body) => {
+    try {
+      await body();
+    } catch (e) {
+      throw typeof e === 'string' ? e : located(e);
+    }
+  };
+  let body;
+  await call(() => {
     const entry = load(mods[0].path);
-    const body = entry.run ?? entry.default;
+    body = entry.run ?? entry.default;
     if (typeof body !== 'function') {
       throw `${mods[0].path} exports no journey: export a function as \`run\` (or as the default export)`;
     }
-    await body();
-  } catch (e) {
-    throw typeof e === 'string' ? e : located(e);
-  }
+  });
+  evaluated = { call: () => call(body) };
+  return evaluated.call();
 }

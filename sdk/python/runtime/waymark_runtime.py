@@ -86,6 +86,12 @@ def _located(e, files):
     return what
 
 
+# The journey as the first run of this instance evaluated it: a kept
+# instance (`waymark load --reuse-instance`) evaluates its modules once and
+# calls the journey again, as a component's instance would.
+_evaluated = None
+
+
 class WitWorld(_World):
     def prepare(self, path: str, source: str) -> _script.Prepared:
         try:
@@ -106,21 +112,26 @@ class WitWorld(_World):
         return _script.Prepared(code=source, imports=imports, source_map="")
 
     def run(self) -> None:
-        modules = _script.modules()
-        finder = _Finder(modules)
-        files = {m.path for m in modules}
-        sys.meta_path.insert(0, finder)
-        try:
-            entry = modules[0]
-            namespace = {"__name__": "__journey__", "__file__": entry.path}
-            exec(compile(entry.code, entry.path, "exec"), namespace)
-            body = namespace.get("run")
+        global _evaluated
+        if _evaluated is None:
+            modules = _script.modules()
+            files = {m.path for m in modules}
+            # Left in place: a kept instance's later runs import from it too.
+            sys.meta_path.insert(0, _Finder(modules))
+            try:
+                entry = modules[0]
+                namespace = {"__name__": "__journey__", "__file__": entry.path}
+                exec(compile(entry.code, entry.path, "exec"), namespace)
+                body = namespace.get("run")
+            except BaseException as e:  # placed in the journey's files
+                raise Err(_located(e, files))
             if not callable(body):
                 raise Err(f"{entry.path} defines no journey: define a function `run` (decorated @journey or not)")
+            _evaluated = (body, files)
+        body, files = _evaluated
+        try:
             body()
         except Err:
             raise
         except BaseException as e:  # every failure becomes the run's message, placed
             raise Err(_located(e, files))
-        finally:
-            sys.meta_path.remove(finder)
