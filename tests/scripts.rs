@@ -347,3 +347,60 @@ async fn the_sandbox_holds_for_journeys_run_from_their_source() {
         assert_eq!(err.kind, ErrorKind::Memory, "{lang}: {err:?}");
     }
 }
+
+/// `waymark load` of `journey` (2 users, 40 iterations): passed runs and
+/// failed checks.
+fn load_counts(journey: &Path, extra: &[&str]) -> (u64, u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("load.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .arg("load")
+        .arg(journey)
+        .args([
+            "--concurrency",
+            "2",
+            "--iterations",
+            "40",
+            "--step-duration",
+            "30s",
+            "--warmup",
+            "0s",
+            "--json",
+        ])
+        .arg(&json)
+        .args(extra)
+        .output()
+        .expect("waymark load runs");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
+        .unwrap_or_else(|_| panic!("no JSON result: {out:?}"));
+    let s = &v["steps"][0];
+    assert_eq!(s["iterations"].as_u64(), Some(40), "{out:?}");
+    (
+        s["passed"].as_u64().unwrap_or(0),
+        s["errors"]["check"].as_u64().unwrap_or(0),
+    )
+}
+
+#[test]
+fn a_fresh_instance_evaluates_the_journey_each_run_and_a_kept_one_once() {
+    let dir = journey_dir(&[
+        (
+            "counter.js",
+            "import { check } from 'waymark';\nlet runs = 0;\nexport default function run() {\n  runs += 1;\n  check('first run of this evaluation', runs === 1);\n}\n",
+        ),
+        (
+            "counter.py",
+            "from waymark import check\n\nruns = 0\n\n\ndef run():\n    global runs\n    runs += 1\n    check(\"first run of this evaluation\", runs == 1)\n",
+        ),
+    ]);
+    for file in ["counter.js", "counter.py"] {
+        let journey = dir.path().join(file);
+        assert_eq!(load_counts(&journey, &[]), (40, 0), "{file}: fresh");
+        // Kept: each user's first run evaluates the modules; the others
+        // call the journey again and see its state (on a busy machine one
+        // user may take the whole budget before the other starts).
+        let (passed, failed) = load_counts(&journey, &["--reuse-instance"]);
+        assert_eq!(passed + failed, 40, "{file}");
+        assert!((1..=2).contains(&passed), "{file}: passed {passed}");
+    }
+}
