@@ -85,9 +85,13 @@ async fn processing_is_the_time_to_first_byte() {
         if reused {
             assert_eq!((t.resolve, t.connect, t.tls), (0.0, 0.0, 0.0));
         }
+        // The total is the phases and the client's own work between them
+        // (a new connection's HTTP set-up after tls, the pool's look-up):
+        // never less than their sum, and more only by what a busy machine
+        // makes of that work.
         let sum = t.resolve + t.connect + t.tls + t.processing + t.transfer;
         assert!(
-            (t.total - sum).abs() < 0.01,
+            sum <= t.total + 0.001 && t.total - sum < SLACK_MS,
             "phases add up to the total: {t:?}"
         );
     }

@@ -273,12 +273,7 @@ impl Client {
                 // flight, a kept-alive connection's included.
                 None => Box::pin(self.connect(&target, started, progress, timings)).await?,
             };
-            // Processing begins where the last phase ended, so the phases
-            // partition the total: the HTTP set-up and any wait for the CPU
-            // between phases land in it, not in a gap no phase shows.
-            let ready = started
-                .checked_add(timings.resolve + timings.connect + timings.tls)
-                .unwrap_or_else(Instant::now);
+            let ready = Instant::now();
             progress.enter(Phase::Processing);
             let Built {
                 request,

@@ -49,10 +49,9 @@ declare module 'waymark:journey/http@0.2.0' {
    * Phase durations of one request, in microseconds.
    * 
    * resolve: start -> address resolved; connect: -> TCP established;
-   * tls: -> handshake done (0 for http); processing: -> first response
-   * byte; transfer: -> last body byte; total: start -> last body byte,
-   * the sum of the phases. A reused connection reports 0 for resolve,
-   * connect and tls.
+   * tls: -> handshake done (0 for http); processing: connection ready ->
+   * first response byte; transfer: first -> last body byte; total: start ->
+   * last body byte. A reused connection reports 0 for resolve, connect, tls.
    */
   export interface Timings {
     resolveUs: bigint,
