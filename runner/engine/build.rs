@@ -137,8 +137,17 @@ fn runtime(
     if let (Some(dir), Some(kept)) = (shared, kept) {
         let _ = std::fs::create_dir_all(&dir);
         let tmp = dir.join(format!("{name}-{key}.tmp{}", std::process::id()));
-        if std::fs::copy(&out, &tmp).is_ok() {
-            let _ = std::fs::rename(&tmp, kept);
+        if std::fs::copy(&out, &tmp).is_ok() && std::fs::rename(&tmp, &kept).is_ok() {
+            // Older builds are of inputs that are gone: 16–20 MB each.
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let ours = path
+                    .file_name()
+                    .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{name}-")));
+                if ours && path != kept {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
         }
     }
 }
