@@ -16,6 +16,10 @@
 //!   copy-on-write faults on a large engine image flush the TLB of every
 //!   core the process runs on, so JavaScript scales better by process.
 //!
+//! The same for the api and noop journeys run from their source (no
+//! build), and, for 100 distinct JavaScript journeys from source, `waymark
+//! check` cold and warm and `waymark serve`'s RSS.
+//!
 //! `cargo bench -p waymark --bench languages` (after `npm install --prefix sdk/js`
 //! and `pip install ./sdk/python`, as .ci/run does). Linux only (reads
 //! /proc). Every run is bounded.
@@ -142,7 +146,7 @@ fn main() {
         "tests/guests/js/noop.js",
         "tests/guests/python/noop.py",
     ]);
-    let rows: [(&str, PathBuf, PathBuf, Vec<&str>); 4] = [
+    let rows: [(&str, PathBuf, PathBuf, Vec<&str>); 5] = [
         (
             "Rust",
             rust_api,
@@ -156,6 +160,12 @@ fn main() {
             "JavaScript, from source",
             root.join("journeys/js/api.js"),
             root.join("tests/guests/js/noop.js"),
+            vec![],
+        ),
+        (
+            "Python, from source",
+            root.join("journeys/python/api.py"),
+            root.join("tests/guests/python/noop.py"),
             vec![],
         ),
     ];
@@ -196,24 +206,29 @@ fn main() {
          (from source: the runtime's component, then preparing the source). The \
          component size of a journey from source is that of its .js file."
     );
-    fleet(&root);
+    fleet(&root, "JavaScript");
+    fleet(&root, "Python");
 }
 
-/// `n` distinct JavaScript journeys from source (the api journey, one line
+/// `n` distinct journeys from source (the api journey in `lang`, one line
 /// different in each) in a serve config, in `dir`.
-fn js_fleet(root: &Path, dir: &Path, n: usize) -> PathBuf {
-    let api = std::fs::read_to_string(root.join("journeys/js/api.js")).expect("api.js");
+fn source_fleet(root: &Path, lang: &str, dir: &Path, n: usize) -> PathBuf {
+    let (source, ext) = match lang {
+        "JavaScript" => ("journeys/js/api.js", "js"),
+        _ => ("journeys/python/api.py", "py"),
+    };
+    let api = std::fs::read_to_string(root.join(source)).expect("api journey");
     let mut config =
         String::from("[store]\npath = \"off\"\n\n[runner]\nlisten = \"127.0.0.1:0\"\n");
     for i in 0..n {
         let name = format!("api{i}");
         std::fs::write(
-            dir.join(format!("{name}.js")),
-            api.replace("'log in'", &format!("'log in {i}'")),
+            dir.join(format!("{name}.{ext}")),
+            api.replace("log in", &format!("log in {i}")),
         )
         .expect("write");
         config.push_str(&format!(
-            "\n[[journey]]\nname = \"{name}\"\nwasm = \"{name}.js\"\nevery = \"1h\"\n"
+            "\n[[journey]]\nname = \"{name}\"\nwasm = \"{name}.{ext}\"\nevery = \"1h\"\n"
         ));
     }
     let path = dir.join(format!("fleet{n}.toml"));
@@ -221,14 +236,14 @@ fn js_fleet(root: &Path, dir: &Path, n: usize) -> PathBuf {
     path
 }
 
-/// 100 distinct JavaScript journeys from source: `waymark check` with an
+/// 100 distinct journeys from source in `lang`: `waymark check` with an
 /// empty and a filled compile cache, and `waymark serve`'s RSS with 100
 /// and 200 of them loaded (none due within the measure).
-fn fleet(root: &Path) {
+fn fleet(root: &Path, lang: &str) {
     let dir = tempfile::tempdir().expect("tmp");
     let cache = dir.path().join("cache");
-    let hundred = js_fleet(root, dir.path(), 100);
-    let two_hundred = js_fleet(root, dir.path(), 200);
+    let hundred = source_fleet(root, lang, dir.path(), 100);
+    let two_hundred = source_fleet(root, lang, dir.path(), 200);
     let check = |config: &Path| {
         let t = Instant::now();
         let out = Command::new("/usr/bin/time")
@@ -267,7 +282,7 @@ fn fleet(root: &Path) {
     let rss100 = serve_rss(&hundred);
     let rss200 = serve_rss(&two_hundred);
     println!(
-        "\n| 100 distinct JavaScript journeys from source | figure |\n|---|---|\n\
+        "\n| 100 distinct {lang} journeys from source | figure |\n|---|---|\n\
          | `waymark check`, empty compile cache | {:.1} s, peak RSS {:.0} MiB |\n\
          | `waymark check`, cache filled | {:.2} s, peak RSS {:.0} MiB |\n\
          | `waymark serve` RSS, 100 journeys loaded | {:.0} MiB |\n\
