@@ -69,7 +69,7 @@ pub struct EngineError(String);
 pub struct Runtime {
     engine: Engine,
     pub(crate) linker: Linker<RunState>,
-    cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
     ticker_stop: Arc<AtomicBool>,
     /// The script runtime, once a journey from source needed it.
     pub(crate) scripts:

@@ -244,11 +244,8 @@ impl Runtime {
             std::time::Instant::now(),
             Default::default(),
         );
-        let runtime = engine
-            .prepare
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| format!("cannot start the {}: {e:#}", lang.runtime_name()))?;
+        // Started for the first file the cache does not have.
+        let mut runtime = None;
 
         let shown = |rel: &str| shown_root.join(rel).display().to_string();
         let mut modules: Vec<Module> = Vec::new();
@@ -272,15 +269,45 @@ impl Runtime {
             }
             let source = std::fs::read_to_string(&file)
                 .map_err(|e| format!("cannot read {}: {e}", shown(&rel)))?;
-            let prepared = runtime
-                .call_prepare(&mut store, &rel, &source)
-                .await
-                .map_err(|e| format!("{}: the {} failed: {e:#}", shown(&rel), lang.runtime_name()))?
-                // The runtime's message begins with the path it was given.
-                .map_err(|m| match m.strip_prefix(rel.as_str()) {
-                    Some(rest) => format!("{}{rest}", shown(&rel)),
-                    None => m,
-                })?;
+            let key = self.prepared_key(engine, &rel, &source);
+            let prepared = match key.as_deref().and_then(read_prepared) {
+                Some(p) => p,
+                None => {
+                    let rt = match runtime.take() {
+                        Some(rt) => rt,
+                        None => {
+                            engine
+                                .prepare
+                                .instantiate_async(&mut store)
+                                .await
+                                .map_err(|e| {
+                                    format!("cannot start the {}: {e:#}", lang.runtime_name())
+                                })?
+                        }
+                    };
+                    let p = rt
+                        .call_prepare(&mut store, &rel, &source)
+                        .await
+                        .map_err(|e| {
+                            format!("{}: the {} failed: {e:#}", shown(&rel), lang.runtime_name())
+                        })?
+                        // The runtime's message begins with the path it was given.
+                        .map_err(|m| match m.strip_prefix(rel.as_str()) {
+                            Some(rest) => format!("{}{rest}", shown(&rel)),
+                            None => m,
+                        })?;
+                    runtime = Some(rt);
+                    let p = Prepared {
+                        code: p.code,
+                        imports: p.imports,
+                        source_map: p.source_map,
+                    };
+                    if let Some(key) = &key {
+                        write_prepared(key, &p);
+                    }
+                    p
+                }
+            };
             let mut links = Vec::new();
             for spec in prepared.imports {
                 let found = match lang.runtime() {
@@ -307,6 +334,54 @@ impl Runtime {
             });
         }
         Ok(modules)
+    }
+}
+
+/// What the runtime's `prepare` made of a file, as the cache keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Prepared {
+    code: String,
+    imports: Vec<String>,
+    source_map: String,
+}
+
+impl Runtime {
+    /// Where the cache keeps what `prepare` makes of `source` at `rel`:
+    /// the runtime, the path (messages and source maps name it) and the
+    /// text decide it.
+    fn prepared_key(&self, engine: &ScriptEngine, rel: &str, source: &str) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        let mut h = Sha256::new();
+        h.update(engine.sha256.as_bytes());
+        h.update([0]);
+        h.update(rel.as_bytes());
+        h.update([0]);
+        h.update(source.as_bytes());
+        Some(
+            dir.join("prepared")
+                .join(format!("{}.json", hex::encode(h.finalize()))),
+        )
+    }
+}
+
+/// A cached preparation; none if absent or unreadable (then it is made again).
+fn read_prepared(path: &Path) -> Option<Prepared> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn write_prepared(path: &Path, p: &Prepared) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec(p).map_err(std::io::Error::other)?)?;
+        // Atomic: a concurrent reader sees no file or the whole of it.
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(path = %path.display(), error = %e, "could not keep a prepared journey file");
     }
 }
 
