@@ -13,37 +13,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{CountingServer, opts, runtime};
+use support::{CountingServer, Shape, opts, runtime, shape};
 use waymark::demo::{DemoApi, JOURNEYS, PASSWORD};
 use waymark_record::{ErrorKind, HttpErrorKind, RunRecord, Status};
-
-/// Steps with, for each, the names of its checks (and whether they passed)
-/// and its requests' methods and paths.
-type Shape = Vec<(String, Vec<(String, bool)>, Vec<(String, String)>)>;
-
-fn shape(rec: &RunRecord) -> Shape {
-    rec.steps
-        .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                s.checks
-                    .iter()
-                    .map(|c| (c.name.clone(), c.passed))
-                    .collect(),
-                s.requests
-                    .iter()
-                    .map(|r| {
-                        let path = url::Url::parse(&r.url)
-                            .map(|u| u.path().to_string())
-                            .unwrap_or_default();
-                        (r.method.clone(), path)
-                    })
-                    .collect(),
-            )
-        })
-        .collect()
-}
 
 async fn run_demo(name: &str, wasm: &[u8], extra: &[(&str, &str)]) -> RunRecord {
     let api = DemoApi::start().await.expect("demo api");

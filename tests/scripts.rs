@@ -10,37 +10,10 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{opts, root, runtime};
+use support::{opts, root, runtime, shape};
 use waymark::demo::{DemoApi, JOURNEYS, PASSWORD};
 use waymark_engine::LoadedJourney;
 use waymark_record::{ErrorKind, HttpErrorKind, RunRecord, Status};
-
-/// Steps with their checks and requests, as in tests/languages.rs.
-type Shape = Vec<(String, Vec<(String, bool)>, Vec<(String, String)>)>;
-
-fn shape(rec: &RunRecord) -> Shape {
-    rec.steps
-        .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                s.checks
-                    .iter()
-                    .map(|c| (c.name.clone(), c.passed))
-                    .collect(),
-                s.requests
-                    .iter()
-                    .map(|r| {
-                        let path = url::Url::parse(&r.url)
-                            .map(|u| u.path().to_string())
-                            .unwrap_or_default();
-                        (r.method.clone(), path)
-                    })
-                    .collect(),
-            )
-        })
-        .collect()
-}
 
 async fn run_demo(j: &LoadedJourney) -> RunRecord {
     let api = DemoApi::start().await.expect("demo api");

@@ -17,6 +17,35 @@ use waymark_http::{AllowList, HttpConfig};
 pub mod postgres;
 pub mod wire;
 
+/// Steps with, for each, the names of its checks (and whether they passed)
+/// and its requests' methods and paths: what a journey recorded, whatever
+/// language it was written in.
+pub type Shape = Vec<(String, Vec<(String, bool)>, Vec<(String, String)>)>;
+
+pub fn shape(rec: &waymark_record::RunRecord) -> Shape {
+    rec.steps
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.checks
+                    .iter()
+                    .map(|c| (c.name.clone(), c.passed))
+                    .collect(),
+                s.requests
+                    .iter()
+                    .map(|r| {
+                        let path = url::Url::parse(&r.url)
+                            .map(|u| u.path().to_string())
+                            .unwrap_or_default();
+                        (r.method.clone(), path)
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 /// The `p` quantile (0–1) of sorted values, nearest rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -95,6 +95,46 @@ const WORLD: [&str; 3] = [
     "waymark:journey/vars@0.2.0",
 ];
 
+/// One journey being prepared: its runtime, language and directory.
+struct Job<'a> {
+    engine: &'a ScriptEngine,
+    lang: Language,
+    /// The journey's directory, resolved.
+    root: &'a Path,
+    /// The same as the user named it, for messages.
+    shown_root: &'a Path,
+    name: &'a str,
+}
+
+impl Job<'_> {
+    fn fail(&self, message: String) -> LoadError {
+        LoadError::Script {
+            name: self.name.to_string(),
+            message,
+        }
+    }
+}
+
+/// Why an import was refused.
+#[derive(Debug, thiserror::Error)]
+enum ImportError {
+    #[error("it is outside the journey's directory")]
+    Outside,
+    #[error("it leads outside the journey's directory")]
+    LeadsOutside,
+    #[error(
+        "only '{SDK}', the world's interfaces ({}) and the journey's own files ('./…') can be imported",
+        WORLD.join(", ")
+    )]
+    NotAllowed,
+    #[error("{0} is not a .js or .ts file")]
+    NotScript(String),
+    #[error("no such file in the journey's directory (tried {})", .0.join(", "))]
+    NotFound(Vec<String>),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// Where an import leads.
 enum Link {
     Sdk,
@@ -168,13 +208,19 @@ impl Runtime {
             ))
         })?;
         let engine = self.script_engine(lang)?;
+        let job = Job {
+            engine: &engine,
+            lang,
+            root,
+            shown_root,
+            name: &name,
+        };
         let entry = entry.to_string_lossy().into_owned();
         let modules = std::thread::scope(|s| {
-            s.spawn(|| self.prepare_all(&engine, lang, root, shown_root, entry))
+            s.spawn(|| self.prepare_all(&job, entry))
                 .join()
-                .unwrap_or_else(|_| Err("preparing the journey's files panicked".into()))
-        })
-        .map_err(fail)?;
+                .unwrap_or_else(|_| Err(job.fail("preparing the journey's files panicked".into())))
+        })?;
         let mut h = Sha256::new();
         h.update(engine.sha256.as_bytes());
         for m in &modules {
@@ -194,46 +240,36 @@ impl Runtime {
 
     /// Prepare the entry and every file it imports, on a thread of its own
     /// (loading is synchronous; the runtime's calls are not).
-    fn prepare_all(
-        &self,
-        engine: &ScriptEngine,
-        lang: Language,
-        root: &Path,
-        shown_root: &Path,
-        entry: String,
-    ) -> Result<Vec<Module>, String> {
+    fn prepare_all(&self, job: &Job<'_>, entry: String) -> Result<Vec<Module>, LoadError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the preparing thread's runtime: {e}"))?;
+            .map_err(|e| job.fail(format!("cannot start the preparing thread's runtime: {e}")))?;
         rt.block_on(async {
-            tokio::time::timeout(
-                PREPARE_TIMEOUT,
-                self.prepare_files(engine, lang, root, shown_root, entry),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "preparing the journey's files took longer than {} s",
-                    PREPARE_TIMEOUT.as_secs()
-                ))
-            })
+            tokio::time::timeout(PREPARE_TIMEOUT, self.prepare_files(job, entry))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(job.fail(format!(
+                        "preparing the journey's files took longer than {} s",
+                        PREPARE_TIMEOUT.as_secs()
+                    )))
+                })
         })
     }
 
-    async fn prepare_files(
-        &self,
-        engine: &ScriptEngine,
-        lang: Language,
-        root: &Path,
-        shown_root: &Path,
-        entry: String,
-    ) -> Result<Vec<Module>, String> {
-        let http = waymark_http::HttpConfig::new(
-            waymark_http::AllowList::parse::<&str>(&[]).map_err(|e| e.to_string())?,
-            None,
-        )
-        .map_err(|e| e.to_string())?;
+    async fn prepare_files(&self, job: &Job<'_>, entry: String) -> Result<Vec<Module>, LoadError> {
+        let Job {
+            engine,
+            lang,
+            root,
+            shown_root,
+            ..
+        } = *job;
+        // No host may be reached while preparing: the allow-list is empty.
+        let allow = waymark_http::AllowList::parse::<&str>(&[])
+            .map_err(|e| job.fail(format!("the empty allow-list: {e}")))?;
+        let http = waymark_http::HttpConfig::new(allow, None)
+            .map_err(|e| job.fail(format!("the HTTP client's TLS set-up: {e}")))?;
         let mut opts = RunOptions::new(Arc::new(http));
         opts.memory_limit = PREPARE_MEMORY;
         let mut store = self.store_for(
@@ -255,20 +291,20 @@ impl Runtime {
                 continue;
             }
             if modules.len() >= MAX_MODULES {
-                return Err(format!("the journey imports more than {MAX_MODULES} files"));
+                return Err(job.fail(format!("the journey imports more than {MAX_MODULES} files")));
             }
             let file = root.join(&rel);
             let size = std::fs::metadata(&file)
-                .map_err(|e| format!("cannot read {}: {e}", shown(&rel)))?
+                .map_err(|e| job.fail(format!("cannot read {}: {e}", shown(&rel))))?
                 .len();
             if size > MAX_SOURCE_BYTES {
-                return Err(format!(
+                return Err(job.fail(format!(
                     "{} is {size} bytes, above the {MAX_SOURCE_BYTES} a journey's file may have",
                     shown(&rel)
-                ));
+                )));
             }
             let source = std::fs::read_to_string(&file)
-                .map_err(|e| format!("cannot read {}: {e}", shown(&rel)))?;
+                .map_err(|e| job.fail(format!("cannot read {}: {e}", shown(&rel))))?;
             let key = self.prepared_key(engine, &rel, &source);
             let prepared = match key.as_deref().and_then(read_prepared) {
                 Some(p) => p,
@@ -281,7 +317,10 @@ impl Runtime {
                                 .instantiate_async(&mut store)
                                 .await
                                 .map_err(|e| {
-                                    format!("cannot start the {}: {e:#}", lang.runtime_name())
+                                    job.fail(format!(
+                                        "cannot start the {}: {e:#}",
+                                        lang.runtime_name()
+                                    ))
                                 })?
                         }
                     };
@@ -289,12 +328,18 @@ impl Runtime {
                         .call_prepare(&mut store, &rel, &source)
                         .await
                         .map_err(|e| {
-                            format!("{}: the {} failed: {e:#}", shown(&rel), lang.runtime_name())
+                            job.fail(format!(
+                                "{}: the {} failed: {e:#}",
+                                shown(&rel),
+                                lang.runtime_name()
+                            ))
                         })?
                         // The runtime's message begins with the path it was given.
-                        .map_err(|m| match m.strip_prefix(rel.as_str()) {
-                            Some(rest) => format!("{}{rest}", shown(&rel)),
-                            None => m,
+                        .map_err(|m| {
+                            job.fail(match m.strip_prefix(rel.as_str()) {
+                                Some(rest) => format!("{}{rest}", shown(&rel)),
+                                None => m,
+                            })
                         })?;
                     runtime = Some(rt);
                     let p = Prepared {
@@ -322,7 +367,9 @@ impl Runtime {
                         queue.push(p.clone());
                         p
                     }
-                    Err(why) => return Err(format!("{} imports '{spec}': {why}", shown(&rel))),
+                    Err(why) => {
+                        return Err(job.fail(format!("{} imports '{spec}': {why}", shown(&rel))));
+                    }
                 };
                 links.push((spec, to));
             }
@@ -386,7 +433,7 @@ fn write_prepared(path: &Path, p: &Prepared) {
 }
 
 /// The module `spec`, imported by `from` (both relative to `root`), names.
-fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, String> {
+fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, ImportError> {
     if spec == SDK {
         return Ok(Link::Sdk);
     }
@@ -394,10 +441,7 @@ fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, String> {
         return Ok(Link::World(w));
     }
     if !(spec.starts_with("./") || spec.starts_with("../")) {
-        return Err(format!(
-            "only '{SDK}', the world's interfaces ({}) and the journey's own files ('./…') can be imported",
-            WORLD.join(", ")
-        ));
+        return Err(ImportError::NotAllowed);
     }
     let mut parts: Vec<&str> = from.split('/').collect();
     parts.pop();
@@ -406,7 +450,7 @@ fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, String> {
             "" | "." => {}
             ".." => {
                 if parts.pop().is_none() {
-                    return Err("it is outside the journey's directory".into());
+                    return Err(ImportError::Outside);
                 }
             }
             s => parts.push(s),
@@ -423,19 +467,19 @@ fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, String> {
     ]
     .into_iter()
     .collect();
-    let canonical_root = root.canonicalize().map_err(|e| e.to_string())?;
+    let canonical_root = root.canonicalize()?;
     for candidate in &tried {
         let p: PathBuf = root.join(candidate);
         if !p.is_file() {
             continue;
         }
         // A link may not lead out of the directory either.
-        let real = p.canonicalize().map_err(|e| e.to_string())?;
+        let real = p.canonicalize()?;
         if !real.starts_with(&canonical_root) {
-            return Err("it leads outside the journey's directory".into());
+            return Err(ImportError::LeadsOutside);
         }
         if Language::of(&p).is_none_or(|l| l.runtime() != Language::JavaScript) {
-            return Err(format!("{candidate} is not a .js or .ts file"));
+            return Err(ImportError::NotScript(candidate.clone()));
         }
         return Ok(Link::Module(candidate.clone()));
     }
@@ -448,28 +492,25 @@ fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, String> {
     {
         return Ok(Link::Sdk);
     }
-    Err(format!(
-        "no such file in the journey's directory (tried {})",
-        tried.join(", ")
-    ))
+    Err(ImportError::NotFound(tried))
 }
 
 /// The journey's file that the Python module `name` (`lib.auth`) is, if it
 /// is one of them; anything else is left to the runtime.
-fn resolve_python(root: &Path, name: &str) -> Result<Link, String> {
+fn resolve_python(root: &Path, name: &str) -> Result<Link, ImportError> {
     if name == SDK {
         return Ok(Link::Sdk);
     }
     let base = name.replace('.', "/");
-    let canonical_root = root.canonicalize().map_err(|e| e.to_string())?;
+    let canonical_root = root.canonicalize()?;
     for candidate in [format!("{base}.py"), format!("{base}/__init__.py")] {
         let p = root.join(&candidate);
         if !p.is_file() {
             continue;
         }
-        let real = p.canonicalize().map_err(|e| e.to_string())?;
+        let real = p.canonicalize()?;
         if !real.starts_with(&canonical_root) {
-            return Err("it leads outside the journey's directory".into());
+            return Err(ImportError::LeadsOutside);
         }
         return Ok(Link::Module(candidate));
     }
