@@ -11,7 +11,7 @@
 //! run then hands the prepared modules to the runtime's `run` through
 //! `waymark:journey/script`.
 
-use std::path::{Component as PathPart, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -432,7 +432,8 @@ fn write_prepared(path: &Path, p: &Prepared) {
     }
 }
 
-/// The module `spec`, imported by `from` (both relative to `root`), names.
+/// The module `spec`, imported by `from` (both relative to `root`, the
+/// journey's directory, already canonical), names.
 fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, ImportError> {
     if spec == SDK {
         return Ok(Link::Sdk);
@@ -457,17 +458,14 @@ fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, ImportError> {
         }
     }
     let base = parts.join("/");
-    let tried: Vec<String> = [
+    let tried = vec![
         base.clone(),
         format!("{base}.ts"),
         format!("{base}.js"),
         format!("{base}.mjs"),
         format!("{base}/index.ts"),
         format!("{base}/index.js"),
-    ]
-    .into_iter()
-    .collect();
-    let canonical_root = root.canonicalize()?;
+    ];
     for candidate in &tried {
         let p: PathBuf = root.join(candidate);
         if !p.is_file() {
@@ -475,7 +473,7 @@ fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, ImportError> {
         }
         // A link may not lead out of the directory either.
         let real = p.canonicalize()?;
-        if !real.starts_with(&canonical_root) {
+        if !real.starts_with(root) {
             return Err(ImportError::LeadsOutside);
         }
         if Language::of(&p).is_none_or(|l| l.runtime() != Language::JavaScript) {
@@ -485,31 +483,26 @@ fn resolve(root: &Path, from: &str, spec: &str) -> Result<Link, ImportError> {
     }
     // Journeys written for the component build import the SDK as the file
     // that build puts beside them.
-    if Path::new(&base)
-        .components()
-        .next_back()
-        .is_some_and(|c| matches!(c, PathPart::Normal(n) if n == "waymark.js" || n == "waymark"))
-    {
+    if matches!(base.rsplit('/').next(), Some("waymark.js" | "waymark")) {
         return Ok(Link::Sdk);
     }
     Err(ImportError::NotFound(tried))
 }
 
 /// The journey's file that the Python module `name` (`lib.auth`) is, if it
-/// is one of them; anything else is left to the runtime.
+/// is one of them (`root` canonical); anything else is left to the runtime.
 fn resolve_python(root: &Path, name: &str) -> Result<Link, ImportError> {
     if name == SDK {
         return Ok(Link::Sdk);
     }
     let base = name.replace('.', "/");
-    let canonical_root = root.canonicalize()?;
     for candidate in [format!("{base}.py"), format!("{base}/__init__.py")] {
         let p = root.join(&candidate);
         if !p.is_file() {
             continue;
         }
         let real = p.canonicalize()?;
-        if !real.starts_with(&canonical_root) {
+        if !real.starts_with(root) {
             return Err(ImportError::LeadsOutside);
         }
         return Ok(Link::Module(candidate));
@@ -525,6 +518,7 @@ mod tests {
     fn imports_resolve_inside_the_directory_only() {
         let dir = std::env::temp_dir().join(format!("waymark-resolve-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("lib")).expect("dir");
+        let dir = dir.canonicalize().expect("canonical");
         std::fs::write(dir.join("lib/auth.ts"), "export const a = 1;").expect("write");
         std::fs::write(dir.join("data.json"), "{}").expect("write");
         let to = |from: &str, spec: &str| match resolve(&dir, from, spec) {
