@@ -86,23 +86,31 @@ impl Client {
         Ok(Sender::H1(sender))
     }
 
-    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, HttpError> {
+    /// The addresses to connect to, and the lookup's span on the network
+    /// (none when no packet was needed or its times are not known).
+    async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(Vec<SocketAddr>, Option<(Instant, Instant)>), HttpError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
+            return Ok((vec![SocketAddr::new(ip, port)], None));
         }
-        let ips = self
+        let found = self
             .config
             .resolver
             .resolve(host)
             .await
             .map_err(|e| HttpError::Resolve(format!("could not resolve '{host}': {e}")))?;
-        if ips.is_empty() {
+        if found.addrs.is_empty() {
             return Err(HttpError::Resolve(format!("'{host}' has no address")));
         }
-        Ok(ips
+        let addrs = found
+            .addrs
             .into_iter()
             .map(|ip| SocketAddr::new(ip, port))
-            .collect())
+            .collect();
+        Ok((addrs, found.network))
     }
 
     pub(crate) async fn connect(
@@ -113,8 +121,18 @@ impl Client {
         timings: &mut Timings,
     ) -> Result<Conn, HttpError> {
         progress.enter(Phase::Resolve);
-        let resolved_addrs = self.resolve(&target.host, target.port).await?;
+        let (resolved_addrs, network) = self.resolve(&target.host, target.port).await?;
         let resolved = Instant::now();
+        // Resolve is the lookup's time on the network, from its first query
+        // to its last answer's arrival: the resolver setting itself up
+        // before, and this thread waking up after, are waymark's time, not
+        // the name servers'.
+        let resolve = match network {
+            Some((asked, answered)) => answered
+                .min(resolved)
+                .saturating_duration_since(asked.max(started)),
+            None => resolved.saturating_duration_since(started),
+        };
         // The policy is checked on the addresses we will connect to, so a
         // name cannot be rebound to a forbidden address after the check.
         let mut refusal = None;
@@ -131,7 +149,7 @@ impl Client {
         if let (true, Some(why)) = (addrs.is_empty(), refusal) {
             return Err(HttpError::Denied(why.to_string()));
         }
-        timings.resolve = resolved.saturating_duration_since(started);
+        timings.resolve = resolve;
 
         progress.enter(Phase::Connect);
         let mut last_err = None;

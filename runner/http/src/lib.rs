@@ -9,6 +9,7 @@
 pub mod allow;
 mod io;
 pub mod resolve;
+mod stamp;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 
 pub use allow::{AddrDenied, AllowList, HostPattern, PatternError};
-pub use resolve::{Overrides, Resolve, ResolveEntryError, SystemResolver};
+pub use resolve::{Overrides, Resolve, ResolveEntryError, Resolved, SystemResolver};
 pub use tls::{TlsConfigError, TlsInfo, TlsOptions};
 
 mod config;
