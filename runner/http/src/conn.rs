@@ -11,7 +11,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::io::{FirstByteProbe, TimedIo};
+use crate::io::{FirstByteProbe, SocketIo, TimedIo};
 use crate::wire::{Target, connect_error, hyper_error};
 use crate::{Client, HttpError, Phase, Progress, Timings, TlsInfo, tls};
 
@@ -181,7 +181,7 @@ impl Client {
         let probe = Arc::new(FirstByteProbe::default());
         let (sender, tls_info) = if target.https {
             progress.enter(Phase::Tls);
-            let raw = TimedIo::socket(tcp, probe.clone());
+            let raw = SocketIo::new(tcp, probe.clone());
             let (stream, info) = tls::handshake(&self.config.tls, &target.host, raw).await?;
             timings.tls = connected.elapsed();
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -195,8 +195,11 @@ impl Client {
             )
         } else {
             (
-                self.handshake(TimedIo::new(tcp, probe.clone()), false)
-                    .await?,
+                self.handshake(
+                    TimedIo::new(SocketIo::new(tcp, probe.clone()), probe.clone()),
+                    false,
+                )
+                .await?,
                 None,
             )
         };

@@ -35,7 +35,10 @@ struct ProbeState {
     /// When the last read of the response began (HTTP/2: the last that
     /// carried its HEADERS or DATA).
     last: Option<Instant>,
-    /// Under TLS: when the last read of the socket after the first byte began.
+    /// When the bytes of the socket's latest read since `arm` arrived.
+    arrived: Option<Instant>,
+    /// When the bytes of the last read of the socket after the first byte
+    /// arrived.
     socket_last: Option<Instant>,
     /// Bytes read since `arm`.
     bytes: u64,
@@ -72,20 +75,25 @@ impl FirstByteProbe {
         self.state.lock().ok().and_then(|s| s.first)
     }
 
-    /// When the read that brought the response's last byte so far began:
-    /// under TLS the socket's read, since one decrypted read may take in
-    /// several of the socket's and so begin before the last bytes came.
+    /// When the read that brought the response's last byte so far began;
+    /// under TLS, when the last bytes the socket's reads took arrived
+    /// (see [`SocketIo`]), since one decrypted read may take in several of
+    /// the socket's and so begin before the last bytes came.
     pub fn last_byte(&self) -> Option<Instant> {
         let s = self.state.lock().ok()?;
-        s.last.max(s.socket_last)
+        // A decrypted read that began after its bytes arrived (decryption
+        // behind the wire) would end transfer late: under TLS the socket's
+        // own stamp says when they came.
+        s.socket_last.or(s.last)
     }
 
-    /// A read of the socket under TLS, begun at `at`, brought bytes.
+    /// A read of the socket brought bytes that had arrived at `at`.
     fn socket_read(&self, at: Instant) {
-        if let Ok(mut s) = self.state.lock()
-            && s.first.is_some()
-        {
-            s.socket_last = Some(at);
+        if let Ok(mut s) = self.state.lock() {
+            s.arrived = Some(at);
+            if s.first.is_some() {
+                s.socket_last = Some(at);
+            }
         }
     }
 
@@ -106,6 +114,11 @@ impl FirstByteProbe {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
+        // Bytes read now came with the socket's latest read, or (under TLS)
+        // one before it, whose bytes were decrypted then: either way no
+        // later than its stamp. A read that began after they arrived (this
+        // thread busy, or waking up) is not when they came.
+        let at = s.arrived.map_or(at, |a| a.min(at));
         if let Some(frames) = &mut s.frames {
             let (headers, body) = frames.walk(data);
             s.data_bytes += body;
@@ -187,35 +200,114 @@ impl Frames {
 pub struct TimedIo<S> {
     inner: S,
     probe: std::sync::Arc<FirstByteProbe>,
-    /// The socket beneath TLS, rather than the stream HTTP reads.
-    socket: bool,
 }
 
 impl<S> TimedIo<S> {
     /// The stream HTTP reads: its bytes are the response's.
     pub fn new(inner: S, probe: std::sync::Arc<FirstByteProbe>) -> Self {
-        TimedIo {
-            inner,
+        TimedIo { inner, probe }
+    }
+}
+
+/// A connection's TCP socket, noting when the bytes each read took had
+/// arrived: the kernel's receive stamp of the last segment the read took
+/// (`SO_TIMESTAMPNS`). A read begins when this thread gets to it, which
+/// after an idle wait or a busy moment (a fresh process running code for the
+/// first time) is up to a millisecond after the bytes came; and under TLS
+/// one decrypted read may take in several of the socket's (rustls asks for
+/// 4 KiB at a time), while rustls decrypts a large body more slowly than
+/// loopback delivers it (8 MB: transfer +0.35 to +0.65 ms over the wire
+/// when timed by the reads' starts).
+///
+/// Reading ahead into a larger buffer here was tried twice and dropped:
+/// decrypting, not the number of reads, is what falls behind the wire,
+/// and the extra copy into rustls's buffer made it worse.
+pub struct SocketIo {
+    tcp: tokio::net::TcpStream,
+    probe: std::sync::Arc<FirstByteProbe>,
+    /// When the connection was made: no byte arrived before.
+    opened: Instant,
+}
+
+impl SocketIo {
+    /// Wraps `tcp`, asking the kernel to stamp what arrives on it.
+    pub fn new(tcp: tokio::net::TcpStream, probe: std::sync::Arc<FirstByteProbe>) -> Self {
+        use std::os::fd::AsRawFd;
+        crate::stamp::want_stamps(tcp.as_raw_fd());
+        SocketIo {
+            tcp,
             probe,
-            socket: false,
+            opened: Instant::now(),
         }
     }
+}
 
-    /// The socket under TLS, noting only when its reads begin: one
-    /// decrypted read may take in several of the socket's (rustls asks for
-    /// 4 KiB at a time), so only these say when the last bytes were taken
-    /// from the socket.
-    ///
-    /// Reading ahead into a larger buffer here was tried twice and dropped:
-    /// decrypting, not the number of reads, is what falls behind the wire,
-    /// and the extra copy into rustls's buffer made it worse (8 MB over TLS:
-    /// transfer 0.6–1.8 ms behind the wire against 0.35–0.65 without).
-    pub fn socket(inner: S, probe: std::sync::Arc<FirstByteProbe>) -> Self {
-        TimedIo {
-            inner,
-            probe,
-            socket: true,
+impl AsyncRead for SocketIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        use std::os::fd::AsRawFd;
+        let this = self.get_mut();
+        loop {
+            match this.tcp.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            let at = Instant::now();
+            let fd = this.tcp.as_raw_fd();
+            let unfilled = buf.initialize_unfilled();
+            match this.tcp.try_io(tokio::io::Interest::READABLE, || {
+                crate::stamp::recv_stream_stamped(fd, unfilled)
+            }) {
+                Ok((n, stamp)) => {
+                    buf.advance(n);
+                    if n > 0 {
+                        // Unstamped (stamps off, or a clock that stepped):
+                        // the read's start, as before.
+                        let arrived = stamp
+                            .and_then(|s| crate::stamp::to_instant(s, this.opened))
+                            .map_or(at, |a| a.min(Instant::now()));
+                        this.probe.socket_read(arrived);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
+    }
+}
+
+impl AsyncWrite for SocketIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
     }
 }
 
@@ -229,11 +321,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
         let at = Instant::now();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            if self.socket {
-                self.probe.socket_read(at);
-            } else {
-                self.probe.saw(&buf.filled()[before..], at);
-            }
+            self.probe.saw(&buf.filled()[before..], at);
         }
         res
     }

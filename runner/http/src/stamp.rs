@@ -40,8 +40,8 @@ pub(crate) fn keep_stamps_on() {
 }
 
 /// Sets `SO_TIMESTAMPNS` on `fd`; a socket that cannot have it reads
-/// unstamped (resolve then ends when the lookup returned).
-fn want_stamps(fd: std::os::fd::RawFd) {
+/// unstamped (its reads are then timed by when they began).
+pub(crate) fn want_stamps(fd: std::os::fd::RawFd) {
     let on: libc::c_int = 1;
     // SAFETY: a valid socket and an int option of the right size.
     let rc = unsafe {
@@ -203,7 +203,7 @@ impl DnsUdpSocket for StampedUdp {
 /// one: as far before now as the stamp is before the real time now. None
 /// when that would be before `floor` or in the future (the real-time clock
 /// was stepped in between).
-fn to_instant(stamp: SystemTime, floor: Instant) -> Option<Instant> {
+pub(crate) fn to_instant(stamp: SystemTime, floor: Instant) -> Option<Instant> {
     let now = Instant::now();
     let age = SystemTime::now().duration_since(stamp).ok()?;
     let at = now.checked_sub(age)?;
@@ -216,17 +216,45 @@ fn recv_stamped(
     fd: std::os::fd::RawFd,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr, Option<SystemTime>)> {
-    // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
+    // SAFETY: all-zero is a valid sockaddr_storage.
     let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let (n, stamp) = recvmsg(fd, buf, Some(&mut from))?;
+    let addr = socket_addr(&from).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a datagram from an address that is not IP",
+        )
+    })?;
+    Ok((n, addr, stamp))
+}
+
+/// One `recvmsg` on a connected stream into `buf`: the length, and when
+/// the kernel received the last of the bytes read (under TCP the stamp of
+/// the last segment the read took from).
+pub(crate) fn recv_stream_stamped(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<SystemTime>)> {
+    recvmsg(fd, buf, None)
+}
+
+fn recvmsg(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+    from: Option<&mut libc::sockaddr_storage>,
+) -> io::Result<(usize, Option<SystemTime>)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
     // Room for a timespec's control message, 8-byte aligned.
     let mut control = [0u64; 8];
+    // SAFETY: all-zero is a valid msghdr.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    if let Some(from) = from {
+        msg.msg_name = (from as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    }
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
@@ -253,14 +281,8 @@ fn recv_stamped(
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    let addr = socket_addr(&from).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "a datagram from an address that is not IP",
-        )
-    })?;
     // n ≥ 0 here.
-    Ok((n as usize, addr, stamp))
+    Ok((n as usize, stamp))
 }
 
 fn socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
