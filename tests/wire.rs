@@ -21,11 +21,6 @@ const SAMPLES: usize = 20;
 /// own work or misses the network's (transfer ended 3 ms late once).
 const BOUND_MS: f64 = 1.0;
 
-/// The bound for the transfer of 8 MB over TLS: the tests run a debug
-/// build, whose decryption falls behind the wire on a large body (the
-/// release build's medians are 0.2–0.6 ms; the bench prints them).
-const BIG_TLS_TRANSFER_BOUND_MS: f64 = 3.0;
-
 #[test]
 fn every_phase_agrees_with_its_packets() {
     let wasm = hostile_wasm();
@@ -56,13 +51,10 @@ fn every_phase_agrees_with_its_packets() {
             for name in &names {
                 for (i, phase) in PHASES.iter().enumerate() {
                     let (m, _) = median_p90(&diffs[name][i]);
-                    let big_tls = !name.starts_with("http ") && name.contains("/big");
-                    let bound = if big_tls && *phase == "transfer" {
-                        BIG_TLS_TRANSFER_BOUND_MS
-                    } else {
-                        BOUND_MS
-                    };
-                    if m.abs() > bound {
+                    // Reads are timed by the kernel's arrival stamps, so a
+                    // debug build decrypting 8 MB slowly is held to the
+                    // same bound (it once needed 3 ms).
+                    if m.abs() > BOUND_MS {
                         off.push(format!("{process} {name}: {phase} median {m:+.3} ms"));
                     }
                 }
@@ -78,6 +70,6 @@ fn every_phase_agrees_with_its_packets() {
     }
     assert!(
         bad.is_empty(),
-        "phases off the wire beyond their bounds ({BOUND_MS} ms; {BIG_TLS_TRANSFER_BOUND_MS} ms for an 8 MB body's transfer over TLS): {bad:?}"
+        "phases off the wire beyond their bounds ({BOUND_MS} ms): {bad:?}"
     );
 }

@@ -218,7 +218,8 @@ fn recv_stamped(
 ) -> io::Result<(usize, SocketAddr, Option<SystemTime>)> {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let (n, stamp) = recvmsg(fd, buf, Some(&mut from))?;
+    // SAFETY: the pointer and length describe `buf`.
+    let (n, stamp) = unsafe { recvmsg(fd, buf.as_mut_ptr(), buf.len(), Some(&mut from))? };
     let addr = socket_addr(&from).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -233,19 +234,24 @@ fn recv_stamped(
 /// the last segment the read took from).
 pub(crate) fn recv_stream_stamped(
     fd: std::os::fd::RawFd,
-    buf: &mut [u8],
+    buf: &mut [std::mem::MaybeUninit<u8>],
 ) -> io::Result<(usize, Option<SystemTime>)> {
-    recvmsg(fd, buf, None)
+    // SAFETY: the pointer and length describe `buf`, which recvmsg only
+    // writes into.
+    unsafe { recvmsg(fd, buf.as_mut_ptr().cast(), buf.len(), None) }
 }
 
-fn recvmsg(
+/// # Safety
+/// `buf` must be valid for writes of `len` bytes.
+unsafe fn recvmsg(
     fd: std::os::fd::RawFd,
-    buf: &mut [u8],
+    buf: *mut u8,
+    len: usize,
     from: Option<&mut libc::sockaddr_storage>,
 ) -> io::Result<(usize, Option<SystemTime>)> {
     let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+        iov_base: buf.cast(),
+        iov_len: len,
     };
     // Room for a timespec's control message, 8-byte aligned.
     let mut control = [0u64; 8];
