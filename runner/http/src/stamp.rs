@@ -63,6 +63,9 @@ pub(crate) fn want_stamps(fd: std::os::fd::RawFd) {
 #[derive(Default)]
 pub(crate) struct AnswerClock {
     span: Mutex<(Option<Instant>, Option<Instant>)>,
+    /// An answer too large for UDP was asked again over TCP, whose
+    /// arrival is not stamped: the span would end too early.
+    tcp: std::sync::atomic::AtomicBool,
 }
 
 impl AnswerClock {
@@ -81,6 +84,9 @@ impl AnswerClock {
     /// From the first query sent to the last answer's arrival, when both
     /// went over UDP and the answer was stamped.
     pub(crate) fn span(&self) -> Option<(Instant, Instant)> {
+        if self.tcp.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         match self.span.lock().ok().map(|s| *s) {
             Some((Some(first), Some(last))) if first <= last => Some((first, last)),
             _ => None,
@@ -121,7 +127,10 @@ impl RuntimeProvider for StampingProvider {
         timeout: Option<Duration>,
     ) -> Pin<Box<dyn Send + Future<Output = Result<Self::Tcp, io::Error>>>> {
         // Answers too large for UDP come over TCP, unstamped: resolve then
-        // ends when the lookup returned.
+        // runs from the request's start to the lookup's return.
+        self.clock
+            .tcp
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.inner.connect_tcp(server_addr, bind_addr, timeout)
     }
 
