@@ -32,8 +32,8 @@ struct ProbeState {
     /// HTTP/2: DATA payload bytes since `arm`.
     data_bytes: u64,
     first: Option<Instant>,
-    /// When the last read of the response began (HTTP/2: the last that
-    /// carried its HEADERS or DATA).
+    /// When the bytes of the response's last read arrived (HTTP/2: the
+    /// last that carried its HEADERS or DATA).
     last: Option<Instant>,
     /// When the bytes of the socket's latest read since `arm` arrived.
     arrived: Option<Instant>,
@@ -75,10 +75,8 @@ impl FirstByteProbe {
         self.state.lock().ok().and_then(|s| s.first)
     }
 
-    /// When the read that brought the response's last byte so far began;
-    /// under TLS, when the last bytes the socket's reads took arrived
-    /// (see [`SocketIo`]), since one decrypted read may take in several of
-    /// the socket's and so begin before the last bytes came.
+    /// When the response's last byte so far arrived (see [`SocketIo`]; the
+    /// start of the read that brought it where the kernel gave no stamp).
     pub fn last_byte(&self) -> Option<Instant> {
         let s = self.state.lock().ok()?;
         // A decrypted read that began after its bytes arrived (decryption

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hickory_resolver::config::{LookupIpStrategy, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::NetError;
+use hickory_resolver::{Hosts, Resolver};
 
 use crate::stamp::{AnswerClock, StampingProvider};
-use hickory_resolver::{Hosts, Resolver};
 
 /// What a lookup returns.
 pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = std::io::Result<Resolved>> + Send + 'a>>;
@@ -191,6 +191,16 @@ impl Resolve for SystemResolver {
 /// nsswitch.conf and gai.conf and tokio starting the thread lookups run
 /// on: 1 to 6 ms on this machine) is waymark's time, not the target's.
 pub async fn warm_up() {
+    thread_local! {
+        // When this thread last looked: `waymark load` sends tens of
+        // thousands of requests a second from each thread, and they should
+        // not all take the process-wide lock to learn nothing changed.
+        static LOOKED: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+    if LOOKED.with(|l| l.get().is_some_and(|t| t.elapsed() < RECHECK)) {
+        return;
+    }
+    LOOKED.with(|l| l.set(Some(Instant::now())));
     crate::stamp::keep_stamps_on();
     let conf = system_conf(true);
     if conf.dns.is_none() {
