@@ -249,11 +249,7 @@ impl AsyncRead for SocketIo {
         use std::os::fd::AsRawFd;
         let this = self.get_mut();
         loop {
-            match this.tcp.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
+            std::task::ready!(this.tcp.poll_read_ready(cx))?;
             let at = Instant::now();
             let fd = this.tcp.as_raw_fd();
             // SAFETY: the kernel only writes into the unfilled part, and the
@@ -273,7 +269,7 @@ impl AsyncRead for SocketIo {
                         // the read's start, as before.
                         let arrived = stamp
                             .and_then(|s| crate::stamp::to_instant(s, this.opened))
-                            .map_or(at, |a| a.min(Instant::now()));
+                            .unwrap_or(at);
                         this.probe.socket_read(arrived);
                     }
                     return Poll::Ready(Ok(()));

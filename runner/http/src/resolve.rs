@@ -67,7 +67,6 @@ struct SystemConf {
     /// next [`warm_up`] a second or more later, as glibc rereads a changed
     /// resolv.conf.
     stamps: [Option<SystemTime>; 2],
-    checked: Instant,
 }
 
 const CONF_FILES: [&str; 2] = ["/etc/resolv.conf", "/etc/hosts"];
@@ -106,11 +105,7 @@ impl SystemConf {
                 None
             }
         };
-        SystemConf {
-            dns,
-            stamps,
-            checked: Instant::now(),
-        }
+        SystemConf { dns, stamps }
     }
 }
 
@@ -121,16 +116,7 @@ static SYSTEM: Mutex<Option<Arc<SystemConf>>> = Mutex::new(None);
 fn system_conf(refresh: bool) -> Arc<SystemConf> {
     let mut guard = SYSTEM.lock().unwrap_or_else(|e| e.into_inner());
     match guard.as_ref() {
-        Some(c) if !refresh || c.checked.elapsed() < RECHECK => c.clone(),
-        Some(c) if c.stamps == stamps() => {
-            let c = Arc::new(SystemConf {
-                dns: c.dns.clone(),
-                stamps: c.stamps,
-                checked: Instant::now(),
-            });
-            *guard = Some(c.clone());
-            c
-        }
+        Some(c) if !refresh || c.stamps == stamps() => c.clone(),
         _ => {
             let c = Arc::new(SystemConf::read());
             *guard = Some(c.clone());

@@ -34,14 +34,21 @@ pub(crate) fn keep_stamps_on() {
     static KEEPER: std::sync::OnceLock<Option<std::net::UdpSocket>> = std::sync::OnceLock::new();
     KEEPER.get_or_init(|| {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-        want_stamps(sock.as_raw_fd());
+        set_stamps(sock.as_raw_fd());
         Some(sock)
     });
 }
 
-/// Sets `SO_TIMESTAMPNS` on `fd`; a socket that cannot have it reads
+/// Asks for the kernel's receive stamps on `fd` (and keeps stamping on,
+/// see [`keep_stamps_on`]); a socket that cannot have them reads
 /// unstamped (its reads are then timed by when they began).
 pub(crate) fn want_stamps(fd: std::os::fd::RawFd) {
+    keep_stamps_on();
+    set_stamps(fd);
+}
+
+/// Sets `SO_TIMESTAMPNS` on `fd`.
+fn set_stamps(fd: std::os::fd::RawFd) {
     let on: libc::c_int = 1;
     // SAFETY: a valid socket and an int option of the right size.
     let rc = unsafe {
@@ -54,7 +61,7 @@ pub(crate) fn want_stamps(fd: std::os::fd::RawFd) {
         )
     };
     if rc != 0 {
-        tracing::debug!(error = %io::Error::last_os_error(), "no receive timestamps on a DNS socket");
+        tracing::debug!(error = %io::Error::last_os_error(), "no receive timestamps on a socket");
     }
 }
 
@@ -141,7 +148,6 @@ impl RuntimeProvider for StampingProvider {
     ) -> Pin<Box<dyn Send + Future<Output = Result<Self::Udp, io::Error>>>> {
         let clock = self.clock.clone();
         Box::pin(async move {
-            keep_stamps_on();
             let sock = tokio::net::UdpSocket::bind(local_addr).await?;
             want_stamps(sock.as_raw_fd());
             Ok(StampedUdp {
@@ -171,11 +177,7 @@ impl DnsUdpSocket for StampedUdp {
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
         loop {
-            match self.sock.poll_recv_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
+            std::task::ready!(self.sock.poll_recv_ready(cx))?;
             let fd = self.sock.as_raw_fd();
             match self
                 .sock
