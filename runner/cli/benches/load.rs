@@ -629,7 +629,7 @@ fn phases() {
     }
     let base = format!("http://127.0.0.1:{port}");
     let (mut ours, mut curls) = (Vec::new(), Vec::new());
-    for _ in 0..20 {
+    for _ in 0..40 {
         if let Ok(out) = Command::new("curl")
             .args([
                 "-s",
@@ -654,7 +654,7 @@ fn phases() {
         }
     }
     println!(
-        "transfer of an 8 MB file from nginx on loopback, median of 20 fresh processes: waymark {:.2} ms, curl {:.2} ms",
+        "transfer of an 8 MB file from nginx on loopback, median of 40 fresh processes each: waymark {:.2} ms, curl {:.2} ms",
         median(ours).unwrap_or(f64::NAN),
         median(curls).unwrap_or(f64::NAN)
     );
