@@ -284,4 +284,78 @@ mod tests {
                 .contains("not an IP")
         );
     }
+
+    /// Set in the child that runs inside its own mount namespace.
+    const IN_NAMESPACE: &str = "WAYMARK_RESOLVER_TEST_FILES";
+
+    /// A changed /etc/hosts (or resolv.conf) is read again by the next
+    /// `warm_up` a second later, as glibc notices a changed resolv.conf: a
+    /// `waymark serve` running for weeks must follow the machine's
+    /// configuration. The files are the real paths, bind-mounted over in a
+    /// mount namespace of the test's own (root, as the wire test needs); a
+    /// machine where that cannot be done fails the test with the reason.
+    #[test]
+    fn a_changed_hosts_file_is_read_again() {
+        if let Ok(hosts) = std::env::var(IN_NAMESPACE) {
+            return changed_hosts_inside(std::path::Path::new(&hosts));
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let hosts = dir.path().join("hosts");
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&hosts, "127.0.0.7 waymark-test.invalid\n").expect("hosts");
+        // A server that is never asked: every name the test looks up is in
+        // the hosts file, and a query would only time out.
+        std::fs::write(
+            &resolv,
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .expect("resolv.conf");
+        let exe = std::env::current_exe().expect("test binary");
+        let script = format!(
+            "mount --bind '{}' /etc/hosts && mount --bind '{}' /etc/resolv.conf && exec '{}' --exact resolve::tests::a_changed_hosts_file_is_read_again --nocapture",
+            hosts.display(),
+            resolv.display(),
+            exe.display()
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .env(IN_NAMESPACE, &hosts)
+            .output()
+            .expect("unshare (util-linux) runs");
+        assert!(
+            out.status.success(),
+            "the test in its own mount namespace (needs root and unshare) failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The child really ran the checks, not an empty filter.
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+    }
+
+    fn changed_hosts_inside(hosts: &std::path::Path) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let lookup = || async {
+                warm_up().await;
+                SystemResolver
+                    .resolve("waymark-test.invalid")
+                    .await
+                    .expect("the name is in the hosts file")
+                    .addrs
+            };
+            assert!(
+                system_conf(false).dns.is_some(),
+                "resolv.conf was read: hickory answers, not getaddrinfo"
+            );
+            assert_eq!(lookup().await, vec![IpAddr::from([127, 0, 0, 7])]);
+            // In place, as an editor or a configuration tool writes it: the
+            // bind mount keeps the inode.
+            std::fs::write(hosts, "127.0.0.8 waymark-test.invalid\n").expect("rewrite");
+            tokio::time::sleep(RECHECK + Duration::from_millis(100)).await;
+            assert_eq!(lookup().await, vec![IpAddr::from([127, 0, 0, 8])]);
+        });
+    }
 }
