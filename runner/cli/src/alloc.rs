@@ -54,8 +54,20 @@ impl Allocator {
         }
     }
 
+    /// Advises the huge pages inside a block of `size` bytes, or takes the
+    /// advice back. Every allocation passes here: the size test is inlined
+    /// into it, the rest kept out of its way.
+    #[inline(always)]
     fn advise(&self, ptr: *mut u8, size: usize, huge: bool) {
-        if size < HUGE || ptr.is_null() || !self.advising() {
+        if size >= HUGE {
+            self.advise_large(ptr, size, huge);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn advise_large(&self, ptr: *mut u8, size: usize, huge: bool) {
+        if ptr.is_null() || !self.advising() {
             return;
         }
         let start = (ptr as usize).next_multiple_of(HUGE);
@@ -104,6 +116,7 @@ fn kernel_wants_advice() -> bool {
 /// The layout a block of `layout` is asked of jemalloc with: a block of a
 /// huge page or more starts on a huge page, so that all of it can be backed
 /// by them (a 2 MiB read buffer at a 4 KiB boundary holds no whole one).
+#[inline]
 fn placed(layout: Layout) -> Layout {
     if layout.size() < HUGE {
         return layout;
@@ -115,6 +128,7 @@ fn placed(layout: Layout) -> Layout {
 // `placed` gives for the caller's, which depends on the caller's alone; the
 // advice around it never touches the contents.
 unsafe impl GlobalAlloc for Allocator {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: a layout of the caller's size, at least as aligned.
         let ptr = unsafe { Jemalloc.alloc(placed(layout)) };
@@ -122,6 +136,7 @@ unsafe impl GlobalAlloc for Allocator {
         ptr
     }
 
+    #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: a layout of the caller's size, at least as aligned.
         let ptr = unsafe { Jemalloc.alloc_zeroed(placed(layout)) };
@@ -129,12 +144,14 @@ unsafe impl GlobalAlloc for Allocator {
         ptr
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         self.advise(ptr, layout.size(), false);
         // SAFETY: the block, with the layout it was allocated with.
         unsafe { Jemalloc.dealloc(ptr, placed(layout)) }
     }
 
+    #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let Ok(wanted) = Layout::from_size_align(new_size, layout.align()) else {
             return std::ptr::null_mut();
