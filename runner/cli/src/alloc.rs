@@ -26,9 +26,11 @@ use tikv_jemallocator::Jemalloc;
 
 const HUGE: usize = 2 << 20;
 
-/// Not yet read; the kernel asks for `madvise`; it does not.
+/// The kernel's setting is not read yet.
 const UNKNOWN: u8 = 0;
+/// The kernel gives huge pages to advised memory only: advise.
 const ADVISE: u8 = 1;
+/// The kernel gives them to all memory, or to none: advice changes nothing.
 const LEAVE: u8 = 2;
 
 pub struct Allocator {
