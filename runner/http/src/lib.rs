@@ -70,6 +70,31 @@ struct Built {
 pub struct Connections {
     config: Option<Arc<HttpConfig>>,
     pool: HashMap<PoolKey, Conn>,
+    targets: Targets,
+}
+
+/// The URLs requested last, parsed: a journey asks for the same few again
+/// and again (each iteration of a load test), and parsing one, with the
+/// strings it splits into, cost about as much as the rest of building the
+/// request.
+#[derive(Default)]
+struct Targets(Vec<Arc<Target>>);
+
+impl Targets {
+    /// How many are kept; beyond, the oldest goes.
+    const KEPT: usize = 8;
+
+    fn get(&mut self, url: &str) -> Result<Arc<Target>, HttpError> {
+        if let Some(t) = self.0.iter().find(|t| t.url == url) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(parse_url(url)?);
+        if self.0.len() >= Self::KEPT {
+            self.0.remove(0);
+        }
+        self.0.push(t.clone());
+        Ok(t)
+    }
 }
 
 /// A per-run client: keeps connections alive between the run's requests and
@@ -81,6 +106,7 @@ pub struct Client {
     requests: u32,
     bytes: u64,
     jar: cookie_store::CookieStore,
+    targets: Targets,
 }
 
 impl Client {
@@ -93,6 +119,7 @@ impl Client {
             requests: 0,
             bytes: 0,
             jar: cookie_store::CookieStore::default(),
+            targets: Targets::default(),
         }
     }
 
@@ -105,6 +132,7 @@ impl Client {
             .is_some_and(|c| Arc::ptr_eq(&c, &client.config))
         {
             client.pool = conns.pool;
+            client.targets = conns.targets;
         }
         client
     }
@@ -128,6 +156,7 @@ impl Client {
         Connections {
             config: Some(self.config),
             pool,
+            targets: self.targets,
         }
     }
 
@@ -247,15 +276,19 @@ impl Client {
             )));
         }
         self.requests += 1;
-        let target = parse_url(&req.url)?;
+        let target = self.targets.get(&req.url)?;
         if !self.config.allow.allows(&target.host, target.port) {
             return Err(HttpError::Denied(format!(
                 "host '{}' is not in the allow-list (allow it with --allow-host {}, or in allow_hosts)",
                 target.authority, target.authority
             )));
         }
-        let method = hyper::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| HttpError::InvalidRequest(format!("bad method '{}'", req.method)))?;
+        let method = if req.method.bytes().any(|b| b.is_ascii_lowercase()) {
+            hyper::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
+        } else {
+            hyper::Method::from_bytes(req.method.as_bytes())
+        }
+        .map_err(|_| HttpError::InvalidRequest(format!("bad method '{}'", req.method)))?;
         let key = (target.https, target.host.clone(), target.port);
 
         // A kept-alive connection may have been closed by the server while
@@ -456,26 +489,98 @@ impl Client {
             }
         }
         headers.extend(req.headers.iter().cloned());
-        let uri = if h2 {
-            let scheme = if target.https { "https" } else { "http" };
-            format!("{scheme}://{}{}", target.authority, target.path)
-        } else {
-            target.path.clone()
-        };
-        let mut builder = hyper::Request::builder()
-            .method(method.clone())
-            .uri(uri.as_str());
-        for (k, v) in &headers {
-            builder = builder.header(k.as_str(), v.as_str());
-        }
         let body = Full::new(Bytes::from(req.body.clone().unwrap_or_default()));
-        let request = builder
-            .body(body)
-            .map_err(|e| HttpError::InvalidRequest(format!("bad header: {e}")))?;
+        // Built in place rather than through `Request::builder`, which moves
+        // the whole request at every header.
+        let mut request = hyper::Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = if h2 {
+            target.h2_uri.clone()
+        } else {
+            target.h1_uri.clone()
+        };
+        let map = request.headers_mut();
+        map.reserve(headers.len());
+        for (k, v) in &headers {
+            let bad =
+                |e: &dyn std::fmt::Display| HttpError::InvalidRequest(format!("bad header: {e}"));
+            let name = hyper::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(&e))?;
+            let value = hyper::header::HeaderValue::from_str(v).map_err(|e| bad(&e))?;
+            map.append(name, value);
+        }
         Ok(Built {
             request,
             headers,
             decode,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_asked_again_is_parsed_once_and_a_new_one_is_not_mistaken_for_it() {
+        let mut t = Targets::default();
+        let a = t.get("http://127.0.0.1:8080/a").expect("valid");
+        assert!(Arc::ptr_eq(
+            &a,
+            &t.get("http://127.0.0.1:8080/a").expect("valid")
+        ));
+        let b = t.get("http://127.0.0.1:8080/b").expect("valid");
+        assert_eq!(b.h1_uri, "/b");
+        assert_eq!(a.h1_uri, "/a");
+        for i in 0..Targets::KEPT {
+            t.get(&format!("http://h{i}.test/")).expect("valid");
+        }
+        assert_eq!(t.0.len(), Targets::KEPT, "the kept URLs are bounded");
+        assert!(t.0.iter().all(|k| k.url != a.url), "the oldest went first");
+        assert!(
+            t.get("ftp://x/").is_err(),
+            "a bad URL is an error, not kept"
+        );
+        assert_eq!(t.0.len(), Targets::KEPT);
+    }
+
+    #[test]
+    fn a_request_is_built_for_each_protocol_and_a_bad_header_is_refused() {
+        let allow = AllowList::parse(&["127.0.0.1"]).expect("allow");
+        let client = Client::new(Arc::new(HttpConfig::new(allow, None).expect("config")));
+        let target = parse_url("http://127.0.0.1:8080/p?q=1").expect("valid");
+        let mut req = Request {
+            method: "POST".into(),
+            url: target.url.clone(),
+            headers: vec![("x-a".into(), "1".into()), ("x-a".into(), "2".into())],
+            body: Some(b"hi".to_vec()),
+            timeout: None,
+            trace: false,
+        };
+        let h1 = client
+            .build_request(&req, None, &hyper::Method::POST, &target, false)
+            .expect("built");
+        assert_eq!(h1.request.uri(), "/p?q=1");
+        assert_eq!(h1.request.method(), hyper::Method::POST);
+        assert_eq!(h1.request.headers()["host"], "127.0.0.1:8080");
+        let both: Vec<_> = h1.request.headers().get_all("x-a").iter().collect();
+        assert_eq!(both, ["1", "2"], "a repeated header keeps every value");
+        let h2 = client
+            .build_request(&req, None, &hyper::Method::POST, &target, true)
+            .expect("built");
+        assert_eq!(h2.request.uri(), "http://127.0.0.1:8080/p?q=1");
+        assert!(h2.request.headers().get("host").is_none());
+
+        req.headers = vec![("x-b".into(), "a\nb".into())];
+        let err = client
+            .build_request(&req, None, &hyper::Method::POST, &target, false)
+            .err()
+            .expect("a newline in a value is refused");
+        assert!(err.to_string().contains("bad header"), "{err}");
+        req.headers = vec![("bad name".into(), "v".into())];
+        assert!(
+            client
+                .build_request(&req, None, &hyper::Method::POST, &target, false)
+                .is_err()
+        );
     }
 }

@@ -16,7 +16,11 @@ pub(crate) struct Target {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) authority: String,
-    pub(crate) path: String,
+    /// The request line's target: the path for HTTP/1.1, the absolute URL
+    /// for HTTP/2 (its :scheme and :authority come from it). Parsed here
+    /// once, so a URL requested again is not parsed again.
+    pub(crate) h1_uri: hyper::Uri,
+    pub(crate) h2_uri: hyper::Uri,
 }
 
 impl Target {
@@ -125,13 +129,22 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, HttpError> {
         .map(|p| p.as_str().to_string())
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "/".to_string());
+    let scheme = if https { "https" } else { "http" };
+    let bad = |e: hyper::http::uri::InvalidUri| {
+        HttpError::InvalidRequest(format!("bad URL '{url}': {e}"))
+    };
+    let h1_uri = path.parse().map_err(bad)?;
+    let h2_uri = format!("{scheme}://{authority}{path}")
+        .parse()
+        .map_err(bad)?;
     Ok(Target {
         url: url.to_string(),
         https,
         host,
         port,
         authority,
-        path,
+        h1_uri,
+        h2_uri,
     })
 }
 
@@ -239,11 +252,13 @@ mod tests {
         let t = parse_url("https://API.example.com/a?b=1").expect("valid");
         assert!(t.https);
         assert_eq!((t.host.as_str(), t.port), ("api.example.com", 443));
-        assert_eq!(t.path, "/a?b=1");
+        assert_eq!(t.h1_uri, "/a?b=1");
+        assert_eq!(t.h2_uri, "https://API.example.com/a?b=1");
         let t = parse_url("http://[::1]:8080").expect("valid");
         assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
         assert_eq!(t.authority, "[::1]:8080");
-        assert_eq!(t.path, "/");
+        assert_eq!(t.h1_uri, "/");
+        assert_eq!(t.h2_uri, "http://[::1]:8080/");
     }
 
     #[test]
