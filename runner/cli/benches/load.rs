@@ -19,7 +19,8 @@
 //! `=rounds` (three rounds of an audit, compared), `=phases` (resolve
 //! and an 8 MB transfer in fresh `waymark run` processes, beside curl) or
 //! `=open` (the open model at 1,000 to 50,000 arrivals/s beside oha's rate
-//! limit) runs one part. Linux only (reads /proc). Every run is bounded by its duration.
+//! limit) or `=floor` (CPU per iteration of a journey that sends nothing,
+//! fresh and reused, beside oha's per request, each on one core) runs one part. Linux only (reads /proc). Every run is bounded by its duration.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -39,6 +40,11 @@ fn have(tool: &str) -> bool {
 }
 
 fn nginx(dir: &Path, port: u16) -> Option<support::Kill> {
+    nginx_on(dir, port, None)
+}
+
+/// As [`nginx`], its worker kept to CPU `cpu` when one is given (`taskset`).
+fn nginx_on(dir: &Path, port: u16, cpu: Option<usize>) -> Option<support::Kill> {
     let www = dir.join("www");
     std::fs::create_dir_all(&www).ok()?;
     let body: String = (0..1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
@@ -53,7 +59,15 @@ fn nginx(dir: &Path, port: u16) -> Option<support::Kill> {
            server {{ listen 127.0.0.1:{port}; root {d}/www; location / {{ }} }} }}\n"
     );
     std::fs::write(dir.join("nginx.conf"), conf).ok()?;
-    let child = Command::new("nginx")
+    let mut cmd = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string(), "nginx"]);
+            c
+        }
+        None => Command::new("nginx"),
+    };
+    let child = cmd
         .arg("-c")
         .arg(dir.join("nginx.conf"))
         .stdout(Stdio::null())
@@ -731,6 +745,139 @@ fn open(secs: u64) {
     }
 }
 
+/// User and system CPU of every child waited for so far (getrusage).
+fn children_cpu() -> (Duration, Duration) {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) } != 0 {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    // SAFETY: initialised by the successful call above (and zeroed before).
+    let u = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    (tv(u.ru_utime), tv(u.ru_stime))
+}
+
+/// Runs `cmd` to its end; its user and system CPU (µs) per unit of work,
+/// where `count` reads how many units it did from its standard output.
+fn cpu_per(mut cmd: Command, count: impl Fn(&[u8]) -> Option<f64>) -> Option<(f64, f64)> {
+    let (u0, s0) = children_cpu();
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    let (u1, s1) = children_cpu();
+    let n = count(&out.stdout).filter(|n| *n > 0.0)?;
+    let per = |a: Duration, b: Duration| a.saturating_sub(b).as_secs_f64() * 1e6 / n;
+    Some((per(u1, u0), per(s1, s0)))
+}
+
+/// What a fresh instance costs before the journey does anything, beside
+/// what one request costs oha: the floor under `waymark load`'s CPU per
+/// iteration. The generator and oha run on CPU 0 and nginx on CPU 1
+/// (`taskset`), 8 users each, so each tool's CPU is its own. The journey
+/// that sends nothing is the test guest's `noop` mode.
+fn floor(secs: u64) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let two = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    if !two || !have("taskset") || !have("nginx") {
+        println!("floor: needs two cores, taskset and nginx: skipped");
+        return;
+    }
+    let port = support::free_port();
+    let Some(_nginx) = nginx_on(dir.path(), port, Some(1)) else {
+        println!("nginx did not start: floor skipped");
+        return;
+    };
+    let health = dir.path().join("health.wasm");
+    std::fs::write(&health, waymark::demo::JOURNEYS[0].1).expect("write journey");
+    let cache = dir.path().join("cache");
+    let json = dir.path().join("floor.json");
+    let step = format!("{}s", secs + 1);
+    let waymark = |wasm: &Path, vars: &[String], reuse: bool| {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "0", env!("CARGO_BIN_EXE_waymark"), "load"])
+            .arg(wasm)
+            .args(["--allow-host", &format!("127.0.0.1:{port}")])
+            .args(["--concurrency", "8", "--step-duration", &step])
+            .args(["--warmup", "1s", "--max-requests", "1000000000"])
+            .args(["--quiet", "--json"])
+            .arg(&json)
+            .env("WAYMARK_CACHE_DIR", &cache);
+        for v in vars {
+            cmd.args(["--var", v]);
+        }
+        if reuse {
+            cmd.arg("--reuse-instance");
+        }
+        // Every iteration the process ran, the warm-up's too: its CPU is
+        // the whole process's.
+        cpu_per(cmd, |_| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&json).ok()?).ok()?;
+            let s = &v["steps"][0];
+            Some(s["iterations"].as_f64()? + s["unmeasured"].as_f64()?)
+        })
+    };
+    let noop = ["mode=noop".to_string()];
+    let get = [
+        format!("base_url=http://127.0.0.1:{port}"),
+        "health_path=/1k.txt".to_string(),
+    ];
+    let rows = [
+        (
+            "waymark, a journey that sends nothing, fresh instance",
+            waymark(support::hostile_wasm(), &noop, false),
+        ),
+        (
+            "waymark, a journey that sends nothing, reused instance",
+            waymark(support::hostile_wasm(), &noop, true),
+        ),
+        (
+            "waymark, health journey (one GET, two checks), fresh",
+            waymark(&health, &get, false),
+        ),
+        (
+            "waymark, health journey, reused instance",
+            waymark(&health, &get, true),
+        ),
+        (
+            "oha, one GET",
+            have("oha")
+                .then(|| {
+                    let mut cmd = Command::new("taskset");
+                    cmd.args(["-c", "0", "oha", "-z", &format!("{secs}s"), "-c", "8"])
+                        .args(["--no-tui", "--output-format", "json"])
+                        .arg(format!("http://127.0.0.1:{port}/1k.txt"));
+                    cpu_per(cmd, |out| {
+                        let v: serde_json::Value = serde_json::from_slice(out).ok()?;
+                        let s = &v["summary"];
+                        Some(s["requestsPerSec"].as_f64()? * s["total"].as_f64()?)
+                    })
+                })
+                .flatten(),
+        ),
+    ];
+    println!(
+        "\nCPU per iteration (waymark) or request (oha), µs; the tool on CPU 0, nginx 1 KiB on CPU 1, 8 users, {secs} s\n"
+    );
+    println!("{:<56} {:>7} {:>7} {:>7}", "", "user", "system", "total");
+    for (what, cpu) in &rows {
+        match cpu {
+            Some((u, s)) => println!("{what:<56} {u:>7.1} {s:>7.1} {:>7.1}", u + s),
+            None => println!("{what:<56} {:>7} {:>7} {:>7}", "-", "-", "-"),
+        }
+    }
+    if let (Some((nu, ns)), Some((_, os))) = (rows[0].1, rows[4].1) {
+        println!(
+            "\nfloor of a fresh iteration that sends one request: the empty fresh instance ({:.1} µs) \
+             and the system's part of oha's request ({os:.1} µs) = {:.1} µs",
+            nu + ns,
+            nu + ns + os
+        );
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -757,5 +904,8 @@ fn main() {
     }
     if only.is_empty() || only == "open" {
         open(secs);
+    }
+    if only.is_empty() || only == "floor" {
+        floor(secs);
     }
 }
