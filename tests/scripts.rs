@@ -188,6 +188,8 @@ async fn errors_name_the_file_line_and_column_of_the_source() {
         ),
         ("noexport.js", "const run = () => {};\n"),
         ("bad.py", "def run(:\n    pass\n"),
+        // Parsed well; only the compiler refuses it.
+        ("misplaced.py", "def run():\n    pass\n\n\nreturn 1\n"),
         (
             "boom.py",
             "from waymark import step\n\n\ndef run():\n    with step(\"first\"):\n        x = {}\n        return x[\"missing\"]\n",
@@ -207,6 +209,11 @@ async fn errors_name_the_file_line_and_column_of_the_source() {
     assert!(e.contains("bad.js:2:9: Unexpected token"), "{e}");
     let e = load_error(&p("bad.py"));
     assert!(e.contains("bad.py:1:9: invalid syntax"), "{e}");
+    let e = load_error(&p("misplaced.py"));
+    assert!(
+        e.contains("misplaced.py:5:1: 'return' outside function"),
+        "{e}"
+    );
 
     for (file, at) in [
         ("boom.ts", "boom.ts:7:11: boom 1"),

@@ -346,6 +346,7 @@ impl Runtime {
                         code: p.code,
                         imports: p.imports,
                         source_map: p.source_map,
+                        compiled: p.compiled,
                     };
                     if let Some(key) = &key {
                         write_prepared(key, &p);
@@ -378,6 +379,7 @@ impl Runtime {
                 code: prepared.code,
                 links,
                 source_map: prepared.source_map,
+                compiled: prepared.compiled,
             });
         }
         Ok(modules)
@@ -390,6 +392,7 @@ struct Prepared {
     code: String,
     imports: Vec<String>,
     source_map: String,
+    compiled: Vec<u8>,
 }
 
 impl Runtime {

@@ -44,7 +44,8 @@ export function prepare(path, source) {
   for (const m of out.code.matchAll(/(?<![.\w$])require\((['"])([^'"\n]+)\1\)/g)) {
     if (!imports.includes(m[2])) imports.push(m[2]);
   }
-  return { code: out.code, imports, sourceMap: JSON.stringify(out.sourceMap) };
+  // No compiled form: SpiderMonkey's is not reachable from a script.
+  return { code: out.code, imports, sourceMap: JSON.stringify(out.sourceMap), compiled: new Uint8Array(0) };
 }
 
 // `journey(body)` hands the body back as it is, so that what it throws

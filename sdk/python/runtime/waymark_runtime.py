@@ -2,7 +2,7 @@
 the standard library and the SDK) that runs any journey from its source.
 
 The host calls ``prepare`` once per source file when it loads a journey (a
-syntax check and the modules it imports), then every run calls ``run``,
+syntax check, the code compiled, and the modules it imports), then every run calls ``run``,
 which executes the modules the host hands over through
 ``waymark:journey/script``. Built by ``runner/engine/build.rs`` with
 componentize-py against the ``script-runtime`` world of ``wit/``.
@@ -10,6 +10,7 @@ componentize-py against the ``script-runtime`` world of ``wit/``.
 
 import ast
 import importlib.abc
+import marshal
 import importlib.util
 import sys
 import traceback
@@ -71,7 +72,17 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         if m is None:
             return
         module.__file__ = m.path
-        exec(compile(m.code, m.path, "exec"), module.__dict__)
+        exec(_code(m), module.__dict__)
+
+
+def _code(m):
+    """The module's code object: the one ``prepare`` compiled, else compiled
+    now. Compiling is most of what evaluating a journey costs a fresh
+    instance, and ``prepare`` runs once per file where ``run`` runs per
+    iteration."""
+    if m.compiled:
+        return marshal.loads(m.compiled)
+    return compile(m.code, m.path, "exec")
 
 
 def _located(e, files):
@@ -96,6 +107,9 @@ class WitWorld(_World):
     def prepare(self, path: str, source: str) -> _script.Prepared:
         try:
             tree = ast.parse(source, filename=path)
+            # The compiler finds errors the parser does not (`return` outside
+            # a function, a misplaced `nonlocal`): they are reported here too.
+            compiled = marshal.dumps(compile(tree, path, "exec"))
         except SyntaxError as e:
             raise Err(f"{path}:{e.lineno}:{e.offset}: {e.msg}")
         imports = []
@@ -109,7 +123,7 @@ class WitWorld(_World):
             for n in names:
                 if n not in imports:
                     imports.append(n)
-        return _script.Prepared(code=source, imports=imports, source_map="")
+        return _script.Prepared(code=source, imports=imports, source_map="", compiled=compiled)
 
     def run(self) -> None:
         global _evaluated
@@ -121,7 +135,7 @@ class WitWorld(_World):
             try:
                 entry = modules[0]
                 namespace = {"__name__": "__journey__", "__file__": entry.path}
-                exec(compile(entry.code, entry.path, "exec"), namespace)
+                exec(_code(entry), namespace)
                 body = namespace.get("run")
             except BaseException as e:  # placed in the journey's files
                 raise Err(_located(e, files))
