@@ -745,28 +745,12 @@ fn open(secs: u64) {
     }
 }
 
-/// User and system CPU of every child waited for so far (getrusage).
-fn children_cpu() -> (Duration, Duration) {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) } != 0 {
-        return (Duration::ZERO, Duration::ZERO);
-    }
-    // SAFETY: initialised by the successful call above (and zeroed before).
-    let u = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
-            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
-    };
-    (tv(u.ru_utime), tv(u.ru_stime))
-}
-
 /// Runs `cmd` to its end; its user and system CPU (µs) per unit of work,
 /// where `count` reads how many units it did from its standard output.
 fn cpu_per(mut cmd: Command, count: impl Fn(&[u8]) -> Option<f64>) -> Option<(f64, f64)> {
-    let (u0, s0) = children_cpu();
+    let (u0, s0) = waymark_load::generator::cpu_of(libc::RUSAGE_CHILDREN);
     let out = cmd.stderr(Stdio::null()).output().ok()?;
-    let (u1, s1) = children_cpu();
+    let (u1, s1) = waymark_load::generator::cpu_of(libc::RUSAGE_CHILDREN);
     let n = count(&out.stdout).filter(|n| *n > 0.0)?;
     let per = |a: Duration, b: Duration| a.saturating_sub(b).as_secs_f64() * 1e6 / n;
     Some((per(u1, u0), per(s1, s0)))

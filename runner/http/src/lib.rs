@@ -229,8 +229,8 @@ impl Client {
                 Err(_) => {
                     let during = progress.current().map_or("request", Phase::as_str);
                     // A half-used connection cannot carry the next request.
-                    if let Ok(t) = parse_url(&req.url) {
-                        self.pool.remove(&(t.https, t.host, t.port));
+                    if let Ok(t) = self.targets.get(&req.url) {
+                        self.pool.remove(&(t.https, t.host.clone(), t.port));
                     }
                     Err(HttpError::Timeout(format!(
                         "request timeout of {} ms expired during {during}",

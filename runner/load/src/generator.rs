@@ -104,12 +104,20 @@ impl Generator {
 
 /// CPU time this process has used so far (user and system).
 pub fn process_cpu() -> Duration {
+    let (user, system) = cpu_of(libc::RUSAGE_SELF);
+    user + system
+}
+
+/// User and system CPU time of `who` (`libc::RUSAGE_SELF`, or
+/// `RUSAGE_CHILDREN`: every child waited for so far); zero if it cannot be
+/// read.
+pub fn cpu_of(who: libc::c_int) -> (Duration, Duration) {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes a whole rusage into the pointer it is given,
-    // which points at one; RUSAGE_SELF cannot fail on a valid pointer.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    // which points at one.
+    let rc = unsafe { libc::getrusage(who, usage.as_mut_ptr()) };
     if rc != 0 {
-        return Duration::ZERO;
+        return (Duration::ZERO, Duration::ZERO);
     }
     // SAFETY: initialised by the successful call above (and zeroed before).
     let u = unsafe { usage.assume_init() };
@@ -117,7 +125,7 @@ pub fn process_cpu() -> Duration {
         Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
             + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
     };
-    tv(u.ru_utime) + tv(u.ru_stime)
+    (tv(u.ru_utime), tv(u.ru_stime))
 }
 
 /// The cores this process may run on.
