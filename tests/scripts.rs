@@ -384,3 +384,55 @@ fn a_fresh_instance_evaluates_the_journey_each_run_and_a_kept_one_once() {
         assert!((1..=2).contains(&passed), "{file}: passed {passed}");
     }
 }
+
+/// `waymark load` starts every fresh instance of a journey from its source
+/// from one snapshot of its evaluated modules; what the snapshot holds must
+/// not make every instance alike. Each iteration names its step after a
+/// random draw, so the load's step names show whether the draws differ.
+#[test]
+fn each_fresh_instance_draws_its_own_random_numbers() {
+    let dir = journey_dir(&[
+        (
+            "draw.js",
+            "import { step } from 'waymark';\nconst atLoad = Math.random();\nexport default function run() {\n  step('draw ' + Math.floor(Math.random() * 1e9), () => atLoad);\n}\n",
+        ),
+        (
+            "draw.py",
+            "import random\n\nfrom waymark import step\n\nAT_LOAD = random.random()\n\n\ndef run():\n    with step(f\"draw {random.randrange(10**9)}\"):\n        pass\n",
+        ),
+    ]);
+    for file in ["draw.js", "draw.py"] {
+        let out = tempfile::tempdir().expect("temp dir");
+        let json = out.path().join("load.json");
+        let run = Command::new(env!("CARGO_BIN_EXE_waymark"))
+            .arg("load")
+            .arg(dir.path().join(file))
+            .args([
+                "--concurrency",
+                "1",
+                "--iterations",
+                "8",
+                "--step-duration",
+                "30s",
+            ])
+            .args(["--warmup", "0s", "--json"])
+            .arg(&json)
+            .output()
+            .expect("waymark load runs");
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
+                .unwrap_or_else(|_| panic!("{file}: no JSON result: {run:?}"));
+        let step = &v["steps"][0];
+        assert_eq!(step["passed"].as_u64(), Some(8), "{file}: {run:?}");
+        let names = step["journey_steps"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{file}: no step names: {step}"));
+        let counted: u64 = names.values().filter_map(|s| s["count"].as_u64()).sum();
+        assert_eq!(counted, 8, "{file}: {names:?}");
+        // Eight draws from a billion: equal ones mean one state for all.
+        assert!(
+            names.len() > 1,
+            "{file}: every instance drew the same: {names:?}"
+        );
+    }
+}

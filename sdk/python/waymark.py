@@ -44,6 +44,24 @@ __all__ = [
 ]
 
 
+# Whether this instance's `random` was seeded: see `_fresh_instance`.
+_seeded = False
+
+
+def _fresh_instance():
+    """Seed ``random`` anew from the host, once per instance. A component's
+    memory starts as its build (or ``waymark load``'s snapshot of a journey
+    from source) left it, so the state of ``random``, imported then, would
+    otherwise be the same in every instance: every iteration would draw the
+    same numbers."""
+    global _seeded
+    if not _seeded:
+        _seeded = True
+        rnd = sys.modules.get("random")
+        if rnd is not None:
+            rnd.seed()
+
+
 def journey(body):
     """Make ``body`` the journey's ``run``: any exception it raises fails the
     run with its message. Defines ``WitWorld`` in the caller's module, which
@@ -51,6 +69,7 @@ def journey(body):
 
     class Journey(_World):
         def run(self) -> None:
+            _fresh_instance()
             try:
                 body()
             except Err:

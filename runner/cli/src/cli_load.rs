@@ -446,6 +446,12 @@ fn load(req: LoadArgs) -> anyhow::Result<u8> {
         }
         _ => bail!("which journey? give a Wasm component or -c CONFIG"),
     };
+    // A fresh instance per iteration of a journey from its source would
+    // evaluate its modules every time; a snapshot evaluates them once.
+    let journey = match plan.instances {
+        load::InstanceMode::Fresh => runtime.snapshot_script(&journey, &opts)?,
+        load::InstanceMode::Reuse => journey,
+    };
     let target = load::Target {
         runtime,
         journey,

@@ -95,6 +95,8 @@ pub struct LoadedJourney {
     pub sha256: String,
     /// A journey run from its source: its modules, handed to the runtime.
     pub(crate) script: Option<Arc<Vec<crate::script_bindings::waymark::journey::script::Module>>>,
+    /// The language of a journey run from its source.
+    pub(crate) language: Option<crate::Language>,
 }
 
 /// One run with everything kept of it.
@@ -341,6 +343,7 @@ impl Runtime {
             from_cache,
             sha256,
             script: None,
+            language: None,
         })
     }
 

@@ -82,6 +82,8 @@ impl Language {
 
 /// One language's runtime, compiled and linked.
 pub(crate) struct ScriptEngine {
+    /// The runtime component as the binary carries it.
+    bytes: &'static [u8],
     run: JourneyPre<RunState>,
     prepare: ScriptRuntimePre<RunState>,
     sha256: String,
@@ -170,6 +172,7 @@ impl Runtime {
         };
         let pre = self.linker.instantiate_pre(&component).map_err(link)?;
         let engine = Arc::new(ScriptEngine {
+            bytes,
             run: JourneyPre::new(pre.clone()).map_err(link)?,
             prepare: ScriptRuntimePre::new(pre).map_err(link)?,
             sha256,
@@ -235,6 +238,115 @@ impl Runtime {
             from_cache: engine.from_cache,
             sha256: hex::encode(h.finalize()),
             script: Some(Arc::new(modules)),
+            language: Some(lang),
+        })
+    }
+
+    /// `journey` (run from its source) with its modules evaluated once, in
+    /// a snapshot: the runtime's `init` evaluates them in one instance,
+    /// wizer writes that instance's memories and globals into a component
+    /// of its own, and every instance of that component starts with them
+    /// evaluated, as a built component's instance starts from the state its
+    /// build left. A fresh instance per iteration then costs what a built
+    /// component's does instead of evaluating the journey's modules each
+    /// time (`waymark load`). The snapshot is compiled once per distinct
+    /// state (the compile cache); a component journey comes back as it is.
+    ///
+    /// The modules are evaluated with the run options' vars and no host
+    /// reachable, as a built component's are evaluated without the
+    /// network: what a journey's top level computes is fixed for the whole
+    /// load.
+    pub fn snapshot_script(
+        &self,
+        journey: &LoadedJourney,
+        opts: &RunOptions,
+    ) -> Result<LoadedJourney, LoadError> {
+        let (Some(lang), Some(modules)) = (journey.language, journey.script.clone()) else {
+            return Ok(journey.clone());
+        };
+        let engine = self.script_engine(lang)?;
+        let fail = |message: String| LoadError::Script {
+            name: journey.name.clone(),
+            message,
+        };
+        let mut wizer = wasmtime_wizer::Wizer::new();
+        wizer.init_func("init").keep_init_func(true);
+        let (cx, instrumented) = wizer.instrument_component(engine.bytes).map_err(|e| {
+            fail(format!(
+                "cannot prepare the {} for a snapshot: {e:#}",
+                lang.runtime_name()
+            ))
+        })?;
+        let (component, _) = self.compile(
+            &format!("{} (instrumented)", lang.runtime_name()),
+            &instrumented,
+            &crate::tape::Tape::sha256(&instrumented),
+        )?;
+        let allow = waymark_http::AllowList::parse::<&str>(&[])
+            .map_err(|e| fail(format!("the empty allow-list: {e}")))?;
+        let http = waymark_http::HttpConfig::new(allow, None)
+            .map_err(|e| fail(format!("the HTTP client's TLS set-up: {e}")))?;
+        let mut init_opts = opts.clone();
+        init_opts.http = Arc::new(http);
+        init_opts.timeout = PREPARE_TIMEOUT;
+        let snapshot = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| fail(format!("cannot start the snapshot's runtime: {e}")))?;
+                rt.block_on(async {
+                    let mut store = self.store_for(
+                        &journey.name,
+                        Some(modules),
+                        &init_opts,
+                        std::time::SystemTime::now(),
+                        std::time::Instant::now(),
+                        Default::default(),
+                    );
+                    let instance = self
+                        .linker
+                        .instantiate_async(&mut store, &component)
+                        .await
+                        .map_err(|e| {
+                            fail(format!("cannot start the {}: {e:#}", lang.runtime_name()))
+                        })?;
+                    let init = instance
+                        .get_typed_func::<(), (Result<(), String>,)>(&mut store, "init")
+                        .map_err(|e| {
+                            fail(format!("the {} has no init: {e:#}", lang.runtime_name()))
+                        })?;
+                    let (evaluated,) = init
+                        .call_async(&mut store, ())
+                        .await
+                        .map_err(|e| fail(format!("evaluating the journey's modules: {e:#}")))?;
+                    evaluated.map_err(fail)?;
+                    wizer
+                        .snapshot_component(
+                            &cx,
+                            &mut Snapshotted {
+                                store: &mut store,
+                                instance,
+                            },
+                        )
+                        .await
+                        .map_err(|e| fail(format!("cannot snapshot the journey: {e:#}")))
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Err(fail("snapshotting the journey panicked".into())))
+        })?;
+        let sha256 = crate::tape::Tape::sha256(&snapshot);
+        let (component, from_cache) = self.compile(&journey.name, &snapshot, &sha256)?;
+        let link = |e: wasmtime::Error| LoadError::Link {
+            name: journey.name.clone(),
+            message: format!("{e:#}"),
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        Ok(LoadedJourney {
+            pre: JourneyPre::new(pre).map_err(link)?,
+            from_cache,
+            ..journey.clone()
         })
     }
 
@@ -511,6 +623,77 @@ fn resolve_python(root: &Path, name: &str) -> Result<Link, ImportError> {
         return Ok(Link::Module(candidate));
     }
     Ok(Link::Runtime)
+}
+
+/// The instance wizer reads the state of, through the accessors its
+/// instrumentation exported.
+struct Snapshotted<'a> {
+    store: &'a mut wasmtime::Store<RunState>,
+    instance: wasmtime::component::Instance,
+}
+
+impl Snapshotted<'_> {
+    async fn call<R, T>(
+        &mut self,
+        instance: &str,
+        func: &str,
+        with: impl FnOnce(&wasmtime::Store<RunState>, R) -> T,
+    ) -> T
+    where
+        R: wasmtime::component::Lift + Send + Sync + 'static,
+    {
+        // The accessors are wizer's own, made by its instrumentation just
+        // before: a missing one or a trap is a bug there, not the journey's.
+        let (_, group) = self
+            .instance
+            .get_export(&mut *self.store, None, instance)
+            .expect("wizer's accessor instance");
+        let (_, index) = self
+            .instance
+            .get_export(&mut *self.store, Some(&group), func)
+            .expect("wizer's accessor");
+        let f = self
+            .instance
+            .get_typed_func::<(), (R,)>(&mut *self.store, index)
+            .expect("wizer's accessor type");
+        let (r,) = f
+            .call_async(&mut *self.store, ())
+            .await
+            .expect("wizer's accessor runs");
+        with(self.store, r)
+    }
+}
+
+impl wasmtime_wizer::ComponentInstanceState for Snapshotted<'_> {
+    async fn call_func_ret_list_u8(
+        &mut self,
+        instance: &str,
+        func: &str,
+        contents: impl FnOnce(&[u8]) + Send,
+    ) {
+        self.call(
+            instance,
+            func,
+            |store, list: wasmtime::component::WasmList<u8>| contents(list.as_le_slice(store)),
+        )
+        .await
+    }
+
+    async fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> i32 {
+        self.call(instance, func, |_, r| r).await
+    }
+
+    async fn call_func_ret_s64(&mut self, instance: &str, func: &str) -> i64 {
+        self.call(instance, func, |_, r| r).await
+    }
+
+    async fn call_func_ret_f32(&mut self, instance: &str, func: &str) -> u32 {
+        self.call(instance, func, |_, r: f32| r.to_bits()).await
+    }
+
+    async fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> u64 {
+        self.call(instance, func, |_, r: f64| r.to_bits()).await
+    }
 }
 
 #[cfg(test)]

@@ -100,8 +100,17 @@ const WRAP = '(function (exports, require, module) {';
 let evaluated = null;
 
 export async function run() {
-  if (evaluated) return evaluated.call();
-  const mods = modules();
+  if (!evaluated) evaluated = evaluate(modules());
+  return evaluated.call();
+}
+
+export function init() {
+  if (!evaluated) evaluated = evaluate(modules());
+}
+
+// Load the journey's modules (entry first) and find its body; `call` runs
+// it, with what it throws placed in the source.
+function evaluate(mods) {
   const byPath = new Map(mods.map((m) => [m.path, m]));
   const maps = new Map();
   const cache = new Map();
@@ -168,14 +177,14 @@ export async function run() {
       throw typeof e === 'string' ? e : located(e);
     }
   };
-  let body;
-  await call(() => {
+  try {
     const entry = load(mods[0].path);
-    body = entry.run ?? entry.default;
+    const body = entry.run ?? entry.default;
     if (typeof body !== 'function') {
       throw `${mods[0].path} exports no journey: export a function as \`run\` (or as the default export)`;
     }
-  });
-  evaluated = { call: () => call(body) };
-  return evaluated.call();
+    return { call: () => call(body) };
+  } catch (e) {
+    throw typeof e === 'string' ? e : located(e);
+  }
 }

@@ -28,7 +28,7 @@ import time  # noqa: F401
 import urllib.parse  # noqa: F401
 import uuid  # noqa: F401
 
-import waymark  # noqa: F401  (the SDK, `from waymark import …`)
+import waymark  # the SDK (`from waymark import …`); run() calls it too
 from componentize_py_types import Err
 from wit_world import WitWorld as _World
 from wit_world.imports import script as _script
@@ -103,6 +103,24 @@ def _located(e, files):
 _evaluated = None
 
 
+def _evaluate():
+    """The journey's modules executed: its body and the paths of its files."""
+    modules = _script.modules()
+    files = {m.path for m in modules}
+    # Left in place: a kept instance's later runs import from it too.
+    sys.meta_path.insert(0, _Finder(modules))
+    try:
+        entry = modules[0]
+        namespace = {"__name__": "__journey__", "__file__": entry.path}
+        exec(_code(entry), namespace)
+        body = namespace.get("run")
+    except BaseException as e:  # placed in the journey's files
+        raise Err(_located(e, files))
+    if not callable(body):
+        raise Err(f"{entry.path} defines no journey: define a function `run` (decorated @journey or not)")
+    return (body, files)
+
+
 class WitWorld(_World):
     def prepare(self, path: str, source: str) -> _script.Prepared:
         try:
@@ -125,23 +143,16 @@ class WitWorld(_World):
                     imports.append(n)
         return _script.Prepared(code=source, imports=imports, source_map="", compiled=compiled)
 
-    def run(self) -> None:
+    def init(self) -> None:
         global _evaluated
         if _evaluated is None:
-            modules = _script.modules()
-            files = {m.path for m in modules}
-            # Left in place: a kept instance's later runs import from it too.
-            sys.meta_path.insert(0, _Finder(modules))
-            try:
-                entry = modules[0]
-                namespace = {"__name__": "__journey__", "__file__": entry.path}
-                exec(_code(entry), namespace)
-                body = namespace.get("run")
-            except BaseException as e:  # placed in the journey's files
-                raise Err(_located(e, files))
-            if not callable(body):
-                raise Err(f"{entry.path} defines no journey: define a function `run` (decorated @journey or not)")
-            _evaluated = (body, files)
+            _evaluated = _evaluate()
+
+    def run(self) -> None:
+        global _evaluated
+        waymark._fresh_instance()
+        if _evaluated is None:
+            _evaluated = _evaluate()
         body, files = _evaluated
         try:
             body()
