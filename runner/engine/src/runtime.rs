@@ -362,27 +362,36 @@ impl Runtime {
         Some(dir.join(format!("{}.cwasm", hex::encode(h.finalize()))))
     }
 
+    /// The compiled component the cache holds under `key`, if any.
+    pub(crate) fn cached(&self, key: &str) -> Option<Component> {
+        let bytes = self.cache_path(key).and_then(|p| std::fs::read(p).ok())?;
+        // Read, not mapped: a cache file replaced or truncated by another
+        // process must not pull pages out from under a running journey.
+        // SAFETY: the bytes come from `Component::serialize` of this same
+        // engine configuration (the key covers it) in our own cache
+        // directory; wasmtime checks the header and version, and a file
+        // that fails to load is recompiled.
+        match unsafe { Component::deserialize(&self.engine, &bytes) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a bad compile cache entry");
+                None
+            }
+        }
+    }
+
+    /// Compile `wasm`, or take it from the cache under `key` (the SHA-256
+    /// of `wasm`, or of what it was made from).
     pub(crate) fn compile(
         &self,
         name: &str,
         wasm: &[u8],
-        sha256: &str,
+        key: &str,
     ) -> Result<(Component, bool), LoadError> {
-        let path = self.cache_path(sha256);
-        if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
-            // Read, not mapped: a cache file replaced or truncated by another
-            // process must not pull pages out from under a running journey.
-            // SAFETY: the bytes come from `Component::serialize` of this same
-            // engine configuration (the key covers it) in our own cache
-            // directory; wasmtime checks the header and version, and a file
-            // that fails to load is recompiled.
-            match unsafe { Component::deserialize(&self.engine, &bytes) } {
-                Ok(c) => return Ok((c, true)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "ignoring a bad compile cache entry");
-                }
-            }
+        if let Some(c) = self.cached(key) {
+            return Ok((c, true));
         }
+        let path = self.cache_path(key);
         let component = Component::new(&self.engine, wasm).map_err(|e| LoadError::Compile {
             name: name.to_string(),
             message: format!("{e:#}"),

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use wasmtime::component::Component;
+
 use crate::bindings::JourneyPre;
 use crate::host::RunState;
 use crate::runtime::{LoadError, LoadedJourney, RunOptions, Runtime};
@@ -252,10 +254,11 @@ impl Runtime {
     /// time (`waymark load`). The snapshot is compiled once per distinct
     /// state (the compile cache); a component journey comes back as it is.
     ///
-    /// The modules are evaluated with the run options' vars and no host
+    /// The modules are evaluated with the run options' vars, without their
+    /// secrets (the snapshot is kept in the compile cache) and with no host
     /// reachable, as a built component's are evaluated without the
     /// network: what a journey's top level computes is fixed for the whole
-    /// load.
+    /// load, and it reads secrets in its body.
     pub fn snapshot_script(
         &self,
         journey: &LoadedJourney,
@@ -264,6 +267,36 @@ impl Runtime {
         let (Some(lang), Some(modules)) = (journey.language, journey.script.clone()) else {
             return Ok(journey.clone());
         };
+        let link = |e: wasmtime::Error| LoadError::Link {
+            name: journey.name.clone(),
+            message: format!("{e:#}"),
+        };
+        let linked = |component: Component, from_cache: bool| {
+            let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+            Ok(LoadedJourney {
+                pre: JourneyPre::new(pre).map_err(link)?,
+                from_cache,
+                ..journey.clone()
+            })
+        };
+        // The snapshot's bytes differ from one making to the next (what
+        // the runtime's start drew from the clock and the random source),
+        // so it is kept under what it is made of: the runtime, the modules
+        // (both in the journey's hash) and the vars handed to them.
+        let mut h = Sha256::new();
+        h.update(b"snapshot\0");
+        h.update(journey.sha256.as_bytes());
+        let vars: std::collections::BTreeMap<_, _> = opts.vars.iter().collect();
+        for (k, v) in vars {
+            h.update(k.as_bytes());
+            h.update([0]);
+            h.update(v.as_bytes());
+            h.update([0]);
+        }
+        let key = hex::encode(h.finalize());
+        if let Some(component) = self.cached(&key) {
+            return linked(component, true);
+        }
         let engine = self.script_engine(lang)?;
         let fail = |message: String| LoadError::Script {
             name: journey.name.clone(),
@@ -289,6 +322,8 @@ impl Runtime {
         let mut init_opts = opts.clone();
         init_opts.http = Arc::new(http);
         init_opts.timeout = PREPARE_TIMEOUT;
+        // The snapshot is kept on disk: no secret may be in it.
+        init_opts.secrets.clear();
         let snapshot = std::thread::scope(|s| {
             s.spawn(|| {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -336,18 +371,8 @@ impl Runtime {
             .join()
             .unwrap_or_else(|_| Err(fail("snapshotting the journey panicked".into())))
         })?;
-        let sha256 = crate::tape::Tape::sha256(&snapshot);
-        let (component, from_cache) = self.compile(&journey.name, &snapshot, &sha256)?;
-        let link = |e: wasmtime::Error| LoadError::Link {
-            name: journey.name.clone(),
-            message: format!("{e:#}"),
-        };
-        let pre = self.linker.instantiate_pre(&component).map_err(link)?;
-        Ok(LoadedJourney {
-            pre: JourneyPre::new(pre).map_err(link)?,
-            from_cache,
-            ..journey.clone()
-        })
+        let (component, _) = self.compile(&journey.name, &snapshot, &key)?;
+        linked(component, false)
     }
 
     /// Prepare the entry and every file it imports, on a thread of its own

@@ -99,7 +99,10 @@ const WRAP = '(function (exports, require, module) {';
 // calls the journey again, as a component's instance would.
 let evaluated = null;
 
-export async function run() {
+// Not `async`: a journey that returns no promise is over when it returns,
+// with no job queued for the event loop (about 50 of the 670 µs a fresh
+// instance of a snapshot costs for a journey that does nothing).
+export function run() {
   if (!evaluated) evaluated = evaluate(modules());
   return evaluated.call();
 }
@@ -170,12 +173,23 @@ function evaluate(mods) {
     return msg;
   }
 
-  const call = async (body) => {
+  const placed = (e) => (typeof e === 'string' ? e : located(e));
+  const call = (body) => {
+    let out;
     try {
-      await body();
+      out = body();
     } catch (e) {
-      throw typeof e === 'string' ? e : located(e);
+      throw placed(e);
     }
+    if (out && typeof out.then === 'function') {
+      return out.then(
+        () => undefined,
+        (e) => {
+          throw placed(e);
+        },
+      );
+    }
+    return undefined;
   };
   try {
     const entry = load(mods[0].path);
@@ -185,6 +199,6 @@ function evaluate(mods) {
     }
     return { call: () => call(body) };
   } catch (e) {
-    throw typeof e === 'string' ? e : located(e);
+    throw placed(e);
   }
 }
