@@ -436,3 +436,52 @@ fn each_fresh_instance_draws_its_own_random_numbers() {
         );
     }
 }
+
+/// What the snapshot's evaluation raises stops `waymark load` before its
+/// first step, placed in the source; a module that never ends is stopped
+/// at the run's time limit.
+#[test]
+fn a_load_stops_on_what_evaluating_the_modules_raises() {
+    let dir = journey_dir(&[
+        (
+            "throws.js",
+            "import { step } from 'waymark';\n\nthrow new Error('no config');\nexport default function run() {\n  step('x', () => {});\n}\n",
+        ),
+        (
+            "spins.js",
+            "while (true) {}\nexport default function run() {}\n",
+        ),
+        (
+            "raises.py",
+            "from waymark import step\n\nraise KeyError(\"config\")\n\n\ndef run():\n    pass\n",
+        ),
+    ]);
+    for (file, said) in [
+        ("throws.js", "throws.js:3:7: no config"),
+        ("spins.js", "took longer than its time limit (2s)"),
+        ("raises.py", "raises.py:3"),
+    ] {
+        let out = tempfile::tempdir().expect("temp dir");
+        let json = out.path().join("load.json");
+        let started = std::time::Instant::now();
+        let run = Command::new(env!("CARGO_BIN_EXE_waymark"))
+            .arg("load")
+            .arg(dir.path().join(file))
+            .args([
+                "--concurrency",
+                "1",
+                "--iterations",
+                "4",
+                "--step-duration",
+                "30s",
+            ])
+            .args(["--warmup", "0s", "--timeout", "2s", "--json"])
+            .arg(&json)
+            .output()
+            .expect("waymark load runs");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{file}: {run:?}");
+        assert!(stderr.contains(said), "{file}: wanted {said:?} in {stderr}");
+        assert!(!json.exists(), "{file}: a step ran");
+    }
+}

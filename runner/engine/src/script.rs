@@ -321,7 +321,6 @@ impl Runtime {
             .map_err(|e| fail(format!("the HTTP client's TLS set-up: {e}")))?;
         let mut init_opts = opts.clone();
         init_opts.http = Arc::new(http);
-        init_opts.timeout = PREPARE_TIMEOUT;
         // The snapshot is kept on disk: no secret may be in it.
         init_opts.secrets.clear();
         let snapshot = std::thread::scope(|s| {
@@ -354,7 +353,16 @@ impl Runtime {
                     let (evaluated,) = init
                         .call_async(&mut store, ())
                         .await
-                        .map_err(|e| fail(format!("evaluating the journey's modules: {e:#}")))?;
+                        .map_err(|e| {
+                            fail(if e.is::<crate::runtime::DeadlineReached>() {
+                                format!(
+                                    "evaluating the journey's modules took longer than its time limit ({})",
+                                    humantime::format_duration(init_opts.timeout)
+                                )
+                            } else {
+                                format!("evaluating the journey's modules: {e:#}")
+                            })
+                        })?;
                     evaluated.map_err(fail)?;
                     wizer
                         .snapshot_component(
