@@ -463,7 +463,6 @@ fn a_load_stops_on_what_evaluating_the_modules_raises() {
     ] {
         let out = tempfile::tempdir().expect("temp dir");
         let json = out.path().join("load.json");
-        let started = std::time::Instant::now();
         let run = Command::new(env!("CARGO_BIN_EXE_waymark"))
             .arg("load")
             .arg(dir.path().join(file))
