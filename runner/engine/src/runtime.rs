@@ -82,6 +82,53 @@ impl Drop for Runtime {
     }
 }
 
+/// Cranelift's incremental cache on disk, one file per compiled function
+/// under the hash of its key. A snapshot of a journey from source holds
+/// its runtime's code unchanged, so compiling it takes every function from
+/// here instead of compiling the whole engine again.
+#[derive(Debug)]
+struct FunctionCache {
+    dir: PathBuf,
+}
+
+impl FunctionCache {
+    fn path(&self, key: &[u8]) -> PathBuf {
+        let name = hex::encode(Sha256::digest(key));
+        // Two levels: a directory of tens of thousands of files is slow.
+        self.dir.join(&name[..2]).join(&name[2..])
+    }
+}
+
+impl wasmtime::CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        std::fs::read(self.path(key))
+            .ok()
+            .map(std::borrow::Cow::Owned)
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let path = self.path(key);
+        let Some(dir) = path.parent() else {
+            return false;
+        };
+        // Written aside and renamed: compiling threads and processes may
+        // store the same function at once, and a reader never sees half.
+        let tmp = dir.join(format!(
+            ".{}.{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let stored = std::fs::create_dir_all(dir).is_ok()
+            && std::fs::write(&tmp, &value).is_ok()
+            && std::fs::rename(&tmp, &path).is_ok();
+        if !stored {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        stored
+    }
+}
+
 /// A compiled journey, ready to instantiate many times.
 #[derive(Clone)]
 pub struct LoadedJourney {
@@ -225,6 +272,13 @@ impl Runtime {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        if let Some(dir) = &cache_dir {
+            config
+                .enable_incremental_compilation(Arc::new(FunctionCache {
+                    dir: dir.join("functions"),
+                }))
+                .map_err(|e| EngineError(format!("{e:#}")))?;
+        }
         if let Some((slots, max_memory)) = pool {
             let slots = slots.max(1);
             let mut p = wasmtime::PoolingAllocationConfig::new();
