@@ -364,6 +364,10 @@ impl Runtime {
                             })
                         })?;
                     evaluated.map_err(fail)?;
+                    // Reading the state back is wizer's work, not the
+                    // journey's: it has a bound of its own.
+                    store.data_mut().deadline =
+                        waymark_record::units::later(std::time::Instant::now(), PREPARE_TIMEOUT);
                     wizer
                         .snapshot_component(
                             &cx,
