@@ -328,31 +328,35 @@ async fn the_sandbox_holds_for_journeys_run_from_their_source() {
     }
 }
 
-/// `waymark load` of `journey` (2 users, 40 iterations): passed runs and
-/// failed checks.
-fn load_counts(journey: &Path, extra: &[&str]) -> (u64, u64) {
+/// `waymark load` of `journey`, one 30 s step without warm-up cut short
+/// by `--iterations`, with `args`: what it printed, and its JSON result if
+/// it wrote one.
+fn load_json(journey: &Path, args: &[&str]) -> (std::process::Output, Option<serde_json::Value>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let json = dir.path().join("load.json");
     let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
         .arg("load")
         .arg(journey)
-        .args([
-            "--concurrency",
-            "2",
-            "--iterations",
-            "40",
-            "--step-duration",
-            "30s",
-            "--warmup",
-            "0s",
-            "--json",
-        ])
+        .args(["--step-duration", "30s", "--warmup", "0s", "--json"])
         .arg(&json)
-        .args(extra)
+        .args(args)
         .output()
         .expect("waymark load runs");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
-        .unwrap_or_else(|_| panic!("no JSON result: {out:?}"));
+    let v = std::fs::read(&json)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    (out, v)
+}
+
+/// `waymark load` of `journey` (2 users, 40 iterations): passed runs and
+/// failed checks.
+fn load_counts(journey: &Path, extra: &[&str]) -> (u64, u64) {
+    let args: Vec<&str> = ["--concurrency", "2", "--iterations", "40"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let (out, v) = load_json(journey, &args);
+    let v = v.unwrap_or_else(|| panic!("no JSON result: {out:?}"));
     let s = &v["steps"][0];
     assert_eq!(s["iterations"].as_u64(), Some(40), "{out:?}");
     (
@@ -402,26 +406,11 @@ fn each_fresh_instance_draws_its_own_random_numbers() {
         ),
     ]);
     for file in ["draw.js", "draw.py"] {
-        let out = tempfile::tempdir().expect("temp dir");
-        let json = out.path().join("load.json");
-        let run = Command::new(env!("CARGO_BIN_EXE_waymark"))
-            .arg("load")
-            .arg(dir.path().join(file))
-            .args([
-                "--concurrency",
-                "1",
-                "--iterations",
-                "8",
-                "--step-duration",
-                "30s",
-            ])
-            .args(["--warmup", "0s", "--json"])
-            .arg(&json)
-            .output()
-            .expect("waymark load runs");
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
-                .unwrap_or_else(|_| panic!("{file}: no JSON result: {run:?}"));
+        let (run, v) = load_json(
+            &dir.path().join(file),
+            &["--concurrency", "1", "--iterations", "8"],
+        );
+        let v = v.unwrap_or_else(|| panic!("{file}: no JSON result: {run:?}"));
         let step = &v["steps"][0];
         assert_eq!(step["passed"].as_u64(), Some(8), "{file}: {run:?}");
         let names = step["journey_steps"]
@@ -461,26 +450,13 @@ fn a_load_stops_on_what_evaluating_the_modules_raises() {
         ("spins.js", "took longer than its time limit (2s)"),
         ("raises.py", "raises.py:3"),
     ] {
-        let out = tempfile::tempdir().expect("temp dir");
-        let json = out.path().join("load.json");
-        let run = Command::new(env!("CARGO_BIN_EXE_waymark"))
-            .arg("load")
-            .arg(dir.path().join(file))
-            .args([
-                "--concurrency",
-                "1",
-                "--iterations",
-                "4",
-                "--step-duration",
-                "30s",
-            ])
-            .args(["--warmup", "0s", "--timeout", "2s", "--json"])
-            .arg(&json)
-            .output()
-            .expect("waymark load runs");
+        let (run, v) = load_json(
+            &dir.path().join(file),
+            &["--concurrency", "1", "--iterations", "4", "--timeout", "2s"],
+        );
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{file}: {run:?}");
         assert!(stderr.contains(said), "{file}: wanted {said:?} in {stderr}");
-        assert!(!json.exists(), "{file}: a step ran");
+        assert!(v.is_none(), "{file}: a step ran");
     }
 }
