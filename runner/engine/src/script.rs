@@ -25,8 +25,13 @@ use crate::runtime::{LoadError, LoadedJourney, RunOptions, Runtime};
 use crate::script_bindings::ScriptRuntimePre;
 use crate::script_bindings::waymark::journey::script::Module;
 
-/// The JavaScript runtime component (`sdk/js/runtime`, built by build.rs).
+/// The JavaScript runtime component (`sdk/js/runtime`, built by build.rs),
+/// which prepares files.
 static JS_RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/js-runtime.wasm"));
+/// The same without sucrase, which runs journeys: a fresh instance of a
+/// smaller heap costs less (`waymark load`), and every instance alive in
+/// `waymark serve` is smaller.
+static JS_RUN_RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/js-run-runtime.wasm"));
 /// The Python runtime component (`sdk/python/runtime`, built by build.rs).
 static PY_RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/py-runtime.wasm"));
 
@@ -84,7 +89,8 @@ impl Language {
 
 /// One language's runtime, compiled and linked.
 pub(crate) struct ScriptEngine {
-    /// The runtime component as the binary carries it.
+    /// The component that runs journeys as the binary carries it: what a
+    /// snapshot is made of.
     bytes: &'static [u8],
     run: JourneyPre<RunState>,
     prepare: ScriptRuntimePre<RunState>,
@@ -162,21 +168,40 @@ impl Runtime {
             return Ok(e.clone());
         }
         let name = lang.runtime_name();
-        let bytes = match lang {
-            Language::Python => PY_RUNTIME,
-            _ => JS_RUNTIME,
+        let (prepare_bytes, run_bytes) = match lang {
+            Language::Python => (PY_RUNTIME, PY_RUNTIME),
+            _ => (JS_RUNTIME, JS_RUN_RUNTIME),
         };
-        let sha256 = crate::tape::Tape::sha256(bytes);
-        let (component, from_cache) = self.compile(name, bytes, &sha256)?;
         let link = |e: wasmtime::Error| LoadError::Link {
             name: name.to_string(),
             message: format!("{e:#}"),
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        let prepare_sha = crate::tape::Tape::sha256(prepare_bytes);
+        let (prepare_component, from_cache) = self.compile(name, prepare_bytes, &prepare_sha)?;
+        let prepare_pre = self
+            .linker
+            .instantiate_pre(&prepare_component)
+            .map_err(link)?;
+        let (run_pre, sha256, from_cache) = if std::ptr::eq(prepare_bytes, run_bytes) {
+            (prepare_pre.clone(), prepare_sha, from_cache)
+        } else {
+            let run_sha = crate::tape::Tape::sha256(run_bytes);
+            // Most of its code is the other's: Cranelift's incremental
+            // cache makes this compile a few seconds.
+            let (component, run_cached) = self.compile(name, run_bytes, &run_sha)?;
+            let mut h = Sha256::new();
+            h.update(prepare_sha.as_bytes());
+            h.update(run_sha.as_bytes());
+            (
+                self.linker.instantiate_pre(&component).map_err(link)?,
+                hex::encode(h.finalize()),
+                from_cache && run_cached,
+            )
+        };
         let engine = Arc::new(ScriptEngine {
-            bytes,
-            run: JourneyPre::new(pre.clone()).map_err(link)?,
-            prepare: ScriptRuntimePre::new(pre).map_err(link)?,
+            bytes: run_bytes,
+            run: JourneyPre::new(run_pre).map_err(link)?,
+            prepare: ScriptRuntimePre::new(prepare_pre).map_err(link)?,
             sha256,
             from_cache,
         });
