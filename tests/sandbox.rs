@@ -328,12 +328,31 @@ async fn the_compile_cache_is_used_on_the_second_load() {
     assert!(j.from_cache, "a second process must not recompile");
     let rec = second.run(&j, &opts(&[], None, &[("mode", "noop")])).await;
     assert_eq!(rec.status, Status::Pass);
-    // A corrupt cache entry is recompiled, not trusted.
-    for entry in std::fs::read_dir(dir.path()).expect("dir") {
-        std::fs::write(entry.expect("entry").path(), b"garbage").expect("write");
+    // A corrupt cache entry is recompiled, not trusted: the components and
+    // Cranelift's compiled functions (`functions/xx/…`) alike.
+    fn corrupt(dir: &std::path::Path) -> usize {
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                files += corrupt(&path);
+            } else {
+                std::fs::write(&path, b"garbage").expect("write");
+                files += 1;
+            }
+        }
+        files
     }
+    assert!(
+        corrupt(dir.path()) > 1,
+        "the function cache was not written"
+    );
+    assert!(dir.path().join("functions").is_dir());
     let third = waymark_engine::Runtime::new(Some(dir.path().into())).expect("runtime");
-    assert!(!third.load("g", &wasm).expect("recompiles").from_cache);
+    let j = third.load("g", &wasm).expect("recompiles");
+    assert!(!j.from_cache);
+    let rec = third.run(&j, &opts(&[], None, &[("mode", "noop")])).await;
+    assert_eq!(rec.status, Status::Pass);
 }
 
 #[tokio::test]
