@@ -233,6 +233,19 @@ fn bad_input_is_a_clear_error_with_exit_2() {
             }
         }
     }
+    // The compile cache's size, from the environment.
+    let out = Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args(["run", &guest()])
+        .env("WAYMARK_CACHE_DIR", cache.path())
+        .env("WAYMARK_CACHE_SIZE", "lots")
+        .output()
+        .expect("waymark runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("WAYMARK_CACHE_SIZE: 'lots' is not a size like 64MiB"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -355,6 +355,57 @@ async fn the_compile_cache_is_used_on_the_second_load() {
     assert_eq!(rec.status, Status::Pass);
 }
 
+/// The compiled components in `dir`.
+fn cwasm_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_compile_cache_keeps_the_most_recently_used_under_its_limit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let a = std::fs::read(hostile_wasm()).expect("guest");
+    // The same component with a custom section: other bytes, other entry.
+    let with = |tail: u8| {
+        let mut w = a.clone();
+        w.extend_from_slice(&[0, 4, 3, b'w', b'm', tail]);
+        w
+    };
+    let (b, c) = (with(b'k'), with(b'l'));
+    let mut rt = waymark_engine::Runtime::new(Some(dir.path().into())).expect("runtime");
+    for (name, wasm) in [("a", &a), ("b", &b), ("c", &c)] {
+        assert!(!rt.load(name, wasm).expect("loads").from_cache, "{name}");
+    }
+    assert_eq!(cwasm_files(dir.path()).len(), 3);
+    let one = std::fs::metadata(&cwasm_files(dir.path())[0])
+        .expect("meta")
+        .len();
+    // Room for three: using `a` again makes `b` the least recently used,
+    // and the next component compiled removes it and only it.
+    rt.set_cache_limit(3 * one + one / 2);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(rt.load("a", &a).expect("loads").from_cache);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(!rt.load("d", &with(b'n')).expect("loads").from_cache);
+    assert_eq!(cwasm_files(dir.path()).len(), 3);
+    assert!(rt.load("a", &a).expect("loads").from_cache, "a was used");
+    assert!(rt.load("c", &c).expect("loads").from_cache, "c is newer");
+    assert!(
+        !rt.load("b", &b).expect("loads").from_cache,
+        "b was the oldest"
+    );
+    // A limit below one component keeps the one just compiled, and it runs.
+    rt.set_cache_limit(1);
+    let j = rt.load("e", &with(b'o')).expect("loads");
+    assert!(!j.from_cache);
+    assert_eq!(cwasm_files(dir.path()).len(), 1);
+    let rec = rt.run(&j, &opts(&[], None, &[("mode", "noop")])).await;
+    assert_eq!(rec.status, Status::Pass);
+}
+
 #[tokio::test]
 async fn bad_components_are_load_errors_not_panics() {
     let e = runtime()

@@ -64,8 +64,9 @@ pub(crate) mod script_bindings {
 
 pub use outcome::{Observer, Verdict};
 pub use runtime::{
-    DEFAULT_LOCATION, DEFAULT_MAX_RECORD, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, EngineError,
-    FullRun, InstantiateError, LoadError, LoadedJourney, RunOptions, Runtime,
+    DEFAULT_CACHE_LIMIT, DEFAULT_LOCATION, DEFAULT_MAX_RECORD, DEFAULT_MEMORY_LIMIT,
+    DEFAULT_TIMEOUT, EngineError, FullRun, InstantiateError, LoadError, LoadedJourney, RunOptions,
+    Runtime,
 };
 pub use script::Language;
 pub use user::{InstanceMode, VirtualUser};

@@ -59,6 +59,11 @@ pub enum LoadError {
     },
 }
 
+/// What the compiled components in the cache may take unless
+/// `WAYMARK_CACHE_SIZE` says otherwise: about a hundred components built
+/// with a JavaScript engine inside, or as many snapshots.
+pub const DEFAULT_CACHE_LIMIT: u64 = 4 << 30;
+
 /// The engine could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up the Wasm engine: {0}")]
@@ -70,6 +75,9 @@ pub struct Runtime {
     engine: Engine,
     pub(crate) linker: Linker<RunState>,
     pub(crate) cache_dir: Option<PathBuf>,
+    /// The compiled components in `cache_dir` are kept under this many
+    /// bytes in all, the least recently used removed first.
+    cache_limit: u64,
     ticker_stop: Arc<AtomicBool>,
     /// The script runtime, once a journey from source needed it.
     pub(crate) scripts:
@@ -337,10 +345,17 @@ impl Runtime {
         {
             tracing::warn!(dir = %dir.display(), error = %e, "compile cache disabled");
         }
+        let cache_limit = match std::env::var("WAYMARK_CACHE_SIZE") {
+            Ok(v) if !v.is_empty() => waymark_record::units::parse_size(&v)
+                .map_err(|e| EngineError(format!("WAYMARK_CACHE_SIZE: {e}")))?
+                as u64,
+            _ => DEFAULT_CACHE_LIMIT,
+        };
         Ok(Runtime {
             engine,
             linker,
             cache_dir,
+            cache_limit,
             ticker_stop,
             scripts: std::sync::Mutex::new(HashMap::new()),
         })
@@ -416,9 +431,66 @@ impl Runtime {
         Some(dir.join(format!("{}.cwasm", hex::encode(h.finalize()))))
     }
 
+    /// Keep the compiled components in the cache under `bytes` in all
+    /// (default [`DEFAULT_CACHE_LIMIT`], or `WAYMARK_CACHE_SIZE`): each
+    /// new one removes the least recently used beyond it.
+    pub fn set_cache_limit(&mut self, bytes: u64) {
+        self.cache_limit = bytes;
+    }
+
+    /// Remove the least recently used compiled components (by modification
+    /// time, which a hit renews) until the rest fit the limit; `kept`, just
+    /// written, stays whatever its size. Instances already loaded are in
+    /// memory: removing their file takes nothing from them.
+    fn prune_cache(&self, kept: &Path) {
+        let Some(dir) = &self.cache_dir else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut files: Vec<(SystemTime, u64, PathBuf)> = entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        if total <= self.cache_limit {
+            return;
+        }
+        files.sort();
+        for (_, len, path) in files {
+            if total <= self.cache_limit {
+                break;
+            }
+            if path == kept {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    total = total.saturating_sub(len);
+                    tracing::debug!(path = %path.display(), bytes = len, "compile cache: removed the least recently used");
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "compile cache: cannot remove")
+                }
+            }
+        }
+    }
+
     /// The compiled component the cache holds under `key`, if any.
     pub(crate) fn cached(&self, key: &str) -> Option<Component> {
-        let bytes = self.cache_path(key).and_then(|p| std::fs::read(p).ok())?;
+        let path = self.cache_path(key)?;
+        let bytes = std::fs::read(&path).ok()?;
+        // A hit is a use: the pruning removes the least recently used.
+        if let Err(e) = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+        {
+            tracing::debug!(path = %path.display(), error = %e, "compile cache: cannot mark a use");
+        }
         // Read, not mapped: a cache file replaced or truncated by another
         // process must not pull pages out from under a running journey.
         // SAFETY: the bytes come from `Component::serialize` of this same
@@ -450,10 +522,13 @@ impl Runtime {
             name: name.to_string(),
             message: format!("{e:#}"),
         })?;
-        if let Some(path) = path
-            && let Err(e) = write_cache(&component, &path)
-        {
-            tracing::warn!(path = %path.display(), error = %e, "could not write the compile cache");
+        if let Some(path) = path {
+            match write_cache(&component, &path) {
+                Ok(()) => self.prune_cache(&path),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not write the compile cache")
+                }
+            }
         }
         Ok((component, false))
     }

@@ -89,11 +89,16 @@ impl Language {
 
 /// One language's runtime, compiled and linked.
 pub(crate) struct ScriptEngine {
+    lang: Language,
     /// The component that runs journeys as the binary carries it: what a
     /// snapshot is made of.
     bytes: &'static [u8],
     run: JourneyPre<RunState>,
-    prepare: ScriptRuntimePre<RunState>,
+    /// The component that prepares files (for Python, the same).
+    prepare_bytes: &'static [u8],
+    /// Compiled the first time a file is not in the prepared cache: a start
+    /// whose files were all prepared before neither compiles nor loads it.
+    prepare: std::sync::OnceLock<ScriptRuntimePre<RunState>>,
     sha256: String,
     from_cache: bool,
 }
@@ -176,37 +181,57 @@ impl Runtime {
             name: name.to_string(),
             message: format!("{e:#}"),
         };
-        let prepare_sha = crate::tape::Tape::sha256(prepare_bytes);
-        let (prepare_component, from_cache) = self.compile(name, prepare_bytes, &prepare_sha)?;
-        let prepare_pre = self
-            .linker
-            .instantiate_pre(&prepare_component)
+        let run_sha = crate::tape::Tape::sha256(run_bytes);
+        let (component, from_cache) = self.compile(name, run_bytes, &run_sha)?;
+        let run = JourneyPre::new(self.linker.instantiate_pre(&component).map_err(link)?)
             .map_err(link)?;
-        let (run_pre, sha256, from_cache) = if std::ptr::eq(prepare_bytes, run_bytes) {
-            (prepare_pre.clone(), prepare_sha, from_cache)
+        // What a journey is prepared and run by: both runtimes.
+        let sha256 = if std::ptr::eq(prepare_bytes, run_bytes) {
+            run_sha
         } else {
-            let run_sha = crate::tape::Tape::sha256(run_bytes);
-            // Most of its code is the other's: Cranelift's incremental
-            // cache makes this compile a few seconds.
-            let (component, run_cached) = self.compile(name, run_bytes, &run_sha)?;
             let mut h = Sha256::new();
-            h.update(prepare_sha.as_bytes());
             h.update(run_sha.as_bytes());
-            (
-                self.linker.instantiate_pre(&component).map_err(link)?,
-                hex::encode(h.finalize()),
-                from_cache && run_cached,
-            )
+            h.update(crate::tape::Tape::sha256(prepare_bytes).as_bytes());
+            hex::encode(h.finalize())
         };
         let engine = Arc::new(ScriptEngine {
+            lang,
             bytes: run_bytes,
-            run: JourneyPre::new(run_pre).map_err(link)?,
-            prepare: ScriptRuntimePre::new(prepare_pre).map_err(link)?,
+            run,
+            prepare_bytes,
+            prepare: std::sync::OnceLock::new(),
             sha256,
             from_cache,
         });
         engines.insert(lang, engine.clone());
         Ok(engine)
+    }
+
+    /// The runtime that prepares `engine`'s files, compiled (or taken from
+    /// the cache) the first time it is needed; for JavaScript its code is
+    /// the running runtime's, so Cranelift's incremental cache makes that
+    /// compile a few seconds.
+    fn preparer<'e>(
+        &self,
+        engine: &'e ScriptEngine,
+    ) -> Result<&'e ScriptRuntimePre<RunState>, LoadError> {
+        if let Some(p) = engine.prepare.get() {
+            return Ok(p);
+        }
+        let name = engine.lang.runtime_name();
+        let link = |e: wasmtime::Error| LoadError::Link {
+            name: name.to_string(),
+            message: format!("{e:#}"),
+        };
+        let pre = if std::ptr::eq(engine.prepare_bytes, engine.bytes) {
+            engine.run.instance_pre().clone()
+        } else {
+            let sha = crate::tape::Tape::sha256(engine.prepare_bytes);
+            let (component, _) = self.compile(name, engine.prepare_bytes, &sha)?;
+            self.linker.instantiate_pre(&component).map_err(link)?
+        };
+        let pre = ScriptRuntimePre::new(pre).map_err(link)?;
+        Ok(engine.prepare.get_or_init(|| pre))
     }
 
     /// Load a journey from its source file (see [`Language::of`]): its
@@ -485,18 +510,13 @@ impl Runtime {
                 None => {
                     let rt = match runtime.take() {
                         Some(rt) => rt,
-                        None => {
-                            engine
-                                .prepare
-                                .instantiate_async(&mut store)
-                                .await
-                                .map_err(|e| {
-                                    job.fail(format!(
-                                        "cannot start the {}: {e:#}",
-                                        lang.runtime_name()
-                                    ))
-                                })?
-                        }
+                        None => self
+                            .preparer(engine)?
+                            .instantiate_async(&mut store)
+                            .await
+                            .map_err(|e| {
+                                job.fail(format!("cannot start the {}: {e:#}", lang.runtime_name()))
+                            })?,
                     };
                     let p = rt
                         .call_prepare(&mut store, &rel, &source)
