@@ -18,7 +18,8 @@
 //!
 //! The same for the api and noop journeys run from their source (no
 //! build), and, for 100 distinct JavaScript journeys from source, `waymark
-//! check` cold and warm and `waymark serve`'s RSS.
+//! check` cold and warm and `waymark serve`'s RSS (only these with
+//! `WAYMARK_BENCH=fleet`).
 //!
 //! `cargo bench -p waymark --bench languages` (after `npm install --prefix sdk/js`
 //! and `pip install ./sdk/python`, as .ci/run does). Linux only (reads
@@ -138,6 +139,12 @@ fn main() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // `WAYMARK_BENCH=fleet`: only the 100-journey tables.
+    if std::env::var("WAYMARK_BENCH").is_ok_and(|v| v == "fleet") {
+        fleet(&root, "JavaScript");
+        fleet(&root, "Python");
+        return;
+    }
     // The Rust api journey as build.rs made it for `waymark demo`.
     let rust_api = root.join("target/guests/wasm32-wasip2/release/journey_api.wasm");
     let built = lang::build_all(&[
@@ -286,6 +293,10 @@ fn fleet(root: &Path, lang: &str) {
     };
     let (cold, cold_kib) = check(&hundred);
     let (warm, warm_kib) = check(&hundred);
+    // Both serves start as a restart does, every file prepared before: a
+    // serve that prepares new files also holds the runtime that prepares
+    // them (once, about 40 MiB for JavaScript), which is not per journey.
+    check(&two_hundred);
     let serve_rss = |config: &Path| {
         let mut cmd = waymark();
         cmd.arg("serve")
