@@ -87,7 +87,28 @@ fn main() {
 
 /// Build `OUT_DIR/name.wasm` with `command`, or copy the one kept for the
 /// same inputs.
+/// Build (or take from `target/`) the runtime `name` into
+/// `OUT_DIR/{name}.wasm`, and its SHA-256 in hex into `{name}.sha256`: the
+/// engine keys its caches by it, and hashing 12–20 MB at every start
+/// would cost about 10 ms each.
 fn runtime(
+    root: &Path,
+    out_dir: &Path,
+    name: &str,
+    inputs: &[PathBuf],
+    wit: &[PathBuf],
+    command: impl FnOnce(&Path) -> Command,
+) {
+    make(root, out_dir, name, inputs, wit, command);
+    let out = out_dir.join(format!("{name}.wasm"));
+    let bytes =
+        std::fs::read(&out).unwrap_or_else(|e| panic!("cannot read {}: {e}", out.display()));
+    let sha = out_dir.join(format!("{name}.sha256"));
+    std::fs::write(&sha, hex(&Sha256::digest(&bytes)))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", sha.display()));
+}
+
+fn make(
     root: &Path,
     out_dir: &Path,
     name: &str,

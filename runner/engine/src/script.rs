@@ -25,15 +25,32 @@ use crate::runtime::{LoadError, LoadedJourney, RunOptions, Runtime};
 use crate::script_bindings::ScriptRuntimePre;
 use crate::script_bindings::waymark::journey::script::Module;
 
+/// A runtime component the binary carries, with its SHA-256 (hex) as
+/// build.rs computed it.
+#[derive(Clone, Copy)]
+struct Carried {
+    bytes: &'static [u8],
+    sha256: &'static str,
+}
+
+macro_rules! carried {
+    ($name:literal) => {
+        Carried {
+            bytes: include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".wasm")),
+            sha256: include_str!(concat!(env!("OUT_DIR"), "/", $name, ".sha256")),
+        }
+    };
+}
+
 /// The JavaScript runtime component (`sdk/js/runtime`, built by build.rs),
 /// which prepares files.
-static JS_RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/js-runtime.wasm"));
+static JS_RUNTIME: Carried = carried!("js-runtime");
 /// The same without sucrase, which runs journeys: a fresh instance of a
 /// smaller heap costs less (`waymark load`), and every instance alive in
 /// `waymark serve` is smaller.
-static JS_RUN_RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/js-run-runtime.wasm"));
+static JS_RUN_RUNTIME: Carried = carried!("js-run-runtime");
 /// The Python runtime component (`sdk/python/runtime`, built by build.rs).
-static PY_RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/py-runtime.wasm"));
+static PY_RUNTIME: Carried = carried!("py-runtime");
 
 /// A journey's modules beyond this many are refused: imports are followed
 /// at load time and a cycle of generated names must not go on for ever.
@@ -95,7 +112,7 @@ pub(crate) struct ScriptEngine {
     bytes: &'static [u8],
     run: JourneyPre<RunState>,
     /// The component that prepares files (for Python, the same).
-    prepare_bytes: &'static [u8],
+    preparing: Carried,
     /// Compiled the first time a file is not in the prepared cache: a start
     /// whose files were all prepared before neither compiles nor loads it.
     prepare: std::sync::OnceLock<ScriptRuntimePre<RunState>>,
@@ -173,7 +190,7 @@ impl Runtime {
             return Ok(e.clone());
         }
         let name = lang.runtime_name();
-        let (prepare_bytes, run_bytes) = match lang {
+        let (preparing, running) = match lang {
             Language::Python => (PY_RUNTIME, PY_RUNTIME),
             _ => (JS_RUNTIME, JS_RUN_RUNTIME),
         };
@@ -181,24 +198,23 @@ impl Runtime {
             name: name.to_string(),
             message: format!("{e:#}"),
         };
-        let run_sha = crate::tape::Tape::sha256(run_bytes);
-        let (component, from_cache) = self.compile(name, run_bytes, &run_sha)?;
+        let (component, from_cache) = self.compile(name, running.bytes, running.sha256)?;
         let run = JourneyPre::new(self.linker.instantiate_pre(&component).map_err(link)?)
             .map_err(link)?;
         // What a journey is prepared and run by: both runtimes.
-        let sha256 = if std::ptr::eq(prepare_bytes, run_bytes) {
-            run_sha
+        let sha256 = if preparing.sha256 == running.sha256 {
+            running.sha256.to_string()
         } else {
             let mut h = Sha256::new();
-            h.update(run_sha.as_bytes());
-            h.update(crate::tape::Tape::sha256(prepare_bytes).as_bytes());
+            h.update(running.sha256.as_bytes());
+            h.update(preparing.sha256.as_bytes());
             hex::encode(h.finalize())
         };
         let engine = Arc::new(ScriptEngine {
             lang,
-            bytes: run_bytes,
+            bytes: running.bytes,
             run,
-            prepare_bytes,
+            preparing,
             prepare: std::sync::OnceLock::new(),
             sha256,
             from_cache,
@@ -223,11 +239,11 @@ impl Runtime {
             name: name.to_string(),
             message: format!("{e:#}"),
         };
-        let pre = if std::ptr::eq(engine.prepare_bytes, engine.bytes) {
+        let pre = if std::ptr::eq(engine.preparing.bytes, engine.bytes) {
             engine.run.instance_pre().clone()
         } else {
-            let sha = crate::tape::Tape::sha256(engine.prepare_bytes);
-            let (component, _) = self.compile(name, engine.prepare_bytes, &sha)?;
+            let p = engine.preparing;
+            let (component, _) = self.compile(name, p.bytes, p.sha256)?;
             self.linker.instantiate_pre(&component).map_err(link)?
         };
         let pre = ScriptRuntimePre::new(pre).map_err(link)?;
