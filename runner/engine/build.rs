@@ -99,8 +99,8 @@ fn runtime(
     wit: &[PathBuf],
     command: impl FnOnce(&Path) -> Command,
 ) {
-    make(root, out_dir, name, inputs, wit, command);
     let out = out_dir.join(format!("{name}.wasm"));
+    make(root, &out, name, inputs, wit, command);
     let bytes =
         std::fs::read(&out).unwrap_or_else(|e| panic!("cannot read {}: {e}", out.display()));
     let sha = out_dir.join(format!("{name}.sha256"));
@@ -108,9 +108,10 @@ fn runtime(
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", sha.display()));
 }
 
+/// The component itself, at `out` (in OUT_DIR).
 fn make(
     root: &Path,
-    out_dir: &Path,
+    out: &Path,
     name: &str,
     inputs: &[PathBuf],
     wit: &[PathBuf],
@@ -129,7 +130,7 @@ fn make(
         h.update(bytes);
     }
     let key = hex(&h.finalize()[..12]);
-    let out = out_dir.join(format!("{name}.wasm"));
+    let out_dir = out.parent().unwrap_or(out);
     // OUT_DIR is target/<profile>/build/<crate>/out: keep the component
     // beside the profiles, where every profile finds it.
     let shared = out_dir
@@ -142,11 +143,11 @@ fn make(
         .map(|d| d.join(format!("{name}-{key}.wasm")));
     if let Some(kept) = &kept
         && kept.exists()
-        && std::fs::copy(kept, &out).is_ok()
+        && std::fs::copy(kept, out).is_ok()
     {
         return;
     }
-    let mut cmd = command(&out);
+    let mut cmd = command(out);
     let output = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?} to build the {name}: {e}"));
@@ -160,7 +161,7 @@ fn make(
     if let (Some(dir), Some(kept)) = (shared, kept) {
         let _ = std::fs::create_dir_all(&dir);
         let tmp = dir.join(format!("{name}-{key}.tmp{}", std::process::id()));
-        if std::fs::copy(&out, &tmp).is_ok() && std::fs::rename(&tmp, &kept).is_ok() {
+        if std::fs::copy(out, &tmp).is_ok() && std::fs::rename(&tmp, &kept).is_ok() {
             // Older builds are of inputs that are gone: 16–20 MB each.
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = entry.path();
