@@ -241,6 +241,49 @@ async fn errors_name_the_file_line_and_column_of_the_source() {
     assert!(stderr.contains("bad.ts:2:12: Unexpected token"), "{stderr}");
 }
 
+/// One instance prepares the files of every journey a process loads (for
+/// JavaScript, sucrase is evaluated once): a file that exhausts its memory
+/// or its stack fails its own journey, and the next journey's files are
+/// prepared as well as in a new instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_file_fails_its_own_journey_and_the_next_is_prepared() {
+    let semicolons = ";".repeat((4 << 20) - 64);
+    let nested = format!("x = {}{};\n", "[".repeat(1_000_000), "]".repeat(1_000_000));
+    let dir = journey_dir(&[
+        (
+            "ok.ts",
+            "const n: number = 1;\nexport const run = (): number => n;\n",
+        ),
+        ("semicolons.js", &semicolons),
+        ("nested.js", &nested),
+        ("after.ts", API_TS),
+        ("lib/auth.ts", AUTH_TS),
+    ]);
+    let p = |f: &str| dir.path().join(f);
+    let cache = tempfile::tempdir().expect("temp dir");
+    let rt = waymark_engine::Runtime::new(Some(cache.path().to_path_buf())).expect("runtime");
+    rt.load_file(&p("ok.ts")).expect("ok.ts loads");
+    for (file, why) in [
+        ("semicolons.js", "semicolons.js: out of memory"),
+        ("nested.js", "nested.js: too much recursion"),
+    ] {
+        match rt.load_file(&p(file)) {
+            Ok(_) => panic!("{file} loaded"),
+            Err(e) => assert!(e.to_string().contains(why), "{file}: {e}"),
+        }
+    }
+    let after = rt.load_file(&p("after.ts")).expect("after.ts loads");
+    let api = DemoApi::start().await.expect("demo api");
+    let mut o = opts(&[api.authority()], None, &[]);
+    (o.vars, o.secrets) = api.vars();
+    let rec = rt.run(&after, &o).await;
+    assert_eq!(rec.status, Status::Pass, "{rec:#?}");
+    // Released, the next file to prepare starts a new instance.
+    rt.release_preparers();
+    std::fs::write(p("ok.ts"), "export const run = (): void => {};\n").expect("write");
+    rt.load_file(&p("ok.ts")).expect("ok.ts loads again");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_journey_reads_nothing_outside_its_directory() {
     let outside = journey_dir(&[("secret.js", "export const s = 'outside';\n")]);

@@ -1,5 +1,5 @@
 //! Builds the script runtimes the engine carries: JavaScript
-//! (`sdk/js/runtime`, with componentize-js) and Python
+//! (`sdk/js/runtime`, with componentize-js, and sucrase beside it) and Python
 //! (`sdk/python/runtime`, with componentize-py). The binary then runs `.js`,
 //! `.ts` and `.py` journeys with no tool chain where it runs. Building them
 //! needs Node.js after `npm ci --prefix sdk/js`, and Python after `pip
@@ -23,40 +23,50 @@ fn main() {
     let wit = [root.join("wit/journey.wit"), root.join("wit/script.wit")];
 
     let js = root.join("sdk/js");
-    let js_inputs = [
-        js.join("runtime/runtime.js"),
-        js.join("runtime/build.mjs"),
-        js.join("waymark.js"),
-        js.join("package-lock.json"),
-    ];
-    // The full runtime prepares files (sucrase); the run-only one runs
-    // and is snapshotted, with a heap 4 MB smaller.
-    for (name, run_only) in [("js-runtime", false), ("js-run-runtime", true)] {
-        runtime(&root, &out_dir, name, &js_inputs, &wit, |out| {
-            if !js
-                .join("node_modules/@bytecodealliance/componentize-js")
-                .exists()
-            {
-                panic!(
-                    "the JavaScript runtime is built with Node.js from sdk/js's pinned packages: \
-                     run `npm ci --prefix sdk/js` first"
-                );
-            }
-            let mut cmd = Command::new("node");
-            cmd.arg(js.join("runtime/build.mjs"));
-            if run_only {
-                cmd.arg("--run-only");
-            }
-            cmd.arg(out);
-            cmd
-        });
-    }
-
-    let py = root.join("sdk/python");
-    runtime(
+    let js_build = js.join("runtime/build.mjs");
+    let lock = js.join("package-lock.json");
+    let node = |what: &str, out: &Path| {
+        if !js
+            .join("node_modules/@bytecodealliance/componentize-js")
+            .exists()
+        {
+            panic!(
+                "the JavaScript runtime is built with Node.js from sdk/js's pinned packages: \
+                 run `npm ci --prefix sdk/js` first"
+            );
+        }
+        let mut cmd = Command::new("node");
+        cmd.arg(&js_build).arg(what).arg(out);
+        cmd
+    };
+    carry(
         &root,
         &out_dir,
-        "py-runtime",
+        "js-runtime.wasm",
+        &[
+            js.join("runtime/runtime.js"),
+            js_build.clone(),
+            js.join("waymark.js"),
+            lock.clone(),
+        ],
+        &wit,
+        |out| node("runtime", out),
+    );
+    // sucrase, which the runtime evaluates when it first prepares a file.
+    carry(
+        &root,
+        &out_dir,
+        "js-preparer.js",
+        &[js_build.clone(), lock.clone()],
+        &[],
+        |out| node("preparer", out),
+    );
+
+    let py = root.join("sdk/python");
+    carry(
+        &root,
+        &out_dir,
+        "py-runtime.wasm",
         &[
             py.join("runtime/waymark_runtime.py"),
             py.join("waymark.py"),
@@ -85,13 +95,10 @@ fn main() {
     );
 }
 
-/// Build `OUT_DIR/name.wasm` with `command`, or copy the one kept for the
-/// same inputs.
-/// Build (or take from `target/`) the runtime `name` into
-/// `OUT_DIR/{name}.wasm`, and its SHA-256 in hex into `{name}.sha256`: the
-/// engine keys its caches by it, and hashing 12–20 MB at every start
-/// would cost about 10 ms each.
-fn runtime(
+/// Build (or take from `target/`) the file `name` into `OUT_DIR/{name}`,
+/// and its SHA-256 in hex into `{name}.sha256`: the engine keys its caches
+/// by it, and hashing 12–20 MB at every start would cost about 10 ms each.
+fn carry(
     root: &Path,
     out_dir: &Path,
     name: &str,
@@ -99,7 +106,7 @@ fn runtime(
     wit: &[PathBuf],
     command: impl FnOnce(&Path) -> Command,
 ) {
-    let out = out_dir.join(format!("{name}.wasm"));
+    let out = out_dir.join(name);
     make(root, &out, name, inputs, wit, command);
     let bytes =
         std::fs::read(&out).unwrap_or_else(|e| panic!("cannot read {}: {e}", out.display()));
@@ -108,7 +115,7 @@ fn runtime(
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", sha.display()));
 }
 
-/// The component itself, at `out` (in OUT_DIR).
+/// The file itself, at `out` (in OUT_DIR).
 fn make(
     root: &Path,
     out: &Path,
@@ -130,6 +137,7 @@ fn make(
         h.update(bytes);
     }
     let key = hex(&h.finalize()[..12]);
+    let (stem, ext) = name.rsplit_once('.').unwrap_or((name, "out"));
     let out_dir = out.parent().unwrap_or(out);
     // OUT_DIR is target/<profile>/build/<crate>/out: keep the component
     // beside the profiles, where every profile finds it.
@@ -140,7 +148,7 @@ fn make(
         .map(|t| t.join("script-runtimes"));
     let kept = shared
         .as_ref()
-        .map(|d| d.join(format!("{name}-{key}.wasm")));
+        .map(|d| d.join(format!("{stem}-{key}.{ext}")));
     if let Some(kept) = &kept
         && kept.exists()
         && std::fs::copy(kept, out).is_ok()
@@ -160,14 +168,14 @@ fn make(
     );
     if let (Some(dir), Some(kept)) = (shared, kept) {
         let _ = std::fs::create_dir_all(&dir);
-        let tmp = dir.join(format!("{name}-{key}.tmp{}", std::process::id()));
+        let tmp = dir.join(format!("{stem}-{key}.tmp{}", std::process::id()));
         if std::fs::copy(out, &tmp).is_ok() && std::fs::rename(&tmp, &kept).is_ok() {
             // Older builds are of inputs that are gone: 16–20 MB each.
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = entry.path();
                 let ours = path
                     .file_name()
-                    .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{name}-")));
+                    .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{stem}-")));
                 if ours && path != kept {
                     let _ = std::fs::remove_file(path);
                 }

@@ -45,6 +45,9 @@ pub struct RunState {
     vars: Arc<HashMap<String, String>>,
     /// A journey run from its source: the modules the runtime evaluates.
     pub(crate) script: Option<Arc<Vec<script::Module>>>,
+    /// A store that prepares files: the source of the runtime's preparer
+    /// (`script.preparer`), empty otherwise.
+    pub(crate) preparer: &'static str,
     /// For `--har`, `-v` and a recording: body cap, and the run's start on
     /// both clocks.
     capture: Option<(usize, std::time::SystemTime, Instant)>,
@@ -163,6 +166,7 @@ impl RunState {
             },
             vars,
             script: None,
+            preparer: "",
             rec,
             logs,
             deadline,
@@ -601,6 +605,10 @@ impl report::Host for RunState {
 impl script::Host for RunState {
     async fn modules(&mut self) -> Vec<script::Module> {
         self.script.as_deref().cloned().unwrap_or_default()
+    }
+
+    async fn preparer(&mut self) -> String {
+        self.preparer.to_string()
     }
 }
 

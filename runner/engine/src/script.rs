@@ -1,6 +1,7 @@
 //! Journeys run from their source. One runtime component per language is
 //! carried in the binary (JavaScript, which also takes TypeScript: its
-//! types are stripped by sucrase inside the runtime; and Python), compiled
+//! types are stripped by sucrase, which the binary carries beside the
+//! runtime and hands to it when it prepares a file; and Python), compiled
 //! once per machine (the compile cache) and once per process, and shared by
 //! every journey of that language: a journey adds only its modules' text.
 //!
@@ -12,45 +13,45 @@
 //! `waymark:journey/script`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use wasmtime::Store;
 use wasmtime::component::Component;
 
 use crate::bindings::JourneyPre;
 use crate::host::RunState;
 use crate::runtime::{LoadError, LoadedJourney, RunOptions, Runtime};
-use crate::script_bindings::ScriptRuntimePre;
 use crate::script_bindings::waymark::journey::script::Module;
+use crate::script_bindings::{ScriptRuntime, ScriptRuntimePre};
 
-/// A runtime component the binary carries, with its SHA-256 (hex) as
-/// build.rs computed it.
-#[derive(Clone, Copy)]
-struct Carried {
-    bytes: &'static [u8],
+/// A file the binary carries, with its SHA-256 (hex) as build.rs computed
+/// it.
+struct Carried<T: ?Sized + 'static> {
+    content: &'static T,
     sha256: &'static str,
 }
 
 macro_rules! carried {
-    ($name:literal) => {
+    ($include:ident, $name:literal) => {
         Carried {
-            bytes: include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".wasm")),
+            content: $include!(concat!(env!("OUT_DIR"), "/", $name)),
             sha256: include_str!(concat!(env!("OUT_DIR"), "/", $name, ".sha256")),
         }
     };
 }
 
-/// The JavaScript runtime component (`sdk/js/runtime`, built by build.rs),
-/// which prepares files.
-static JS_RUNTIME: Carried = carried!("js-runtime");
-/// The same without sucrase, which runs journeys: a fresh instance of a
-/// smaller heap costs less (`waymark load`), and every instance alive in
-/// `waymark serve` is smaller.
-static JS_RUN_RUNTIME: Carried = carried!("js-run-runtime");
+/// The JavaScript runtime component (`sdk/js/runtime`, built by build.rs).
+static JS_RUNTIME: Carried<[u8]> = carried!(include_bytes, "js-runtime.wasm");
+/// sucrase as one script, which the JavaScript runtime evaluates when an
+/// instance first prepares a file (`script.preparer`): not in the
+/// runtime's own heap, which every fresh instance of a journey maps and
+/// resets (evaluated, about 4 MB: a third of a no-request iteration).
+static JS_PREPARER: Carried<str> = carried!(include_str, "js-preparer.js");
 /// The Python runtime component (`sdk/python/runtime`, built by build.rs).
-static PY_RUNTIME: Carried = carried!("py-runtime");
+static PY_RUNTIME: Carried<[u8]> = carried!(include_bytes, "py-runtime.wasm");
 
 /// A journey's modules beyond this many are refused: imports are followed
 /// at load time and a cycle of generated names must not go on for ever.
@@ -106,18 +107,26 @@ impl Language {
 
 /// One language's runtime, compiled and linked.
 pub(crate) struct ScriptEngine {
-    lang: Language,
-    /// The component that runs journeys as the binary carries it: what a
-    /// snapshot is made of.
+    /// The component as the binary carries it: what a snapshot is made of.
     bytes: &'static [u8],
     run: JourneyPre<RunState>,
-    /// The component that prepares files (for Python, the same).
-    preparing: Carried,
-    /// Compiled the first time a file is not in the prepared cache: a start
-    /// whose files were all prepared before neither compiles nor loads it.
-    prepare: std::sync::OnceLock<ScriptRuntimePre<RunState>>,
+    /// The same component, as what prepares files.
+    prepare: ScriptRuntimePre<RunState>,
+    /// What the runtime evaluates to prepare files (`script.preparer`).
+    preparer: &'static str,
+    /// An instance that has prepared files, kept for the next journey that
+    /// has a file to prepare: a JavaScript instance's first file costs
+    /// evaluating sucrase (about 55 ms), which 100 journeys loaded one
+    /// after the other would pay 100 times.
+    kept: Mutex<Option<Preparing>>,
     sha256: String,
     from_cache: bool,
+}
+
+/// An instance of a runtime that prepares files, with its store.
+struct Preparing {
+    store: Store<RunState>,
+    runtime: ScriptRuntime,
 }
 
 /// The world's interfaces a journey may import as a component would.
@@ -190,32 +199,34 @@ impl Runtime {
             return Ok(e.clone());
         }
         let name = lang.runtime_name();
-        let (preparing, running) = match lang {
-            Language::Python => (PY_RUNTIME, PY_RUNTIME),
-            _ => (JS_RUNTIME, JS_RUN_RUNTIME),
+        let (runtime, preparer) = match lang {
+            Language::Python => (&PY_RUNTIME, None),
+            _ => (&JS_RUNTIME, Some(&JS_PREPARER)),
         };
         let link = |e: wasmtime::Error| LoadError::Link {
             name: name.to_string(),
             message: format!("{e:#}"),
         };
-        let (component, from_cache) = self.compile(name, running.bytes, running.sha256)?;
-        let run = JourneyPre::new(self.linker.instantiate_pre(&component).map_err(link)?)
-            .map_err(link)?;
-        // What a journey is prepared and run by: both runtimes.
-        let sha256 = if preparing.sha256 == running.sha256 {
-            running.sha256.to_string()
-        } else {
-            let mut h = Sha256::new();
-            h.update(running.sha256.as_bytes());
-            h.update(preparing.sha256.as_bytes());
-            hex::encode(h.finalize())
+        let (component, from_cache) = self.compile(name, runtime.content, runtime.sha256)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        let prepare = ScriptRuntimePre::new(pre.clone()).map_err(link)?;
+        let run = JourneyPre::new(pre).map_err(link)?;
+        // What a journey is prepared and run by: the runtime and its preparer.
+        let sha256 = match preparer {
+            None => runtime.sha256.to_string(),
+            Some(p) => {
+                let mut h = Sha256::new();
+                h.update(runtime.sha256.as_bytes());
+                h.update(p.sha256.as_bytes());
+                hex::encode(h.finalize())
+            }
         };
         let engine = Arc::new(ScriptEngine {
-            lang,
-            bytes: running.bytes,
+            bytes: runtime.content,
             run,
-            preparing,
-            prepare: std::sync::OnceLock::new(),
+            prepare,
+            preparer: preparer.map_or("", |p| p.content),
+            kept: Mutex::new(None),
             sha256,
             from_cache,
         });
@@ -223,31 +234,15 @@ impl Runtime {
         Ok(engine)
     }
 
-    /// The runtime that prepares `engine`'s files, compiled (or taken from
-    /// the cache) the first time it is needed; for JavaScript its code is
-    /// the running runtime's, so Cranelift's incremental cache makes that
-    /// compile a few seconds.
-    fn preparer<'e>(
-        &self,
-        engine: &'e ScriptEngine,
-    ) -> Result<&'e ScriptRuntimePre<RunState>, LoadError> {
-        if let Some(p) = engine.prepare.get() {
-            return Ok(p);
+    /// Drops the instances kept for preparing files (for JavaScript,
+    /// sucrase's heap, about N MiB): a process that has loaded its journeys
+    /// (`waymark serve` after its config) need not hold them. The next file
+    /// to prepare starts one again.
+    pub fn release_preparers(&self) {
+        let engines = self.scripts.lock().unwrap_or_else(PoisonError::into_inner);
+        for e in engines.values() {
+            e.kept.lock().unwrap_or_else(PoisonError::into_inner).take();
         }
-        let name = engine.lang.runtime_name();
-        let link = |e: wasmtime::Error| LoadError::Link {
-            name: name.to_string(),
-            message: format!("{e:#}"),
-        };
-        let pre = if std::ptr::eq(engine.preparing.bytes, engine.bytes) {
-            engine.run.instance_pre().clone()
-        } else {
-            let p = engine.preparing;
-            let (component, _) = self.compile(name, p.bytes, p.sha256)?;
-            self.linker.instantiate_pre(&component).map_err(link)?
-        };
-        let pre = ScriptRuntimePre::new(pre).map_err(link)?;
-        Ok(engine.prepare.get_or_init(|| pre))
     }
 
     /// Load a journey from its source file (see [`Language::of`]): its
@@ -472,14 +467,8 @@ impl Runtime {
         })
     }
 
-    async fn prepare_files(&self, job: &Job<'_>, entry: String) -> Result<Vec<Module>, LoadError> {
-        let Job {
-            engine,
-            lang,
-            root,
-            shown_root,
-            ..
-        } = *job;
+    /// A new instance that prepares `job`'s files.
+    async fn preparing(&self, job: &Job<'_>) -> Result<Preparing, LoadError> {
         // No host may be reached while preparing: the allow-list is empty.
         let allow = waymark_http::AllowList::parse::<&str>(&[])
             .map_err(|e| job.fail(format!("the empty allow-list: {e}")))?;
@@ -487,17 +476,111 @@ impl Runtime {
             .map_err(|e| job.fail(format!("the HTTP client's TLS set-up: {e}")))?;
         let mut opts = RunOptions::new(Arc::new(http));
         opts.memory_limit = PREPARE_MEMORY;
+        opts.timeout = PREPARE_TIMEOUT;
         let mut store = self.store_for(
             "prepare",
             None,
             &opts,
             std::time::SystemTime::now(),
-            std::time::Instant::now(),
+            Instant::now(),
             Default::default(),
         );
-        // Started for the first file the cache does not have.
-        let mut runtime = None;
+        store.data_mut().preparer = job.engine.preparer;
+        let runtime = job
+            .engine
+            .prepare
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| {
+                job.fail(format!(
+                    "cannot start the {}: {e:#}",
+                    job.lang.runtime_name()
+                ))
+            })?;
+        Ok(Preparing { store, runtime })
+    }
 
+    /// Prepare `source` (the file `rel`) in the instance in `slot`, or in
+    /// the engine's kept one, or in a new one. The instance is left in
+    /// `slot` only if it prepared the file: one that failed may be unusable
+    /// after (SpiderMonkey's heap after an out-of-memory fails the next
+    /// file the same way). What a reused instance failed is tried again in
+    /// a new one, so that what a file gives never depends on the files
+    /// prepared before it.
+    async fn prepare_one(
+        &self,
+        job: &Job<'_>,
+        slot: &mut Option<Preparing>,
+        rel: &str,
+        source: &str,
+    ) -> Result<Result<crate::script_bindings::Prepared, String>, LoadError> {
+        let kept = || {
+            job.engine
+                .kept
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        };
+        let (mut p, mut reused) = match slot.take().or_else(kept) {
+            Some(p) => (p, true),
+            None => (self.preparing(job).await?, false),
+        };
+        loop {
+            p.store.data_mut().deadline =
+                waymark_record::units::later(Instant::now(), PREPARE_TIMEOUT);
+            let out = p.runtime.call_prepare(&mut p.store, rel, source).await;
+            match out {
+                Ok(Ok(prepared)) => {
+                    *slot = Some(p);
+                    return Ok(Ok(prepared));
+                }
+                Err(e) if reused => {
+                    tracing::debug!(error = %format!("{e:#}"), file = rel, "a kept preparing instance failed; trying a new one");
+                }
+                Ok(Err(m)) if reused => {
+                    tracing::debug!(error = %m, file = rel, "a kept preparing instance refused a file; trying a new one");
+                }
+                Ok(Err(m)) => return Ok(Err(m)),
+                Err(e) => {
+                    return Err(job.fail(format!(
+                        "{}: the {} failed: {e:#}",
+                        job.shown_root.join(rel).display(),
+                        job.lang.runtime_name()
+                    )));
+                }
+            }
+            reused = false;
+            p = self.preparing(job).await?;
+        }
+    }
+
+    async fn prepare_files(&self, job: &Job<'_>, entry: String) -> Result<Vec<Module>, LoadError> {
+        // The instance that prepared this journey's files goes back to the
+        // engine for the next journey, unless a file failed in it.
+        let mut slot = None;
+        let out = self.prepare_files_in(job, entry, &mut slot).await;
+        if let Some(p) = slot {
+            *job.engine
+                .kept
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(p);
+        }
+        out
+    }
+
+    async fn prepare_files_in(
+        &self,
+        job: &Job<'_>,
+        entry: String,
+        slot: &mut Option<Preparing>,
+    ) -> Result<Vec<Module>, LoadError> {
+        let Job {
+            engine,
+            lang,
+            root,
+            shown_root,
+            ..
+        } = *job;
         let shown = |rel: &str| shown_root.join(rel).display().to_string();
         let mut modules: Vec<Module> = Vec::new();
         let mut queue = vec![entry];
@@ -524,26 +607,9 @@ impl Runtime {
             let prepared = match key.as_deref().and_then(read_prepared) {
                 Some(p) => p,
                 None => {
-                    let rt = match runtime.take() {
-                        Some(rt) => rt,
-                        None => self
-                            .preparer(engine)?
-                            .instantiate_async(&mut store)
-                            .await
-                            .map_err(|e| {
-                                job.fail(format!("cannot start the {}: {e:#}", lang.runtime_name()))
-                            })?,
-                    };
-                    let p = rt
-                        .call_prepare(&mut store, &rel, &source)
-                        .await
-                        .map_err(|e| {
-                            job.fail(format!(
-                                "{}: the {} failed: {e:#}",
-                                shown(&rel),
-                                lang.runtime_name()
-                            ))
-                        })?
+                    let p = self
+                        .prepare_one(job, slot, &rel, &source)
+                        .await?
                         // The runtime's message begins with the path it was given.
                         .map_err(|m| {
                             job.fail(match m.strip_prefix(rel.as_str()) {
@@ -551,7 +617,6 @@ impl Runtime {
                                 None => m,
                             })
                         })?;
-                    runtime = Some(rt);
                     let p = Prepared {
                         code: p.code,
                         imports: p.imports,

@@ -1,16 +1,18 @@
 #!/usr/bin/env node
-// Build the JavaScript runtime component that the waymark binary carries:
+// Build what the waymark binary carries for JavaScript and TypeScript:
 //
-//   node sdk/js/runtime/build.mjs [--run-only] OUT.wasm
+//   node sdk/js/runtime/build.mjs runtime OUT.wasm
+//   node sdk/js/runtime/build.mjs preparer OUT.js
 //
-// esbuild makes one module of runtime.js, sucrase and the SDK (the versions
-// pinned in package-lock.json), and componentize-js builds it against the
-// `script-runtime` world of wit/.
+// `runtime`: esbuild makes one module of runtime.js and the SDK, and
+// componentize-js builds it against the `script-runtime` world of wit/.
 //
-// `--run-only` leaves sucrase out: the runtime that runs journeys (and is
-// snapshotted for `waymark load`) never prepares a file, and sucrase's
-// evaluated code is about 4 MB of the engine's heap that every fresh
-// instance would map and reset (a third of a no-request iteration's cost).
+// `preparer`: sucrase (the version pinned in package-lock.json) as one
+// minified script whose value is its `transform`. The host hands it to the
+// runtime, which evaluates it the first time it prepares a file: sucrase is
+// not in the runtime's own heap, which every fresh instance of a journey
+// would map and reset (about 4 MB once evaluated, a third of a no-request
+// iteration), and one component serves both running and preparing.
 import { build } from 'esbuild';
 import { componentize } from '@bytecodealliance/componentize-js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -19,48 +21,53 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-const runOnly = args[0] === '--run-only';
-const out = runOnly ? args[1] : args[0];
-if (!out || args.length !== (runOnly ? 2 : 1)) {
-  console.error('usage: node build.mjs [--run-only] OUT.wasm');
+const [what, out, ...rest] = process.argv.slice(2);
+if (!['runtime', 'preparer'].includes(what) || !out || rest.length) {
+  console.error('usage: node build.mjs runtime OUT.wasm | preparer OUT.js');
   process.exit(2);
 }
 
-// What `import { transform } from 'sucrase'` gives the run-only runtime.
-const noSucrase = {
-  name: 'no-sucrase',
-  setup(b) {
-    b.onResolve({ filter: /^sucrase$/ }, () => ({ path: 'sucrase', namespace: 'run-only' }));
-    b.onLoad({ filter: /.*/, namespace: 'run-only' }, () => ({
-      contents: "export function transform() { throw new Error('this runtime runs journeys; it does not prepare files'); }",
-      loader: 'js',
-    }));
-  },
+const common = {
+  bundle: true,
+  platform: 'neutral',
+  mainFields: ['module', 'main'],
+  target: 'es2022',
+  logLevel: 'error',
+  legalComments: 'none',
 };
 
 const stage = await mkdtemp(join(tmpdir(), 'waymark-jsrt-'));
 try {
-  const bundle = join(stage, 'runtime.js');
-  await build({
-    entryPoints: [join(here, 'runtime.js')],
-    bundle: true,
-    format: 'esm',
-    platform: 'neutral',
-    mainFields: ['module', 'main'],
-    target: 'es2022',
-    external: ['waymark:*'],
-    outfile: bundle,
-    logLevel: 'error',
-    legalComments: 'none',
-    plugins: runOnly ? [noSucrase] : [],
-  });
-  const { component } = await componentize({
-    sourcePath: bundle,
-    witPath: resolve(here, '../../../wit'),
-    worldName: 'script-runtime',
-  });
-  await writeFile(out, component);
+  if (what === 'preparer') {
+    // The script's last statement is the name: evaluating it yields
+    // `transform` without defining anything else the runtime would see.
+    const name = '__waymarkPreparer';
+    await build({
+      ...common,
+      stdin: { contents: "export { transform } from 'sucrase';", resolveDir: here, loader: 'js' },
+      nodePaths: [resolve(here, '../node_modules')],
+      format: 'iife',
+      globalName: name,
+      minify: true,
+      footer: { js: `${name}.transform` },
+      outfile: out,
+    });
+  } else {
+    const bundle = join(stage, 'runtime.js');
+    await build({
+      ...common,
+      entryPoints: [join(here, 'runtime.js')],
+      format: 'esm',
+      external: ['waymark:*'],
+      outfile: bundle,
+    });
+    const { component } = await componentize({
+      sourcePath: bundle,
+      witPath: resolve(here, '../../../wit'),
+      worldName: 'script-runtime',
+    });
+    await writeFile(out, component);
+  }
 } catch (e) {
   console.error(`runtime/build.mjs: ${e.message ?? e}`);
   process.exitCode = 1;

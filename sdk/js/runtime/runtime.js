@@ -1,16 +1,17 @@
 // The JavaScript runtime carried in the waymark binary: one component (the
-// JS engine, sucrase and the SDK) that runs any journey from its source.
+// JS engine and the SDK) that runs any journey from its source.
 //
 // The host calls `prepare` once per source file when it loads a journey
 // (TypeScript types stripped, imports turned into `require`, line numbers
-// kept), then every run calls `run`, which evaluates the prepared modules
-// the host hands over through `waymark:journey/script`. Built by build.mjs.
-import { transform } from 'sucrase';
+// kept, by sucrase, which the host hands over as `script.preparer` and
+// which is evaluated on the first call), then every run calls `run`, which
+// evaluates the prepared modules the host hands over through
+// `waymark:journey/script`. Built by build.mjs.
 import * as sdk from '../waymark.js';
 import * as http from 'waymark:journey/http@0.2.0';
 import * as report from 'waymark:journey/report@0.2.0';
 import * as vars from 'waymark:journey/vars@0.2.0';
-import { modules } from 'waymark:journey/script@0.2.0';
+import { modules, preparer } from 'waymark:journey/script@0.2.0';
 
 // The world's own interfaces, for journeys that import them as a component
 // would; `script` is the runtime's and not among them.
@@ -22,7 +23,11 @@ const WORLD = new Map([
 
 const TS = /\.[cm]?tsx?$/;
 
+// sucrase's `transform`, once this instance has prepared a file.
+let transform = null;
+
 export function prepare(path, source) {
+  if (!transform) transform = (0, eval)(preparer());
   let out;
   try {
     out = transform(source, {

@@ -148,6 +148,9 @@ pub fn prepare_partial(
             wasm_hash: hash,
         }));
     }
+    // Every journey is loaded: the instance that prepared their files is
+    // not needed until the config changes.
+    runtime.release_preparers();
     (Plan { config, journeys }, errors)
 }
 
