@@ -234,10 +234,10 @@ impl Runtime {
         Ok(engine)
     }
 
-    /// Drops the instances kept for preparing files (for JavaScript,
-    /// sucrase's heap, about N MiB): a process that has loaded its journeys
-    /// (`waymark serve` after its config) need not hold them. The next file
-    /// to prepare starts one again.
+    /// Drops the instances kept for preparing files (for JavaScript, with
+    /// sucrase evaluated in its heap): a process that has loaded its
+    /// journeys (`waymark serve` after its config) need not hold them. The
+    /// next file to prepare starts one again.
     pub fn release_preparers(&self) {
         let engines = self.scripts.lock().unwrap_or_else(PoisonError::into_inner);
         for e in engines.values() {
