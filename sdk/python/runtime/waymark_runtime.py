@@ -8,7 +8,6 @@ which executes the modules the host hands over through
 componentize-py against the ``script-runtime`` world of ``wit/``.
 """
 
-import ast
 import importlib.abc
 import marshal
 import importlib.util
@@ -123,6 +122,8 @@ def _evaluate():
 
 class WitWorld(_World):
     def prepare(self, path: str, source: str) -> _script.Prepared:
+        import ast  # only here: out of the image every run's instance starts from
+
         try:
             tree = ast.parse(source, filename=path)
             # The compiler finds errors the parser does not (`return` outside
