@@ -513,7 +513,7 @@ impl Runtime {
         slot: &mut Option<Preparing>,
         rel: &str,
         source: &str,
-    ) -> Result<Result<crate::script_bindings::Prepared, String>, LoadError> {
+    ) -> Result<crate::script_bindings::Prepared, LoadError> {
         let kept = || {
             job.engine
                 .kept
@@ -532,7 +532,7 @@ impl Runtime {
             match out {
                 Ok(Ok(prepared)) => {
                     *slot = Some(p);
-                    return Ok(Ok(prepared));
+                    return Ok(prepared);
                 }
                 Err(e) if reused => {
                     tracing::debug!(error = %format!("{e:#}"), file = rel, "a kept preparing instance failed; trying a new one");
@@ -540,7 +540,13 @@ impl Runtime {
                 Ok(Err(m)) if reused => {
                     tracing::debug!(error = %m, file = rel, "a kept preparing instance refused a file; trying a new one");
                 }
-                Ok(Err(m)) => return Ok(Err(m)),
+                // The runtime's message begins with the path it was given.
+                Ok(Err(m)) => {
+                    return Err(job.fail(match m.strip_prefix(rel) {
+                        Some(rest) => format!("{}{rest}", job.shown_root.join(rel).display()),
+                        None => m,
+                    }));
+                }
                 Err(e) => {
                     return Err(job.fail(format!(
                         "{}: the {} failed: {e:#}",
@@ -607,16 +613,7 @@ impl Runtime {
             let prepared = match key.as_deref().and_then(read_prepared) {
                 Some(p) => p,
                 None => {
-                    let p = self
-                        .prepare_one(job, slot, &rel, &source)
-                        .await?
-                        // The runtime's message begins with the path it was given.
-                        .map_err(|m| {
-                            job.fail(match m.strip_prefix(rel.as_str()) {
-                                Some(rest) => format!("{}{rest}", shown(&rel)),
-                                None => m,
-                            })
-                        })?;
+                    let p = self.prepare_one(job, slot, &rel, &source).await?;
                     let p = Prepared {
                         code: p.code,
                         imports: p.imports,
