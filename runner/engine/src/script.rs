@@ -376,12 +376,8 @@ impl Runtime {
             &instrumented,
             &crate::tape::Tape::sha256(&instrumented),
         )?;
-        let allow = waymark_http::AllowList::parse::<&str>(&[])
-            .map_err(|e| fail(format!("the empty allow-list: {e}")))?;
-        let http = waymark_http::HttpConfig::new(allow, None)
-            .map_err(|e| fail(format!("the HTTP client's TLS set-up: {e}")))?;
         let mut init_opts = opts.clone();
-        init_opts.http = Arc::new(http);
+        init_opts.http = no_hosts(fail)?;
         // The snapshot is kept on disk: no secret may be in it.
         init_opts.secrets.clear();
         let snapshot = std::thread::scope(|s| {
@@ -469,12 +465,8 @@ impl Runtime {
 
     /// A new instance that prepares `job`'s files.
     async fn preparing(&self, job: &Job<'_>) -> Result<Preparing, LoadError> {
-        // No host may be reached while preparing: the allow-list is empty.
-        let allow = waymark_http::AllowList::parse::<&str>(&[])
-            .map_err(|e| job.fail(format!("the empty allow-list: {e}")))?;
-        let http = waymark_http::HttpConfig::new(allow, None)
-            .map_err(|e| job.fail(format!("the HTTP client's TLS set-up: {e}")))?;
-        let mut opts = RunOptions::new(Arc::new(http));
+        // No host may be reached while preparing.
+        let mut opts = RunOptions::new(no_hosts(|m| job.fail(m))?);
         opts.memory_limit = PREPARE_MEMORY;
         opts.timeout = PREPARE_TIMEOUT;
         let mut store = self.store_for(
@@ -656,6 +648,18 @@ impl Runtime {
         }
         Ok(modules)
     }
+}
+
+/// An HTTP client with an empty allow-list: what prepares files or
+/// evaluates a snapshot's modules reaches no host.
+fn no_hosts(
+    fail: impl Fn(String) -> LoadError,
+) -> Result<Arc<waymark_http::HttpConfig>, LoadError> {
+    let allow = waymark_http::AllowList::parse::<&str>(&[])
+        .map_err(|e| fail(format!("the empty allow-list: {e}")))?;
+    let http = waymark_http::HttpConfig::new(allow, None)
+        .map_err(|e| fail(format!("the HTTP client's TLS set-up: {e}")))?;
+    Ok(Arc::new(http))
 }
 
 /// What the runtime's `prepare` made of a file, as the cache keeps it.
